@@ -1,0 +1,5 @@
+import sys
+
+from memberpulse.cli import main
+
+sys.exit(main())

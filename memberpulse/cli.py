@@ -1,0 +1,99 @@
+"""The ``memberpulse`` console script.
+
+Exit codes: 0 success; 1 the job ran and failed (e.g. send-test got a non-200); 2 bad usage or configuration
+(a person must fix something); 3 a transient failure (retrying later may succeed).
+Each subcommand imports its stage lazily so ``memberpulse send-test`` does not pay for Prefect's import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from memberpulse.errors import FatalError, MemberpulseError, TransientError
+from memberpulse.settings import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_TRANSIENT = 0, 1, 2, 3
+DEFAULT_WEBHOOK_URL = "http://localhost:3000/api/webhooks/whop"
+
+
+def _parse_as_of(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--as-of {text!r} is not an ISO 8601 time, e.g. 2026-11-27T12:00:00Z")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="memberpulse", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the webhook landing endpoint")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+
+    send = sub.add_parser("send-test", help="sign a mock webhook with the configured secret and post it")
+    send.add_argument("event", help="an event type (e.g. membership.went_valid) or 'all'")
+    send.add_argument("--url", default=DEFAULT_WEBHOOK_URL)
+
+    run = sub.add_parser("run", help="one reconcile flow run: ingest, score, publish, snapshot")
+    run.add_argument("--as-of", type=_parse_as_of, default=None, help="score as of this ISO 8601 time")
+    run.add_argument("--full-refresh", action="store_true", help="rebuild from all raw data")
+
+    sub.add_parser("backfill", help="one backfill flow run from Whop's REST API")
+    sub.add_parser("migrate", help="apply supabase/migrations through SUPABASE_DB_URL")
+    sub.add_parser("demo", help="the whole loop on this machine, no credentials needed")
+    return parser
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "serve":
+        from landing.server import serve
+
+        serve(settings, host=args.host, port=args.port)
+        return EXIT_OK
+    if args.command == "send-test":
+        from landing.send_test import send_test
+
+        return send_test(args.event, url=args.url, settings=settings)
+    if args.command == "run":
+        from flows.reconcile import run_once
+
+        return run_once(settings, as_of=args.as_of, full_refresh=args.full_refresh)
+    if args.command == "backfill":
+        from flows.backfill import run_once as backfill_once
+
+        return backfill_once(settings)
+    if args.command == "migrate":
+        from flows.publish.migrations import migrate_cli
+
+        return migrate_cli(settings)
+    if args.command == "demo":
+        from memberpulse.demo import main as demo_main
+
+        return demo_main(settings)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args, Settings())
+    except TransientError as exc:
+        print(f"memberpulse {args.command}: {exc}", file=sys.stderr)
+        return EXIT_TRANSIENT
+    except FatalError as exc:
+        print(f"memberpulse {args.command}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except MemberpulseError as exc:  # pragma: no cover - every error is transient or fatal
+        print(f"memberpulse {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

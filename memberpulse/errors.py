@@ -1,0 +1,118 @@
+"""Every error memberpulse raises, in one place.
+
+Two branches decide what happens next, the way httpx separates transport errors from status errors:
+
+- :class:`TransientError` — the outside world may heal (Whop rate limit, a 5xx, a timeout, Postgres down,
+  a full disk). Flows retry these with backoff; the landing answers 503 so Whop retries.
+- :class:`FatalError` — retrying cannot help (bad credentials, bad configuration, bad input).
+  Flows stop at once with the message; the CLI exits non-zero.
+
+Each error carries the offending value where there is one and a ``hint`` saying how to fix it
+("set WHOP_COMPANY_ID"). Messages never contain secrets.
+"""
+
+from __future__ import annotations
+
+
+class MemberpulseError(Exception):
+    """Base of every memberpulse error."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} (hint: {self.hint})" if self.hint else self.message
+
+
+# --- transient: retry -------------------------------------------------------------------------------------
+
+
+class TransientError(MemberpulseError):
+    """The operation may succeed if retried later."""
+
+
+class StorageUnavailable(TransientError):
+    """The raw store could not make a record durable (disk full, I/O error)."""
+
+
+class WhopUnavailable(TransientError):
+    """Whop's API answered 5xx, timed out, or the connection failed."""
+
+
+class WhopRateLimited(WhopUnavailable):
+    """Whop's API answered 429; ``retry_after`` is how long it asked us to wait, in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class PublishUnavailable(TransientError):
+    """The publish target (Postgres or PostgREST) is unreachable or answered 5xx."""
+
+
+# --- fatal: stop ------------------------------------------------------------------------------------------
+
+
+class FatalError(MemberpulseError):
+    """Retrying cannot help; a person has to change something."""
+
+
+class ConfigError(FatalError):
+    """A setting is missing or invalid; ``variable`` names the environment variable to fix."""
+
+    def __init__(self, message: str, *, variable: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint or (f"set {variable}" if variable else None))
+        self.variable = variable
+
+
+class WhopAuthError(FatalError):
+    """Whop's API refused the credentials (401/403)."""
+
+
+class WhopGaveUp(FatalError):
+    """Whop's API kept failing past the retry bounds; carries company, page and last status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        company_id: str | None = None,
+        page: int | None = None,
+        last_status: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.company_id = company_id
+        self.page = page
+        self.last_status = last_status
+
+
+class PublishError(FatalError):
+    """The publish target rejected the data (schema mismatch, constraint, permission)."""
+
+
+class InvalidInput(FatalError):
+    """A value handed to memberpulse is malformed; ``value`` is the offending value (never a secret)."""
+
+    def __init__(self, message: str, *, value: object = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.value = value
+
+
+__all__ = [
+    "ConfigError",
+    "FatalError",
+    "InvalidInput",
+    "MemberpulseError",
+    "PublishError",
+    "PublishUnavailable",
+    "StorageUnavailable",
+    "TransientError",
+    "WhopAuthError",
+    "WhopGaveUp",
+    "WhopRateLimited",
+    "WhopUnavailable",
+]

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: install what it needs, lint, type-check, run every test.
+# Used by README ("Run the tests") and by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+
+# A real PostgreSQL server for the publish and end-to-end tests. The suite starts its own (initdb + pg_ctl in a
+# temp dir); here we only make sure the binaries exist. As root on Debian we install them from the system's
+# packages; elsewhere the suite falls back to the server bundled in the pgserver wheel.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing the PostgreSQL server from the system's packages"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "no PostgreSQL binaries and not root: the suite uses the pgserver wheel's server"
+  fi
+fi
+
+echo "== ruff"
+.venv/bin/ruff check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+.venv/bin/pytest -q "$@"
