@@ -1,0 +1,40 @@
+"""What a person sees when running a flow from the terminal: quiet Prefect, then one readable summary."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def quiet_prefect() -> None:
+    """Keep Prefect's own chatter (engine start-up, ephemeral server) out of a CLI run; our lines stay."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+
+
+def print_run_summary(result: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    table = Table(title=f"reconcile run {str(result['run_id'])[:8]} · as of {result['as_of']}", show_lines=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("raw records read", result["records_read"]),
+        ("events ingested", result["events_ingested"]),
+        ("rejects", result["rejects"]),
+        ("unknown event types", result["unknown_events"]),
+        ("members", result["members"]),
+        *((f"  {status}", n) for status, n in sorted(result["members_by_status"].items())),
+        ("published to", result["publish_target"] or "nowhere"),
+        ("inserted / updated / unchanged", f"{result['inserted']} / {result['updated']} / {result['unchanged']}"),
+        ("drift (API vs webhooks)", result["drift_count"]),
+        ("newly at risk", len(result["newly_at_risk"])),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+    console.print(f"snapshot: [bold]{result['snapshot_path']}[/bold]")

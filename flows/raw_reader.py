@@ -1,0 +1,60 @@
+"""Read what the landing appended since the last checkpoint.
+
+Each landing process owns its segment files and only ever appends, so a byte offset per file is a complete
+checkpoint. Only whole lines count: bytes after the last newline belong to a write still in flight (or to a
+writer that died mid-line, which never acknowledged that record) and are left for later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RawChunk:
+    """New complete lines of one segment: ``data`` covers bytes ``[start, end)`` of ``relpath``."""
+
+    relpath: str
+    start: int
+    end: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class RawBatch:
+    chunks: list[RawChunk] = field(default_factory=list)
+
+    @property
+    def new_offsets(self) -> dict[str, int]:
+        return {c.relpath: c.end for c in self.chunks}
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(c.data) for c in self.chunks)
+
+    def joined(self) -> bytes:
+        return b"".join(c.data for c in self.chunks)
+
+
+def list_segments(landing_dir: Path) -> list[Path]:
+    """Every raw segment, oldest partition first (``dt=YYYY-MM-DD`` sorts by date)."""
+    if not landing_dir.is_dir():
+        return []
+    return sorted(p for p in landing_dir.glob("dt=*/*.ndjson") if p.is_file())
+
+
+def read_new(landing_dir: Path, offsets: Mapping[str, int]) -> RawBatch:
+    """Complete lines appended to each segment after ``offsets`` (relative path → byte offset)."""
+    chunks: list[RawChunk] = []
+    for path in list_segments(landing_dir):
+        rel = path.relative_to(landing_dir).as_posix()
+        start = offsets.get(rel, 0)
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read()
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            chunks.append(RawChunk(relpath=rel, start=start, end=start + cut, data=data[:cut]))
+    return RawBatch(chunks)

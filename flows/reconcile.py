@@ -1,0 +1,341 @@
+"""The reconcile flow: raw webhooks + Whop's API view → scored members → Supabase and a DuckDB snapshot.
+
+One run, in order, each step safe to crash in:
+
+1. ingest   read raw lines appended since the last commit, parse, dedupe, fold them (and any backfill snapshot
+            not folded yet) into member state; commit state + offsets at once (``flows.warehouse``).
+2. score    every member as of T (now, or ``--as-of``).
+3. publish  only rows that changed since the last successful publish; the target's transaction is the
+            commit, and the published-state file advances only after it.
+4. snapshot a new DuckDB file swapped in as ``snapshots/latest.duckdb``.
+5. record   the run in ``pipeline_runs`` (Supabase and the snapshot) and as a Prefect artifact.
+
+A crash before (1)'s commit re-reads the same bytes next time; after it, the next run finds the rows still
+unpublished and publishes them. Runs never overlap: a file lock, on top of the deployment's concurrency limit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+import transforms
+from flows import raw_reader
+from flows.retry_policy import TRANSIENT_RETRY
+from flows.warehouse import Manifest, ReconcileStore
+from memberpulse.errors import ConfigError, FatalError, TransientError
+from memberpulse.settings import Settings
+
+log = logging.getLogger("memberpulse.reconcile")
+
+# Fault injection for the crash-safety tests: when set to a step name, the process SIGKILLs itself there.
+FAULT_ENV = "MEMBERPULSE_FAULT_KILL_AT"
+STEPS = ("after_ingest", "mid_publish", "mid_snapshot")
+
+
+def _fault_point(step: str) -> None:
+    if os.environ.get(FAULT_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class Ingested:
+    manifest: Manifest
+    state: pl.DataFrame
+    records_read: int
+    events_ingested: int
+    rejects: pl.DataFrame
+    unknown_events: int
+    backfills_folded: list[str]
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    as_of: datetime
+    started_at: datetime
+    finished_at: datetime | None = None
+    status: str = "running"
+    full_refresh: bool = False
+    records_read: int = 0
+    events_ingested: int = 0
+    rejects: int = 0
+    unknown_events: int = 0
+    members: int = 0
+    members_by_status: dict[str, int] = field(default_factory=dict)
+    publish_target: str | None = None
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    drift_count: int = 0
+    snapshot_path: str | None = None
+    newly_at_risk: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+
+@contextmanager
+def run_lock(warehouse_dir: Path) -> Iterator[None]:
+    """One reconcile at a time per data dir, even outside Prefect's concurrency limit."""
+    warehouse_dir.mkdir(parents=True, exist_ok=True)
+    with open(warehouse_dir / ".reconcile.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FatalError(
+                "another reconcile run holds the lock on this data dir",
+                hint="wait for it to finish; runs never overlap",
+            ) from None
+        yield
+
+
+# --- steps ------------------------------------------------------------------------------------------------
+
+
+def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refresh: bool) -> Ingested:
+    from flows.whop.snapshots import list_snapshots
+
+    base = Manifest() if full_refresh else store.load_manifest()
+    batch = raw_reader.read_new(settings.landing_dir, base.offsets)
+    raw, bad_lines = transforms.parse_ndjson(batch.joined())
+    parsed = transforms.parse_raw(raw)
+    events = transforms.dedupe_events(parsed.events)
+    rejects = pl.concat([bad_lines, parsed.rejects], how="diagonal_relaxed") if len(bad_lines) else parsed.rejects
+
+    pending = [s for s in list_snapshots(settings.warehouse_dir) if s.name not in base.backfills_folded]
+    facts_frames = [transforms.api_facts(s.memberships(), s.members()) for s in pending]
+    facts = pl.concat(facts_frames, how="diagonal_relaxed") if facts_frames else None
+
+    state = transforms.fold(store.load_state(base), events, facts)
+
+    manifest = base.with_(
+        run_id=run_id,
+        offsets={**base.offsets, **batch.new_offsets},
+        state_file=store.stage_frame("state", run_id, state),
+        event_files=[*base.event_files, store.stage_frame("events", run_id, events)],
+        reject_files=[*base.reject_files, store.stage_frame("rejects", run_id, rejects)],
+        backfills_folded=[*base.backfills_folded, *(s.name for s in pending)],
+    )
+    manifest = store.compact_events(manifest, run_id)
+    store.commit(manifest)
+    return Ingested(
+        manifest=manifest,
+        state=state,
+        records_read=len(raw) + len(bad_lines),
+        events_ingested=len(events),
+        rejects=rejects,
+        unknown_events=int((events["kind"] == "other").sum()) if len(events) else 0,
+        backfills_folded=[s.name for s in pending],
+    )
+
+
+def scoring_state(settings: Settings, store: ReconcileStore, ingested: Ingested, as_of: datetime) -> pl.DataFrame:
+    """The state to score as of T. Facts later than T must not count: a backdated run rebuilds from the log."""
+    state = ingested.state
+    if len(state) == 0 or state["max_fact_at"].max() <= as_of:  # type: ignore[operator]
+        return state
+    from flows.whop.snapshots import list_snapshots
+
+    events = store.load_events(ingested.manifest)
+    snaps = [s for s in list_snapshots(settings.warehouse_dir) if s.fetched_at <= as_of]
+    facts_frames = [transforms.api_facts(s.memberships(), s.members()) for s in snaps]
+    facts = pl.concat(facts_frames, how="diagonal_relaxed") if facts_frames else None
+    return transforms.fold(None, transforms.dedupe_events(events) if events is not None else None, facts,
+                           as_of=as_of)
+
+
+def score(settings: Settings, state: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    params = transforms.ScoringParams(
+        half_life_days=settings.half_life_days,
+        active_days=settings.active_days,
+        at_risk_days=settings.at_risk_days,
+    )
+    return transforms.score(state, as_of=as_of, params=params)
+
+
+def drift(settings: Settings, state: pl.DataFrame) -> pl.DataFrame:
+    from flows.whop.snapshots import latest_snapshot
+
+    snap = latest_snapshot(settings.warehouse_dir)
+    if snap is None:
+        return transforms.drift(state, None, None)
+    return transforms.drift(state, snap.memberships(), snap.members())
+
+
+@task(name="ingest", **{**TRANSIENT_RETRY, "retries": 2})
+def ingest_task(settings: Settings, store: ReconcileStore, run_id: str, full_refresh: bool) -> Ingested:
+    return ingest(settings, store, run_id=run_id, full_refresh=full_refresh)
+
+
+@task(name="publish", **TRANSIENT_RETRY)
+def publish_task(settings: Settings, scored: pl.DataFrame, run_at: datetime) -> Any:
+    from flows.publish import publish_members
+
+    _fault_point("mid_publish")
+    return publish_members(settings, scored, run_at=run_at)
+
+
+@task(name="snapshot", cache_policy=NO_CACHE)
+def snapshot_task(**kwargs: Any) -> Path:
+    from flows.snapshot import write_snapshot
+
+    return write_snapshot(**kwargs)
+
+
+def _summary_markdown(report: RunReport) -> str:
+    by_status = "\n".join(f"| {k} | {v} |" for k, v in sorted(report.members_by_status.items()))
+    target = report.publish_target or "nowhere (no SUPABASE_DB_URL or SUPABASE_URL set)"
+    return f"""# Reconcile run `{report.run_id[:8]}`
+
+as of **{report.as_of.isoformat()}**{" (full refresh)" if report.full_refresh else ""}
+
+| measure | value |
+|---|---|
+| raw records read | {report.records_read} |
+| events ingested | {report.events_ingested} |
+| rejects | {report.rejects} |
+| unknown event types | {report.unknown_events} |
+| members | {report.members} |
+| published to | {target} |
+| rows inserted / updated / unchanged | {report.inserted} / {report.updated} / {report.unchanged} |
+| drift (API vs webhooks) | {report.drift_count} |
+| newly at risk | {len(report.newly_at_risk)} |
+| snapshot | `{report.snapshot_path}` |
+
+| status | members |
+|---|---|
+{by_status}
+"""
+
+
+@flow(name="reconcile", log_prints=False)
+def reconcile_flow(as_of: datetime | None = None, full_refresh: bool = False) -> dict[str, Any]:
+    """Ingest new raw webhooks, fold, score, publish changed rows, write the DuckDB snapshot."""
+    settings = _settings_for_run()
+    logger = get_run_logger()
+    report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, logger=logger)
+    create_markdown_artifact(_summary_markdown(report), key="reconcile-summary", description="Reconcile run")
+    create_table_artifact(
+        report.newly_at_risk or [{"membership_id": "(none)"}],
+        key="members-newly-at-risk",
+        description="Members whose status became at_risk in this run",
+    )
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in report.__dict__.items()}
+
+
+# The CLI hands its Settings to the in-process flow through here; a deployment reads the environment.
+_SETTINGS_OVERRIDE: Settings | None = None
+
+
+def _settings_for_run() -> Settings:
+    return _SETTINGS_OVERRIDE if _SETTINGS_OVERRIDE is not None else Settings()
+
+
+def reconcile(
+    settings: Settings,
+    *,
+    as_of: datetime | None,
+    full_refresh: bool,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
+) -> RunReport:
+    from flows.publish import PipelineRun, record_run, target_name
+
+    started = datetime.now(UTC)
+    run_at = started
+    as_of = (as_of or started).astimezone(UTC)
+    report = RunReport(run_id=str(uuid.uuid4()), as_of=as_of, started_at=started, full_refresh=full_refresh)
+    store = ReconcileStore(settings.warehouse_dir)
+    report.publish_target = target_name(settings)
+    if report.publish_target is None:
+        logger.info("no Supabase target configured (SUPABASE_DB_URL or SUPABASE_URL): publishing nowhere")
+    with run_lock(settings.warehouse_dir):
+        try:
+            ingested = ingest_task(settings, store, report.run_id, full_refresh)
+            report.records_read = ingested.records_read
+            report.events_ingested = ingested.events_ingested
+            report.rejects = len(ingested.rejects)
+            report.unknown_events = ingested.unknown_events
+            logger.info(
+                "ingested %d events (%d raw records, %d rejects, %d unknown types), %d backfill snapshot(s)",
+                report.events_ingested, report.records_read, report.rejects, report.unknown_events,
+                len(ingested.backfills_folded),
+            )
+            _fault_point("after_ingest")
+
+            scored = score(settings, scoring_state(settings, store, ingested, as_of), as_of)
+            report.members = len(scored)
+            report.members_by_status = {
+                row["status"]: row["len"] for row in scored.group_by("status").len().iter_rows(named=True)
+            }
+            store.write_history(as_of, scored)
+
+            outcome = publish_task(settings, scored, run_at)
+            report.inserted, report.updated, report.unchanged = (
+                outcome.result.inserted, outcome.result.updated, outcome.result.unchanged,
+            )
+            report.newly_at_risk = outcome.newly_at_risk
+            published = outcome.as_published
+            logger.info(
+                "published to %s: %d inserted, %d updated, %d unchanged",
+                report.publish_target or "nowhere", report.inserted, report.updated, report.unchanged,
+            )
+
+            drift_frame = drift(settings, ingested.state)
+            report.drift_count = len(drift_frame)
+            report.status = "completed"
+            report.finished_at = datetime.now(UTC)
+            runs = record_run(settings, PipelineRun.from_report(report), rejects=ingested.rejects)
+            _fault_point("mid_snapshot")
+            path = snapshot_task(
+                snapshots_dir=settings.snapshots_dir,
+                run_id=report.run_id,
+                run_at=run_at,
+                member_activity=published,
+                events_parquet=store.event_paths(ingested.manifest),
+                history_parquet=store.history_paths(),
+                drift=drift_frame,
+                pipeline_runs=runs,
+                keep=settings.snapshots_keep,
+            )
+            report.snapshot_path = str(path)
+            logger.info("snapshot written: %s", path)
+        except BaseException as exc:
+            report.status = "failed"
+            report.error = str(exc)
+            report.finished_at = datetime.now(UTC)
+            if isinstance(exc, Exception):
+                record_run(settings, PipelineRun.from_report(report), rejects=None, best_effort=True)
+            raise
+    return report
+
+
+def run_once(settings: Settings, *, as_of: datetime | None, full_refresh: bool) -> int:
+    """``memberpulse run``: one reconcile flow run in Prefect's ephemeral mode, then a summary table."""
+    from flows.console import print_run_summary, quiet_prefect
+
+    global _SETTINGS_OVERRIDE
+    quiet_prefect()
+    _SETTINGS_OVERRIDE = settings
+    try:
+        result = reconcile_flow(as_of=as_of, full_refresh=full_refresh)
+    except (TransientError, FatalError):
+        raise
+    except ConfigError:
+        raise
+    finally:
+        _SETTINGS_OVERRIDE = None
+    print_run_summary(result)
+    return 0
