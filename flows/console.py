@@ -19,7 +19,9 @@ def quiet_prefect() -> None:
 
 def print_run_summary(result: dict[str, Any], console: Console | None = None) -> None:
     console = console or Console()
-    table = Table(title=f"reconcile run {str(result['run_id'])[:8]} · as of {result['as_of']}", show_lines=False)
+    table = Table(
+        title=f"reconcile run {str(result['run_id'])[:8]} · as of {result['as_of']}", show_lines=False
+    )
     table.add_column("measure")
     table.add_column("value", justify="right")
     rows = [
@@ -30,7 +32,10 @@ def print_run_summary(result: dict[str, Any], console: Console | None = None) ->
         ("members", result["members"]),
         *((f"  {status}", n) for status, n in sorted(result["members_by_status"].items())),
         ("published to", result["publish_target"] or "nowhere"),
-        ("inserted / updated / unchanged", f"{result['inserted']} / {result['updated']} / {result['unchanged']}"),
+        (
+            "inserted / updated / unchanged",
+            f"{result['inserted']} / {result['updated']} / {result['unchanged']}",
+        ),
         ("drift (API vs webhooks)", result["drift_count"]),
         ("newly at risk", len(result["newly_at_risk"])),
     ]

@@ -35,9 +35,12 @@ from prefect.cache_policies import NO_CACHE
 
 import transforms
 from flows import raw_reader
+from flows.publish import PipelineRun, PublishOutcome, publish_members, record_run, target_name
 from flows.retry_policy import TRANSIENT_RETRY
+from flows.snapshot import write_snapshot
 from flows.warehouse import Manifest, ReconcileStore
-from memberpulse.errors import ConfigError, FatalError, TransientError
+from flows.whop import BackfillSnapshot, latest_snapshot, list_snapshots
+from memberpulse.errors import FatalError
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.reconcile")
@@ -105,21 +108,32 @@ def run_lock(warehouse_dir: Path) -> Iterator[None]:
 # --- steps ------------------------------------------------------------------------------------------------
 
 
-def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refresh: bool) -> Ingested:
-    from flows.whop.snapshots import list_snapshots
+def _facts(snapshots: list[BackfillSnapshot]) -> pl.DataFrame | None:
+    frames = [transforms.api_facts(s.read_memberships(), s.read_members()) for s in snapshots]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else None
 
+
+def _parse(batch: raw_reader.RawBatch) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Parse every chunk, keeping each record's segment and offset so a reject can be found on disk."""
+    records, rejects = [], []
+    for chunk in batch.chunks:
+        lines = transforms.parse_ndjson(chunk.data, source_file=chunk.relpath, base_offset=chunk.start)
+        records.append(lines.records)
+        rejects.append(lines.rejects)
+    raw = (
+        pl.concat(records, how="diagonal_relaxed") if records else pl.DataFrame(schema=transforms.RAW_SCHEMA)
+    )
+    parsed = transforms.parse_raw(raw)
+    all_rejects = pl.concat([*rejects, parsed.rejects], how="diagonal_relaxed")
+    return transforms.dedupe_events(parsed.events), all_rejects, raw.height + sum(r.height for r in rejects)
+
+
+def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refresh: bool) -> Ingested:
     base = Manifest() if full_refresh else store.load_manifest()
     batch = raw_reader.read_new(settings.landing_dir, base.offsets)
-    raw, bad_lines = transforms.parse_ndjson(batch.joined())
-    parsed = transforms.parse_raw(raw)
-    events = transforms.dedupe_events(parsed.events)
-    rejects = pl.concat([bad_lines, parsed.rejects], how="diagonal_relaxed") if len(bad_lines) else parsed.rejects
-
-    pending = [s for s in list_snapshots(settings.warehouse_dir) if s.name not in base.backfills_folded]
-    facts_frames = [transforms.api_facts(s.memberships(), s.members()) for s in pending]
-    facts = pl.concat(facts_frames, how="diagonal_relaxed") if facts_frames else None
-
-    state = transforms.fold(store.load_state(base), events, facts)
+    events, rejects, records_read = _parse(batch)
+    pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
+    state = transforms.fold(store.load_state(base), events, _facts(pending))
 
     manifest = base.with_(
         run_id=run_id,
@@ -127,34 +141,30 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
         state_file=store.stage_frame("state", run_id, state),
         event_files=[*base.event_files, store.stage_frame("events", run_id, events)],
         reject_files=[*base.reject_files, store.stage_frame("rejects", run_id, rejects)],
-        backfills_folded=[*base.backfills_folded, *(s.name for s in pending)],
+        backfills_folded=[*base.backfills_folded, *(s.path.name for s in pending)],
     )
     manifest = store.compact_events(manifest, run_id)
     store.commit(manifest)
     return Ingested(
         manifest=manifest,
         state=state,
-        records_read=len(raw) + len(bad_lines),
-        events_ingested=len(events),
+        records_read=records_read,
+        events_ingested=events.height,
         rejects=rejects,
-        unknown_events=int((events["kind"] == "other").sum()) if len(events) else 0,
-        backfills_folded=[s.name for s in pending],
+        unknown_events=int((events["kind"] == "other").sum()),
+        backfills_folded=[s.path.name for s in pending],
     )
 
 
-def scoring_state(settings: Settings, store: ReconcileStore, ingested: Ingested, as_of: datetime) -> pl.DataFrame:
+def scoring_state(
+    settings: Settings, store: ReconcileStore, ingested: Ingested, as_of: datetime
+) -> pl.DataFrame:
     """The state to score as of T. Facts later than T must not count: a backdated run rebuilds from the log."""
-    state = ingested.state
-    if len(state) == 0 or state["max_fact_at"].max() <= as_of:  # type: ignore[operator]
-        return state
-    from flows.whop.snapshots import list_snapshots
-
+    if not transforms.needs_rebuild(ingested.state, as_of):
+        return ingested.state
     events = store.load_events(ingested.manifest)
-    snaps = [s for s in list_snapshots(settings.warehouse_dir) if s.fetched_at <= as_of]
-    facts_frames = [transforms.api_facts(s.memberships(), s.members()) for s in snaps]
-    facts = pl.concat(facts_frames, how="diagonal_relaxed") if facts_frames else None
-    return transforms.fold(None, transforms.dedupe_events(events) if events is not None else None, facts,
-                           as_of=as_of)
+    snapshots = [s for s in list_snapshots(settings.warehouse_dir) if s.fetched_at <= as_of]
+    return transforms.fold(None, transforms.dedupe_events(events), _facts(snapshots), as_of=as_of)
 
 
 def score(settings: Settings, state: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
@@ -167,12 +177,10 @@ def score(settings: Settings, state: pl.DataFrame, as_of: datetime) -> pl.DataFr
 
 
 def drift(settings: Settings, state: pl.DataFrame) -> pl.DataFrame:
-    from flows.whop.snapshots import latest_snapshot
-
     snap = latest_snapshot(settings.warehouse_dir)
     if snap is None:
         return transforms.drift(state, None, None)
-    return transforms.drift(state, snap.memberships(), snap.members())
+    return transforms.drift(state, snap.read_memberships(), snap.read_members())
 
 
 @task(name="ingest", **{**TRANSIENT_RETRY, "retries": 2})
@@ -181,17 +189,13 @@ def ingest_task(settings: Settings, store: ReconcileStore, run_id: str, full_ref
 
 
 @task(name="publish", **TRANSIENT_RETRY)
-def publish_task(settings: Settings, scored: pl.DataFrame, run_at: datetime) -> Any:
-    from flows.publish import publish_members
-
+def publish_task(settings: Settings, scored: pl.DataFrame, run_at: datetime) -> PublishOutcome:
     _fault_point("mid_publish")
     return publish_members(settings, scored, run_at=run_at)
 
 
 @task(name="snapshot", cache_policy=NO_CACHE)
 def snapshot_task(**kwargs: Any) -> Path:
-    from flows.snapshot import write_snapshot
-
     return write_snapshot(**kwargs)
 
 
@@ -222,9 +226,15 @@ as of **{report.as_of.isoformat()}**{" (full refresh)" if report.full_refresh el
 
 
 @flow(name="reconcile", log_prints=False)
-def reconcile_flow(as_of: datetime | None = None, full_refresh: bool = False) -> dict[str, Any]:
-    """Ingest new raw webhooks, fold, score, publish changed rows, write the DuckDB snapshot."""
-    settings = _settings_for_run()
+def reconcile_flow(
+    as_of: datetime | None = None, full_refresh: bool = False, settings: Settings | None = None
+) -> dict[str, Any]:
+    """Ingest new raw webhooks, fold, score, publish changed rows, write the DuckDB snapshot.
+
+    A deployment passes no ``settings`` and reads the environment; the CLI passes its own (Prefect records
+    parameters, and ``SecretStr`` fields serialise masked, so no secret reaches its database).
+    """
+    settings = settings or Settings()
     logger = get_run_logger()
     report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, logger=logger)
     create_markdown_artifact(_summary_markdown(report), key="reconcile-summary", description="Reconcile run")
@@ -236,14 +246,6 @@ def reconcile_flow(as_of: datetime | None = None, full_refresh: bool = False) ->
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in report.__dict__.items()}
 
 
-# The CLI hands its Settings to the in-process flow through here; a deployment reads the environment.
-_SETTINGS_OVERRIDE: Settings | None = None
-
-
-def _settings_for_run() -> Settings:
-    return _SETTINGS_OVERRIDE if _SETTINGS_OVERRIDE is not None else Settings()
-
-
 def reconcile(
     settings: Settings,
     *,
@@ -251,8 +253,6 @@ def reconcile(
     full_refresh: bool,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log,
 ) -> RunReport:
-    from flows.publish import PipelineRun, record_run, target_name
-
     started = datetime.now(UTC)
     run_at = started
     as_of = (as_of or started).astimezone(UTC)
@@ -270,7 +270,10 @@ def reconcile(
             report.unknown_events = ingested.unknown_events
             logger.info(
                 "ingested %d events (%d raw records, %d rejects, %d unknown types), %d backfill snapshot(s)",
-                report.events_ingested, report.records_read, report.rejects, report.unknown_events,
+                report.events_ingested,
+                report.records_read,
+                report.rejects,
+                report.unknown_events,
                 len(ingested.backfills_folded),
             )
             _fault_point("after_ingest")
@@ -284,13 +287,18 @@ def reconcile(
 
             outcome = publish_task(settings, scored, run_at)
             report.inserted, report.updated, report.unchanged = (
-                outcome.result.inserted, outcome.result.updated, outcome.result.unchanged,
+                outcome.result.inserted,
+                outcome.result.updated,
+                outcome.result.unchanged,
             )
             report.newly_at_risk = outcome.newly_at_risk
             published = outcome.as_published
             logger.info(
                 "published to %s: %d inserted, %d updated, %d unchanged",
-                report.publish_target or "nowhere", report.inserted, report.updated, report.unchanged,
+                report.publish_target or "nowhere",
+                report.inserted,
+                report.updated,
+                report.unchanged,
             )
 
             drift_frame = drift(settings, ingested.state)
@@ -326,16 +334,7 @@ def run_once(settings: Settings, *, as_of: datetime | None, full_refresh: bool) 
     """``memberpulse run``: one reconcile flow run in Prefect's ephemeral mode, then a summary table."""
     from flows.console import print_run_summary, quiet_prefect
 
-    global _SETTINGS_OVERRIDE
     quiet_prefect()
-    _SETTINGS_OVERRIDE = settings
-    try:
-        result = reconcile_flow(as_of=as_of, full_refresh=full_refresh)
-    except (TransientError, FatalError):
-        raise
-    except ConfigError:
-        raise
-    finally:
-        _SETTINGS_OVERRIDE = None
+    result = reconcile_flow(as_of=as_of, full_refresh=full_refresh, settings=settings)
     print_run_summary(result)
     return 0

@@ -96,7 +96,9 @@ class ReconcileStore:
     def commit(self, manifest: Manifest) -> None:
         """Make ``manifest`` the state of record, then drop files no manifest refers to."""
         manifest = manifest.with_(committed_at=datetime.now(UTC).isoformat())
-        atomic_write_bytes(self.manifest_path, json.dumps(asdict(manifest), indent=1, sort_keys=True).encode())
+        atomic_write_bytes(
+            self.manifest_path, json.dumps(asdict(manifest), indent=1, sort_keys=True).encode()
+        )
         self._remove_orphans(manifest)
 
     def _remove_orphans(self, manifest: Manifest) -> None:
