@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
-import signal
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,6 +33,7 @@ from prefect.cache_policies import NO_CACHE
 
 import transforms
 from flows import raw_reader
+from flows.faults import kill_point
 from flows.publish import PipelineRun, PublishOutcome, publish_members, record_run, target_name
 from flows.retry_policy import TRANSIENT_RETRY
 from flows.snapshot import write_snapshot
@@ -44,16 +43,6 @@ from memberpulse.errors import FatalError
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.reconcile")
-
-# Fault injection for the crash-safety tests: when set to a step name, the process SIGKILLs itself there.
-FAULT_ENV = "MEMBERPULSE_FAULT_KILL_AT"
-STEPS = ("after_ingest", "mid_publish", "mid_snapshot")
-
-
-def _fault_point(step: str) -> None:
-    if os.environ.get(FAULT_ENV) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
-
 
 @dataclass
 class Ingested:
@@ -190,7 +179,6 @@ def ingest_task(settings: Settings, store: ReconcileStore, run_id: str, full_ref
 
 @task(name="publish", **TRANSIENT_RETRY)
 def publish_task(settings: Settings, scored: pl.DataFrame, run_at: datetime) -> PublishOutcome:
-    _fault_point("mid_publish")
     return publish_members(settings, scored, run_at=run_at)
 
 
@@ -276,7 +264,7 @@ def reconcile(
                 report.unknown_events,
                 len(ingested.backfills_folded),
             )
-            _fault_point("after_ingest")
+            kill_point("after_ingest")
 
             scored = score(settings, scoring_state(settings, store, ingested, as_of), as_of)
             report.members = len(scored)
@@ -306,7 +294,6 @@ def reconcile(
             report.status = "completed"
             report.finished_at = datetime.now(UTC)
             runs = record_run(settings, PipelineRun.from_report(report), rejects=ingested.rejects)
-            _fault_point("mid_snapshot")
             path = snapshot_task(
                 snapshots_dir=settings.snapshots_dir,
                 run_id=report.run_id,

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command in ("run", "backfill", "demo"):
+        from flows.console import quiet_prefect
+
+        quiet_prefect()  # before anything imports Prefect: it reads its settings once, at import
     if args.command == "serve":
         from landing.server import serve
 

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     segment_max_bytes: int = Field(default=64 * 1024 * 1024, validation_alias="MEMBERPULSE_SEGMENT_MAX_BYTES")
     segment_max_age_seconds: float = Field(default=300.0, validation_alias="MEMBERPULSE_SEGMENT_MAX_AGE_SECONDS")
     quarantine_max_bytes: int = Field(default=64 * 1024 * 1024, validation_alias="MEMBERPULSE_QUARANTINE_MAX_BYTES")
+    landing_workers: int = Field(default=1, ge=1, validation_alias="MEMBERPULSE_LANDING_WORKERS")
+    log_level: str = Field(default="INFO", validation_alias="MEMBERPULSE_LOG_LEVEL")
 
     # --- Whop API (backfill) -------------------------------------------------------------------------------
     whop_api_key: SecretStr | None = Field(default=None, validation_alias="WHOP_API_KEY")
@@ -42,12 +44,23 @@ class Settings(BaseSettings):
     whop_max_attempts: int = Field(default=6, validation_alias="MEMBERPULSE_WHOP_MAX_ATTEMPTS")
     whop_timeout_seconds: float = Field(default=30.0, validation_alias="MEMBERPULSE_WHOP_TIMEOUT_SECONDS")
     whop_page_size: int = Field(default=100, validation_alias="MEMBERPULSE_WHOP_PAGE_SIZE")
+    # first wait of the exponential backoff on 5xx/timeouts (doubles per attempt, jittered, capped at 30 s)
+    whop_backoff_base_seconds: float = Field(
+        default=0.5, gt=0, validation_alias="MEMBERPULSE_WHOP_BACKOFF_BASE_SECONDS"
+    )
 
     # --- Supabase ------------------------------------------------------------------------------------------
     supabase_db_url: SecretStr | None = Field(default=None, validation_alias="SUPABASE_DB_URL")
     supabase_url: str | None = Field(default=None, validation_alias="SUPABASE_URL")
     supabase_service_role_key: SecretStr | None = Field(default=None, validation_alias="SUPABASE_SERVICE_ROLE_KEY")
     publish_batch_size: int = Field(default=1000, validation_alias="MEMBERPULSE_PUBLISH_BATCH_SIZE")
+    publish_max_attempts: int = Field(default=4, ge=1, validation_alias="MEMBERPULSE_PUBLISH_MAX_ATTEMPTS")
+    publish_timeout_seconds: float = Field(
+        default=30.0, gt=0, validation_alias="MEMBERPULSE_PUBLISH_TIMEOUT_SECONDS"
+    )
+    publish_backoff_seconds: float = Field(
+        default=0.5, ge=0, validation_alias="MEMBERPULSE_PUBLISH_BACKOFF_SECONDS"
+    )
 
     # --- storage -------------------------------------------------------------------------------------------
     data_dir: Path = Field(default=Path("./data"), validation_alias="MEMBERPULSE_DATA_DIR")

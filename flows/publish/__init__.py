@@ -1,0 +1,64 @@
+"""Publish scored members to Supabase: only changed rows, all or nothing, through Postgres or PostgREST.
+
+The reconcile flow calls, with its Settings::
+
+    outcome = publish_members(settings, scored, run_at=run_at)   # PublishOutcome(result, as_published, ...)
+    runs = record_run(settings, PipelineRun.from_report(report), rejects=rejects)   # pipeline_runs frame
+
+or, holding the publisher itself::
+
+    publisher = get_publisher(settings)          # None when no Supabase target is configured
+    with publisher:
+        publisher.publish_members(scored, run_at=run_at)   # PublishResult(inserted, updated, unchanged)
+        publisher.record_failures(failures)                # webhook_failures
+        publisher.record_run(PipelineRun(...))             # pipeline_runs
+
+``SUPABASE_DB_URL`` selects the Postgres path (COPY + one upsert, one transaction); otherwise
+``SUPABASE_URL`` + ``SUPABASE_SERVICE_ROLE_KEY`` select the PostgREST path (supabase-py, batched upserts).
+"""
+
+from __future__ import annotations
+
+from flows.publish._base import PipelineRun, Publisher, PublishResult, RunStatus
+from flows.publish._flow_api import (
+    PublishOutcome,
+    failures_from_rejects,
+    get_publisher,
+    newly_at_risk,
+    publish_members,
+    record_run,
+    target_name,
+)
+from flows.publish._postgres import PostgresPublisher
+from flows.publish._postgrest import PostgrestPublisher
+from flows.publish.changes import PublishedState, PublishPlan, as_published, diff_published, plan_publish
+from flows.publish.migrations import apply_migrations, migrate_cli
+
+NO_TARGET_MESSAGE = (
+    "publish: no Supabase target configured (set SUPABASE_DB_URL, or SUPABASE_URL +"
+    " SUPABASE_SERVICE_ROLE_KEY); scored rows go to the DuckDB snapshot only"
+)
+
+__all__ = [
+    "NO_TARGET_MESSAGE",
+    "PipelineRun",
+    "PostgresPublisher",
+    "PostgrestPublisher",
+    "PublishOutcome",
+    "PublishPlan",
+    "PublishResult",
+    "PublishedState",
+    "Publisher",
+    "RunStatus",
+    "apply_migrations",
+    "as_published",
+    "diff_published",
+    "failures_from_rejects",
+    "get_publisher",
+    "migrate_cli",
+    "newly_at_risk",
+    "plan_publish",
+    "publish_members",
+    "record_run",
+    "target_name",
+]

@@ -1,0 +1,188 @@
+"""What every publish target does: only changed rows, all or nothing, bounded retries.
+
+A target subclass implements three writes (members, runs, failures); this base decides *what* to send
+(``changes.diff_published``) and advances the warehouse's published state only after the target committed.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
+
+import polars as pl
+
+from flows.publish._schema import KEY, summarise_webhook_failures
+from flows.publish.changes import PublishedState, plan_publish
+from memberpulse.errors import PublishUnavailable
+
+T = TypeVar("T")
+RunStatus = Literal["running", "completed", "failed"]
+_MAX_BACKOFF_SECONDS = 30.0
+_MAX_ERROR_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What one ``publish_members`` call did to ``member_activity``.
+
+    ``inserted`` + ``updated`` rows were written with ``updated_at = run_at``; ``unchanged`` rows were left
+    alone (equal to what was last published, or equal in the target already). ``published`` is the whole
+    table as it now stands (the warehouse's published state), for snapshots.
+    """
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    published: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    """One row of ``pipeline_runs``. Record it with status "running" at start, again when it ends."""
+
+    run_id: str
+    flow: str
+    started_at: datetime
+    status: RunStatus = "running"
+    finished_at: datetime | None = None
+    events_ingested: int = 0
+    rejects: int = 0
+    rows_inserted: int = 0
+    rows_updated: int = 0
+    rows_unchanged: int = 0
+    drift_count: int = 0
+    error: str | None = None
+
+    @classmethod
+    def from_report(cls, report: Any, *, flow: str = "reconcile") -> PipelineRun:
+        """From a flow's run report (attributes run_id, started_at, finished_at, status, events_ingested,
+        rejects, inserted, updated, unchanged, drift_count, error; missing counts are 0)."""
+        return cls(
+            run_id=str(report.run_id),
+            flow=getattr(report, "flow", flow),
+            started_at=report.started_at,
+            status=report.status,
+            finished_at=getattr(report, "finished_at", None),
+            events_ingested=int(getattr(report, "events_ingested", 0) or 0),
+            rejects=int(getattr(report, "rejects", 0) or 0),
+            rows_inserted=int(getattr(report, "inserted", 0) or 0),
+            rows_updated=int(getattr(report, "updated", 0) or 0),
+            rows_unchanged=int(getattr(report, "unchanged", 0) or 0),
+            drift_count=int(getattr(report, "drift_count", 0) or 0),
+            error=getattr(report, "error", None),
+        )
+
+    def as_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        if row["error"] is not None:
+            row["error"] = row["error"][:_MAX_ERROR_CHARS]
+        return row
+
+
+class Written(NamedTuple):
+    """What a target did with the changed rows. ``kept``: (membership_id, updated_at) of rows it already
+    held unchanged and left alone (only after the warehouse state was lost), or None."""
+
+    inserted: int
+    updated: int
+    kept: pl.DataFrame | None = None
+
+
+class Publisher(ABC):
+    """Publishes to one target. Use as a context manager, or call ``close()``."""
+
+    target: ClassVar[str]
+
+    def __init__(
+        self,
+        *,
+        state: PublishedState,
+        max_attempts: int = 4,
+        backoff_seconds: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.state = state
+        self.max_attempts = max(1, max_attempts)
+        self.backoff_seconds = backoff_seconds
+        self._sleep = sleep
+
+    # --- the surface the flows call ------------------------------------------------------------------------
+    def publish_members(self, rows: pl.DataFrame, *, run_at: datetime) -> PublishResult:
+        """Send the rows that differ from the last successful publish, then remember them as published.
+
+        Raises PublishUnavailable (after bounded retries) or PublishError; in both cases the warehouse's
+        published state is untouched, so the next run sends the same rows again.
+        """
+        last = self.state.load()
+        plan = plan_publish(rows, last, run_at=run_at)
+        total = plan.marked.height
+        if plan.changed.height == 0:
+            return PublishResult(unchanged=total, published=last)
+        written = self._upsert_members(plan.changed, seen_before=plan.seen_before)
+        published = plan.published
+        if written.kept is not None and written.kept.height:
+            # Rows we sent that the target already held: their updated_at is the target's, not run_at.
+            published = published.update(written.kept, on=KEY)
+        self.state.save(published)  # only now: the target has committed
+        unchanged = total - written.inserted - written.updated
+        return PublishResult(written.inserted, written.updated, unchanged, published=published)
+
+    def record_run(self, run: PipelineRun) -> None:
+        """Insert or update (by run_id) this run's row in ``pipeline_runs``."""
+        self._upsert_runs([run.as_row()])
+
+    def record_failures(self, frame: pl.DataFrame) -> int:
+        """Upsert webhook failures (webhook_id, event_type, reason, received_at, body_prefix) into
+        ``webhook_failures``, one row per (webhook_id, reason); returns how many keys were sent."""
+        summary = summarise_webhook_failures(frame)
+        if summary.height:
+            self._upsert_failures(summary)
+        return summary.height
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; the default target holds none between calls."""
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where this publishes, safe to print (no secrets)."""
+
+    # --- what a target implements --------------------------------------------------------------------------
+    @abstractmethod
+    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int) -> Written:
+        """Write ``changed`` all or nothing.
+
+        ``seen_before`` = how many of these rows were published before (for targets that cannot tell)."""
+
+    @abstractmethod
+    def _upsert_runs(self, rows: list[dict[str, Any]]) -> None: ...
+
+    @abstractmethod
+    def _upsert_failures(self, summary: pl.DataFrame) -> None: ...
+
+    # --- shared --------------------------------------------------------------------------------------------
+    def _with_retries(self, what: str, attempt: Callable[[], T]) -> T:
+        """Run ``attempt`` until it succeeds, fails fatally, or fails transiently ``max_attempts`` times."""
+        for number in range(1, self.max_attempts + 1):
+            try:
+                return attempt()
+            except PublishUnavailable as exc:
+                if number == self.max_attempts:
+                    hint = exc.hint or "check that the target is up; the next run re-sends everything pending"
+                    message = f"{what}: {self.describe()} unavailable after {number} attempts: {exc.message}"
+                    raise PublishUnavailable(message, hint=hint) from exc
+                self._sleep(min(self.backoff_seconds * 2 ** (number - 1), _MAX_BACKOFF_SECONDS))
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,190 @@
+"""The calls the reconcile flow makes, settings in, plain results out; each opens and closes its publisher.
+
+``publish_members`` also runs with no Supabase target configured: nothing is sent, but the rows are stamped
+against a snapshot-only state (``warehouse/published/member_activity.snapshot-only.parquet``) so the DuckDB
+snapshot's ``updated_at`` still means "when this row's data last changed". That file is separate from the
+target's state on purpose: configuring a target later publishes everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import polars as pl
+
+from flows.fsio import atomic_write_parquet
+from flows.publish._base import PipelineRun, Publisher, PublishResult
+from flows.publish._dsn import mask_dsn
+from flows.publish._schema import (
+    BODY_PREFIX_CHARS,
+    KEY,
+    MEMBER_ACTIVITY_SCHEMA,
+    PIPELINE_RUN_COLUMNS,
+    UTC_MICROS,
+)
+from flows.publish.changes import PublishedState, plan_publish
+from memberpulse.errors import MemberpulseError
+from memberpulse.settings import Settings
+
+log = logging.getLogger(__name__)
+SNAPSHOT_ONLY_STATE: Final = "member_activity.snapshot-only"
+RUNS_LOG: Final = "pipeline_runs"
+PIPELINE_RUNS_SCHEMA: Final[dict[str, pl.DataType]] = {
+    "run_id": pl.Utf8(), "flow": pl.Utf8(), "started_at": UTC_MICROS, "finished_at": UTC_MICROS,
+    "status": pl.Utf8(), "events_ingested": pl.Int64(), "rejects": pl.Int64(), "rows_inserted": pl.Int64(),
+    "rows_updated": pl.Int64(), "rows_unchanged": pl.Int64(), "drift_count": pl.Int64(), "error": pl.Utf8(),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    """``result``: what the target did. ``as_published``: the whole member_activity table with the
+    ``updated_at`` values the target holds (for the snapshot). ``newly_at_risk``: members whose status became
+    at_risk in this run (JSON-ready dicts)."""
+
+    result: PublishResult
+    as_published: pl.DataFrame
+    newly_at_risk: list[dict[str, Any]] = field(default_factory=list)
+
+
+def target_name(settings: Settings) -> str | None:
+    """Where rows are published, safe to print (no password, no key); None when nowhere."""
+    if settings.publish_target == "postgres" and settings.supabase_db_url is not None:
+        return f"Postgres {mask_dsn(settings.supabase_db_url.get_secret_value())}"
+    if settings.publish_target == "postgrest" and settings.supabase_url:
+        return f"PostgREST {settings.supabase_url.rstrip('/')}/rest/v1"
+    return None
+
+
+def newly_at_risk(current: pl.DataFrame, last: pl.DataFrame | None) -> list[dict[str, Any]]:
+    """Members at_risk now that were not at_risk (or not there) in the last published rows."""
+    now = current.filter(pl.col("status") == "at_risk")
+    if last is not None and last.height:
+        before = last.select(pl.col(KEY), pl.col("status").alias("__status_before"))
+        now = now.join(before, on=KEY, how="left").filter(pl.col("__status_before").ne_missing("at_risk"))
+    cols = [c for c in ("membership_id", "member_name", "email", "engagement_score", "last_active") if c in now.columns]
+    frame = now.select(cols).sort(KEY)
+    return frame.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")).to_dicts()
+
+
+def _empty_members() -> pl.DataFrame:
+    return pl.DataFrame(schema=MEMBER_ACTIVITY_SCHEMA)
+
+
+def publish_members(settings: Settings, scored: pl.DataFrame, *, run_at: datetime) -> PublishOutcome:
+    """Publish the changed rows of ``scored`` to the configured target (or nowhere) — see the module doc."""
+    publisher = get_publisher(settings)
+    if publisher is None:
+        state = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
+        last = state.load()
+        plan = plan_publish(scored, last, run_at=run_at)
+        if plan.changed.height or last is None:
+            state.save(plan.published)
+        published = plan.published if plan.changed.height or last is None else last
+        return PublishOutcome(PublishResult(unchanged=scored.height), published, newly_at_risk(scored, last))
+    with publisher:
+        last = publisher.state.load()
+        result = publisher.publish_members(scored, run_at=run_at)
+    published = result.published if result.published is not None else _empty_members()
+    return PublishOutcome(result, published, newly_at_risk(scored, last))
+
+
+def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
+    """The reconcile flow's rejects (transforms.REJECT_SCHEMA) as webhook_failures input rows.
+
+    A reject without a webhook id (an unreadable line) is keyed by the sha256 of its body, as the landing
+    keys legacy webhooks; an unreadable received_at falls back to null and the row is dropped.
+    """
+    if rejects.height == 0:
+        return pl.DataFrame(schema={"webhook_id": pl.Utf8, "event_type": pl.Utf8, "reason": pl.Utf8,
+                                    "received_at": UTC_MICROS, "body_prefix": pl.Utf8})  # fmt: skip
+    body = pl.col("body") if "body" in rejects.columns else pl.lit(None, pl.Utf8)
+    received = pl.col("received_at")
+    if rejects.schema.get("received_at") == pl.Utf8:
+        received = received.str.to_datetime(time_zone="UTC", strict=False, time_unit="us")
+    frame = rejects.select(
+        pl.col("webhook_id").cast(pl.Utf8) if "webhook_id" in rejects.columns else pl.lit(None, pl.Utf8),
+        (pl.col("event_type") if "event_type" in rejects.columns else pl.lit(None)).cast(pl.Utf8),
+        pl.col("reason").cast(pl.Utf8),
+        received.cast(UTC_MICROS).alias("received_at"),
+        body.cast(pl.Utf8).str.slice(0, BODY_PREFIX_CHARS).alias("body_prefix"),
+        body.cast(pl.Utf8).alias("__body"),
+    )
+    frame = frame.with_columns(
+        pl.when(pl.col("webhook_id").is_null())
+        .then(pl.col("__body").map_elements(_sha256, return_dtype=pl.Utf8))
+        .otherwise(pl.col("webhook_id"))
+        .alias("webhook_id")
+    )
+    return frame.drop("__body").filter(pl.col("received_at").is_not_null() & pl.col("reason").is_not_null())
+
+
+def _sha256(text: str | None) -> str:
+    return hashlib.sha256((text or "").encode()).hexdigest()
+
+
+def record_run(
+    settings: Settings, run: PipelineRun, *, rejects: pl.DataFrame | None = None, best_effort: bool = False
+) -> pl.DataFrame:
+    """Record ``run`` (and the run's rejects as webhook_failures) in the target, and in the warehouse's own
+    run log; return every run in that log (for the snapshot's pipeline_runs table).
+
+    ``best_effort``: a target error is logged, not raised (for recording a run that already failed).
+    """
+    runs = _log_run_locally(settings, run)
+    publisher = get_publisher(settings)
+    if publisher is None:
+        return runs
+    try:
+        with publisher:
+            publisher.record_run(run)
+            if rejects is not None and rejects.height:
+                publisher.record_failures(failures_from_rejects(rejects))
+    except MemberpulseError as exc:
+        if not best_effort:
+            raise
+        log.warning("could not record run %s in %s: %s", run.run_id, publisher.describe(), exc)
+    return runs
+
+
+def _log_run_locally(settings: Settings, run: PipelineRun) -> pl.DataFrame:
+    state = PublishedState(settings.warehouse_dir, name=RUNS_LOG)
+    row = pl.DataFrame([run.as_row()], schema=PIPELINE_RUNS_SCHEMA)
+    previous = pl.read_parquet(state.path) if state.path.exists() else None
+    runs = row if previous is None else pl.concat([previous.filter(pl.col("run_id") != run.run_id), row])
+    runs = runs.sort("started_at").select(PIPELINE_RUN_COLUMNS)
+    atomic_write_parquet(runs, state.path)
+    return runs
+
+
+def get_publisher(settings: Settings) -> Publisher | None:
+    """The configured publisher, or None when neither Supabase target is set (the caller says so once)."""
+    from flows.publish._postgres import PostgresPublisher
+    from flows.publish._postgrest import PostgrestPublisher
+
+    state = PublishedState(settings.warehouse_dir)
+    retry = {
+        "max_attempts": settings.publish_max_attempts,
+        "backoff_seconds": settings.publish_backoff_seconds,
+    }
+    if settings.publish_target == "postgres" and settings.supabase_db_url is not None:
+        return PostgresPublisher(
+            settings.supabase_db_url.get_secret_value(),
+            state=state,
+            connect_timeout_seconds=settings.publish_timeout_seconds,
+            **retry,  # type: ignore[arg-type]
+        )
+    if settings.publish_target == "postgrest" and settings.supabase_url and settings.supabase_service_role_key:
+        return PostgrestPublisher(
+            settings.supabase_url,
+            settings.supabase_service_role_key.get_secret_value(),
+            state=state,
+            batch_size=settings.publish_batch_size,
+            timeout_seconds=settings.publish_timeout_seconds,
+            **retry,  # type: ignore[arg-type]
+        )
+    return None

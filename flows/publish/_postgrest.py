@@ -1,0 +1,136 @@
+"""The API path (``SUPABASE_URL`` + ``SUPABASE_SERVICE_ROLE_KEY``): supabase-py upserts, in batches.
+
+Each batch is one ``POST /rest/v1/<table>?on_conflict=…`` with ``Prefer: resolution=merge-duplicates``,
+which PostgREST runs as one transaction. Batches are idempotent, so a failure part-way leaves earlier
+batches applied (with the data they would get anyway) and the warehouse state unadvanced: the next run
+re-sends every row still pending. 5xx answers, 429 and timeouts are retried with backoff, a bounded number
+of times; any other refusal (4xx: bad key, missing table, constraint) is fatal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Final
+
+import httpx
+import polars as pl
+from postgrest import APIError
+from postgrest.types import ReturnMethod
+
+from flows.publish._base import Publisher, Written
+from flows.publish._schema import KEY, MEMBER_ACTIVITY_COLUMNS, UTC_MICROS
+from flows.publish.changes import PublishedState
+from memberpulse.errors import ConfigError, PublishError, PublishUnavailable
+from supabase import Client, ClientOptions, create_client
+
+_RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504, 520})
+_ISO_UTC: Final = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
+
+
+def json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts: times as ISO 8601 UTC strings, everything else as is."""
+    return frame.with_columns(
+        pl.col(c).dt.strftime(_ISO_UTC) for c, dtype in frame.schema.items() if dtype == UTC_MICROS
+    ).to_dicts()
+
+
+class PostgrestPublisher(Publisher):
+    """Publishes through Supabase's REST API with the service role key (RLS does not apply to it)."""
+
+    target = "postgrest"
+
+    def __init__(
+        self,
+        url: str,
+        service_role_key: str,
+        *,
+        state: PublishedState,
+        batch_size: int = 1000,
+        timeout_seconds: float = 30.0,
+        max_attempts: int = 4,
+        backoff_seconds: float = 0.5,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"sleep": sleep} if sleep else {}
+        super().__init__(state=state, max_attempts=max_attempts, backoff_seconds=backoff_seconds, **kwargs)
+        self.url = url.rstrip("/")
+        self.batch_size = max(1, batch_size)
+        self._last_status: int | None = None
+        # Our own httpx client: a real timeout, and a hook that remembers the last HTTP status, which
+        # postgrest-py's APIError does not carry (it is what tells a 503 from a 409).
+        self._http = httpx.Client(timeout=timeout_seconds, event_hooks={"response": [self._remember_status]})
+        try:
+            self._client: Client = create_client(
+                self.url,
+                service_role_key,
+                options=ClientOptions(
+                    httpx_client=self._http,
+                    postgrest_client_retry=False,  # we retry ourselves, bounded, POSTs included
+                    auto_refresh_token=False,
+                    persist_session=False,
+                ),
+            )
+        except Exception as exc:  # supabase raises its own SupabaseException for a malformed URL
+            self._http.close()
+            raise ConfigError(
+                f"SUPABASE_URL {self.url!r} is not usable: {exc}",
+                variable="SUPABASE_URL",
+                hint="use the project URL, e.g. https://<project>.supabase.co",
+            ) from None
+
+    def describe(self) -> str:
+        return f"PostgREST {self.url}/rest/v1"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _remember_status(self, response: httpx.Response) -> None:
+        self._last_status = response.status_code
+
+    def _upsert(self, table: str, rows: list[dict[str, Any]], *, on_conflict: str) -> None:
+        action = f"upserting {len(rows)} row(s) into {table}"
+
+        def attempt() -> None:
+            self._last_status = None
+            try:
+                self._client.table(table).upsert(
+                    rows, on_conflict=on_conflict, returning=ReturnMethod.minimal
+                ).execute()
+            except httpx.TimeoutException as exc:
+                raise PublishUnavailable(f"{action}: timed out ({type(exc).__name__})") from None
+            except httpx.TransportError as exc:
+                raise PublishUnavailable(f"{action}: {type(exc).__name__}: {exc}") from None
+            except APIError as exc:
+                status = self._last_status
+                message = f"{action}: HTTP {status}: {exc.message or 'error'} (code {exc.code})"
+                if status is None or status in _RETRYABLE_STATUSES:
+                    raise PublishUnavailable(message) from None
+                hint = exc.hint or _hint_for(status, exc.code)
+                raise PublishError(message, hint=hint) from None
+
+        self._with_retries(action, attempt)
+
+    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int) -> Written:
+        frame = changed.select(MEMBER_ACTIVITY_COLUMNS)
+        for offset in range(0, frame.height, self.batch_size):
+            batch = json_rows(frame.slice(offset, self.batch_size))
+            self._upsert("member_activity", batch, on_conflict=KEY)
+        # PostgREST does not say which rows it inserted; the warehouse state does.
+        return Written(frame.height - seen_before, seen_before)
+
+    def _upsert_runs(self, rows: list[dict[str, Any]]) -> None:
+        frame = pl.DataFrame(rows, schema_overrides={"started_at": UTC_MICROS, "finished_at": UTC_MICROS})
+        self._upsert("pipeline_runs", json_rows(frame), on_conflict="run_id")
+
+    def _upsert_failures(self, summary: pl.DataFrame) -> None:
+        for offset in range(0, summary.height, self.batch_size):
+            batch = json_rows(summary.slice(offset, self.batch_size))
+            self._upsert("webhook_failures", batch, on_conflict="webhook_id,reason")
+
+
+def _hint_for(status: int, code: str | None) -> str | None:
+    if status in (401, 403):
+        return "check SUPABASE_SERVICE_ROLE_KEY (the service_role key, not the anon key)"
+    if status == 404 or code == "42P01":
+        return "apply the schema first: memberpulse migrate"
+    return None

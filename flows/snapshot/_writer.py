@@ -1,0 +1,247 @@
+"""Build one DuckDB snapshot file from a run's frames and parquet files, then swap it in as ``latest``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+import transforms
+from flows.faults import kill_point
+from flows.snapshot import _files
+from flows.snapshot._history import history_file_time
+from flows.snapshot._schema import (
+    HISTORY_REQUIRED,
+    MEMBER_ACTIVITY_COLUMNS,
+    MEMBER_ACTIVITY_REQUIRED,
+    VIEWS,
+    columns_ddl,
+    quote_ident,
+)
+from memberpulse.errors import InvalidInput, StorageUnavailable
+
+# Analysts open snapshots with whatever DuckDB they have (CLI, DBeaver, an older Python package). DuckDB 2.0's
+# default file format is unreadable before 2.0; this one opens in every DuckDB since 1.1, at no cost measured.
+STORAGE_COMPATIBILITY = "v1.1.0"
+
+
+def write_snapshot(
+    snapshots_dir: Path,
+    *,
+    run_id: str,
+    run_at: datetime,
+    member_activity: pl.DataFrame,
+    events: pl.DataFrame | None = None,
+    events_parquet: Sequence[Path] | None = None,
+    history_parquet: Sequence[Path] | None = None,
+    drift: pl.DataFrame,
+    pipeline_runs: pl.DataFrame,
+    keep: int,
+) -> Path:
+    """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``.
+
+    ``events`` (a frame) or ``events_parquet`` (files, loaded by DuckDB without passing through Python) gives
+    the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
+    included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
+    Returns the timestamped file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
+    """
+    if keep < 1:
+        raise InvalidInput("keep must be at least 1", value=keep, hint="set MEMBERPULSE_SNAPSHOTS_KEEP >= 1")
+    if events is not None and events_parquet is not None:
+        raise InvalidInput("pass events either as a frame or as parquet files, not both", value="events")
+    final = snapshots_dir / _files.snapshot_name(run_at, run_id)
+    history_files = _dated_history_files(history_parquet or [])
+    _check_columns("member_activity", member_activity.columns, MEMBER_ACTIVITY_REQUIRED)
+    for name, frame in (("reconciliation_drift", drift), ("pipeline_runs", pipeline_runs)):
+        if not frame.columns:
+            raise InvalidInput(f"{name} has no columns", value=name, hint="pass an empty frame with its schema")
+
+    try:
+        snapshots_dir.mkdir(parents=True, exist_ok=True)
+        with _files.writer_lock(snapshots_dir):
+            _files.remove_stray_tmp(snapshots_dir)
+            tmp = _files.tmp_path_for(final)
+            try:
+                _build(
+                    tmp,
+                    run_id=run_id,
+                    run_at=run_at.astimezone(UTC),
+                    member_activity=member_activity,
+                    events=events,
+                    events_parquet=list(events_parquet) if events_parquet is not None else None,
+                    history_files=history_files,
+                    drift=drift,
+                    pipeline_runs=pipeline_runs,
+                )
+                kill_point("snapshot_before_swap")
+                _files.publish(tmp, final)
+            finally:
+                _files.discard(tmp)
+            _files.point_latest_at(final)
+            _files.apply_retention(snapshots_dir, keep=keep, protect=final)
+    except duckdb.IOException as exc:
+        raise StorageUnavailable(f"could not write the snapshot {final}: {exc}", hint="check free disk space") from exc
+    except OSError as exc:
+        raise StorageUnavailable(
+            f"could not write the snapshot {final}: {exc.strerror or exc}", hint="check free disk space"
+        ) from exc
+    return final
+
+
+def _build(
+    path: Path,
+    *,
+    run_id: str,
+    run_at: datetime,
+    member_activity: pl.DataFrame,
+    events: pl.DataFrame | None,
+    events_parquet: list[Path] | None,
+    history_files: list[tuple[Path, datetime | None]],
+    drift: pl.DataFrame,
+    pipeline_runs: pl.DataFrame,
+) -> None:
+    con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("BEGIN TRANSACTION")
+        _load("member_activity", lambda: _load_member_activity(con, member_activity))
+        _load("events", lambda: _load_events(con, events, events_parquet))
+        _load("member_activity_history", lambda: _load_history(con, history_files))
+        _load("reconciliation_drift", lambda: _load_frame(con, "reconciliation_drift", drift))
+        _load("pipeline_runs", lambda: _load_frame(con, "pipeline_runs", pipeline_runs))
+        con.execute(
+            "CREATE TABLE snapshot_info (run_id VARCHAR, run_at TIMESTAMPTZ, written_at TIMESTAMPTZ, "
+            "memberpulse_version VARCHAR)"
+        )
+        con.execute(
+            "INSERT INTO snapshot_info VALUES (?, ?, ?, ?)",
+            [run_id, run_at, datetime.now(UTC), _package_version()],
+        )
+        for name, sql in VIEWS.items():
+            con.execute(f"CREATE VIEW {quote_ident(name)} AS {sql}")
+        con.execute("COMMIT")
+        # Everything into the main file now, so the closed file stands alone with no .wal beside it.
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
+def _load(table: str, load: Callable[[], None]) -> None:
+    try:
+        load()
+    except (
+        duckdb.ConversionException,
+        duckdb.BinderException,
+        duckdb.InvalidInputException,
+        duckdb.ConstraintException,
+    ) as exc:
+        raise InvalidInput(f"cannot load {table} into the snapshot: {exc}", value=table) from exc
+
+
+def _load_member_activity(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> None:
+    con.execute(f"CREATE TABLE member_activity ({columns_ddl(MEMBER_ACTIVITY_COLUMNS)})")
+    present = set(frame.columns)
+    select = []
+    for name, sql_type in MEMBER_ACTIVITY_COLUMNS:
+        source = name if name in present else "engagement_score"  # activity_score mirrors engagement_score
+        select.append(f"CAST({quote_ident(source)} AS {sql_type.removesuffix(' NOT NULL')})")
+    # Registered frames are dropped on success only: after a failure the transaction is aborted and the
+    # connection is thrown away anyway.
+    con.register("_member_activity_in", frame)
+    con.execute(f"INSERT INTO member_activity SELECT {', '.join(select)} FROM _member_activity_in")
+    con.unregister("_member_activity_in")
+
+
+def _load_events(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame | None, files: list[Path] | None) -> None:
+    params: dict[str, object] = {}
+    if files:
+        source, params = "read_parquet($files, union_by_name = true)", {"files": [str(p) for p in files]}
+    else:
+        # No events yet still gets the parsed-event columns, so analysts' queries bind on a fresh install.
+        con.register("_events_in", frame if frame is not None and frame.columns else _empty_events())
+        source = "_events_in"
+    columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}", params).fetchall()]
+    # Whop delivers at least once and the event log keeps each run's batch, so a webhook redelivered across
+    # runs sits in two files; analysts count it once (the earliest arrival).
+    dedupe = ""
+    if "webhook_id" in columns:
+        order = " ORDER BY received_at" if "received_at" in columns else ""
+        dedupe = f" QUALIFY row_number() OVER (PARTITION BY webhook_id{order}) = 1"
+    con.execute(f"CREATE TABLE events AS SELECT * FROM {source}{dedupe}", params)
+    if not files:
+        con.unregister("_events_in")
+
+
+def _empty_events() -> pl.DataFrame:
+    return pl.DataFrame(schema=transforms.EVENT_SCHEMA)
+
+
+def _load_history(con: duckdb.DuckDBPyConnection, files: list[tuple[Path, datetime | None]]) -> None:
+    if not files:
+        columns_sql = columns_ddl(MEMBER_ACTIVITY_COLUMNS)
+        con.execute(f"CREATE TABLE member_activity_history (run_at TIMESTAMPTZ, {columns_sql})")
+        return
+    params = {"files": [str(p) for p, _ in files]}
+    source = "read_parquet($files, union_by_name = true, filename = '_mp_source_file') AS h"
+    columns = [row[0] for row in con.execute(f"DESCRIBE SELECT * FROM {source}", params).fetchall()]
+    _check_columns("member_activity_history", columns, HISTORY_REQUIRED)
+    if "run_at" in columns:
+        run_at = "CAST(h.run_at AS TIMESTAMPTZ)"
+    else:
+        undated = [str(p) for p, when in files if when is None]
+        if undated:
+            raise InvalidInput(
+                "history files need a run_at column or a <YYYYMMDDTHHMMSSffffffZ>.parquet name",
+                value=undated[:3],
+            )
+        dates = pl.DataFrame(
+            {"_mp_source_file": [str(p) for p, _ in files], "_mp_run_at": [when for _, when in files]},
+            schema={"_mp_source_file": pl.Utf8, "_mp_run_at": pl.Datetime("us", "UTC")},
+        )
+        con.register("_history_dates", dates)
+        run_at = "d._mp_run_at"
+        source += " JOIN _history_dates AS d USING (_mp_source_file)"
+    rest = ", ".join(f"h.{quote_ident(c)}" for c in columns if c not in ("run_at", "_mp_source_file"))
+    con.execute(f"CREATE TABLE member_activity_history AS SELECT {run_at} AS run_at, {rest} FROM {source}", params)
+    if "run_at" not in columns:
+        con.unregister("_history_dates")
+
+
+def _load_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
+    view = f"_{table}_in"
+    con.register(view, frame)
+    con.execute(f"CREATE TABLE {quote_ident(table)} AS SELECT * FROM {quote_ident(view)}")
+    con.unregister(view)
+
+
+def _dated_history_files(paths: Sequence[Path]) -> list[tuple[Path, datetime | None]]:
+    dated = []
+    for path in paths:
+        # The reconcile store names history files by the run's time; a file without a run_at column is dated by it.
+        dated.append((Path(path).resolve(), history_file_time(path)))
+    # Oldest run first, so the table is stored in time order (tight zone maps for filters on run_at).
+    return sorted(dated, key=lambda item: (item[1] is not None, item[1] or datetime.min.replace(tzinfo=UTC)))
+
+
+def _check_columns(table: str, columns: Sequence[str], required: frozenset[str]) -> None:
+    missing = sorted(required - set(columns))
+    if missing:
+        raise InvalidInput(
+            f"{table} is missing column(s) {', '.join(missing)}",
+            value=missing,
+            hint=f"{table} must carry {', '.join(sorted(required))}",
+        )
+
+
+def _package_version() -> str:
+    try:
+        return version("memberpulse")
+    except PackageNotFoundError:  # running from a source tree without an install
+        return "unknown"
+
+
+__all__ = ["write_snapshot"]

@@ -1,0 +1,60 @@
+"""Whop's REST API as memberpulse reads it: a retrying page reader on the official whop-sdk, and the store of
+immutable backfill snapshots that the reconcile flow folds in.
+
+Reader: :class:`WhopBackfillClient` (``pages("memberships" | "members")``), :class:`RetryPolicy`.
+Store: :func:`latest_snapshot`, :func:`list_snapshots` → :class:`BackfillSnapshot`; :class:`SnapshotWriter`.
+Rows: :data:`MEMBERSHIPS_SCHEMA`, :data:`MEMBERS_SCHEMA`, :func:`memberships_batch`, :func:`members_batch`.
+"""
+
+from flows.whop._client import (
+    Page,
+    RetryEvent,
+    WhopBackfillClient,
+    backfill_skip_reason,
+    validate_backfill_settings,
+)
+from flows.whop._records import (
+    MEMBERS_SCHEMA,
+    MEMBERSHIPS_SCHEMA,
+    RESOURCES,
+    Resource,
+    members_batch,
+    memberships_batch,
+    parse_time,
+)
+from flows.whop._retry import RetryPolicy, retry_after_seconds
+from flows.whop._snapshot import (
+    BackfillSnapshot,
+    ParquetSink,
+    SnapshotWriter,
+    backfill_dir,
+    clean_stale_tmp,
+    latest_snapshot,
+    list_snapshots,
+    snapshot_name,
+)
+
+__all__ = [
+    "MEMBERSHIPS_SCHEMA",
+    "MEMBERS_SCHEMA",
+    "RESOURCES",
+    "BackfillSnapshot",
+    "Page",
+    "ParquetSink",
+    "Resource",
+    "RetryEvent",
+    "RetryPolicy",
+    "SnapshotWriter",
+    "WhopBackfillClient",
+    "backfill_dir",
+    "backfill_skip_reason",
+    "clean_stale_tmp",
+    "latest_snapshot",
+    "list_snapshots",
+    "members_batch",
+    "memberships_batch",
+    "parse_time",
+    "retry_after_seconds",
+    "snapshot_name",
+    "validate_backfill_settings",
+]

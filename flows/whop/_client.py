@@ -1,0 +1,312 @@
+"""Page-by-page reads of Whop's memberships and members through the official whop-sdk, with our own retries.
+
+Why page by page: the SDK's pager (``for m in client.memberships.list(...)``) cannot be resumed once a
+page fails; calling ``list(first=..., after=cursor)`` ourselves lets a retry ask for the same page again and
+lets us count pages.
+Why ``max_retries=0`` on the SDK: its built-in retry (2 tries on 408/409/429/5xx, at most 60 s,
+``Retry-After`` but not Whop's "Try again in N seconds" body) would nest inside ours, multiplying attempts and
+hiding waits from our bounds; with it off, every HTTP attempt is counted and every wait is ours.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+from whop_sdk import Whop
+from whop_sdk.core.api_error import ApiError
+from whop_sdk.core.parse_error import ParsingError
+from whop_sdk.environment import WhopEnvironment
+
+from flows.whop._records import Resource
+from flows.whop._retry import RetryPolicy, retry_after_seconds
+from memberpulse.errors import ConfigError, WhopAuthError, WhopGaveUp
+from memberpulse.settings import Settings
+
+log = logging.getLogger("memberpulse.backfill")
+
+MAX_PAGE_SIZE = 1000
+# Whop may answer 429 with "Try again in 0 seconds"; never hammer it faster than this.
+MIN_RATE_LIMIT_WAIT = 0.1
+_COMPANY_VARS = "WHOP_COMPANY_ID (or NEXT_PUBLIC_WHOP_COMPANY_ID)"
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a list endpoint: the SDK's parsed models (``Membership`` or ``Member`` of whop_sdk)."""
+
+    resource: Resource
+    number: int  # 1-based
+    items: Sequence[Any]
+    end_cursor: str | None
+    has_next: bool
+    attempts: int
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """A page attempt failed and will be retried after ``wait`` seconds (for progress output and logs)."""
+
+    resource: Resource
+    page: int
+    attempt: int
+    status: int | None  # HTTP status, None for a timeout or a connection error
+    reason: str
+    wait: float
+
+
+def backfill_skip_reason(settings: Settings) -> str | None:
+    """Why a backfill cannot run with these settings (DESIGN: "backfill skipped, said so"), or None."""
+    missing = []
+    if settings.whop_api_key is None or not settings.whop_api_key.get_secret_value().strip():
+        missing.append("WHOP_API_KEY")
+    if not (settings.whop_company_id or "").strip():
+        missing.append(_COMPANY_VARS)
+    if missing:
+        return f"backfill skipped: {' and '.join(missing)} not set (the Whop API backfill needs both)"
+    return None
+
+
+def validate_backfill_settings(settings: Settings) -> None:
+    """Fail before any request on settings that cannot work, naming the variable to fix."""
+    url = urlparse(settings.whop_api_base_url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise ConfigError(
+            f"WHOP_API_BASE_URL {settings.whop_api_base_url!r} is not an http(s) URL",
+            variable="WHOP_API_BASE_URL",
+            hint="set WHOP_API_BASE_URL to the API root, e.g. https://api.whop.com/api/v1",
+        )
+    if not 1 <= settings.whop_page_size <= MAX_PAGE_SIZE:
+        raise ConfigError(
+            f"MEMBERPULSE_WHOP_PAGE_SIZE {settings.whop_page_size} is outside 1..{MAX_PAGE_SIZE}",
+            variable="MEMBERPULSE_WHOP_PAGE_SIZE",
+        )
+    if settings.whop_timeout_seconds <= 0:
+        raise ConfigError(
+            f"MEMBERPULSE_WHOP_TIMEOUT_SECONDS {settings.whop_timeout_seconds} must be > 0",
+            variable="MEMBERPULSE_WHOP_TIMEOUT_SECONDS",
+        )
+
+
+class WhopBackfillClient:
+    """Reads every page of one company's memberships or members. Use as a context manager (closes the
+    connection pool). Raises :class:`WhopAuthError` at once on 401/403 and :class:`WhopGaveUp` past the
+    retry bounds; never puts the API key in a message."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        company_id: str,
+        base_url: str,
+        page_size: int = 100,
+        timeout: float = 30.0,
+        policy: RetryPolicy | None = None,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.company_id = company_id
+        self.base_url = base_url.rstrip("/")
+        self.page_size = page_size
+        self.timeout = timeout
+        self.policy = policy or RetryPolicy()
+        self._on_retry = on_retry
+        self._sleep = sleep
+        self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+        vault = (
+            WhopEnvironment.PRODUCTION.vault if self.base_url == WhopEnvironment.PRODUCTION.api else base_url
+        )
+        self._sdk = Whop(
+            token=api_key,
+            environment=WhopEnvironment(api=self.base_url, vault=vault),
+            timeout=timeout,
+            max_retries=0,
+            httpx_client=self._http,
+        )
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, on_retry: Callable[[RetryEvent], None] | None = None
+    ) -> WhopBackfillClient:
+        reason = backfill_skip_reason(settings)
+        if reason is not None:
+            variable = "WHOP_API_KEY" if settings.whop_api_key is None else "WHOP_COMPANY_ID"
+            raise ConfigError(reason, variable=variable)
+        validate_backfill_settings(settings)
+        assert settings.whop_api_key is not None and settings.whop_company_id is not None
+        return cls(
+            api_key=settings.whop_api_key.get_secret_value().strip(),
+            company_id=settings.whop_company_id.strip(),
+            base_url=settings.whop_api_base_url,
+            page_size=settings.whop_page_size,
+            timeout=settings.whop_timeout_seconds,
+            policy=RetryPolicy.from_settings(settings),
+            on_retry=on_retry,
+        )
+
+    def __enter__(self) -> WhopBackfillClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- pages ---------------------------------------------------------------------------------------------
+    def pages(self, resource: Resource) -> Iterator[Page]:
+        """Every page, first to last. Stops when Whop says there is no next page (no ``end_cursor`` — what the
+        SDK's pager checks — or ``has_next_page`` false) or a page comes back empty."""
+        after: str | None = None
+        number = 1
+        while True:
+            page = self.fetch_page(resource, after=after, number=number)
+            yield page
+            if not page.has_next or not page.items:
+                return
+            if page.end_cursor == after:
+                raise WhopGaveUp(
+                    f"Whop returned the same cursor twice for {resource} of company {self.company_id} "
+                    f"at page {number}; stopping instead of looping",
+                    company_id=self.company_id,
+                    page=number,
+                    last_status=200,
+                )
+            after = page.end_cursor
+            number += 1
+
+    def fetch_page(self, resource: Resource, *, after: str | None, number: int) -> Page:
+        """One page, retried within the policy's bounds."""
+        attempts = 0  # 5xx / timeout / connection attempts
+        rate_limited = 0
+        waited_for_rate_limit = 0.0
+        while True:
+            attempts += 1
+            try:
+                pager = self._list(resource, after)
+            except ApiError as exc:
+                # 2.6.0's list endpoints raise typed errors only for 400/401/403/404 and a bare ApiError for
+                # 429/5xx (other endpoints raise TooManyRequestsError, an ApiError too): decide by status.
+                status = exc.status_code or 0
+                if status in (401, 403):
+                    raise self._auth_error(resource, status) from None
+                if status == 429:
+                    rate_limited += 1
+                    attempts -= 1  # 429s have their own bound: the summed wait
+                    told = retry_after_seconds(exc.headers, exc.body)
+                    wait = max(
+                        MIN_RATE_LIMIT_WAIT, told if told is not None else self.policy.backoff(rate_limited)
+                    )
+                    if waited_for_rate_limit + wait > self.policy.max_rate_limit_wait:
+                        raise self._gave_up(
+                            resource,
+                            number,
+                            429,
+                            f"still rate limited after {rate_limited} answers and "
+                            f"{waited_for_rate_limit:.1f} s of waiting; the next wait ({wait:.1f} s) would "
+                            f"pass the {self.policy.max_rate_limit_wait:g} s bound",
+                            hint="run the backfill later, or raise "
+                            "MEMBERPULSE_WHOP_MAX_RATE_LIMIT_WAIT_SECONDS",
+                        ) from None
+                    waited_for_rate_limit += wait
+                    self._retry(resource, number, rate_limited, 429, "rate limited", wait)
+                    continue
+                if status == 404:
+                    raise ConfigError(
+                        f"Whop answered 404 for {self.base_url}/{resource}: the base URL looks wrong",
+                        variable="WHOP_API_BASE_URL",
+                        hint="set WHOP_API_BASE_URL to the API root, e.g. https://api.whop.com/api/v1",
+                    ) from None
+                if not (status >= 500 or status in (408, 409) or 200 <= status < 300):
+                    raise self._gave_up(
+                        resource, number, status, f"Whop answered {status}, not retryable"
+                    ) from None
+                # 5xx, 408/409, or a 2xx whose body was not JSON (a cut connection): worth another try.
+                reason = f"HTTP {status}" if status >= 300 else "unreadable response body"
+                self._backoff_or_give_up(resource, number, attempts, status, reason)
+                continue
+            except ParsingError as exc:
+                raise self._gave_up(
+                    resource,
+                    number,
+                    exc.status_code,
+                    "the response did not match whop-sdk's model",
+                    hint="upgrade whop-sdk; Whop may have changed the response shape",
+                ) from None
+            except httpx.TimeoutException:
+                self._backoff_or_give_up(
+                    resource, number, attempts, None, f"timed out after {self.timeout:g} s"
+                )
+                continue
+            except httpx.TransportError as exc:
+                self._backoff_or_give_up(
+                    resource, number, attempts, None, f"connection error ({type(exc).__name__})"
+                )
+                continue
+            page_info = pager.response.page_info
+            end_cursor = page_info.end_cursor or None
+            items: Sequence[Any] = pager.items or []
+            return Page(
+                resource=resource,
+                number=number,
+                items=items,
+                end_cursor=end_cursor,
+                has_next=end_cursor is not None and bool(page_info.has_next_page),
+                attempts=attempts + rate_limited,
+            )
+
+    # --- internals -----------------------------------------------------------------------------------------
+    def _list(self, resource: Resource, after: str | None) -> Any:
+        api = self._sdk.memberships if resource == "memberships" else self._sdk.members
+        return api.list(account_id=self.company_id, first=self.page_size, after=after)
+
+    def _backoff_or_give_up(
+        self, resource: Resource, number: int, attempts: int, status: int | None, reason: str
+    ) -> None:
+        if attempts >= self.policy.max_attempts:
+            raise self._gave_up(resource, number, status, f"{reason} on all {attempts} attempts")
+        self._retry(resource, number, attempts, status, reason, self.policy.backoff(attempts))
+
+    def _retry(
+        self, resource: Resource, number: int, attempt: int, status: int | None, reason: str, wait: float
+    ) -> None:
+        event = RetryEvent(resource, number, attempt, status, reason, wait)
+        log.warning(
+            "whop %s page %d: %s; retrying in %.2f s (attempt %d)", resource, number, reason, wait, attempt
+        )
+        if self._on_retry is not None:
+            self._on_retry(event)
+        self._sleep(wait)
+
+    def _gave_up(
+        self, resource: Resource, number: int, status: int | None, detail: str, *, hint: str | None = None
+    ) -> WhopGaveUp:
+        last = f"last status {status}" if status else "last status: no HTTP answer"
+        return WhopGaveUp(
+            f"gave up fetching Whop {resource} for company {self.company_id} at page {number}: "
+            f"{detail} ({last})",
+            company_id=self.company_id,
+            page=number,
+            last_status=status,
+            hint=hint or "Whop seems down; run the backfill later (the previous snapshot stays latest)",
+        )
+
+    def _auth_error(self, resource: Resource, status: int) -> WhopAuthError:
+        if status == 401:
+            return WhopAuthError(
+                f"Whop rejected the API key (401) reading {resource} of company {self.company_id}",
+                hint="set WHOP_API_KEY to a valid company API key (Whop dashboard → Developer → API keys)",
+            )
+        return WhopAuthError(
+            f"Whop refused access to company {self.company_id} (403) reading {resource}",
+            hint=f"check {_COMPANY_VARS} is the company WHOP_API_KEY belongs to, and that the key may read "
+            "memberships and members",
+        )

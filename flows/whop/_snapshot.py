@@ -1,0 +1,325 @@
+"""Backfill snapshots: one immutable directory per backfill under ``<warehouse>/backfill/``.
+
+Layout (brief, "Cross-part contracts")::
+
+    warehouse/backfill/20261127T120000123456Z/memberships.parquet
+                                              members.parquet
+                                              _SUCCESS          (JSON manifest, written last)
+
+A run writes into ``backfill/.tmp-<uuid>/``, fsyncs every file, writes ``_SUCCESS``, fsyncs the directory
+and renames it to its final name (then fsyncs ``backfill/``). A reader only ever sees complete snapshots; a
+run that fails removes its tmp dir, and one that was killed leaves a tmp dir the next run deletes.
+Latest = the greatest name holding ``_SUCCESS``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flows.whop._records import MEMBERS_SCHEMA, MEMBERSHIPS_SCHEMA, Resource
+from memberpulse.errors import InvalidInput, StorageUnavailable
+
+log = logging.getLogger("memberpulse.backfill")
+
+SNAPSHOT_NAME_FORMAT = "%Y%m%dT%H%M%S%fZ"
+MANIFEST_NAME = "_SUCCESS"
+TMP_PREFIX = ".tmp-"
+MANIFEST_FORMAT = 1
+SCHEMAS: dict[Resource, pa.Schema] = {"memberships": MEMBERSHIPS_SCHEMA, "members": MEMBERS_SCHEMA}
+
+
+def backfill_dir(warehouse_dir: Path) -> Path:
+    return Path(warehouse_dir) / "backfill"
+
+
+def snapshot_name(fetched_at: datetime) -> str:
+    return fetched_at.astimezone(UTC).strftime(SNAPSHOT_NAME_FORMAT)
+
+
+@dataclass(frozen=True)
+class BackfillSnapshot:
+    """A complete snapshot on disk. Frames load lazily: ``scan_*`` gives a polars LazyFrame, ``read_*`` a
+    DataFrame; nothing is read until asked."""
+
+    path: Path
+    fetched_at: datetime
+    company_id: str
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def memberships_path(self) -> Path:
+        return self.path / "memberships.parquet"
+
+    @property
+    def members_path(self) -> Path:
+        return self.path / "members.parquet"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_NAME
+
+    def scan_memberships(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.memberships_path)
+
+    def scan_members(self) -> pl.LazyFrame:
+        return pl.scan_parquet(self.members_path)
+
+    def read_memberships(self) -> pl.DataFrame:
+        return pl.read_parquet(self.memberships_path)
+
+    def read_members(self) -> pl.DataFrame:
+        return pl.read_parquet(self.members_path)
+
+    @classmethod
+    def open(cls, path: Path) -> BackfillSnapshot:
+        """Read a snapshot directory's manifest; ``FileNotFoundError`` if it has none (not complete)."""
+        manifest = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
+        fetched_at = datetime.fromisoformat(manifest["fetched_at"]).astimezone(UTC)
+        counts = {str(k): int(v) for k, v in manifest.get("counts", {}).items()}
+        return cls(path=path, fetched_at=fetched_at, company_id=str(manifest["company_id"]), counts=counts)
+
+
+def list_snapshots(warehouse_dir: Path) -> list[BackfillSnapshot]:
+    """Every complete backfill snapshot, oldest first (tmp dirs and dirs without ``_SUCCESS`` are skipped)."""
+    root = backfill_dir(warehouse_dir)
+    if not root.is_dir():
+        return []
+    snapshots = []
+    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        try:
+            snapshots.append(BackfillSnapshot.open(entry))
+        except FileNotFoundError:
+            continue
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring backfill snapshot %s: unreadable manifest (%s)", entry, exc)
+    return snapshots
+
+
+def latest_snapshot(warehouse_dir: Path) -> BackfillSnapshot | None:
+    """The newest complete snapshot, or None before the first successful backfill."""
+    snapshots = list_snapshots(warehouse_dir)
+    return snapshots[-1] if snapshots else None
+
+
+def clean_stale_tmp(warehouse_dir: Path, *, older_than_seconds: float = 3600.0) -> list[Path]:
+    """Delete tmp dirs left by killed runs. A dir counts as stale when nothing in it changed for
+    ``older_than_seconds``, so a backfill still writing elsewhere keeps its own."""
+    root = backfill_dir(warehouse_dir)
+    if not root.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for entry in root.iterdir():
+        if not entry.name.startswith(TMP_PREFIX) or not entry.is_dir():
+            continue
+        try:
+            newest = max([entry.stat().st_mtime, *(p.stat().st_mtime for p in entry.iterdir())])
+        except FileNotFoundError:
+            continue  # its run just finished or aborted
+        if now - newest >= older_than_seconds:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+            log.info("removed stale backfill tmp dir %s", entry)
+    return removed
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _storage_error(action: str, path: Path, exc: OSError) -> StorageUnavailable:
+    return StorageUnavailable(
+        f"could not {action} {path}: {exc.strerror or exc}",
+        hint="check free space and permissions under MEMBERPULSE_DATA_DIR",
+    )
+
+
+class ParquetSink:
+    """Streams record batches into one Parquet file; buffers up to ``rows_per_group`` rows so row groups are
+    a useful size while memory stays bounded by one group."""
+
+    def __init__(self, path: Path, schema: pa.Schema, *, rows_per_group: int = 65_536) -> None:
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self._rows_per_group = rows_per_group
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        try:
+            self._writer: pq.ParquetWriter | None = pq.ParquetWriter(path, schema, compression="zstd")
+        except OSError as exc:
+            raise _storage_error("create", path, exc) from exc
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        if self._pending_rows >= self._rows_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending or self._writer is None:
+            return
+        try:
+            self._writer.write_table(pa.Table.from_batches(self._pending, schema=self.schema))
+        except OSError as exc:
+            raise _storage_error("write", self.path, exc) from exc
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> int:
+        """Flush, close and fsync; returns the row count."""
+        if self._writer is not None:
+            self._flush()
+            try:
+                self._writer.close()
+                _fsync_file(self.path)
+            except OSError as exc:
+                raise _storage_error("close", self.path, exc) from exc
+            self._writer = None
+        return self.rows
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+
+
+class SnapshotWriter:
+    """Builds one snapshot in a tmp dir and publishes it atomically with :meth:`commit`.
+
+    Leaving the ``with`` block without a commit (an error, a give-up) deletes the tmp dir: no partial
+    snapshot, and the previous one stays the latest.
+    """
+
+    def __init__(self, warehouse_dir: Path, *, fetched_at: datetime, company_id: str) -> None:
+        self.root = backfill_dir(warehouse_dir)
+        self.fetched_at = fetched_at.astimezone(UTC)
+        self.company_id = company_id
+        self.final_dir = self.root / snapshot_name(self.fetched_at)
+        self.tmp_dir = self.root / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        self.committed: BackfillSnapshot | None = None
+        try:
+            self.tmp_dir.mkdir(parents=True)
+        except OSError as exc:
+            raise _storage_error("create", self.tmp_dir, exc) from exc
+
+    def __enter__(self) -> SnapshotWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.committed is None:
+            self.abort()
+
+    def path_for(self, resource: Resource) -> Path:
+        return self.tmp_dir / f"{resource}.parquet"
+
+    def sink(self, resource: Resource) -> ParquetSink:
+        """A fresh sink for ``resource`` (a retried task starts the file over)."""
+        return ParquetSink(self.path_for(resource), SCHEMAS[resource])
+
+    def abort(self) -> None:
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def commit(
+        self, *, pages: Mapping[str, int] | None = None, extra: Mapping[str, Any] | None = None
+    ) -> BackfillSnapshot:
+        """Fill gaps, write ``_SUCCESS`` last, rename into place. Both resources must have been written."""
+        for resource in SCHEMAS:
+            if not self.path_for(resource).is_file():
+                raise RuntimeError(f"snapshot commit without {resource}.parquet in {self.tmp_dir}")
+        if self.final_dir.exists():
+            raise InvalidInput(
+                f"a backfill snapshot named {self.final_dir.name} already exists; snapshots are immutable",
+                value=self.final_dir.name,
+                hint="each backfill needs its own fetched_at",
+            )
+        try:
+            self._fill_membership_users()
+            counts: dict[str, int] = {r: pq.ParquetFile(self.path_for(r)).metadata.num_rows for r in SCHEMAS}
+            manifest = {
+                "format": MANIFEST_FORMAT,
+                "fetched_at": self.fetched_at.isoformat().replace("+00:00", "Z"),
+                "company_id": self.company_id,
+                "counts": counts,
+                "pages": dict(pages or {}),
+                "files": {r: self.path_for(r).name for r in SCHEMAS},
+                "written_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                **dict(extra or {}),
+            }
+            manifest_path = self.tmp_dir / MANIFEST_NAME
+            with open(manifest_path, "w", encoding="utf-8") as fh:
+                json.dump(manifest, fh, indent=2, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            _fsync_dir(self.tmp_dir)
+            os.rename(self.tmp_dir, self.final_dir)
+            _fsync_dir(self.root)
+        except OSError as exc:
+            raise _storage_error("publish the snapshot", self.final_dir, exc) from exc
+        self.committed = BackfillSnapshot(
+            path=self.final_dir, fetched_at=self.fetched_at, company_id=self.company_id, counts=counts
+        )
+        return self.committed
+
+    def _fill_membership_users(self) -> None:
+        """Memberships whose list item carried no ``user`` get username/name/email from the members list (by
+        member id), so both tables are complete whichever shape Whop answered with."""
+        memberships = self.path_for("memberships")
+        missing = pl.scan_parquet(memberships).filter(pl.col("username").is_null()).select(pl.len()).collect()
+        if missing.item() == 0:
+            return
+        people = (
+            pl.scan_parquet(self.path_for("members"))
+            .select(
+                "member_id",
+                pl.col("username").alias("_username"),
+                pl.col("name").alias("_name"),
+                pl.col("email").alias("_email"),
+            )
+            .unique("member_id", keep="last")
+        )
+        filled_path = self.tmp_dir / "memberships.filled.parquet"
+        (
+            pl.scan_parquet(memberships)
+            .join(people, on="member_id", how="left", maintain_order="left")
+            .with_columns(
+                pl.coalesce("username", "_username").alias("username"),
+                pl.coalesce("name", "_name").alias("name"),
+                pl.coalesce("email", "_email").alias("email"),
+            )
+            .select(MEMBERSHIPS_SCHEMA.names)
+            .sink_parquet(filled_path, sync_on_close="all")
+        )
+        os.replace(filled_path, memberships)

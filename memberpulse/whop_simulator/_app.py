@@ -1,0 +1,235 @@
+"""The simulator's HTTP surface: Whop's v1 ``GET /memberships`` and ``GET /members`` list endpoints.
+
+Shapes follow whop-sdk 2.6.0's ``Membership``/``Member`` models (the tests parse every answer with the SDK),
+plus the ``user {id, username, name, email}`` object Whop's membership list items carry. Cursor pagination:
+``first``/``after`` in, ``{"data": [...], "page_info": {...}}`` out, ``end_cursor`` null on the last page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from memberpulse.whop_simulator._faults import Endpoint, Faults
+from memberpulse.whop_simulator._population import Population, SimMember, SimMembership
+
+DEFAULT_PAGE_SIZE = 25
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    endpoint: Endpoint
+    first: int | None
+    after: str | None
+    company_id: str | None
+    status: int
+    at: float
+
+
+@dataclass
+class SimulatorState:
+    """Everything a running app reads per request; reachable as ``app.state.whop_simulator``."""
+
+    population: Population
+    api_key: str
+    faults: Faults
+    requests: list[LoggedRequest] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def log(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self.requests.append(entry)
+
+    def served(self, endpoint: Endpoint | None = None, status: int | None = None) -> list[LoggedRequest]:
+        with self._lock:
+            return [
+                r
+                for r in self.requests
+                if (endpoint is None or r.endpoint == endpoint) and (status is None or r.status == status)
+            ]
+
+
+def create_app(
+    population: Population, *, api_key: str, faults: Faults | None = None, base_path: str = "/api/v1"
+) -> FastAPI:
+    """A simulator for one company (``population.company_id``) that accepts one bearer ``api_key``."""
+    state = SimulatorState(population=population, api_key=api_key, faults=faults or Faults())
+    app = FastAPI(title="Whop API simulator (memberpulse tests and demo)", docs_url=None, redoc_url=None)
+    app.state.whop_simulator = state
+    base = base_path.rstrip("/")
+
+    @app.get(f"{base}/memberships")
+    async def list_memberships(request: Request) -> Response:
+        return await _list(state, request, "memberships")
+
+    @app.get(f"{base}/members")
+    async def list_members(request: Request) -> Response:
+        return await _list(state, request, "members")
+
+    return app
+
+
+def simulator_state(app: FastAPI) -> SimulatorState:
+    state = app.state.whop_simulator
+    assert isinstance(state, SimulatorState)
+    return state
+
+
+async def _list(state: SimulatorState, request: Request, endpoint: Endpoint) -> Response:
+    params = request.query_params
+    company_id = params.get("company_id") or params.get("account_id")
+    after = params.get("after")
+    first_raw = params.get("first")
+
+    def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+        first_logged = int(first_raw) if first_raw and first_raw.isdigit() else None
+        state.log(LoggedRequest(endpoint, first_logged, after, company_id, status, time.monotonic()))
+        return Response(
+            orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+        )
+
+    # Infrastructure faults come first, as a load balancer's would: before auth and before any data.
+    action = state.faults.next_action(endpoint)
+    if action.delay > 0:
+        await asyncio.sleep(action.delay)
+    if action.status == 429:
+        wait = _format_seconds(action.retry_after if action.retry_after is not None else 1.0)
+        headers = {"Retry-After": wait} if action.retry_after_header else None
+        body = {"error": {"type": "rate_limit_exceeded", "message": f"Try again in {wait} seconds."}}
+        return answer(429, body, headers)
+    if action.status is not None:
+        return answer(
+            action.status, {"error": {"type": "internal_server_error", "message": "Simulated fault."}}
+        )
+
+    authorization = request.headers.get("authorization", "")
+    token = authorization[7:] if authorization.lower().startswith("bearer ") else ""
+    if not hmac.compare_digest(token.encode(), state.api_key.encode()):
+        return answer(401, {"error": {"type": "unauthorized", "message": "Invalid or missing API key."}})
+    population = state.population
+    if company_id is not None and company_id != population.company_id:
+        message = f"This API key has no access to account {company_id}."
+        return answer(403, {"error": {"type": "forbidden", "message": message}})
+
+    try:
+        first = int(first_raw) if first_raw is not None else DEFAULT_PAGE_SIZE
+        offset = _decode_cursor(after, endpoint) if after else 0
+    except ValueError as exc:
+        return answer(400, {"error": {"type": "bad_request", "message": str(exc)}})
+    if first < 1:
+        return answer(400, {"error": {"type": "bad_request", "message": "first must be >= 1"}})
+    cap = state.faults.page_size_cap
+    if cap is not None:
+        first = min(first, cap)
+
+    records: list[SimMembership] | list[SimMember] = (
+        population.memberships if endpoint == "memberships" else population.members
+    )
+    chunk = records[offset : offset + first]
+    end = offset + len(chunk)
+    has_next = end < len(records)
+    data = [_membership_json(r) if isinstance(r, SimMembership) else _member_json(r) for r in chunk]
+    page_info = {
+        "start_cursor": _encode_cursor(endpoint, offset) if chunk else None,
+        "end_cursor": _encode_cursor(endpoint, end) if has_next else None,
+        "has_next_page": has_next,
+        "has_previous_page": offset > 0,
+    }
+    return answer(200, {"data": data, "page_info": page_info})
+
+
+def _format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+def _encode_cursor(endpoint: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(f"{endpoint}:{offset}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, endpoint: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        kind, _, offset = raw.partition(":")
+        if kind != endpoint:
+            raise ValueError
+        return int(offset)
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError(f"invalid cursor {cursor!r}") from None
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+_PRICE = {"amount": "10.00", "currency": "usd", "decimals": 2, "display_decimals": 2}
+
+
+def _membership_json(m: SimMembership) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "status": m.status,
+        "created_at": _iso(m.created_at),
+        "updated_at": _iso(m.updated_at),
+        "canceled_at": _iso(m.canceled_at),
+        "cancel_at_period_end": m.cancel_at_period_end,
+        "account": {
+            "id": m.company_id,
+            "route": "memberpulse-demo",
+            "title": "memberpulse demo",
+            "logo_url": None,
+        },
+        "product": {"id": m.product_id, "title": "Community access", "logo_url": None},
+        "product_id": m.product_id,
+        "plan_id": m.plan_id,
+        "user_id": m.user.id,
+        "member_id": m.member_id,
+        "metadata": {},
+        "initial_price": _PRICE,
+        "renewal_price": _PRICE,
+        "billing_period_days": 30,
+        "manage_url": None,
+        "member": None,
+        "user": {"id": m.user.id, "username": m.user.username, "name": m.user.name, "email": m.user.email},
+    }
+
+
+def _member_json(m: SimMember) -> dict[str, Any]:
+    return {
+        "id": m.id,
+        "account_id": m.company_id,
+        "access_level": "customer" if m.status == "joined" else "no_access",
+        "status": m.status,
+        "created_at": _iso(m.created_at),
+        "joined_at": _iso(m.joined_at),
+        "last_accessed_at": _iso(m.last_accessed_at),
+        "most_recent_action": m.most_recent_action,
+        "most_recent_action_at": _iso(m.most_recent_action_at),
+        "display_name": m.user.name or m.user.username,
+        "email": m.user.email,
+        "phone_number": None,
+        "token_balance": 0.0,
+        "usd_total_spent": {
+            "amount": m.usd_total_spent,
+            "currency": "usd",
+            "decimals": 2,
+            "display_decimals": 2,
+        },
+        "user": {
+            "id": m.user.id,
+            "username": m.user.username,
+            "name": m.user.name,
+            "profile_picture": {"url": f"https://example.com/avatars/{m.user.id}.png"},
+        },
+    }

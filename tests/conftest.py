@@ -1,0 +1,79 @@
+"""Suite-wide fixtures: one real PostgreSQL server per test session, a fresh database per test.
+
+- ``postgres_server`` (session): a running :class:`tests.support.postgres.PostgresServer` (initdb + pg_ctl
+  in a temp dir, 127.0.0.1, a free port; as root the server runs as the ``postgres`` user; with no system
+  binaries it uses the pgserver wheel's). Carries Supabase's roles. Stopped when the session ends.
+- ``postgres_dsn``: a DSN (superuser) to a brand-new empty database, dropped after the test.
+- ``migrated_postgres_dsn``: the same, with ``supabase/migrations`` already applied (copied from a template
+  migrated once per session, so it costs a ``CREATE DATABASE … TEMPLATE``, ~50 ms).
+
+The server starts only when a test asks for one of these, so suites that do not use Postgres pay nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# No telemetry from the Prefect servers the suite starts (this machine has no route out anyway).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # make ``tests.support`` importable however pytest was started
+    sys.path.insert(0, str(ROOT))
+
+from tests.support.postgres import PostgresServer, start_server  # noqa: E402
+
+MIGRATED_TEMPLATE = "memberpulse_migrated_template"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _migrated_template(postgres_server: PostgresServer) -> str:
+    from flows.publish.migrations import apply_migrations
+
+    postgres_server.create_database(MIGRATED_TEMPLATE)
+    apply_migrations(postgres_server.dsn(MIGRATED_TEMPLATE))
+    postgres_server.mark_template(MIGRATED_TEMPLATE)
+    return MIGRATED_TEMPLATE
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    name = postgres_server.create_database()
+    try:
+        yield postgres_server.dsn(name)
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def migrated_postgres_dsn(postgres_server: PostgresServer, _migrated_template: str) -> Iterator[str]:
+    name = postgres_server.create_database(template=_migrated_template)
+    try:
+        yield postgres_server.dsn(name)
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[str]:
+    """Prefect's test harness (a temporary SQLite-backed API) for the whole session; yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness():
+        yield str(PREFECT_API_URL.value())

@@ -1,0 +1,117 @@
+"""The calls the reconcile flow makes (publish_members, record_run, target_name), with or without a target."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import psycopg
+import pytest
+
+from flows.publish import (
+    PipelineRun,
+    failures_from_rejects,
+    publish_members,
+    record_run,
+    target_name,
+)
+from memberpulse.errors import PublishUnavailable
+from memberpulse.settings import Settings
+from tests.support.postgres import free_port
+from tests.support.publish_data import T0, members
+
+T1, T2 = T0 + timedelta(hours=1), T0 + timedelta(hours=2)
+
+
+def _settings(tmp_path: Path, **env: str) -> Settings:
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "MEMBERPULSE_DATA_DIR": str(tmp_path),
+        "MEMBERPULSE_PUBLISH_BACKOFF_SECONDS": "0",
+        **env,
+    }
+    return Settings(**values)
+
+
+@dataclass
+class Report:  # the shape of the reconcile flow's RunReport that PipelineRun.from_report reads
+    run_id: str
+    started_at: datetime
+    status: str
+    finished_at: datetime | None = None
+    events_ingested: int = 0
+    rejects: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    drift_count: int = 0
+    error: str | None = None
+
+
+REJECTS = pl.DataFrame(
+    {
+        "webhook_id": ["wh_9", None],
+        "received_at": ["2026-11-01T13:00:00+00:00", "2026-11-01T13:05:00+00:00"],
+        "event_type": ["membership.went_valid", None],
+        "reason": ["invalid json", "unreadable line"],
+        "body": ["{oops", "garbage"],
+        "source_file": ["a.ndjson", "a.ndjson"],
+        "source_offset": [0, 10],
+    }
+)
+
+
+def test_without_a_target_nothing_is_sent_but_updated_at_stays_stable(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    assert target_name(settings) is None
+    first = publish_members(settings, members(3, status="at_risk"), run_at=T1)
+    assert (first.result.inserted, first.result.updated) == (0, 0)
+    assert first.as_published["updated_at"].to_list() == [T1] * 3
+    assert [r["membership_id"] for r in first.newly_at_risk] == ["mem_0000000", "mem_0000001", "mem_0000002"]
+    second = publish_members(settings, members(3, status="at_risk"), run_at=T2)
+    assert second.as_published["updated_at"].to_list() == [T1] * 3
+    assert second.newly_at_risk == []
+    # The target's own state is untouched: configuring a target later publishes everything.
+    assert not (tmp_path / "warehouse" / "published" / "member_activity.parquet").exists()
+
+
+def test_with_postgres_the_outcome_reports_the_target(migrated_postgres_dsn: str, tmp_path: Path) -> None:
+    settings = _settings(tmp_path, SUPABASE_DB_URL=migrated_postgres_dsn.replace("postgres@", "postgres:pw9@"))
+    assert target_name(settings) is not None and "pw9" not in str(target_name(settings))
+    outcome = publish_members(settings, members(4), run_at=T1)
+    assert (outcome.result.inserted, outcome.result.updated, outcome.result.unchanged) == (4, 0, 0)
+    again = publish_members(settings, members(4), run_at=T2)
+    assert (again.result.inserted, again.result.unchanged) == (0, 4)
+    assert again.as_published["updated_at"].to_list() == [T1] * 4
+
+    report = Report(run_id="run-7", started_at=T1, status="completed", finished_at=T2, events_ingested=9,
+                    rejects=2, inserted=4, unchanged=0)  # fmt: skip
+    runs = record_run(settings, PipelineRun.from_report(report), rejects=REJECTS)
+    assert runs.select("run_id", "status", "rows_inserted").rows() == [("run-7", "completed", 4)]
+    with psycopg.connect(migrated_postgres_dsn) as conn:
+        assert conn.execute("SELECT run_id, status, events_ingested FROM pipeline_runs").fetchall() == [
+            ("run-7", "completed", 9)
+        ]
+        failures = conn.execute("SELECT webhook_id, reason FROM webhook_failures ORDER BY reason").fetchall()
+    assert failures[0] == ("wh_9", "invalid json")
+    assert failures[1][1] == "unreadable line" and len(failures[1][0]) == 64  # keyed by sha256(body)
+
+
+def test_record_run_best_effort_swallows_a_down_target_but_keeps_the_local_log(tmp_path: Path) -> None:
+    down = _settings(tmp_path, SUPABASE_DB_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/postgres",
+                     MEMBERPULSE_PUBLISH_MAX_ATTEMPTS="2")  # fmt: skip
+    run = PipelineRun(run_id="r-1", flow="reconcile", started_at=T1, status="failed", error="boom")
+    runs = record_run(down, run, best_effort=True)
+    assert runs.select("run_id", "status", "error").rows() == [("r-1", "failed", "boom")]
+    with pytest.raises(PublishUnavailable):
+        record_run(down, run)
+
+
+def test_failures_from_rejects_maps_the_transforms_reject_schema() -> None:
+    frame = failures_from_rejects(REJECTS)
+    assert frame.columns == ["webhook_id", "event_type", "reason", "received_at", "body_prefix"]
+    assert frame["received_at"].to_list() == [T1, T1 + timedelta(minutes=5)]
+    assert frame["body_prefix"].to_list() == ["{oops", "garbage"]

@@ -1,0 +1,84 @@
+"""Crash safety: a reconcile run SIGKILLed at each step, then run again, leaves exactly what one uninterrupted
+run leaves — in Postgres and in the DuckDB snapshot — with nothing lost and nothing counted twice."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import psycopg
+import pytest
+from polars.testing import assert_frame_equal
+
+from flows.faults import FAULT_ENV, KILL_POINTS
+from flows.reconcile import reconcile_flow
+from tests.flows.reconcile_testkit import AS_OF, COMPARED, append_raw, make_settings, scenario, snapshot_members
+from tests.support.postgres import PostgresServer
+
+
+def _published(dsn: str) -> pl.DataFrame:
+    with psycopg.connect(dsn) as con:
+        frame = pl.read_database(f"SELECT {', '.join(COMPARED)} FROM member_activity", con)
+    return frame.sort("membership_id")
+
+
+@pytest.fixture(scope="session")
+def cli_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One PREFECT_HOME for the CLI runs: Prefect migrates its SQLite database once, not once per run."""
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_killed_run_then_rerun_equals_uninterrupted_run(
+    point: str,
+    tmp_path: Path,
+    postgres_server: PostgresServer,
+    _migrated_template: str,
+    migrated_postgres_dsn: str,
+    cli_prefect_home: Path,
+) -> None:
+    reference_dsn = postgres_server.dsn(postgres_server.create_database(template=_migrated_template))
+    reference = make_settings(tmp_path / "reference", SUPABASE_DB_URL=reference_dsn)
+    append_raw(reference.data_dir, scenario())
+    reconcile_flow(as_of=AS_OF, settings=reference)
+
+    data_dir = tmp_path / "crashed"
+    append_raw(data_dir, scenario())
+    env = {
+        **os.environ,
+        "MEMBERPULSE_DATA_DIR": str(data_dir),
+        "SUPABASE_DB_URL": migrated_postgres_dsn,
+        FAULT_ENV: point,
+        "PREFECT_HOME": str(cli_prefect_home),
+    }
+    env.pop("PREFECT_API_URL", None)  # the killed run uses Prefect's ephemeral mode, like the CLI does
+    log = tmp_path / "killed-run.log"
+    with open(log, "wb") as out:
+        # Its own session, so the ephemeral Prefect server it starts can be stopped with it afterwards.
+        killed = subprocess.Popen(
+            [sys.executable, "-m", "memberpulse", "run", "--as-of", AS_OF.isoformat()],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        try:
+            returncode = killed.wait(timeout=240)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(killed.pid, signal.SIGKILL)
+    assert returncode == -signal.SIGKILL, log.read_text()[-3000:]
+
+    settings = make_settings(data_dir, SUPABASE_DB_URL=migrated_postgres_dsn)
+    rerun = reconcile_flow(as_of=AS_OF, settings=settings)
+    assert rerun["status"] == "completed"
+
+    assert_frame_equal(snapshot_members(settings), snapshot_members(reference))
+    assert_frame_equal(_published(migrated_postgres_dsn), _published(reference_dsn))
+    with duckdb.connect(str(settings.snapshots_dir / "latest.duckdb"), read_only=True) as con:
+        events = con.execute("SELECT count(*), count(DISTINCT webhook_id) FROM events").fetchone()
+    assert events == (len(scenario()), len(scenario()))

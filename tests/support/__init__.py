@@ -1,0 +1,1 @@
+"""Test helpers shared across the suite: a real PostgreSQL server harness and a PostgREST stand-in."""
