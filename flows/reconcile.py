@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ from memberpulse.errors import FatalError
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.reconcile")
+
 
 @dataclass
 class Ingested:
@@ -77,6 +79,15 @@ class RunReport:
     snapshot_path: str | None = None
     newly_at_risk: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 3)
 
 
 @contextmanager
@@ -109,9 +120,7 @@ def _parse(batch: raw_reader.RawBatch) -> tuple[pl.DataFrame, pl.DataFrame, int]
         lines = transforms.parse_ndjson(chunk.data, source_file=chunk.relpath, base_offset=chunk.start)
         records.append(lines.records)
         rejects.append(lines.rejects)
-    raw = (
-        pl.concat(records, how="diagonal_relaxed") if records else pl.DataFrame(schema=transforms.RAW_SCHEMA)
-    )
+    raw = pl.concat(records, how="diagonal_relaxed") if records else pl.DataFrame(schema=transforms.RAW_SCHEMA)
     parsed = transforms.parse_raw(raw)
     all_rejects = pl.concat([*rejects, parsed.rejects], how="diagonal_relaxed")
     return transforms.dedupe_events(parsed.events), all_rejects, raw.height + sum(r.height for r in rejects)
@@ -145,9 +154,7 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
     )
 
 
-def scoring_state(
-    settings: Settings, store: ReconcileStore, ingested: Ingested, as_of: datetime
-) -> pl.DataFrame:
+def scoring_state(settings: Settings, store: ReconcileStore, ingested: Ingested, as_of: datetime) -> pl.DataFrame:
     """The state to score as of T. Facts later than T must not count: a backdated run rebuilds from the log."""
     if not transforms.needs_rebuild(ingested.state, as_of):
         return ingested.state
@@ -206,6 +213,7 @@ as of **{report.as_of.isoformat()}**{" (full refresh)" if report.full_refresh el
 | drift (API vs webhooks) | {report.drift_count} |
 | newly at risk | {len(report.newly_at_risk)} |
 | snapshot | `{report.snapshot_path}` |
+| seconds per step | {", ".join(f"{k} {v}" for k, v in report.seconds.items())} |
 
 | status | members |
 |---|---|
@@ -251,7 +259,8 @@ def reconcile(
         logger.info("no Supabase target configured (SUPABASE_DB_URL or SUPABASE_URL): publishing nowhere")
     with run_lock(settings.warehouse_dir):
         try:
-            ingested = ingest_task(settings, store, report.run_id, full_refresh)
+            with report.step("ingest"):
+                ingested = ingest_task(settings, store, report.run_id, full_refresh)
             report.records_read = ingested.records_read
             report.events_ingested = ingested.events_ingested
             report.rejects = len(ingested.rejects)
@@ -266,14 +275,16 @@ def reconcile(
             )
             kill_point("after_ingest")
 
-            scored = score(settings, scoring_state(settings, store, ingested, as_of), as_of)
+            with report.step("score"):
+                scored = score(settings, scoring_state(settings, store, ingested, as_of), as_of)
+                store.write_history(as_of, scored)
             report.members = len(scored)
             report.members_by_status = {
                 row["status"]: row["len"] for row in scored.group_by("status").len().iter_rows(named=True)
             }
-            store.write_history(as_of, scored)
 
-            outcome = publish_task(settings, scored, run_at)
+            with report.step("publish"):
+                outcome = publish_task(settings, scored, run_at)
             report.inserted, report.updated, report.unchanged = (
                 outcome.result.inserted,
                 outcome.result.updated,
@@ -289,22 +300,25 @@ def reconcile(
                 report.unchanged,
             )
 
-            drift_frame = drift(settings, ingested.state)
+            with report.step("drift"):
+                drift_frame = drift(settings, ingested.state)
             report.drift_count = len(drift_frame)
             report.status = "completed"
             report.finished_at = datetime.now(UTC)
-            runs = record_run(settings, PipelineRun.from_report(report), rejects=ingested.rejects)
-            path = snapshot_task(
-                snapshots_dir=settings.snapshots_dir,
-                run_id=report.run_id,
-                run_at=run_at,
-                member_activity=published,
-                events_parquet=store.event_paths(ingested.manifest),
-                history_parquet=store.history_paths(),
-                drift=drift_frame,
-                pipeline_runs=runs,
-                keep=settings.snapshots_keep,
-            )
+            with report.step("record"):
+                runs = record_run(settings, PipelineRun.from_report(report), rejects=ingested.rejects)
+            with report.step("snapshot"):
+                path = snapshot_task(
+                    snapshots_dir=settings.snapshots_dir,
+                    run_id=report.run_id,
+                    run_at=run_at,
+                    member_activity=published,
+                    events_parquet=store.event_paths(ingested.manifest),
+                    history_parquet=store.history_paths(),
+                    drift=drift_frame,
+                    pipeline_runs=runs,
+                    keep=settings.snapshots_keep,
+                )
             report.snapshot_path = str(path)
             logger.info("snapshot written: %s", path)
         except BaseException as exc:
