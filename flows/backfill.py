@@ -244,7 +244,7 @@ def fetch_members(settings: Settings, tmp_dir: Path, fetched_at: datetime) -> Re
     return fetch_resource("members", settings, tmp_dir, fetched_at)
 
 
-@flow(name="memberpulse-backfill", validate_parameters=False, persist_result=False)
+@flow(name="backfill", validate_parameters=False, persist_result=False)
 def backfill_flow(settings: Settings | None = None) -> BackfillResult:
     """One backfill: both resources fetched concurrently into a tmp dir, then published as one snapshot.
 

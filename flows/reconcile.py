@@ -37,7 +37,7 @@ from flows import raw_reader
 from flows.faults import kill_point
 from flows.publish import PipelineRun, PublishOutcome, publish_members, record_run, target_name
 from flows.retry_policy import TRANSIENT_RETRY
-from flows.snapshot import write_snapshot
+from flows.snapshot import thin_history, write_snapshot
 from flows.warehouse import Manifest, ReconcileStore
 from flows.whop import BackfillSnapshot, latest_snapshot, list_snapshots
 from memberpulse.errors import FatalError
@@ -314,7 +314,7 @@ def reconcile(
                     run_at=run_at,
                     member_activity=published,
                     events_parquet=store.event_paths(ingested.manifest),
-                    history_parquet=store.history_paths(),
+                    history_parquet=thin_history(store.history_paths()),
                     drift=drift_frame,
                     pipeline_runs=runs,
                     keep=settings.snapshots_keep,

@@ -1,0 +1,61 @@
+"""DuckDB snapshots for analysts: one file per run, swapped in atomically as ``snapshots/latest.duckdb``.
+
+Tables: ``member_activity`` (as published), ``events``, ``member_activity_history`` (one row per member per
+run), ``reconciliation_drift``, ``pipeline_runs``, ``snapshot_info``. Views: ``members_at_risk_now``,
+``status_counts_per_day``, ``new_members_per_week``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from flows.snapshot._files import LATEST_NAME
+from flows.snapshot._history import thin_history
+from flows.snapshot._schema import MEMBER_ACTIVITY_COLUMNS, TABLES, VIEWS, quote_literal
+from flows.snapshot._writer import write_snapshot
+from memberpulse.errors import InvalidInput
+
+SNAPSHOT_TABLES: tuple[str, ...] = TABLES
+SNAPSHOT_VIEWS: tuple[str, ...] = tuple(VIEWS)
+
+
+def latest_path(snapshots_dir: Path) -> Path:
+    return snapshots_dir / LATEST_NAME
+
+
+def open_latest(snapshots_dir: Path) -> duckdb.DuckDBPyConnection:
+    """A connection to the current ``latest.duckdb``, read-only, with its tables and views on the search path.
+
+    The file is ATTACHed to a fresh in-memory database instead of ``duckdb.connect(path)``: DuckDB reuses an
+    already-open database for the same path within a process, which would hand back the previous snapshot
+    after a swap.
+    """
+    path = latest_path(snapshots_dir)
+    if not path.is_file():
+        raise InvalidInput(
+            f"no snapshot yet at {path}",
+            value=str(path),
+            hint="run `memberpulse run` (or `memberpulse demo`) to write the first one",
+        )
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute(f"ATTACH {quote_literal(str(path.resolve()))} AS snapshot (READ_ONLY)")
+        con.execute("USE snapshot")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+__all__ = [
+    "LATEST_NAME",
+    "MEMBER_ACTIVITY_COLUMNS",
+    "SNAPSHOT_TABLES",
+    "SNAPSHOT_VIEWS",
+    "latest_path",
+    "open_latest",
+    "thin_history",
+    "write_snapshot",
+]
