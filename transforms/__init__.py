@@ -1,1 +1,58 @@
-"""Pure polars transforms: raw records and API snapshots in, member state and scores out. No I/O, no clock."""
+"""Pure polars transforms: raw records and API snapshots in, member state and scores out. No I/O, no clock.
+
+The reconcile flow's path::
+
+    records, bad_lines = parse_ndjson(data)          # landing NDJSON bytes → raw frame + rejects
+    batch = parse_raw(records)                       # → ParsedBatch(events, rejects)
+    events = dedupe_events(batch.events)             # one per webhook id, by event time
+    facts = api_facts(memberships, members)          # one backfill snapshot → API facts
+    state = fold(state, events, facts)               # incremental == full
+    scored = score(state, as_of=T, params=ScoringParams())
+    gaps = drift(state, memberships, members)        # API vs webhook disagreements
+
+Frame schemas are the ``*_SCHEMA`` constants (documented column by column in ``transforms._schema``).
+"""
+
+from transforms._drift import drift
+from transforms._facts import api_facts
+from transforms._fold import empty_state, fold, restrict_as_of
+from transforms._parse import ParsedBatch, RawLines, dedupe_events, parse_ndjson, parse_raw
+from transforms._schema import (
+    DRIFT_SCHEMA,
+    EVENT_KINDS,
+    EVENT_SCHEMA,
+    FACT_SCHEMA,
+    RAW_SCHEMA,
+    REJECT_SCHEMA,
+    SCORE_SCHEMA,
+    STATE_SCHEMA,
+    SUPPORTED_EVENTS,
+    VALID_STATUSES,
+)
+from transforms._score import ScoringParams, needs_rebuild, score
+
+__all__ = [
+    "DRIFT_SCHEMA",
+    "EVENT_KINDS",
+    "EVENT_SCHEMA",
+    "FACT_SCHEMA",
+    "RAW_SCHEMA",
+    "REJECT_SCHEMA",
+    "SCORE_SCHEMA",
+    "STATE_SCHEMA",
+    "SUPPORTED_EVENTS",
+    "VALID_STATUSES",
+    "ParsedBatch",
+    "RawLines",
+    "ScoringParams",
+    "api_facts",
+    "dedupe_events",
+    "drift",
+    "empty_state",
+    "fold",
+    "needs_rebuild",
+    "parse_ndjson",
+    "parse_raw",
+    "restrict_as_of",
+    "score",
+]

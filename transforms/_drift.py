@@ -1,0 +1,101 @@
+"""Where Whop's API snapshot and the webhook history disagree (``DRIFT_SCHEMA``): missed or late webhooks.
+
+One row per membership with at least one reason, in this order (comma-separated in ``reason``):
+- ``api_only``: the snapshot lists it, no webhook ever mentioned it;
+- ``webhook_only``: webhooks mention it (its first fact at or before the snapshot, company in the snapshot or
+  unknown), the snapshot does not list it;
+- ``validity``: the latest webhook validity fact (at or before the snapshot) ≠ the API's (status in
+  trialing/active/past_due/completed);
+- ``status``: the latest webhook membership status (at or before the snapshot) ≠ the API's status.
+A webhook fact newer than the snapshot is not drift: the snapshot simply predates it. The webhook side comes
+from the state's webhook-only columns (``webhook_valid``, ``webhook_status``…), never the API-merged ones.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from transforms._facts import api_facts
+from transforms._schema import DRIFT_SCHEMA, STATE_SCHEMA
+
+
+def drift(
+    state: pl.DataFrame, memberships: pl.DataFrame | None, members: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """Drift between ``state`` (from ``fold``) and one backfill snapshot; empty when there is no snapshot."""
+    if memberships is None:
+        return pl.DataFrame(schema=DRIFT_SCHEMA)
+    api = api_facts(memberships, members)
+    if api.height == 0 and state.height == 0:
+        return pl.DataFrame(schema=DRIFT_SCHEMA)
+    fetched = api["fact_at"].max()
+    companies = api["company_id"].drop_nulls().unique()
+    wh = state.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
+    wh = wh.filter(pl.col("webhook_last_at").is_not_null())
+    both = wh.select(
+        "membership_id",
+        pl.col("company_id").alias("wh_company_id"),
+        pl.col("user_id").alias("wh_user_id"),
+        "webhook_valid",
+        "webhook_valid_at",
+        "webhook_status",
+        "webhook_status_at",
+        "webhook_first_at",
+        "webhook_last_at",
+    ).join(
+        api.select(
+            "membership_id",
+            "company_id",
+            "user_id",
+            pl.col("valid").alias("api_valid"),
+            pl.col("membership_status").alias("api_status"),
+            pl.col("fact_at").alias("api_fetched_at"),
+        ),
+        on="membership_id",
+        how="full",
+        coalesce=True,
+    )
+    in_api = pl.col("api_fetched_at").is_not_null()
+    in_wh = pl.col("webhook_last_at").is_not_null()
+    webhook_only = (
+        in_wh
+        & ~in_api
+        & (pl.col("webhook_first_at") <= pl.lit(fetched, dtype=DRIFT_SCHEMA["api_fetched_at"]))
+        & (pl.col("wh_company_id").is_null() | pl.col("wh_company_id").is_in(companies.implode()))
+    )
+    validity = (
+        in_wh & in_api
+        & (pl.col("webhook_valid_at") <= pl.col("api_fetched_at"))
+        & (pl.col("webhook_valid") != pl.col("api_valid"))
+    ).fill_null(False)
+    status = (
+        in_wh & in_api
+        & (pl.col("webhook_status_at") <= pl.col("api_fetched_at"))
+        & (pl.col("webhook_status") != pl.col("api_status"))
+    ).fill_null(False)
+    reasons = [
+        pl.when(in_api & ~in_wh).then(pl.lit("api_only")),
+        pl.when(webhook_only.fill_null(False)).then(pl.lit("webhook_only")),
+        pl.when(validity).then(pl.lit("validity")),
+        pl.when(status).then(pl.lit("status")),
+    ]
+    return (
+        both.with_columns(reason=pl.concat_str(reasons, separator=",", ignore_nulls=True))
+        .filter(pl.col("reason").str.len_bytes() > 0)
+        .select(
+            "membership_id",
+            pl.coalesce("company_id", "wh_company_id").alias("company_id"),
+            pl.coalesce("user_id", "wh_user_id").alias("user_id"),
+            "reason",
+            "webhook_valid",
+            "api_valid",
+            "webhook_status",
+            "api_status",
+            "webhook_valid_at",
+            "webhook_status_at",
+            "webhook_last_at",
+            "api_fetched_at",
+        )
+        .sort("membership_id")
+        .cast(DRIFT_SCHEMA)
+    )

@@ -1,0 +1,97 @@
+"""One backfill snapshot (memberships + members) → API facts (``FACT_SCHEMA``), one per membership.
+
+Input schemas (brief, "warehouse/backfill"; all times Datetime(us, UTC)):
+memberships: membership_id, company_id, user_id?, member_id?, product_id?, status, created_at, updated_at?,
+canceled_at?, username?, name?, email?, fetched_at. members: member_id, user_id?, username?, name?, email?,
+status?, joined_at?, last_accessed_at?, most_recent_action_at?, fetched_at.
+
+Members are matched to memberships by user id (DESIGN). Should a snapshot list a user twice, the member row
+with the latest ``fetched_at``, then the latest ``last_accessed_at``, then the greatest ``member_id`` is used;
+should it list a membership twice, the row with the latest ``fetched_at`` then the greatest other values.
+Name and email prefer the membership's own fields, then the member's.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from transforms._schema import FACT_SCHEMA, UTC_US, VALID_STATUSES
+
+_MEMBERSHIP_COLS = pl.Schema(
+    {
+        "membership_id": pl.String(),
+        "company_id": pl.String(),
+        "user_id": pl.String(),
+        "status": pl.String(),
+        "created_at": UTC_US,
+        "username": pl.String(),
+        "name": pl.String(),
+        "email": pl.String(),
+        "fetched_at": UTC_US,
+    }
+)
+_MEMBER_COLS = pl.Schema(
+    {
+        "member_id": pl.String(),
+        "user_id": pl.String(),
+        "username": pl.String(),
+        "name": pl.String(),
+        "email": pl.String(),
+        "last_accessed_at": UTC_US,
+        "fetched_at": UTC_US,
+    }
+)
+
+
+def _conform(frame: pl.DataFrame | None, schema: pl.Schema) -> pl.DataFrame:
+    if frame is None:
+        return pl.DataFrame(schema=schema)
+    return frame.select(
+        [
+            pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype=dtype).alias(name)
+            for name, dtype in schema.items()
+        ]
+    )
+
+
+def _nonempty(expr: pl.Expr) -> pl.Expr:
+    return pl.when(expr.str.len_bytes() > 0).then(expr)
+
+
+def api_facts(memberships: pl.DataFrame, members: pl.DataFrame | None) -> pl.DataFrame:
+    """API facts from one snapshot (``FACT_SCHEMA``); ``members`` may be ``None`` (no activity data)."""
+    ms = _conform(memberships, _MEMBERSHIP_COLS).filter(
+        pl.col("membership_id").is_not_null() & pl.col("fetched_at").is_not_null()
+    )
+    first = ("membership_id", "fetched_at")
+    order = [*first, *(c for c in _MEMBERSHIP_COLS if c not in first)]
+    ms = ms.sort(order, nulls_last=False).unique("membership_id", keep="last", maintain_order=True)
+    mem = _conform(members, _MEMBER_COLS).filter(pl.col("user_id").is_not_null())
+    mem = mem.sort(["user_id", "fetched_at", "last_accessed_at", "member_id"], nulls_last=False).unique(
+        "user_id", keep="last", maintain_order=True
+    )
+    joined = ms.join(
+        mem.select(
+            "user_id",
+            pl.col("username").alias("m_username"),
+            pl.col("name").alias("m_name"),
+            pl.col("email").alias("m_email"),
+            "last_accessed_at",
+        ),
+        on="user_id",
+        how="left",
+    )
+    username = pl.coalesce(_nonempty(pl.col("username")), _nonempty(pl.col("m_username")))
+    return joined.select(
+        "membership_id",
+        "company_id",
+        "user_id",
+        pl.col("fetched_at").alias("fact_at"),
+        pl.col("status").alias("membership_status"),
+        pl.col("status").is_in(list(VALID_STATUSES)).fill_null(False).alias("valid"),
+        "created_at",
+        "last_accessed_at",
+        username.alias("username"),
+        pl.coalesce(_nonempty(pl.col("name")), _nonempty(pl.col("m_name")), username).alias("member_name"),
+        pl.coalesce(_nonempty(pl.col("email")), _nonempty(pl.col("m_email"))).alias("email"),
+    ).cast(FACT_SCHEMA)

@@ -1,0 +1,99 @@
+"""Member state → scored rows as of T (``SCORE_SCHEMA``: the published columns except ``updated_at``).
+
+DESIGN "Scoring": days = (T − last_active) in days, a real number; valid members score
+``floor(100 · 0.5^(days / half_life) + 0.5)`` and are ``active`` if days ≤ active_days, ``at_risk`` if days ≤
+at_risk_days, else ``inactive``; members not valid score 0 and are ``inactive`` (the row is kept).
+Choices where DESIGN is silent: a member with no validity fact yet (say, only accesses seen) counts as not
+valid; days below 0 (a fact dated after T, e.g. an API last_accessed_at later than its snapshot, or a state
+folded past T) count as 0, so scores stay within 0..100. Members whose first fact is after T are left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import polars as pl
+
+from transforms._schema import SCORE_SCHEMA, STATE_SCHEMA
+
+_US_PER_DAY = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_us_of(moment: datetime) -> int:
+    """Exact microseconds since the epoch of an aware datetime (no float rounding)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@dataclass(frozen=True)
+class ScoringParams:
+    """Scoring knobs (Settings: MEMBERPULSE_HALF_LIFE_DAYS, _ACTIVE_DAYS, _AT_RISK_DAYS)."""
+
+    half_life_days: float = 7.0
+    active_days: float = 7.0
+    at_risk_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        from memberpulse.errors import InvalidInput
+
+        if not self.half_life_days > 0:
+            raise InvalidInput("half_life_days must be > 0", value=self.half_life_days,
+                               hint="set MEMBERPULSE_HALF_LIFE_DAYS to a positive number")
+        if not 0 <= self.active_days <= self.at_risk_days:
+            raise InvalidInput(
+                "need 0 <= active_days <= at_risk_days",
+                value=(self.active_days, self.at_risk_days),
+                hint="check MEMBERPULSE_ACTIVE_DAYS and MEMBERPULSE_AT_RISK_DAYS",
+            )
+
+
+def needs_rebuild(state: pl.DataFrame, as_of: datetime) -> bool:
+    """True when ``state`` holds facts later than ``as_of``: score it from ``fold(None, …, as_of=as_of)``."""
+    if state.height == 0:
+        return False
+    latest = state["max_fact_at"].max()
+    return latest is not None and latest > as_of  # type: ignore[operator]
+
+
+def score(state: pl.DataFrame, *, as_of: datetime, params: ScoringParams) -> pl.DataFrame:
+    """Scored rows as of ``as_of`` (timezone-aware), one per member with a fact at or before it."""
+    if as_of.tzinfo is None:
+        from memberpulse.errors import InvalidInput
+
+        raise InvalidInput("as_of must be timezone-aware", value=as_of.isoformat(),
+                           hint="pass e.g. datetime.now(UTC)")
+    t_us = epoch_us_of(as_of)
+    state = state.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
+    last_us = pl.col("last_active").dt.epoch("us")
+    days = ((t_us - last_us).cast(pl.Float64) / _US_PER_DAY).clip(lower_bound=0.0)
+    valid = pl.col("valid").fill_null(False)
+    scorable = valid & pl.col("last_active").is_not_null()
+    raw_score = (100.0 * pl.lit(0.5).pow(days / params.half_life_days) + 0.5).floor().cast(pl.Int32)
+    engagement = pl.when(scorable).then(raw_score).otherwise(pl.lit(0, dtype=pl.Int32))
+    status = (
+        pl.when(~scorable).then(pl.lit("inactive"))
+        .when(days <= params.active_days).then(pl.lit("active"))
+        .when(days <= params.at_risk_days).then(pl.lit("at_risk"))
+        .otherwise(pl.lit("inactive"))
+    )
+    return (
+        state.filter(pl.col("min_fact_at").dt.epoch("us") <= t_us)
+        .select(
+            "membership_id",
+            "company_id",
+            "user_id",
+            "member_name",
+            "email",
+            status.alias("status"),
+            engagement.alias("engagement_score"),
+            engagement.alias("activity_score"),
+            "last_active",
+            "joined_at",
+            pl.col("total_sessions").cast(pl.Int32),
+            "membership_status",
+            valid.alias("valid"),
+        )
+        .cast(SCORE_SCHEMA)
+    )
