@@ -130,6 +130,7 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
     base = Manifest() if full_refresh else store.load_manifest()
     batch = raw_reader.read_new(settings.landing_dir, base.offsets)
     events, rejects, records_read = _parse(batch)
+    events = store.drop_known_events(base, events)
     pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
     state = transforms.fold(store.load_state(base), events, _facts(pending))
 

@@ -74,6 +74,26 @@ class ReconcileStore:
         paths = self.event_paths(manifest)
         return pl.concat([pl.read_parquet(p) for p in paths], how="vertical_relaxed") if paths else None
 
+    def drop_known_events(self, manifest: Manifest, events: pl.DataFrame) -> pl.DataFrame:
+        """``events`` minus the webhook ids an earlier run already ingested.
+
+        Whop redelivers with the same id; a redelivery that lands in a later run than the original must not
+        count again (a body with no event time of its own takes the signature's time, which differs per try).
+        Reads only the ``webhook_id`` column of the log, filtered to this batch's ids.
+        """
+        paths = self.event_paths(manifest)
+        if not paths or events.height == 0:
+            return events
+        batch_ids = events.get_column("webhook_id").unique()
+        known = (
+            pl.scan_parquet(paths)
+            .select("webhook_id")
+            .filter(pl.col("webhook_id").is_in(batch_ids.implode()))
+            .unique()
+            .collect()
+        )
+        return events.join(known, on="webhook_id", how="anti") if known.height else events
+
     # --- writing (staged, then committed) ------------------------------------------------------------------
     def stage_frame(self, kind: str, name: str, frame: pl.DataFrame) -> str:
         rel = f"{kind}/{name}.parquet"

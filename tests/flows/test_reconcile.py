@@ -87,8 +87,9 @@ def test_torn_and_malformed_lines_are_rejected_or_deferred_never_lost(tmp_path: 
     assert (first["events_ingested"], first["rejects"]) == (2, 2)
 
     with open(path, "ab") as fh:  # the in-flight write completes
-        fh.write(b',"received_at":"2026-11-27T12:00:00Z","signed_at":1,"scheme":"standard","event_type":null,'
-                 b'"body":"{}"}\n')
+        fh.write(
+            b',"received_at":"2026-11-27T12:00:00Z","signed_at":1,"scheme":"standard","event_type":null,"body":"{}"}\n'
+        )
     second = reconcile_flow(as_of=AS_OF, settings=settings)
     # A well-formed record of no type we know is kept and counted, never dropped.
     assert (second["records_read"], second["events_ingested"], second["unknown_events"]) == (1, 1, 1)
@@ -137,3 +138,27 @@ def test_publishes_only_changed_rows_to_postgres(tmp_path: Path, migrated_postgr
     changed = [a[0] for a, b in zip(after, before, strict=True) if a[1] != b[1]]
     assert changed == ["mem_0003"]
     assert runs == [("completed", 3)]
+
+
+def test_redelivery_in_a_later_run_does_not_count_again(tmp_path: Path) -> None:
+    """A legacy body with no time of its own is dated by its signature, which differs on Whop's retry."""
+    settings = make_settings(tmp_path)
+    five = member(5)
+    left_without_time = {
+        "action": "membership.went_invalid",
+        "data": {"id": five.membership_id, "user_id": five.user_id},
+    }
+    append_raw(tmp_path, [
+        raw_record(mock.went_valid(five, created_at=AS_OF - timedelta(days=10))),
+        raw_record(left_without_time, webhook_id="msg_left_5", received_at=AS_OF - timedelta(days=5)),
+        raw_record(mock.went_valid(five, created_at=AS_OF - timedelta(days=3)), webhook_id="msg_rejoin_5"),
+    ])  # fmt: skip
+    reconcile_flow(as_of=AS_OF, settings=settings)
+    append_raw(
+        tmp_path, [raw_record(left_without_time, webhook_id="msg_left_5", received_at=AS_OF - timedelta(days=1))]
+    )
+    again = reconcile_flow(as_of=AS_OF, settings=settings)
+
+    assert again["records_read"] == 1 and again["events_ingested"] == 0
+    row = snapshot_members(settings).row(0, named=True)
+    assert (row["valid"], row["status"], row["engagement_score"]) == (True, "active", _design_score(3))
