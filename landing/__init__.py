@@ -1,1 +1,69 @@
-"""Webhook landing: verify each Whop webhook and store it raw and durably before answering."""
+"""Webhook landing: verify each Whop webhook and store it raw and durably before answering.
+
+Public surface (everything else is private to the package):
+
+- ``create_app(settings) -> FastAPI`` and ``serve(settings, *, host, port)`` — the endpoint;
+- ``send_test(event, *, url, settings) -> int`` — the seed's ``pnpm test:webhook``;
+- ``verify_webhook`` / ``SignatureRejected`` / ``VerifiedWebhook`` — the pure verifier;
+- ``MockMember``, ``mock_event``, ``signed_delivery``, ``standard_headers``, ``legacy_headers`` and the
+  per-event builders in :mod:`landing.mock_events` — realistic, correctly signed webhooks;
+- ``RawStore`` — the durable, group-committing segment writer.
+
+The web stack (FastAPI, uvicorn) is imported only when ``create_app``/``serve`` are first used, so
+``memberpulse send-test`` and the demo's signer stay light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from landing.mock_events import (
+    SUPPORTED_EVENTS,
+    MockMember,
+    legacy_headers,
+    mock_event,
+    signed_delivery,
+    standard_headers,
+)
+from landing.verify import SignatureRejected, VerifiedWebhook, sign_legacy, sign_standard, verify_webhook
+
+if TYPE_CHECKING:
+    from landing.app import create_app
+    from landing.raw_store import RawStore
+    from landing.send_test import send_test
+    from landing.server import serve
+
+_LAZY = {
+    "create_app": "landing.app",
+    "serve": "landing.server",
+    "send_test": "landing.send_test",
+    "RawStore": "landing.raw_store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'landing' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module), name)
+
+
+__all__ = [
+    "SUPPORTED_EVENTS",
+    "MockMember",
+    "RawStore",
+    "SignatureRejected",
+    "VerifiedWebhook",
+    "create_app",
+    "legacy_headers",
+    "mock_event",
+    "send_test",
+    "serve",
+    "sign_legacy",
+    "sign_standard",
+    "signed_delivery",
+    "standard_headers",
+    "verify_webhook",
+]

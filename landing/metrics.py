@@ -1,0 +1,117 @@
+"""Prometheus metrics for the landing endpoint, in the text exposition format, one set per app.
+
+Hand-rolled rather than prometheus-client: the hot path does an int increment and a ``bisect`` per request,
+without locks (everything runs on the event loop thread). With several worker processes each process has its
+own set; every series carries a ``writer`` label (the process's segment-name prefix) so scrapes of different
+processes are told apart.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Literal
+
+Outcome = Literal[
+    "stored",
+    "duplicate",
+    "bad_signature",
+    "bad_body",
+    "too_large",
+    "method_not_allowed",
+    "storage_unavailable",
+]
+OUTCOMES: tuple[Outcome, ...] = (
+    "stored",
+    "duplicate",
+    "bad_signature",
+    "bad_body",
+    "too_large",
+    "method_not_allowed",
+    "storage_unavailable",
+)
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0)
+FSYNC_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125, 0.25, 1.0)
+
+
+class Histogram:
+    """Cumulative-on-render histogram: ``observe`` bumps one bucket (``le`` upper bounds, inclusive)."""
+
+    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]) -> None:
+        self.name = name
+        self.help_text = help_text
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.total += value
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def render(self, labels: str) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help_text}", f"# TYPE {self.name} histogram"]
+        running = 0
+        for bound, n in zip((*(_num(b) for b in self.buckets), "+Inf"), self.counts, strict=True):
+            running += n
+            lines.append(f'{self.name}_bucket{{{labels},le="{bound}"}} {running}')
+        lines.append(f"{self.name}_sum{{{labels}}} {_num(self.total)}")
+        lines.append(f"{self.name}_count{{{labels}}} {running}")
+        return lines
+
+
+class LandingMetrics:
+    def __init__(self, *, writer: str) -> None:
+        self._labels = f'writer="{_escape(writer)}"'
+        self.requests: dict[Outcome, int] = dict.fromkeys(OUTCOMES, 0)
+        self.quarantine: dict[str, int] = {"kept": 0, "dropped": 0}
+        self.latency = Histogram(
+            "landing_webhook_request_seconds", "Time from request start to response, webhook POSTs.", LATENCY_BUCKETS
+        )
+        self.batch = Histogram(
+            "landing_fsync_batch_records",
+            "Records made durable per write+fsync (group commit batch size).",
+            BATCH_BUCKETS,
+        )
+        self.flush = Histogram("landing_fsync_batch_seconds", "Time to write and fsync one batch.", FSYNC_BUCKETS)
+
+    def observe_request(self, outcome: Outcome, seconds: float) -> None:
+        self.requests[outcome] += 1
+        self.latency.observe(seconds)
+
+    def observe_flush(self, records: int, seconds: float) -> None:
+        self.batch.observe(records)
+        self.flush.observe(seconds)
+
+    def observe_quarantine(self, kept: bool) -> None:
+        self.quarantine["kept" if kept else "dropped"] += 1
+
+    def render(self) -> bytes:
+        labels = self._labels
+        lines = [
+            "# HELP landing_webhook_requests_total Webhook deliveries by outcome.",
+            "# TYPE landing_webhook_requests_total counter",
+        ]
+        lines += [f'landing_webhook_requests_total{{{labels},outcome="{o}"}} {n}' for o, n in self.requests.items()]
+        lines += [
+            "# HELP landing_quarantine_records_total Rejections offered to the quarantine log, by whether they "
+            "fit under its size cap.",
+            "# TYPE landing_quarantine_records_total counter",
+        ]
+        lines += [f'landing_quarantine_records_total{{{labels},result="{r}"}} {n}' for r, n in self.quarantine.items()]
+        for histogram in (self.latency, self.batch, self.flush):
+            lines += histogram.render(labels)
+        return ("\n".join(lines) + "\n").encode()
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

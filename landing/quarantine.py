@@ -1,0 +1,83 @@
+"""The capped rejection log: what was refused, why, and the first 4 KiB of the body — never more.
+
+One NDJSON file per process under ``quarantine/``. The total size of the directory is capped
+(``quarantine_max_bytes``): past the cap a rejection is only counted, so nobody can fill the disk by sending
+garbage. Only a fixed allow-list of headers is kept (no signatures, no cookies, no authorization). Writes are
+plain appends without fsync: this is diagnostics, not data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+BODY_PREFIX_BYTES = 4096
+_KEPT_HEADERS = ("webhook-id", "webhook-timestamp", "content-type", "content-length", "user-agent")
+_SIGNATURE_HEADERS = ("webhook-signature", "x-whop-signature")
+
+
+class Quarantine:
+    def __init__(self, directory: Path, *, max_bytes: int, writer: str) -> None:
+        self.directory = directory
+        self.path = directory / f"{writer}.ndjson"
+        self._max_bytes = max_bytes
+        self._fd: int | None = None
+        self._used: int | None = None  # bytes in the directory, counted lazily at first use
+        self.kept = 0
+        self.dropped = 0
+
+    def record(
+        self,
+        *,
+        status: int,
+        reason: str,
+        headers: Mapping[str, str],
+        body_prefix: bytes,
+        body_bytes: int,
+        remote: str | None,
+        now: datetime | None = None,
+    ) -> bool:
+        """Log one rejection if it fits under the cap; True if kept. Never raises (a full disk must not turn a
+        403 into a 500)."""
+        entry = {
+            "received_at": (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+            "status": status,
+            "reason": reason,
+            "remote": remote,
+            "headers": {name: headers[name][:200] for name in _KEPT_HEADERS if name in headers},
+            "signature_headers": [name for name in _SIGNATURE_HEADERS if name in headers],
+            "body_bytes": body_bytes,
+            "body_prefix": body_prefix[:BODY_PREFIX_BYTES].decode("utf-8", "backslashreplace"),
+        }
+        line = orjson.dumps(entry) + b"\n"
+        try:
+            if self._used is None:
+                self._used = _directory_size(self.directory)
+            if self._used + len(line) > self._max_bytes:
+                self.dropped += 1
+                return False
+            if self._fd is None:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+            os.write(self._fd, line)
+        except OSError:
+            self.dropped += 1
+            return False
+        self._used += len(line)
+        self.kept += 1
+        return True
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _directory_size(directory: Path) -> int:
+    if not directory.is_dir():
+        return 0
+    return sum(entry.stat().st_size for entry in directory.iterdir() if entry.is_file())

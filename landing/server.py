@@ -1,0 +1,77 @@
+"""``memberpulse serve``: the landing app under uvicorn (uvloop + httptools, no access log).
+
+With ``MEMBERPULSE_LANDING_WORKERS`` > 1, uvicorn's process manager runs that many processes on one listening
+socket; each builds its own app, so each has its own writer name, segments and metrics.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
+
+from landing.app import create_app
+from memberpulse.errors import ConfigError
+from memberpulse.settings import Settings
+
+log = logging.getLogger("landing")
+
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def configure_logging(level: str) -> None:
+    """Plain ``[Webhook] …`` lines on stderr, the seed's style; uvicorn's own lines stay as they are."""
+    if level.upper() not in _LEVELS:
+        raise ConfigError(
+            f"unknown log level {level!r}", variable="MEMBERPULSE_LOG_LEVEL", hint=f"use one of {', '.join(_LEVELS)}"
+        )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+def _app_factory(settings: Settings) -> FastAPI:
+    configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def serve(settings: Settings, *, host: str, port: int) -> None:
+    """Run the landing endpoint until SIGINT/SIGTERM. ``ConfigError`` (CLI exit 2) without a webhook secret."""
+    run_server(_app_factory, settings, host=host, port=port)
+
+
+def run_server(app_factory: Callable[[Settings], FastAPI], settings: Settings, *, host: str, port: int) -> None:
+    """Serve ``app_factory(settings)`` in ``settings.landing_workers`` processes (the factory must pickle)."""
+    settings.require_webhook_secrets()  # refuse before binding anything
+    configure_logging(settings.log_level)
+    workers = max(1, settings.landing_workers)
+    config = uvicorn.Config(
+        functools.partial(app_factory, settings),
+        factory=True,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        log_level=settings.log_level.lower(),
+        workers=workers,
+        timeout_graceful_shutdown=10,
+    )
+    log.info("[Webhook] Listening on http://%s:%d/api/webhooks/whop (%d worker(s))", host, port, workers)
+    if workers == 1:
+        uvicorn.Server(config).run()
+        return
+    socket = config.bind_socket()
+    Multiprocess(config, sockets=[socket]).run()

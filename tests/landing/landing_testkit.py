@@ -1,0 +1,91 @@
+"""Helpers for the landing tests: a real uvicorn server in a thread, and a raw-store reader.
+
+The reader is test-only on purpose: flows read segments themselves by byte offsets. Like them, it trusts a
+line only up to its ``\\n``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from landing.app import create_app
+from memberpulse.settings import Settings
+
+SECRET = "ws_test_5f3c0a9e1b7d4c2a"
+OTHER_SECRET = "ws_rotated_8e2b6d1f0a3c"
+WEBHOOK_PATH = "/api/webhooks/whop"
+
+
+def make_settings(data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"WHOP_WEBHOOK_SECRET": SECRET, "MEMBERPULSE_DATA_DIR": str(data_dir)}
+    values.update(overrides)
+    return Settings(**values)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    url: str  # the webhook URL
+    base: str
+    settings: Settings
+    app: Any
+
+
+@contextmanager
+def running_server(settings: Settings) -> Iterator[RunningServer]:
+    """``create_app(settings)`` under uvicorn (uvloop + httptools, as in production) on 127.0.0.1."""
+    app = create_app(settings)
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("test server did not start")
+        time.sleep(0.01)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        yield RunningServer(url=base + WEBHOOK_PATH, base=base, settings=settings, app=app)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def complete_lines(path: Path) -> list[bytes]:
+    """Every complete line of a segment; an unterminated tail (a write cut short) is ignored."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n")
+    return data[: end + 1].splitlines() if end >= 0 else []
+
+
+def read_records(landing_dir: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted(landing_dir.rglob("*.ndjson")):
+        records.extend(json.loads(line) for line in complete_lines(path))
+    return records
+
+
+def snapshot_tree(root: Path) -> dict[str, bytes]:
+    """Path -> bytes of every file under ``root`` (byte-identical comparisons)."""
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
