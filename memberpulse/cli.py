@@ -23,12 +23,18 @@ def _parse_as_of(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--as-of {text!r} is not an ISO 8601 time, e.g. 2026-11-27T12:00:00Z")
+        raise argparse.ArgumentTypeError(
+            f"--as-of {text!r} is not an ISO 8601 time, e.g. 2026-11-27T12:00:00Z"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="memberpulse", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="memberpulse",
+        description="Keep a Whop creator's member activity true, fresh and queryable.",
+        epilog="exit codes: 0 ok, 1 failed, 2 fix your configuration, 3 transient failure (try again)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the webhook landing endpoint")
