@@ -35,7 +35,8 @@ def print_run_summary(result: dict[str, Any], console: Console | None = None) ->
     rows = [
         ("raw records read", result["records_read"]),
         ("events ingested", result["events_ingested"]),
-        ("rejects", result["rejects"]),
+        ("rejects (unparseable)", result["rejects"]),
+        ("refused by the landing", result["landing_rejections"]),
         ("unknown event types", result["unknown_events"]),
         ("members", result["members"]),
         *((f"  {status}", n) for status, n in sorted(result["members_by_status"].items())),

@@ -38,17 +38,22 @@ class RawBatch:
         return b"".join(c.data for c in self.chunks)
 
 
-def list_segments(landing_dir: Path) -> list[Path]:
+RAW_SEGMENTS = "dt=*/*.ndjson"
+QUARANTINE_FILES = "*.ndjson"
+
+
+def list_segments(landing_dir: Path, pattern: str = RAW_SEGMENTS) -> list[Path]:
     """Every raw segment, oldest partition first (``dt=YYYY-MM-DD`` sorts by date)."""
     if not landing_dir.is_dir():
         return []
-    return sorted(p for p in landing_dir.glob("dt=*/*.ndjson") if p.is_file())
+    return sorted(p for p in landing_dir.glob(pattern) if p.is_file())
 
 
-def read_new(landing_dir: Path, offsets: Mapping[str, int]) -> RawBatch:
-    """Complete lines appended to each segment after ``offsets`` (relative path → byte offset)."""
+def read_new(landing_dir: Path, offsets: Mapping[str, int], pattern: str = RAW_SEGMENTS) -> RawBatch:
+    """Complete lines appended to each file matching ``pattern`` after ``offsets`` (relative path → byte
+    offset). The landing's quarantine files follow the same append-only rule (``QUARANTINE_FILES``)."""
     chunks: list[RawChunk] = []
-    for path in list_segments(landing_dir):
+    for path in list_segments(landing_dir, pattern):
         rel = path.relative_to(landing_dir).as_posix()
         start = offsets.get(rel, 0)
         with open(path, "rb") as fh:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -53,8 +54,14 @@ class Ingested:
     records_read: int
     events_ingested: int
     rejects: pl.DataFrame
+    landing_rejections: pl.DataFrame
     unknown_events: int
     backfills_folded: list[str]
+
+    @property
+    def failures(self) -> pl.DataFrame:
+        """Everything ``webhook_failures`` should hear about from this run."""
+        return pl.concat([self.rejects, self.landing_rejections], how="diagonal_relaxed")
 
 
 @dataclass
@@ -68,6 +75,7 @@ class RunReport:
     records_read: int = 0
     events_ingested: int = 0
     rejects: int = 0
+    landing_rejections: int = 0
     unknown_events: int = 0
     members: int = 0
     members_by_status: dict[str, int] = field(default_factory=dict)
@@ -126,9 +134,32 @@ def _parse(batch: raw_reader.RawBatch) -> tuple[pl.DataFrame, pl.DataFrame, int]
     return transforms.dedupe_events(parsed.events), all_rejects, raw.height + sum(r.height for r in rejects)
 
 
+def _landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
+    """The landing's quarantine lines (refused webhooks: bad signature, stale, too large) as failure rows."""
+    rows = []
+    for line in batch.joined().splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # diagnostics only: a torn or foreign line is not worth failing a run for
+        headers = entry.get("headers") or {}
+        rows.append(
+            {
+                "webhook_id": headers.get("webhook-id"),
+                "event_type": None,
+                "reason": f"landing {entry.get('status')}: {entry.get('reason')}",
+                "received_at": entry.get("received_at"),
+                "body": entry.get("body_prefix"),
+            }
+        )
+    schema = {"webhook_id": pl.Utf8, "event_type": pl.Utf8, "reason": pl.Utf8, "received_at": pl.Utf8, "body": pl.Utf8}
+    return pl.DataFrame(rows, schema=schema)
+
+
 def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refresh: bool) -> Ingested:
     base = Manifest() if full_refresh else store.load_manifest()
     batch = raw_reader.read_new(settings.landing_dir, base.offsets)
+    refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
     events, rejects, records_read = _parse(batch)
     events = store.drop_known_events(base, events)
     pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
@@ -137,6 +168,7 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
     manifest = base.with_(
         run_id=run_id,
         offsets={**base.offsets, **batch.new_offsets},
+        quarantine_offsets={**base.quarantine_offsets, **refused.new_offsets},
         state_file=store.stage_frame("state", run_id, state),
         event_files=[*base.event_files, store.stage_frame("events", run_id, events)],
         reject_files=[*base.reject_files, store.stage_frame("rejects", run_id, rejects)],
@@ -150,6 +182,7 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
         records_read=records_read,
         events_ingested=events.height,
         rejects=rejects,
+        landing_rejections=_landing_rejections(refused),
         unknown_events=int((events["kind"] == "other").sum()),
         backfills_folded=[s.path.name for s in pending],
     )
@@ -206,7 +239,8 @@ as of **{report.as_of.isoformat()}**{" (full refresh)" if report.full_refresh el
 |---|---|
 | raw records read | {report.records_read} |
 | events ingested | {report.events_ingested} |
-| rejects | {report.rejects} |
+| rejects (unparseable records) | {report.rejects} |
+| refused by the landing (quarantine) | {report.landing_rejections} |
 | unknown event types | {report.unknown_events} |
 | members | {report.members} |
 | published to | {target} |
@@ -265,6 +299,7 @@ def reconcile(
             report.records_read = ingested.records_read
             report.events_ingested = ingested.events_ingested
             report.rejects = len(ingested.rejects)
+            report.landing_rejections = len(ingested.landing_rejections)
             report.unknown_events = ingested.unknown_events
             logger.info(
                 "ingested %d events (%d raw records, %d rejects, %d unknown types), %d backfill snapshot(s)",
@@ -307,7 +342,7 @@ def reconcile(
             report.status = "completed"
             report.finished_at = datetime.now(UTC)
             with report.step("record"):
-                runs = record_run(settings, PipelineRun.from_report(report), rejects=ingested.rejects)
+                runs = record_run(settings, PipelineRun.from_report(report), rejects=ingested.failures)
             with report.step("snapshot"):
                 path = snapshot_task(
                     snapshots_dir=settings.snapshots_dir,

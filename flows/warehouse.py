@@ -37,6 +37,7 @@ class Manifest:
     committed_at: str | None = None
     run_id: str | None = None
     offsets: dict[str, int] = field(default_factory=dict)
+    quarantine_offsets: dict[str, int] = field(default_factory=dict)
     state_file: str | None = None
     event_files: list[str] = field(default_factory=list)
     reject_files: list[str] = field(default_factory=list)

@@ -90,9 +90,11 @@ def test_webhooks_to_postgres_and_snapshot(tmp_path: Path, landing_url: str, mig
     assert result["status"] == "completed"
     assert result["events_ingested"] == 5  # six 200s, one a redelivery; the forgery never reached the store
     assert (result["inserted"], result["updated"]) == (3, 0)
+    assert result["landing_rejections"] == 1
 
     with psycopg.connect(migrated_postgres_dsn) as con:
         published = {r[0]: r[1:] for r in con.execute(SEED_QUERY).fetchall()}
+        failures = con.execute("SELECT reason FROM webhook_failures").fetchall()
     with duckdb.connect(str(settings.snapshots_dir / "latest.duckdb"), read_only=True) as con:
         snapshot = {r[0]: r[1:] for r in con.execute(SEED_QUERY).fetchall()}
         assert con.execute("SELECT count(*) FROM events").fetchone() == (5,)
@@ -105,3 +107,5 @@ def test_webhooks_to_postgres_and_snapshot(tmp_path: Path, landing_url: str, mig
     assert published["Member 2"][:3] == ("at_risk", expected(14), now - 14 * day)
     assert published["Member 3"][:2] == ("inactive", 0)
     assert snapshot == published
+    # The forgery was refused at the door, quarantined, and summarised into webhook_failures by the flow.
+    assert len(failures) == 1 and failures[0][0].startswith("landing 403")
