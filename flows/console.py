@@ -46,7 +46,7 @@ def print_run_summary(result: dict[str, Any], console: Console | None = None) ->
             f"{result['inserted']} / {result['updated']} / {result['unchanged']}",
         ),
         ("drift (API vs webhooks)", result["drift_count"]),
-        ("newly at risk", len(result["newly_at_risk"])),
+        ("newly at risk", result["newly_at_risk_count"]),
     ]
     for name, value in rows:
         table.add_row(name, str(value))

@@ -7,7 +7,7 @@ writer that died mid-line, which never acknowledged that record) and are left fo
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,17 +49,35 @@ def list_segments(landing_dir: Path, pattern: str = RAW_SEGMENTS) -> list[Path]:
     return sorted(p for p in landing_dir.glob(pattern) if p.is_file())
 
 
-def read_new(landing_dir: Path, offsets: Mapping[str, int], pattern: str = RAW_SEGMENTS) -> RawBatch:
+# Big enough that per-slice overhead vanishes, small enough that a first run over months of history never
+# holds it all in memory at once.
+SLICE_BYTES = 64 * 1024 * 1024
+
+
+def iter_new(
+    landing_dir: Path, offsets: Mapping[str, int], pattern: str = RAW_SEGMENTS, *, slice_bytes: int = SLICE_BYTES
+) -> Iterator[RawChunk]:
     """Complete lines appended to each file matching ``pattern`` after ``offsets`` (relative path → byte
-    offset). The landing's quarantine files follow the same append-only rule (``QUARANTINE_FILES``)."""
-    chunks: list[RawChunk] = []
+    offset), in slices of about ``slice_bytes``. The landing's quarantine files follow the same append-only
+    rule (``QUARANTINE_FILES``)."""
     for path in list_segments(landing_dir, pattern):
         rel = path.relative_to(landing_dir).as_posix()
         start = offsets.get(rel, 0)
         with open(path, "rb") as fh:
             fh.seek(start)
-            data = fh.read()
-        cut = data.rfind(b"\n") + 1
-        if cut:
-            chunks.append(RawChunk(relpath=rel, start=start, end=start + cut, data=data[:cut]))
-    return RawBatch(chunks)
+            pending = b""
+            while True:
+                data = fh.read(slice_bytes)
+                if not data:
+                    break
+                data = pending + data
+                cut = data.rfind(b"\n") + 1
+                pending = data[cut:]  # a line longer than a slice, or the torn tail of a write in flight
+                if cut:
+                    yield RawChunk(relpath=rel, start=start, end=start + cut, data=data[:cut])
+                    start += cut
+
+
+def read_new(landing_dir: Path, offsets: Mapping[str, int], pattern: str = RAW_SEGMENTS) -> RawBatch:
+    """All of :func:`iter_new` at once (for small inputs such as the quarantine log)."""
+    return RawBatch(list(iter_new(landing_dir, offsets, pattern)))

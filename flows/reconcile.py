@@ -45,6 +45,9 @@ from memberpulse.errors import FatalError
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.reconcile")
+# A first run over a big company can put 100k members "newly at risk"; the artifact lists the first ones and
+# the summary says how many (Prefect refuses events of tens of MB, and nobody reads such a table).
+AT_RISK_LISTED = 1000
 
 
 @dataclass
@@ -85,7 +88,8 @@ class RunReport:
     unchanged: int = 0
     drift_count: int = 0
     snapshot_path: str | None = None
-    newly_at_risk: list[dict[str, Any]] = field(default_factory=list)
+    newly_at_risk_count: int = 0
+    newly_at_risk: list[dict[str, Any]] = field(default_factory=list)  # the first AT_RISK_LISTED of them
     error: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
 
@@ -121,17 +125,33 @@ def _facts(snapshots: list[BackfillSnapshot]) -> pl.DataFrame | None:
     return pl.concat(frames, how="diagonal_relaxed") if frames else None
 
 
-def _parse(batch: raw_reader.RawBatch) -> tuple[pl.DataFrame, pl.DataFrame, int]:
-    """Parse every chunk, keeping each record's segment and offset so a reject can be found on disk."""
-    records, rejects = [], []
-    for chunk in batch.chunks:
+@dataclass
+class ParsedNew:
+    events: pl.DataFrame
+    rejects: pl.DataFrame
+    records_read: int
+    new_offsets: dict[str, int]
+
+
+def _parse(chunks: Iterator[raw_reader.RawChunk]) -> ParsedNew:
+    """Parse slice by slice (keeping each record's segment and offset, so a reject can be found on disk);
+    only the compact event rows outlive their slice, never the raw bodies."""
+    events, rejects, read, offsets = [], [], 0, {}
+    for chunk in chunks:
         lines = transforms.parse_ndjson(chunk.data, source_file=chunk.relpath, base_offset=chunk.start)
-        records.append(lines.records)
-        rejects.append(lines.rejects)
-    raw = pl.concat(records, how="diagonal_relaxed") if records else pl.DataFrame(schema=transforms.RAW_SCHEMA)
-    parsed = transforms.parse_raw(raw)
-    all_rejects = pl.concat([*rejects, parsed.rejects], how="diagonal_relaxed")
-    return transforms.dedupe_events(parsed.events), all_rejects, raw.height + sum(r.height for r in rejects)
+        parsed = transforms.parse_raw(lines.records)
+        events.append(parsed.events)
+        rejects += [lines.rejects, parsed.rejects]
+        read += lines.records.height + lines.rejects.height
+        offsets[chunk.relpath] = chunk.end
+    return ParsedNew(
+        events=transforms.dedupe_events(pl.concat(events) if events else None),
+        rejects=pl.concat(rejects, how="diagonal_relaxed")
+        if rejects
+        else pl.DataFrame(schema=transforms.REJECT_SCHEMA),
+        records_read=read,
+        new_offsets=offsets,
+    )
 
 
 def _landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
@@ -158,16 +178,15 @@ def _landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
 
 def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refresh: bool) -> Ingested:
     base = Manifest() if full_refresh else store.load_manifest()
-    batch = raw_reader.read_new(settings.landing_dir, base.offsets)
+    new = _parse(raw_reader.iter_new(settings.landing_dir, base.offsets))
     refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
-    events, rejects, records_read = _parse(batch)
-    events = store.drop_known_events(base, events)
+    events, rejects = store.drop_known_events(base, new.events), new.rejects
     pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
     state = transforms.fold(store.load_state(base), events, _facts(pending))
 
     manifest = base.with_(
         run_id=run_id,
-        offsets={**base.offsets, **batch.new_offsets},
+        offsets={**base.offsets, **new.new_offsets},
         quarantine_offsets={**base.quarantine_offsets, **refused.new_offsets},
         state_file=store.stage_frame("state", run_id, state),
         event_files=[*base.event_files, store.stage_frame("events", run_id, events)],
@@ -179,7 +198,7 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
     return Ingested(
         manifest=manifest,
         state=state,
-        records_read=records_read,
+        records_read=new.records_read,
         events_ingested=events.height,
         rejects=rejects,
         landing_rejections=_landing_rejections(refused),
@@ -246,7 +265,7 @@ as of **{report.as_of.isoformat()}**{" (full refresh)" if report.full_refresh el
 | published to | {target} |
 | rows inserted / updated / unchanged | {report.inserted} / {report.updated} / {report.unchanged} |
 | drift (API vs webhooks) | {report.drift_count} |
-| newly at risk | {len(report.newly_at_risk)} |
+| newly at risk | {report.newly_at_risk_count} |
 | snapshot | `{report.snapshot_path}` |
 | seconds per step | {", ".join(f"{k} {v}" for k, v in report.seconds.items())} |
 
@@ -272,7 +291,7 @@ def reconcile_flow(
     create_table_artifact(
         report.newly_at_risk or [{"membership_id": "(none)"}],
         key="members-newly-at-risk",
-        description="Members whose status became at_risk in this run",
+        description=f"Members whose status became at_risk in this run (at most {AT_RISK_LISTED} listed)",
     )
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in report.__dict__.items()}
 
@@ -326,7 +345,8 @@ def reconcile(
                 outcome.result.updated,
                 outcome.result.unchanged,
             )
-            report.newly_at_risk = outcome.newly_at_risk
+            report.newly_at_risk_count = len(outcome.newly_at_risk)
+            report.newly_at_risk = outcome.newly_at_risk[:AT_RISK_LISTED]
             published = outcome.as_published
             logger.info(
                 "published to %s: %d inserted, %d updated, %d unchanged",

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from flows.raw_reader import list_segments, read_new
+from flows.raw_reader import iter_new, list_segments, read_new
 
 
 def _segment(root: Path, day: str, name: str, data: bytes) -> Path:
@@ -31,3 +31,14 @@ def test_reads_only_whole_lines_and_resumes_from_offsets(tmp_path: Path) -> None
 def test_missing_landing_dir_is_empty(tmp_path: Path) -> None:
     assert list_segments(tmp_path / "nope") == []
     assert read_new(tmp_path / "nope", {}).nbytes == 0
+
+
+def test_slices_cut_at_newlines_and_carry_long_lines_over(tmp_path: Path) -> None:
+    lines = [b'{"n":%d,"pad":"%s"}\n' % (i, b"x" * (i * 7 % 40)) for i in range(50)]
+    _segment(tmp_path, "2026-11-27", "a.ndjson", b"".join(lines) + b'{"torn":')
+
+    chunks = list(iter_new(tmp_path, {}, slice_bytes=64))  # smaller than some lines
+    assert all(c.data.endswith(b"\n") for c in chunks)
+    assert b"".join(c.data for c in chunks) == b"".join(lines)
+    assert [c.start for c in chunks[1:]] == [c.end for c in chunks[:-1]]  # contiguous, nothing skipped
+    assert chunks[-1].end == len(b"".join(lines))  # the torn tail waits
