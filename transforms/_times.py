@@ -38,13 +38,21 @@ def to_utc(us: pl.Expr) -> pl.Expr:
     return us.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
+def iso_offset_us(text: pl.Expr) -> pl.Expr:
+    """The common case of :func:`epoch_us` alone: ISO 8601 with an offset (null for anything else)."""
+    return text.str.to_datetime(_ISO_OFFSET, strict=False, time_unit="us", time_zone="UTC", cache=False).dt.epoch(
+        "us"
+    )
+
+
 def epoch_us_series(text: pl.Series) -> pl.Series:
     """:func:`epoch_us` for a whole column, fast for the common case: one ISO-with-offset pass over every
     row, the full rules only over the rows that pass did not parse (epoch numbers, naive ISO, garbage)."""
-    fast = (
-        text.str.to_datetime(_ISO_OFFSET, strict=False, time_unit="us", time_zone="UTC").dt.epoch("us")
-        .rename(text.name)
-    )
+    return complete_epoch_us(text, pl.select(iso_offset_us(pl.lit(text))).to_series().rename(text.name))
+
+
+def complete_epoch_us(text: pl.Series, fast: pl.Series) -> pl.Series:
+    """``fast`` (:func:`iso_offset_us` of ``text``) with the rows it left null worked out by :func:`epoch_us`."""
     todo = fast.is_null() & text.is_not_null()
     if not todo.any():
         return fast
