@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import pytest
 from flows.reconcile import reconcile_flow
 from landing import mock_events as mock
 from tests.flows.reconcile_testkit import make_settings, member
+from tests.support.net import free_port
 
 SECRET = "ws_e2e_1b9f4c7a2d6e8f03"
 SEED_QUERY = (
@@ -30,15 +30,9 @@ SEED_QUERY = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def landing_url(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "WHOP_WEBHOOK_SECRET": SECRET, "MEMBERPULSE_DATA_DIR": str(tmp_path)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "memberpulse", "serve", "--port", str(port)],

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flows.fsio import fsync_dir
+from flows.fsio import fsync_path
 from memberpulse.errors import InvalidInput, StorageUnavailable
 
 LATEST_NAME = "latest.duckdb"
@@ -91,20 +91,12 @@ def discard(path: Path) -> None:
     shutil.rmtree(path.with_name(path.name + ".tmp"), ignore_errors=True)
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def publish(tmp: Path, final: Path) -> None:
     """Make the finished ``tmp`` durable under its final name, read-only (a snapshot never changes)."""
-    fsync_file(tmp)
+    fsync_path(tmp)
     os.chmod(tmp, 0o444)
     os.replace(tmp, final)
-    fsync_dir(final.parent)
+    fsync_path(final.parent)
 
 
 def point_latest_at(final: Path) -> Path:
@@ -118,12 +110,12 @@ def point_latest_at(final: Path) -> Path:
             if exc.errno not in (errno.EPERM, errno.EXDEV, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
             shutil.copyfile(final, staged)
-            fsync_file(staged)
+            fsync_path(staged)
             os.chmod(staged, 0o444)
         os.replace(staged, latest)
     finally:
         staged.unlink(missing_ok=True)
-    fsync_dir(final.parent)
+    fsync_path(final.parent)
     return latest
 
 
@@ -139,7 +131,7 @@ def apply_retention(snapshots_dir: Path, *, keep: int, protect: Path) -> list[st
         path.unlink(missing_ok=True)
         removed.append(name)
     if removed:
-        fsync_dir(snapshots_dir)
+        fsync_path(snapshots_dir)
     return removed
 
 

@@ -32,6 +32,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from flows.fsio import fsync_path
 from flows.whop._records import MEMBERS_SCHEMA, MEMBERSHIPS_SCHEMA, Resource
 from memberpulse.errors import InvalidInput, StorageUnavailable
 
@@ -141,19 +142,6 @@ def clean_stale_tmp(warehouse_dir: Path, *, older_than_seconds: float = 3600.0) 
     return removed
 
 
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _storage_error(action: str, path: Path, exc: OSError) -> StorageUnavailable:
     return StorageUnavailable(
         f"could not {action} {path}: {exc.strerror or exc}",
@@ -201,7 +189,7 @@ class ParquetSink:
             self._flush()
             try:
                 self._writer.close()
-                _fsync_file(self.path)
+                fsync_path(self.path)
             except OSError as exc:
                 raise _storage_error("close", self.path, exc) from exc
             self._writer = None
@@ -283,9 +271,9 @@ class SnapshotWriter:
                 json.dump(manifest, fh, indent=2, sort_keys=True)
                 fh.flush()
                 os.fsync(fh.fileno())
-            _fsync_dir(self.tmp_dir)
+            fsync_path(self.tmp_dir)
             os.rename(self.tmp_dir, self.final_dir)
-            _fsync_dir(self.root)
+            fsync_path(self.root)
         except OSError as exc:
             raise _storage_error("publish the snapshot", self.final_dir, exc) from exc
         self.committed = BackfillSnapshot(

@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.snapshot import open_latest
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -57,11 +57,6 @@ class Stack:
     logs: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
@@ -152,7 +147,7 @@ def test_prefect_yaml_deploys_and_runs_through_a_process_worker(tmp_path: Path) 
     present = {name for name, entry in deployments.items() if (ROOT / entry.split(":")[0]).is_file()}
     assert "backfill" in present, "flows/backfill.py is missing"
 
-    port = _free_port()
+    port = free_port()
     home = tmp_path / "prefect-home"
     env = {k: v for k, v in os.environ.items() if k not in REMOVED and not k.startswith("PREFECT_")}
     env.update({k: "" for k in BLANKED})

@@ -7,7 +7,6 @@ line only up to its ``\\n``.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import uvicorn
 
 from landing.app import create_app
 from memberpulse.settings import Settings
+from tests.support.net import free_port
 
 SECRET = "ws_test_5f3c0a9e1b7d4c2a"
 OTHER_SECRET = "ws_rotated_8e2b6d1f0a3c"
@@ -30,12 +30,6 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {"WHOP_WEBHOOK_SECRET": SECRET, "MEMBERPULSE_DATA_DIR": str(data_dir)}
     values.update(overrides)
     return Settings(**values)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -19,7 +19,6 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -29,6 +28,8 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+
+from tests.support.net import free_port
 
 SUPERUSER = "postgres"
 # Supabase's API roles: service_role bypasses RLS (BYPASSRLS); anon/authenticated get only what is granted.
@@ -97,13 +98,6 @@ def find_bindir() -> Path:
         "no PostgreSQL server binaries: install the system package (apt-get install postgresql) "
         "or the pgserver wheel (pip install -e '.[dev]')"
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _server_os_user() -> pwd.struct_passwd | None:
