@@ -53,6 +53,24 @@ def test_scores_follow_design(tmp_path: Path) -> None:
     # left two days ago: kept, score 0, inactive, not valid
     assert (m4["engagement_score"], m4["status"], m4["valid"]) == (0, "inactive", False)
     assert result["members_by_status"] == {"active": 1, "at_risk": 1, "inactive": 2}
+    assert result["newly_at_risk_count"] == 1 and result["newly_at_risk"][0]["membership_id"] == "mem_0002"
+
+
+def test_every_run_leaves_a_summary_and_an_at_risk_table(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    append_raw(tmp_path, scenario())
+    result = reconcile_flow(as_of=AS_OF, settings=make_settings(tmp_path), return_state=True)
+    run_id = result.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    by_key = {a.key: a for a in artifacts}
+    summary = str(by_key["reconcile-summary"].data)
+    assert "| events ingested | 7 |" in summary and "| at_risk | 1 |" in summary
+    assert "mem_0002" in str(by_key["members-newly-at-risk"].data)
 
 
 def test_incremental_runs_equal_one_full_refresh(tmp_path: Path) -> None:
