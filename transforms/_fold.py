@@ -45,8 +45,10 @@ _ROW_SCHEMA = pl.Schema(
         "company_id": pl.Utf8,
         "user_id": pl.Utf8,
         "t": pl.Int64,
-        "src": pl.Int64,
         "valid_key": pl.Int64,
+        "webhook_valid_key": pl.Int64,
+        "webhook_t": pl.Int64,
+        "api_t": pl.Int64,
         "joined": pl.Int64,
         "active": pl.Int64,
         "instant": pl.Int64,
@@ -122,15 +124,18 @@ def _event_rows(events: pl.DataFrame) -> pl.DataFrame:
     kind = pl.col("kind")
     t = pl.col("event_at").dt.epoch("us")
     rank = kind.replace_strict(_RANK, default=None, return_dtype=pl.Int64)
-    return events.filter(kind.is_in(list(_RANK)) & pl.col("membership_id").is_not_null()).select(
+    valid_key = pl.when(kind != "accessed").then(t * 4 + _WEBHOOK * 2 + (kind == "left").cast(pl.Int64))
+    # Select, then filter: only the fact columns are copied (filtering first would copy every event column).
+    return events.select(
+        (kind.is_in(list(_RANK)) & pl.col("membership_id").is_not_null()).alias("_fact"),
         "membership_id",
         "company_id",
         "user_id",
         t.alias("t"),
-        pl.lit(_WEBHOOK, dtype=pl.Int64).alias("src"),
-        pl.when(kind != "accessed")
-        .then(t * 4 + _WEBHOOK * 2 + (kind == "left").cast(pl.Int64))
-        .alias("valid_key"),
+        valid_key.alias("valid_key"),
+        valid_key.alias("webhook_valid_key"),
+        t.alias("webhook_t"),
+        pl.lit(None, dtype=pl.Int64).alias("api_t"),
         pl.when(kind == "joined").then(t).alias("joined"),
         pl.when(kind != "left").then(t).alias("active"),
         pl.when(kind == "accessed").then(t).alias("instant"),
@@ -139,7 +144,7 @@ def _event_rows(events: pl.DataFrame) -> pl.DataFrame:
         "email",
         "membership_status",
         pl.col("membership_status").alias("webhook_status"),
-    ).cast(_ROW_SCHEMA)
+    ).filter(pl.col("_fact")).drop("_fact").cast(_ROW_SCHEMA)
 
 
 def _api_rows(facts: pl.DataFrame) -> pl.DataFrame:
@@ -151,8 +156,10 @@ def _api_rows(facts: pl.DataFrame) -> pl.DataFrame:
         "company_id",
         "user_id",
         t.alias("t"),
-        pl.lit(_API, dtype=pl.Int64).alias("src"),
         (t * 4 + _API * 2 + (~pl.col("valid")).cast(pl.Int64)).alias("valid_key"),
+        pl.lit(None, dtype=pl.Int64).alias("webhook_valid_key"),
+        pl.lit(None, dtype=pl.Int64).alias("webhook_t"),
+        t.alias("api_t"),
         created.alias("joined"),
         pl.max_horizontal(created, accessed).alias("active"),
         accessed.alias("instant"),
@@ -214,7 +221,14 @@ def _latest_values(work: pl.DataFrame, attr_keys: dict[str, str]) -> pl.DataFram
     attrs = list(attr_keys)
     facts = work.select("_gid", key, *attrs).filter(pl.any_horizontal(pl.col(a).is_not_null() for a in attrs))
     # One row per (member, key): ties resolved to the greatest value, so the key is unique within a member.
-    facts = facts.group_by("_gid", key).agg(pl.col(a).max() for a in attrs)
+    # Ties are rare (two facts of one member at the same µs), so only the rows whose (member, key) hash repeats
+    # are grouped; a hash collision just sends a few more rows through the exact group-by.
+    pair = pl.col("_gid").hash(_GID_SEED + 2) ^ pl.col(key).hash(_GID_SEED + 3)
+    tied = facts.select(pair.is_duplicated()).to_series()
+    if tied.any():
+        facts = pl.concat(
+            [facts.filter(~tied), facts.filter(tied).group_by("_gid", key).agg(pl.col(a).max() for a in attrs)]
+        )
     # Each attribute's own key: null where the attribute is, so max_by skips rows that lack it.
     facts = facts.with_columns(pl.when(pl.col(a).is_not_null()).then(pl.col(key)).alias(f"{a}_key") for a in attrs)
     return facts.group_by("_gid").agg(
@@ -223,13 +237,8 @@ def _latest_values(work: pl.DataFrame, attr_keys: dict[str, str]) -> pl.DataFram
 
 
 def _aggregate_rows(rows: pl.DataFrame) -> pl.DataFrame:
-    webhook = pl.col("src") == _WEBHOOK
-    # Webhook-only / API-only columns as plain columns, so every aggregation below is a plain min/max.
-    rows = rows.with_columns(
-        webhook_valid_key=pl.when(webhook).then(pl.col("valid_key")),
-        webhook_t=pl.when(webhook).then(pl.col("t")),
-        api_t=pl.when(~webhook).then(pl.col("t")),
-    )
+    # Webhook-only / API-only columns (webhook_valid_key, webhook_t, api_t) are made with the rows, so every
+    # aggregation below is a plain min/max and no second copy of the rows is needed.
     simple = [
         pl.col("company_id").max(),
         pl.col("user_id").max(),

@@ -246,6 +246,62 @@ def test_many_rows_with_a_few_bad_ones_in_the_middle() -> None:
     assert batch.rejects["webhook_id"].to_list() == ["bad1"]
 
 
+# Bodies where DuckDB's JSON reader (yyjson) and polars' NDJSON reader could disagree: the fast path must give
+# exactly the reader's result for each (see transforms._parse, "DuckDB's JSON extraction").
+ODD_BODIES = [
+    '{"action": "membership.went_valid", "data": {"id": "m", "created_at": "2026-01-01T00:00:00Z"},}',  # trailing ,
+    '{"action": "membership.accessed", "data": {"id": "m", "accessed_at": NaN}}',
+    '{"action": "membership.accessed", "data": {"id": "m", "accessed_at": -Infinity}}',
+    '{"action": "membership.accessed", "data": {"id": "m", "accessed_at": inf}}',
+    '{"action": "membership.accessed", "data": {"id": "m", "accessed_at": 1e400}}',
+    '{"action": "membership.accessed", "data": {"id": "m", "accessed_at": 1.7672256e9}}',
+    '{"action": "membership.accessed", "data": {"id": "m", "accessed_at": 1767225600.50}}',
+    '{"action": "membership.accessed", "data": {"id": 12345678901234567890123, "accessed_at": 1767225600}}',
+    '{"action": "membership.accessed", "data": {"id": -0, "accessed_at": 1767225600}}',
+    '{"action": "membership.accessed", "data": {"id": 5, "accessed_at": 1767225600}}',
+    '{"action": "membership.accessed", "data": {"id": true, "accessed_at": 1767225600}}',
+    '{"action": "membership.accessed", "data": {"id": {"x": 1}, "status": [1, 2]}}',
+    '{"action": "membership.accessed", "data": {"id": "m", "user": "u", "company": 3}}',
+    '{"action": "membership.accessed", "data": "m"}',
+    '{"action": "membership.accessed", "data": [1, 2, [3,]]}',
+    '{"action": "membership.accessed", "data": {"id": "\\ud800", "email": "\\u00e9@x"}}',
+    '{"action": "membership.accessed", "data": {"id": "a\tb"}}',
+    '{"action": "membership.accessed", "data": {"id": "a\\u0000b", "username": "\\ud83d\\ude00 \\"q\\" \\\\"}}',
+    '{"action": "membership.accessed", "action": "membership.went_valid", "data": {"id": "m", "id": "n"}}',
+    '{"action": "membership.accessed", "data": {"id": "m"}} {"x": 1}',
+    '{"action": "membership.accessed", "data": {"id": "{not an object", "username": "[x"}}',
+    '{"action":"membership.accessed","data":{"id":"m","user":{"id":"u","name":null,"email":"e@x"}}}',
+    '{"type": "membership.activated", "timestamp": "2026-01-01T00:00:00.123456789+02:00", "data": {"id": "m"}}',
+]
+
+
+def test_duckdb_fast_path_equals_the_polars_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    from transforms import _parse
+
+    normal = [SEED_JOINED, SEED_ACCESSED, SEED_LEFT, v5("membership.went_valid"),
+              v1("membership.activated", UNPINNED)]
+    # Enough rows that a body DuckDB refuses is found by bisection, odd rows scattered among normal ones.
+    bodies = [json.dumps(normal[i % len(normal)]) for i in range(240)]
+    for i, odd in enumerate(ODD_BODIES):
+        bodies[7 + 9 * i] = odd
+    series = pl.Series("body", bodies)
+
+    def one_by_one(bodies: pl.Series) -> pl.DataFrame:  # the reader's result for each body on its own
+        return pl.concat([_parse._decode_framed(bodies[i : i + 1]) for i in range(len(bodies))])
+
+    assert _parse._decode_fast(series).equals(one_by_one(series))
+    plain = pl.Series("body", [json.dumps(normal[i % len(normal)]) for i in range(50)])
+    assert _parse._duckdb_extract(plain).equals(_parse._decode_framed(plain).drop("_reason"))
+
+    records = [record(b, webhook_id=f"w{i}") for i, b in enumerate(bodies)]
+    fast = parse(*records)
+    monkeypatch.setattr(_parse, "_decode_fast", one_by_one)
+    exact = parse(*records)
+    assert fast.events.equals(exact.events)
+    assert fast.rejects.equals(exact.rejects)
+    assert fast.rejects.height >= 5  # the bodies only yyjson accepts are still rejects
+
+
 def test_raw_frame_must_have_the_required_columns() -> None:
     from memberpulse.errors import InvalidInput
 
