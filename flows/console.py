@@ -40,10 +40,11 @@ def print_run_summary(result: dict[str, Any], console: Console | None = None) ->
         ("unknown event types", result["unknown_events"]),
         ("members", result["members"]),
         *((f"  {status}", n) for status, n in sorted(result["members_by_status"].items())),
-        ("published to", result["publish_target"] or "nowhere"),
-        (
-            "inserted / updated / unchanged",
-            f"{result['inserted']} / {result['updated']} / {result['unchanged']}",
+        ("published to", result["publish_target"] or "nowhere (no Supabase target set)"),
+        *(
+            [("inserted / updated / unchanged", f"{result['inserted']} / {result['updated']} / {result['unchanged']}")]
+            if result["publish_target"]
+            else []
         ),
         ("drift (API vs webhooks)", result["drift_count"]),
         ("newly at risk", result["newly_at_risk_count"]),
