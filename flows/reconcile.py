@@ -182,15 +182,19 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
     refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
     events, rejects = store.drop_known_events(base, new.events), new.rejects
     pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
-    state = transforms.fold(store.load_state(base), events, _facts(pending))
+    previous = store.load_state(base)
+    changed = events.height > 0 or bool(pending) or previous is None
+    state = transforms.fold(previous, events, _facts(pending)) if changed else previous
+    assert state is not None
 
     manifest = base.with_(
         run_id=run_id,
         offsets={**base.offsets, **new.new_offsets},
         quarantine_offsets={**base.quarantine_offsets, **refused.new_offsets},
-        state_file=store.stage_frame("state", run_id, state),
-        event_files=[*base.event_files, store.stage_frame("events", run_id, events)],
-        reject_files=[*base.reject_files, store.stage_frame("rejects", run_id, rejects)],
+        # A quiet run (nothing new) keeps the files it has instead of writing copies of them.
+        state_file=store.stage_frame("state", run_id, state) if changed else base.state_file,
+        event_files=[*base.event_files, *([store.stage_frame("events", run_id, events)] if events.height else [])],
+        reject_files=[*base.reject_files, *([store.stage_frame("rejects", run_id, rejects)] if rejects.height else [])],
         backfills_folded=[*base.backfills_folded, *(s.path.name for s in pending)],
     )
     manifest = store.compact_events(manifest, run_id)
