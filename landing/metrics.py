@@ -9,7 +9,7 @@ processes are told apart.
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Literal
+from typing import Literal, get_args
 
 Outcome = Literal[
     "stored",
@@ -20,15 +20,7 @@ Outcome = Literal[
     "method_not_allowed",
     "storage_unavailable",
 ]
-OUTCOMES: tuple[Outcome, ...] = (
-    "stored",
-    "duplicate",
-    "bad_signature",
-    "bad_body",
-    "too_large",
-    "method_not_allowed",
-    "storage_unavailable",
-)
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.015, 0.03, 0.06, 0.125, 0.25, 0.5, 1.0, 2.5)
