@@ -100,8 +100,8 @@ def _plain_loop(
 
 
 def _backfill_core(base_url: str, data_dir: str, page_size: int, concurrent: bool, out: Any) -> None:
-    from flows.backfill import fetch_resource
-    from flows.whop import SnapshotWriter
+    from memberpulse.flows.backfill import fetch_resource
+    from memberpulse.flows.whop import SnapshotWriter
     from memberpulse.settings import Settings
 
     settings = Settings(  # type: ignore[call-arg]

@@ -65,8 +65,8 @@ def main() -> None:
     args = parser.parse_args()
     console = Console(width=160)
 
-    from flows.publish import apply_migrations
-    from landing import mock_events as mock
+    from memberpulse.flows.publish import apply_migrations
+    from memberpulse.landing import mock_events as mock
     from tests.support.postgres import start_server
 
     procs: list[subprocess.Popen[bytes]] = []
@@ -101,7 +101,7 @@ def main() -> None:
             wait_http(url)
             serve_code = (
                 "from datetime import timedelta\n"
-                "from flows.reconcile import reconcile_flow\n"
+                "from memberpulse.flows.reconcile import reconcile_flow\n"
                 f"reconcile_flow.serve(name='freshness-bench', interval=timedelta(seconds={args.interval}), limit=1)\n"
             )
             procs.append(subprocess.Popen([sys.executable, "-c", serve_code], cwd=ROOT, env=env, stdout=logs,

@@ -33,7 +33,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from landing.mock_events import MockMember, activated, encode, standard_headers  # noqa: E402
+from memberpulse.landing.mock_events import MockMember, activated, encode, standard_headers  # noqa: E402
 
 SECRET = "ws_bench_secret_0123456789abcdef"
 PATH = "/api/webhooks/whop"
@@ -108,7 +108,7 @@ class InlineFsyncStore:
 
 
 def baseline_factory(settings):  # type: ignore[no-untyped-def]
-    from landing.server import _app_factory
+    from memberpulse.landing.server import _app_factory
 
     app = _app_factory(settings)
     landing = app.state.landing
@@ -117,7 +117,7 @@ def baseline_factory(settings):  # type: ignore[no-untyped-def]
 
 
 def serve_child(kind: str, port: int) -> None:
-    from landing.server import _app_factory, run_server
+    from memberpulse.landing.server import _app_factory, run_server
     from memberpulse.settings import Settings
 
     settings = Settings()

@@ -80,7 +80,7 @@ def main() -> None:
 
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.reconcile import reconcile_flow
+    from memberpulse.flows.reconcile import reconcile_flow
     from memberpulse.settings import Settings
     from tests.support.postgres import start_server
 
@@ -95,7 +95,7 @@ def main() -> None:
         try:
             env: dict[str, object] = {"MEMBERPULSE_DATA_DIR": str(data_dir), "MEMBERPULSE_SNAPSHOTS_KEEP": 2}
             if server is not None:
-                from flows.publish import apply_migrations
+                from memberpulse.flows.publish import apply_migrations
 
                 db = server.create_database()
                 apply_migrations(server.dsn(db))

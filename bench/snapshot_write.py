@@ -17,8 +17,8 @@ from pathlib import Path
 
 import polars as pl
 
-from flows.snapshot import open_latest, write_snapshot
-from transforms import EVENT_SCHEMA
+from memberpulse.flows.snapshot import open_latest, write_snapshot
+from memberpulse.transforms import EVENT_SCHEMA
 
 T0 = datetime(2026, 11, 27, 12, tzinfo=UTC)
 STATUSES = {0: "active", 1: "at_risk", 2: "inactive"}

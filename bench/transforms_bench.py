@@ -35,7 +35,7 @@ for extra in (ROOT, ROOT / "bench", ROOT / "tests" / "transforms"):
 
 from transforms_synth import BASE, generate_raw, to_ndjson  # noqa: E402
 
-import transforms  # noqa: E402
+from memberpulse import transforms  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 CHUNK = 1_000_000

@@ -5,7 +5,7 @@ one immutable snapshot (``warehouse/backfill/<fetched_at>/``) that the reconcile
 ``WHOP_API_KEY`` and ``WHOP_COMPANY_ID`` the backfill is skipped and says so (exit 0).
 
 Retries happen at two levels, each for what it can fix: the Whop client retries one page (429 waits, 5xx and
-timeouts with backoff, see ``flows.whop``) and gives up with :class:`WhopGaveUp` past its bounds; the Prefect
+timeouts with backoff, see ``flows/whop``) and gives up with :class:`WhopGaveUp` past its bounds; the Prefect
 tasks retry only on a :class:`TransientError` that escaped (a disk hiccup writing Parquet), restarting their
 resource from page 1 into a fresh file.
 """
@@ -30,9 +30,10 @@ from prefect.futures import wait
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from flows.console import quiet_prefect
-from flows.retry_policy import TRANSIENT_RETRY
-from flows.whop import (
+from memberpulse.errors import ConfigError, FatalError, TransientError, WhopAuthError, WhopGaveUp
+from memberpulse.flows.console import quiet_prefect
+from memberpulse.flows.retry_policy import TRANSIENT_RETRY
+from memberpulse.flows.whop import (
     MEMBERS_SCHEMA,
     MEMBERSHIPS_SCHEMA,
     BackfillSnapshot,
@@ -48,7 +49,6 @@ from flows.whop import (
     memberships_batch,
     validate_backfill_settings,
 )
-from memberpulse.errors import ConfigError, FatalError, TransientError, WhopAuthError, WhopGaveUp
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.backfill")

@@ -3,7 +3,7 @@
 One run, in order, each step safe to crash in:
 
 1. ingest   read raw lines appended since the last commit, parse, dedupe, fold them (and any backfill snapshot
-            not folded yet) into member state; commit state + offsets at once (``flows.warehouse``).
+            not folded yet) into member state; commit state + offsets at once (``memberpulse.flows.warehouse``).
 2. score    every member as of T (now, or ``--as-of``).
 3. publish  only rows that changed since the last successful publish; the target's transaction is the
             commit, and the published-state file advances only after it.
@@ -33,15 +33,15 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-import transforms
-from flows import raw_reader
-from flows.faults import kill_point
-from flows.publish import PipelineRun, PublishOutcome, publish_members, record_run, target_name
-from flows.retry_policy import TRANSIENT_RETRY
-from flows.snapshot import thin_history, write_snapshot
-from flows.warehouse import Manifest, ReconcileStore
-from flows.whop import BackfillSnapshot, latest_snapshot, list_snapshots
+from memberpulse import transforms
 from memberpulse.errors import FatalError
+from memberpulse.flows import raw_reader
+from memberpulse.flows.faults import kill_point
+from memberpulse.flows.publish import PipelineRun, PublishOutcome, publish_members, record_run, target_name
+from memberpulse.flows.retry_policy import TRANSIENT_RETRY
+from memberpulse.flows.snapshot import thin_history, write_snapshot
+from memberpulse.flows.warehouse import Manifest, ReconcileStore
+from memberpulse.flows.whop import BackfillSnapshot, latest_snapshot, list_snapshots
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.reconcile")
@@ -393,7 +393,7 @@ def reconcile(
 
 def run_once(settings: Settings, *, as_of: datetime | None, full_refresh: bool) -> int:
     """``memberpulse run``: one reconcile flow run in Prefect's ephemeral mode, then a summary table."""
-    from flows.console import print_run_summary, quiet_prefect
+    from memberpulse.flows.console import print_run_summary, quiet_prefect
 
     quiet_prefect()
     result = reconcile_flow(as_of=as_of, full_refresh=full_refresh, settings=settings)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
-from flows.fsio import atomic_write_bytes, atomic_write_parquet
+from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet
 
 MANIFEST_VERSION = 1
 # Past this many event-log files, a commit folds them into one so reads stay cheap.

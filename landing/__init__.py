@@ -6,18 +6,22 @@ Public surface (everything else is private to the package):
 - ``send_test(event, *, url, settings) -> int`` — the seed's ``pnpm test:webhook``;
 - ``verify_webhook`` / ``SignatureRejected`` / ``VerifiedWebhook`` — the pure verifier;
 - ``MockMember``, ``mock_event``, ``signed_delivery``, ``standard_headers``, ``legacy_headers`` and the
-  per-event builders in :mod:`landing.mock_events` — realistic, correctly signed webhooks;
+  per-event builders in :mod:`memberpulse.landing.mock_events` — realistic, correctly signed webhooks;
 - ``RawStore`` — the durable, group-committing segment writer.
 
 The web stack (FastAPI, uvicorn) is imported only when ``create_app``/``serve`` are first used, so
 ``memberpulse send-test`` and the demo's signer stay light.
 """
 
+
 from __future__ import annotations
+
+if __name__ != "memberpulse.landing":  # landing/ is installed only under the memberpulse namespace
+    raise ImportError(f"import memberpulse.landing, not {__name__}")
 
 from typing import TYPE_CHECKING, Any
 
-from landing.mock_events import (
+from memberpulse.landing.mock_events import (
     SUPPORTED_EVENTS,
     MockMember,
     legacy_headers,
@@ -25,19 +29,19 @@ from landing.mock_events import (
     signed_delivery,
     standard_headers,
 )
-from landing.verify import SignatureRejected, VerifiedWebhook, sign_legacy, sign_standard, verify_webhook
+from memberpulse.landing.verify import SignatureRejected, VerifiedWebhook, sign_legacy, sign_standard, verify_webhook
 
 if TYPE_CHECKING:
-    from landing.app import create_app
-    from landing.raw_store import RawStore
-    from landing.send_test import send_test
-    from landing.server import serve
+    from memberpulse.landing.app import create_app
+    from memberpulse.landing.raw_store import RawStore
+    from memberpulse.landing.send_test import send_test
+    from memberpulse.landing.server import serve
 
 _LAZY = {
-    "create_app": "landing.app",
-    "serve": "landing.server",
-    "send_test": "landing.send_test",
-    "RawStore": "landing.raw_store",
+    "create_app": "memberpulse.landing.app",
+    "serve": "memberpulse.landing.server",
+    "send_test": "memberpulse.landing.send_test",
+    "RawStore": "memberpulse.landing.raw_store",
 }
 
 

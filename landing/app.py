@@ -1,7 +1,7 @@
 """``create_app(settings)``: the landing FastAPI app.
 
 Routes:
-- ``POST /api/webhooks/whop`` — :class:`landing.endpoint.WebhookEndpoint`, a plain ASGI route (the hot path);
+- ``POST /api/webhooks/whop`` — :class:`~memberpulse.landing.endpoint.WebhookEndpoint`, a plain ASGI route;
   it also answers 405 for methods other than GET/HEAD/POST;
 - ``GET /api/webhooks/whop`` — the seed's health answer;
 - ``GET /metrics`` — Prometheus text.
@@ -19,11 +19,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from landing.endpoint import WEBHOOK_PATH, WebhookEndpoint, health_body
-from landing.metrics import METRICS_CONTENT_TYPE, LandingMetrics
-from landing.quarantine import Quarantine
-from landing.raw_store import RawStore, writer_name
-from landing.verify import secret_keys
+from memberpulse.landing.endpoint import WEBHOOK_PATH, WebhookEndpoint, health_body
+from memberpulse.landing.metrics import METRICS_CONTENT_TYPE, LandingMetrics
+from memberpulse.landing.quarantine import Quarantine
+from memberpulse.landing.raw_store import RawStore, writer_name
+from memberpulse.landing.verify import secret_keys
 from memberpulse.settings import Settings
 
 

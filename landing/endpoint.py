@@ -1,6 +1,6 @@
 """The webhook endpoint's hot path as a plain ASGI callable: verify, store durably, answer.
 
-It is mounted inside the FastAPI app (see :mod:`landing.app`) but skips FastAPI's request/response models:
+It is mounted inside the FastAPI app (see :mod:`memberpulse.landing.app`) but skips FastAPI's request/response models:
 per request it only decodes the headers, reads the body with a running size check, verifies, parses once with
 the same ``json.loads`` the SDK uses, and appends one NDJSON line to the raw store.
 """
@@ -17,12 +17,12 @@ from typing import Any
 
 import orjson
 
-from landing.metrics import LandingMetrics, Outcome
-from landing.mock_events import SUPPORTED_EVENTS
-from landing.quarantine import BODY_PREFIX_BYTES, Quarantine
-from landing.raw_store import RawStore
-from landing.verify import SignatureRejected, verify_lowercased
 from memberpulse.errors import StorageUnavailable
+from memberpulse.landing.metrics import LandingMetrics, Outcome
+from memberpulse.landing.mock_events import SUPPORTED_EVENTS
+from memberpulse.landing.quarantine import BODY_PREFIX_BYTES, Quarantine
+from memberpulse.landing.raw_store import RawStore
+from memberpulse.landing.verify import SignatureRejected, verify_lowercased
 
 WEBHOOK_PATH = "/api/webhooks/whop"
 ALLOWED_METHODS = "GET, HEAD, POST"

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from landing.verify import sign_legacy, sign_standard
+from memberpulse.landing.verify import sign_legacy, sign_standard
 
 SEED_EVENTS = ("membership.went_valid", "membership.accessed", "membership.went_invalid")
 V1_EVENTS = ("membership.activated", "membership.deactivated")

@@ -15,8 +15,8 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
-from landing.app import create_app
 from memberpulse.errors import ConfigError
+from memberpulse.landing.app import create_app
 from memberpulse.settings import Settings
 
 log = logging.getLogger("landing")

@@ -57,28 +57,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command in ("run", "backfill", "demo"):
-        from flows.console import quiet_prefect
+        from memberpulse.flows.console import quiet_prefect
 
         quiet_prefect()  # before anything imports Prefect: it reads its settings once, at import
     if args.command == "serve":
-        from landing.server import serve
+        from memberpulse.landing.server import serve
 
         serve(settings, host=args.host, port=args.port)
         return EXIT_OK
     if args.command == "send-test":
-        from landing.send_test import send_test
+        from memberpulse.landing.send_test import send_test
 
         return send_test(args.event, url=args.url, settings=settings)
     if args.command == "run":
-        from flows.reconcile import run_once
+        from memberpulse.flows.reconcile import run_once
 
         return run_once(settings, as_of=args.as_of, full_refresh=args.full_refresh)
     if args.command == "backfill":
-        from flows.backfill import run_once as backfill_once
+        from memberpulse.flows.backfill import run_once as backfill_once
 
         return backfill_once(settings)
     if args.command == "migrate":
-        from flows.publish.migrations import migrate_cli
+        from memberpulse.flows.publish.migrations import migrate_cli
 
         return migrate_cli(settings)
     if args.command == "demo":

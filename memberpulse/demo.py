@@ -101,7 +101,7 @@ def landing_process(data_dir: Path, secret: str) -> Iterator[str]:
 
 def plan_deliveries(population: object, secret: str, now: datetime, seed: int = 11) -> list[Delivery]:
     """Webhooks Whop would have sent for the simulated company, in a shuffled (real-world) order."""
-    from landing import mock_events as mock
+    from memberpulse.landing import mock_events as mock
     from memberpulse.whop_simulator import Population
 
     assert isinstance(population, Population)
@@ -163,7 +163,7 @@ async def _post_all(url: str, deliveries: list[Delivery], stats: SendStats, conc
 
 
 def send_webhooks(url: str, deliveries: list[Delivery], secret: str, seed: int = 13) -> SendStats:
-    from landing import mock_events as mock
+    from memberpulse.landing import mock_events as mock
 
     rng = random.Random(seed)
     stats = SendStats()
@@ -237,8 +237,8 @@ def _print_findings(console: Console, snapshot: Path) -> None:
 
 
 def main(settings: Settings) -> int:
-    from flows.backfill import run_once as backfill_once
-    from flows.reconcile import run_once as reconcile_once
+    from memberpulse.flows.backfill import run_once as backfill_once
+    from memberpulse.flows.reconcile import run_once as reconcile_once
     from memberpulse.whop_simulator import Population, create_app, serve_in_thread
 
     console = Console()

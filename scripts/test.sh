@@ -27,5 +27,7 @@ echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
 .venv/bin/mypy
+echo "== import-linter (layers: core <- landing, transforms <- flows <- cli, demo)"
+.venv/bin/lint-imports
 echo "== pytest"
 .venv/bin/pytest -q "$@"

@@ -18,8 +18,8 @@ import httpx
 import psycopg
 import pytest
 
-from flows.reconcile import reconcile_flow
-from landing import mock_events as mock
+from memberpulse.flows.reconcile import reconcile_flow
+from memberpulse.landing import mock_events as mock
 from tests.flows.reconcile_testkit import make_settings, member
 from tests.support.net import free_port
 

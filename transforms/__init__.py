@@ -10,14 +10,18 @@ The reconcile flow's path::
     scored = score(state, as_of=T, params=ScoringParams())
     gaps = drift(state, memberships, members)        # API vs webhook disagreements
 
-Frame schemas are the ``*_SCHEMA`` constants (documented column by column in ``transforms._schema``).
+Frame schemas are the ``*_SCHEMA`` constants (documented column by column in ``memberpulse.transforms._schema``).
 """
 
-from transforms._drift import drift
-from transforms._facts import api_facts
-from transforms._fold import empty_state, fold, restrict_as_of
-from transforms._parse import ParsedBatch, RawLines, dedupe_events, parse_ndjson, parse_raw
-from transforms._schema import (
+if __name__ != "memberpulse.transforms":  # transforms/ is installed only under the memberpulse namespace
+    raise ImportError(f"import memberpulse.transforms, not {__name__}")
+
+
+from memberpulse.transforms._drift import drift
+from memberpulse.transforms._facts import api_facts
+from memberpulse.transforms._fold import empty_state, fold, restrict_as_of
+from memberpulse.transforms._parse import ParsedBatch, RawLines, dedupe_events, parse_ndjson, parse_raw
+from memberpulse.transforms._schema import (
     DRIFT_SCHEMA,
     EVENT_KINDS,
     EVENT_SCHEMA,
@@ -29,7 +33,7 @@ from transforms._schema import (
     SUPPORTED_EVENTS,
     VALID_STATUSES,
 )
-from transforms._score import ScoringParams, needs_rebuild, score
+from memberpulse.transforms._score import ScoringParams, needs_rebuild, score
 
 __all__ = [
     "DRIFT_SCHEMA",

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms._facts import api_facts
-from transforms._schema import DRIFT_SCHEMA, STATE_SCHEMA
+from memberpulse.transforms._facts import api_facts
+from memberpulse.transforms._schema import DRIFT_SCHEMA, STATE_SCHEMA
 
 
 def drift(

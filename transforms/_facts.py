@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms._schema import FACT_SCHEMA, UTC_US, VALID_STATUSES
+from memberpulse.transforms._schema import FACT_SCHEMA, UTC_US, VALID_STATUSES
 
 _MEMBERSHIP_COLS = pl.Schema(
     {

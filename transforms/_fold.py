@@ -32,8 +32,8 @@ from datetime import datetime
 
 import polars as pl
 
-from transforms._schema import FACT_SCHEMA, STATE_SCHEMA
-from transforms._times import to_utc
+from memberpulse.transforms._schema import FACT_SCHEMA, STATE_SCHEMA
+from memberpulse.transforms._times import to_utc
 
 _WEBHOOK, _API = 1, 0
 _RANK = {"accessed": 0, "joined": 1, "left": 2}

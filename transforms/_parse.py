@@ -44,7 +44,7 @@ import orjson
 import polars as pl
 from polars.exceptions import PolarsError
 
-from transforms._schema import (
+from memberpulse.transforms._schema import (
     EVENT_KINDS,
     EVENT_SCHEMA,
     RAW_SCHEMA,
@@ -52,7 +52,7 @@ from transforms._schema import (
     REJECT_SCHEMA,
     SOURCE_SCHEMA,
 )
-from transforms._times import complete_epoch_us, iso_offset_us, to_utc
+from memberpulse.transforms._times import complete_epoch_us, iso_offset_us, to_utc
 
 _S = pl.Utf8
 _USER = pl.Struct({"id": _S, "username": _S, "name": _S, "email": _S})

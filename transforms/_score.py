@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-from transforms._schema import SCORE_SCHEMA, STATE_SCHEMA
+from memberpulse.transforms._schema import SCORE_SCHEMA, STATE_SCHEMA
 
 _US_PER_DAY = 86_400_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -19,8 +19,8 @@ or, holding the publisher itself::
 
 from __future__ import annotations
 
-from flows.publish._base import PipelineRun, Publisher, PublishResult, RunStatus
-from flows.publish._flow_api import (
+from memberpulse.flows.publish._base import PipelineRun, Publisher, PublishResult, RunStatus
+from memberpulse.flows.publish._flow_api import (
     PublishOutcome,
     failures_from_rejects,
     get_publisher,
@@ -29,10 +29,10 @@ from flows.publish._flow_api import (
     record_run,
     target_name,
 )
-from flows.publish._postgres import PostgresPublisher
-from flows.publish._postgrest import PostgrestPublisher
-from flows.publish.changes import PublishedState, PublishPlan, as_published, diff_published, plan_publish
-from flows.publish.migrations import apply_migrations, migrate_cli
+from memberpulse.flows.publish._postgres import PostgresPublisher
+from memberpulse.flows.publish._postgrest import PostgrestPublisher
+from memberpulse.flows.publish.changes import PublishedState, PublishPlan, as_published, diff_published, plan_publish
+from memberpulse.flows.publish.migrations import apply_migrations, migrate_cli
 
 NO_TARGET_MESSAGE = (
     "publish: no Supabase target configured (set SUPABASE_DB_URL, or SUPABASE_URL +"

@@ -15,9 +15,9 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import polars as pl
 
-from flows.publish._schema import KEY, summarise_webhook_failures
-from flows.publish.changes import PublishedState, plan_publish
 from memberpulse.errors import PublishUnavailable
+from memberpulse.flows.publish._schema import KEY, summarise_webhook_failures
+from memberpulse.flows.publish.changes import PublishedState, plan_publish
 
 T = TypeVar("T")
 RunStatus = Literal["running", "completed", "failed"]

@@ -16,18 +16,18 @@ from typing import Any, Final
 
 import polars as pl
 
-from flows.fsio import atomic_write_parquet
-from flows.publish._base import PipelineRun, Publisher, PublishResult
-from flows.publish._dsn import mask_dsn
-from flows.publish._schema import (
+from memberpulse.errors import MemberpulseError
+from memberpulse.flows.fsio import atomic_write_parquet
+from memberpulse.flows.publish._base import PipelineRun, Publisher, PublishResult
+from memberpulse.flows.publish._dsn import mask_dsn
+from memberpulse.flows.publish._schema import (
     BODY_PREFIX_CHARS,
     KEY,
     MEMBER_ACTIVITY_SCHEMA,
     PIPELINE_RUN_COLUMNS,
     UTC_MICROS,
 )
-from flows.publish.changes import PublishedState, plan_publish
-from memberpulse.errors import MemberpulseError
+from memberpulse.flows.publish.changes import PublishedState, plan_publish
 from memberpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -163,8 +163,8 @@ def _log_run_locally(settings: Settings, run: PipelineRun) -> pl.DataFrame:
 
 def get_publisher(settings: Settings) -> Publisher | None:
     """The configured publisher, or None when neither Supabase target is set (the caller says so once)."""
-    from flows.publish._postgres import PostgresPublisher
-    from flows.publish._postgrest import PostgrestPublisher
+    from memberpulse.flows.publish._postgres import PostgresPublisher
+    from memberpulse.flows.publish._postgrest import PostgrestPublisher
 
     state = PublishedState(settings.warehouse_dir)
     retry = {

@@ -15,10 +15,10 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from flows.faults import kill_point
-from flows.publish._base import Publisher, Written
-from flows.publish._dsn import mask_dsn, translate_error
-from flows.publish._schema import (
+from memberpulse.flows.faults import kill_point
+from memberpulse.flows.publish._base import Publisher, Written
+from memberpulse.flows.publish._dsn import mask_dsn, translate_error
+from memberpulse.flows.publish._schema import (
     COMPARED_COLUMNS,
     KEY,
     MEMBER_ACTIVITY_COLUMNS,
@@ -26,7 +26,7 @@ from flows.publish._schema import (
     UTC_MICROS,
     WEBHOOK_FAILURE_COLUMNS,
 )
-from flows.publish.changes import PublishedState
+from memberpulse.flows.publish.changes import PublishedState
 
 STAGE: Final = "member_activity_stage"
 _COPY_CHUNK_ROWS: Final = 100_000

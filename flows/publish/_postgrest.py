@@ -17,10 +17,10 @@ import polars as pl
 from postgrest import APIError
 from postgrest.types import ReturnMethod
 
-from flows.publish._base import Publisher, Written
-from flows.publish._schema import KEY, MEMBER_ACTIVITY_COLUMNS, UTC_MICROS
-from flows.publish.changes import PublishedState
 from memberpulse.errors import ConfigError, PublishError, PublishUnavailable
+from memberpulse.flows.publish._base import Publisher, Written
+from memberpulse.flows.publish._schema import KEY, MEMBER_ACTIVITY_COLUMNS, UTC_MICROS
+from memberpulse.flows.publish.changes import PublishedState
 from supabase import Client, ClientOptions, create_client
 
 _RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504, 520})

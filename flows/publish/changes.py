@@ -16,8 +16,9 @@ from pathlib import Path
 
 import polars as pl
 
-from flows.fsio import atomic_write_parquet
-from flows.publish._schema import (
+from memberpulse.errors import InvalidInput
+from memberpulse.flows.fsio import atomic_write_parquet
+from memberpulse.flows.publish._schema import (
     COMPARED_COLUMNS,
     KEY,
     MEMBER_ACTIVITY_COLUMNS,
@@ -25,7 +26,6 @@ from flows.publish._schema import (
     UTC_MICROS,
     conform_members,
 )
-from memberpulse.errors import InvalidInput
 
 _LAST = "__last_"
 _CHANGED = "__changed"

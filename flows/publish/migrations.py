@@ -18,8 +18,8 @@ from typing import Any, Final
 
 import psycopg
 
-from flows.publish._dsn import mask_dsn, translate_error
 from memberpulse.errors import ConfigError, InvalidInput
+from memberpulse.flows.publish._dsn import mask_dsn, translate_error
 from memberpulse.settings import Settings
 
 _FILE_NAME: Final = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)\.sql$")
@@ -52,7 +52,7 @@ class Migration:
 def migrations_dir() -> Path:
     """Where the SQL lives: ``flows/publish/sql`` (in the repo, a symlink to ``supabase/migrations``; in an
     installed package, the copies the build made), else the repository's ``supabase/migrations``."""
-    packaged = Path(str(resources.files("flows.publish") / "sql"))
+    packaged = Path(str(resources.files("memberpulse.flows.publish") / "sql"))
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parents[2] / "supabase" / "migrations"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import duckdb
 
-from flows.snapshot._files import LATEST_NAME
-from flows.snapshot._history import thin_history
-from flows.snapshot._schema import MEMBER_ACTIVITY_COLUMNS, TABLES, VIEWS, quote_literal
-from flows.snapshot._writer import write_snapshot
 from memberpulse.errors import InvalidInput
+from memberpulse.flows.snapshot._files import LATEST_NAME
+from memberpulse.flows.snapshot._history import thin_history
+from memberpulse.flows.snapshot._schema import MEMBER_ACTIVITY_COLUMNS, TABLES, VIEWS, quote_literal
+from memberpulse.flows.snapshot._writer import write_snapshot
 
 SNAPSHOT_TABLES: tuple[str, ...] = TABLES
 SNAPSHOT_VIEWS: tuple[str, ...] = tuple(VIEWS)

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from flows.fsio import fsync_path
 from memberpulse.errors import InvalidInput, StorageUnavailable
+from memberpulse.flows.fsio import fsync_path
 
 LATEST_NAME = "latest.duckdb"
 TMP_PREFIX = ".tmp-"

@@ -10,11 +10,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-import transforms
-from flows.faults import kill_point
-from flows.snapshot import _files
-from flows.snapshot._history import history_file_time
-from flows.snapshot._schema import (
+from memberpulse import transforms
+from memberpulse.errors import InvalidInput, StorageUnavailable
+from memberpulse.flows.faults import kill_point
+from memberpulse.flows.snapshot import _files
+from memberpulse.flows.snapshot._history import history_file_time
+from memberpulse.flows.snapshot._schema import (
     HISTORY_REQUIRED,
     MEMBER_ACTIVITY_COLUMNS,
     MEMBER_ACTIVITY_REQUIRED,
@@ -22,7 +23,6 @@ from flows.snapshot._schema import (
     columns_ddl,
     quote_ident,
 )
-from memberpulse.errors import InvalidInput, StorageUnavailable
 
 # Analysts open snapshots with whatever DuckDB they have (CLI, DBeaver, an older Python package). DuckDB 2.0's
 # default file format is unreadable before 2.0; this one opens in every DuckDB since 1.1, at no cost measured.

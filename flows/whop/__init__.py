@@ -6,14 +6,14 @@ Store: :func:`latest_snapshot`, :func:`list_snapshots` → :class:`BackfillSnaps
 Rows: :data:`MEMBERSHIPS_SCHEMA`, :data:`MEMBERS_SCHEMA`, :func:`memberships_batch`, :func:`members_batch`.
 """
 
-from flows.whop._client import (
+from memberpulse.flows.whop._client import (
     Page,
     RetryEvent,
     WhopBackfillClient,
     backfill_skip_reason,
     validate_backfill_settings,
 )
-from flows.whop._records import (
+from memberpulse.flows.whop._records import (
     MEMBERS_SCHEMA,
     MEMBERSHIPS_SCHEMA,
     RESOURCES,
@@ -22,8 +22,8 @@ from flows.whop._records import (
     memberships_batch,
     parse_time,
 )
-from flows.whop._retry import RetryPolicy, retry_after_seconds
-from flows.whop._snapshot import (
+from memberpulse.flows.whop._retry import RetryPolicy, retry_after_seconds
+from memberpulse.flows.whop._snapshot import (
     BackfillSnapshot,
     ParquetSink,
     SnapshotWriter,

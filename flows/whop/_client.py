@@ -24,9 +24,9 @@ from whop_sdk.core.api_error import ApiError
 from whop_sdk.core.parse_error import ParsingError
 from whop_sdk.environment import WhopEnvironment
 
-from flows.whop._records import Resource
-from flows.whop._retry import RetryPolicy, retry_after_seconds
 from memberpulse.errors import ConfigError, WhopAuthError, WhopGaveUp
+from memberpulse.flows.whop._records import Resource
+from memberpulse.flows.whop._retry import RetryPolicy, retry_after_seconds
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.backfill")

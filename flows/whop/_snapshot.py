@@ -32,9 +32,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flows.fsio import fsync_path
-from flows.whop._records import MEMBERS_SCHEMA, MEMBERSHIPS_SCHEMA, Resource
 from memberpulse.errors import InvalidInput, StorageUnavailable
+from memberpulse.flows.fsio import fsync_path
+from memberpulse.flows.whop._records import MEMBERS_SCHEMA, MEMBERSHIPS_SCHEMA, Resource
 
 log = logging.getLogger("memberpulse.backfill")
 

@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from landing import mock_events as mock
+from memberpulse.landing import mock_events as mock
 from memberpulse.settings import Settings
 
 AS_OF = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

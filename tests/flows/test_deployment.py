@@ -29,7 +29,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.schedules import CronSchedule
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from flows.snapshot import open_latest
+from memberpulse.flows.snapshot import open_latest
 from tests.support.net import free_port
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from polars.testing import assert_frame_equal
 
-from flows.reconcile import reconcile_flow
-from landing import mock_events as mock
+from memberpulse.flows.reconcile import reconcile_flow
+from memberpulse.landing import mock_events as mock
 from tests.flows.reconcile_testkit import (
     AS_OF,
     append_raw,

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from polars.testing import assert_frame_equal
 
-from flows.faults import FAULT_ENV, KILL_POINTS
-from flows.reconcile import reconcile_flow
+from memberpulse.flows.faults import FAULT_ENV, KILL_POINTS
+from memberpulse.flows.reconcile import reconcile_flow
 from tests.flows.reconcile_testkit import AS_OF, COMPARED, append_raw, make_settings, scenario, snapshot_members
 from tests.support.postgres import PostgresServer
 

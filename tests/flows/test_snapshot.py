@@ -18,7 +18,8 @@ import duckdb
 import polars as pl
 import pytest
 
-from flows.snapshot import (
+from memberpulse.errors import InvalidInput
+from memberpulse.flows.snapshot import (
     LATEST_NAME,
     SNAPSHOT_TABLES,
     SNAPSHOT_VIEWS,
@@ -27,8 +28,7 @@ from flows.snapshot import (
     thin_history,
     write_snapshot,
 )
-from memberpulse.errors import InvalidInput
-from transforms import EVENT_SCHEMA
+from memberpulse.transforms import EVENT_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)  # a Monday
@@ -457,7 +457,7 @@ from pathlib import Path
 import duckdb
 sys.path.insert(0, sys.argv[1])
 from tests.flows.test_snapshot import check_complete
-from flows.snapshot import open_latest
+from memberpulse.flows.snapshot import open_latest
 
 mode, snapshots, base, stop = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
 seen, checks, errors = set(), 0, []

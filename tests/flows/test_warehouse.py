@@ -2,7 +2,7 @@ from pathlib import Path
 
 import polars as pl
 
-from flows.warehouse import Manifest, ReconcileStore
+from memberpulse.flows.warehouse import Manifest, ReconcileStore
 
 
 def test_commit_is_the_only_thing_that_makes_files_count(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import uvicorn
 
-from landing.app import create_app
+from memberpulse.landing.app import create_app
 from memberpulse.settings import Settings
 from tests.support.net import free_port
 

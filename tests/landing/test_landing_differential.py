@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from landing_testkit import OTHER_SECRET, SECRET, RunningServer, make_settings, running_server
 from whop_sdk.lib.verify_webhook import unwrap
 
-from landing.mock_events import MockMember, encode, mock_event, new_webhook_id
-from landing.verify import sign_standard
+from memberpulse.landing.mock_events import MockMember, encode, mock_event, new_webhook_id
+from memberpulse.landing.verify import sign_standard
 
 SERVER_SECRETS = (SECRET, OTHER_SECRET)
 HEADER_TEXT = st.text(

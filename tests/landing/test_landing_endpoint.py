@@ -22,9 +22,16 @@ from landing_testkit import (
     snapshot_tree,
 )
 
-from landing.app import create_app
-from landing.mock_events import MockMember, encode, legacy_headers, mock_event, signed_delivery, standard_headers
 from memberpulse.errors import ConfigError
+from memberpulse.landing.app import create_app
+from memberpulse.landing.mock_events import (
+    MockMember,
+    encode,
+    legacy_headers,
+    mock_event,
+    signed_delivery,
+    standard_headers,
+)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from landing_testkit import complete_lines
 
-from landing.raw_store import RawStore
 from memberpulse.errors import StorageUnavailable
+from memberpulse.landing.raw_store import RawStore
 
 DAY = date(2026, 11, 27)
 NEXT_DAY = date(2026, 11, 28)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from landing_testkit import SECRET, free_port, make_settings, read_records, running_server
 
-from landing.mock_events import SUPPORTED_EVENTS
-from landing.send_test import send_test
 from memberpulse.errors import ConfigError, InvalidInput
+from memberpulse.landing.mock_events import SUPPORTED_EVENTS
+from memberpulse.landing.send_test import send_test
 
 
 def test_all_sends_every_mock_event_and_prints_the_seed_sections(tmp_path: Path) -> None:

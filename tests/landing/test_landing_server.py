@@ -18,7 +18,7 @@ import httpx
 import pytest
 from landing_testkit import SECRET, WEBHOOK_PATH, complete_lines, free_port
 
-from landing.mock_events import MockMember, mock_event, signed_delivery
+from memberpulse.landing.mock_events import MockMember, mock_event, signed_delivery
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import hmac
 import pytest
 from whop_sdk.lib.verify_webhook import unwrap
 
-from landing.verify import (
+from memberpulse.landing.verify import (
     SignatureRejected,
     VerifiedWebhook,
     secret_keys,

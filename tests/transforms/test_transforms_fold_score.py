@@ -18,7 +18,7 @@ from transforms_reference import (
     us_of,
 )
 
-import transforms
+from memberpulse import transforms
 from memberpulse.errors import InvalidInput
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -220,7 +220,7 @@ def test_drift_reasons() -> None:
 def test_a_hash_collision_between_membership_ids_falls_back_to_grouping_on_the_ids(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import transforms._fold as fold_module
+    import memberpulse.transforms._fold as fold_module
 
     evs = events(ev(1, "joined", T0, mid="mem_a", name="A"), ev(2, "accessed", T0 + DAY, mid="mem_b"),
                  ev(3, "left", T0 + DAY, mid="mem_a"))

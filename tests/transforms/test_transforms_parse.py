@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-import transforms
+from memberpulse import transforms
 
 RECEIVED = "2026-02-01T12:00:05.250000Z"
 SIGNED = 1769947203  # 2026-02-01T12:00:03Z
@@ -276,7 +276,7 @@ ODD_BODIES = [
 
 
 def test_duckdb_fast_path_equals_the_polars_reader(monkeypatch: pytest.MonkeyPatch) -> None:
-    from transforms import _parse
+    from memberpulse.transforms import _parse
 
     normal = [SEED_JOINED, SEED_ACCESSED, SEED_LEFT, v5("membership.went_valid"),
               v1("membership.activated", UNPINNED)]

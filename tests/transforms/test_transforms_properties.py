@@ -27,7 +27,7 @@ from transforms_reference import (
     us_of,
 )
 
-import transforms
+from memberpulse import transforms
 
 MIDS = ("mem_a", "mem_b", "mem_c", "mem_d")
 USER = {m: "user_" + m[-1] for m in MIDS}

@@ -284,7 +284,7 @@ def reference_scores(
 def raw_frame(records: list[dict[str, Any]]) -> Any:
     import polars as pl
 
-    import transforms
+    from memberpulse import transforms
 
     return pl.DataFrame(records, schema=transforms.RAW_SCHEMA)
 

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.publish import PublishedState, as_published, diff_published
 from memberpulse.errors import InvalidInput
+from memberpulse.flows.publish import PublishedState, as_published, diff_published
 from tests.support.publish_data import T0, members
 
 T1, T2 = T0 + timedelta(hours=1), T0 + timedelta(hours=2)

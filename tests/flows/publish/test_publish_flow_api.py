@@ -11,14 +11,14 @@ import polars as pl
 import psycopg
 import pytest
 
-from flows.publish import (
+from memberpulse.errors import PublishUnavailable
+from memberpulse.flows.publish import (
     PipelineRun,
     failures_from_rejects,
     publish_members,
     record_run,
     target_name,
 )
-from memberpulse.errors import PublishUnavailable
 from memberpulse.settings import Settings
 from tests.support.postgres import free_port
 from tests.support.publish_data import T0, members

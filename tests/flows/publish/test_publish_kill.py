@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 import psycopg
 
-from flows.publish import PostgresPublisher, PublishedState
+from memberpulse.flows.publish import PostgresPublisher, PublishedState
 from tests.support.publish_data import T0, members, read_members
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -28,7 +28,7 @@ CHILD = textwrap.dedent(
     from datetime import datetime
     from pathlib import Path
     import polars as pl
-    from flows.publish import PostgresPublisher, PublishedState
+    from memberpulse.flows.publish import PostgresPublisher, PublishedState
 
     dsn, warehouse, rows, marker, run_at = sys.argv[1:]
 

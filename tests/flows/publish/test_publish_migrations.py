@@ -7,10 +7,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flows.publish import PostgresPublisher, PublishedState
-from flows.publish.migrations import applied_versions, apply_migrations, list_migrations, migrate_cli
 from memberpulse import cli
 from memberpulse.errors import ConfigError, InvalidInput
+from memberpulse.flows.publish import PostgresPublisher, PublishedState
+from memberpulse.flows.publish.migrations import applied_versions, apply_migrations, list_migrations, migrate_cli
 from memberpulse.settings import Settings
 from tests.support.publish_data import T0, members
 

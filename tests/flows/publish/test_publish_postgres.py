@@ -10,7 +10,8 @@ import polars as pl
 import psycopg
 import pytest
 
-from flows.publish import (
+from memberpulse.errors import PublishError, PublishUnavailable
+from memberpulse.flows.publish import (
     PipelineRun,
     PostgresPublisher,
     PostgrestPublisher,
@@ -18,7 +19,6 @@ from flows.publish import (
     PublishResult,
     get_publisher,
 )
-from memberpulse.errors import PublishError, PublishUnavailable
 from memberpulse.settings import Settings
 from tests.support.postgres import free_port
 from tests.support.publish_data import T0, SleepRecorder, members, read_members

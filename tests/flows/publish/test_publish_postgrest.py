@@ -14,9 +14,9 @@ import polars as pl
 import psycopg
 import pytest
 
-from flows.publish import PipelineRun, PostgrestPublisher, PublishedState
-from flows.publish._schema import MEMBER_ACTIVITY_COLUMNS
 from memberpulse.errors import PublishError, PublishUnavailable
+from memberpulse.flows.publish import PipelineRun, PostgrestPublisher, PublishedState
+from memberpulse.flows.publish._schema import MEMBER_ACTIVITY_COLUMNS
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.postgrest_standin import PostgrestStandIn, run_postgrest_standin
 from tests.support.publish_data import T0, SleepRecorder, members, read_members

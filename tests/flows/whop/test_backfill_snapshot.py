@@ -13,8 +13,9 @@ import pytest
 from whop_sdk import Membership
 from whop_testkit import COMPANY_ID, POPULATION_SIZE, Simulator
 
-from flows.backfill import fetch_resource
-from flows.whop import (
+from memberpulse.errors import InvalidInput, WhopGaveUp
+from memberpulse.flows.backfill import fetch_resource
+from memberpulse.flows.whop import (
     SnapshotWriter,
     backfill_dir,
     clean_stale_tmp,
@@ -23,7 +24,6 @@ from flows.whop import (
     members_batch,
     memberships_batch,
 )
-from memberpulse.errors import InvalidInput, WhopGaveUp
 from memberpulse.settings import Settings
 from memberpulse.whop_simulator._app import _member_json, _membership_json
 

@@ -10,8 +10,14 @@ import pytest
 from whop_sdk import Member, Membership
 from whop_testkit import API_KEY, COMPANY_ID, PAGE_SIZE, POPULATION_SIZE, Simulator, make_settings
 
-from flows.whop import RetryEvent, RetryPolicy, WhopBackfillClient, backfill_skip_reason, retry_after_seconds
 from memberpulse.errors import ConfigError, WhopAuthError, WhopGaveUp
+from memberpulse.flows.whop import (
+    RetryEvent,
+    RetryPolicy,
+    WhopBackfillClient,
+    backfill_skip_reason,
+    retry_after_seconds,
+)
 from memberpulse.settings import Settings
 
 
