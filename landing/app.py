@@ -3,7 +3,8 @@
 Routes:
 - ``POST /api/webhooks/whop`` — :class:`~memberpulse.landing.endpoint.WebhookEndpoint`, a plain ASGI route;
   it also answers 405 for methods other than GET/HEAD/POST;
-- ``GET /api/webhooks/whop`` — the seed's health answer;
+- ``GET /api/webhooks/whop`` — the seed's health answer plus ``storage``; 503 ``degraded`` when webhooks
+  cannot be stored (see :mod:`memberpulse.landing.readiness`);
 - ``GET /metrics`` — Prometheus text.
 """
 
@@ -19,10 +20,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from memberpulse.landing.endpoint import WEBHOOK_PATH, WebhookEndpoint, health_body
+from memberpulse.landing.endpoint import WEBHOOK_PATH, WebhookEndpoint
 from memberpulse.landing.metrics import METRICS_CONTENT_TYPE, LandingMetrics
 from memberpulse.landing.quarantine import Quarantine
 from memberpulse.landing.raw_store import RawStore, writer_name
+from memberpulse.landing.readiness import StorageHealth
 from memberpulse.landing.verify import secret_keys
 from memberpulse.settings import Settings
 
@@ -36,19 +38,27 @@ class Landing:
     quarantine: Quarantine
     metrics: LandingMetrics
     endpoint: WebhookEndpoint
+    health: StorageHealth
 
 
 def build_landing(settings: Settings) -> Landing:
     """Wire the store, quarantine, metrics and endpoint; raises ``ConfigError`` without a webhook secret."""
     keys = secret_keys(settings.require_webhook_secrets())
     writer = writer_name()
-    metrics = LandingMetrics(writer=writer)
+    metrics = LandingMetrics()
+    health = StorageHealth(settings.data_dir, min_free_bytes=settings.min_free_bytes)
+
+    def flushed(records: int, seconds: float) -> None:
+        metrics.observe_flush(records, seconds)
+        health.write_succeeded()
+
     store = RawStore(
         settings.landing_dir,
         writer=writer,
         segment_max_bytes=settings.segment_max_bytes,
         segment_max_age_seconds=settings.segment_max_age_seconds,
-        on_flush=metrics.observe_flush,
+        on_flush=flushed,
+        on_failure=health.write_failed,
     )
     quarantine = Quarantine(settings.quarantine_dir, max_bytes=settings.quarantine_max_bytes, writer=writer)
     endpoint = WebhookEndpoint(
@@ -59,7 +69,7 @@ def build_landing(settings: Settings) -> Landing:
         max_body_bytes=settings.max_body_bytes,
         tolerance_seconds=settings.webhook_tolerance_seconds,
     )
-    return Landing(settings, store, quarantine, metrics, endpoint)
+    return Landing(settings, store, quarantine, metrics, endpoint, health)
 
 
 def get_landing(request: Request) -> Landing:
@@ -114,12 +124,15 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.landing = landing
 
     @app.get(WEBHOOK_PATH)
-    async def webhook_health() -> JSONResponse:
-        return JSONResponse(health_body())
+    async def webhook_health(landing: LandingDep) -> JSONResponse:
+        status, body = landing.health.answer()
+        return JSONResponse(body, status_code=status)
 
     @app.get("/metrics", response_class=Response)
     async def metrics(landing: LandingDep) -> Response:
-        return Response(landing.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+        health = landing.health
+        text = landing.metrics.render(free_bytes=health.free_bytes(), storage_ok=health.problem() is None)
+        return Response(text, media_type=METRICS_CONTENT_TYPE)
 
     # After the GET route: POST (and any other method, which it answers 405) reaches the plain ASGI endpoint.
     app.router.routes.append(Route(WEBHOOK_PATH, endpoint=landing.endpoint))

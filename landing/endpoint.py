@@ -234,16 +234,17 @@ class WebhookEndpoint:
     ) -> None:
         """Answer ``status`` with a JSON error, log a warning, and put the metadata in quarantine."""
         client = scope.get("client")
+        remote = client[0] if client else None  # the real sender: uvicorn applies trusted X-Forwarded-For
         kept = self.quarantine.record(
             status=status,
             reason=reason,
             headers=headers or {},
             body_prefix=body[:BODY_PREFIX_BYTES],
             body_bytes=body_bytes,
-            remote=client[0] if client else None,
+            remote=remote,
         )
         self.metrics.observe_quarantine(kept)
-        log.warning("[Webhook] Rejected with %d: %s", status, reason)
+        log.warning("[Webhook] Rejected with %d from %s: %s", status, remote, reason)
         extra: list[tuple[bytes, bytes]] = []
         if allow:
             extra.append((b"allow", allow.encode()))

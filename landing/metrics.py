@@ -1,13 +1,17 @@
 """Prometheus metrics for the landing endpoint, in the text exposition format, one set per app.
 
 Hand-rolled rather than prometheus-client: the hot path does an int increment and a ``bisect`` per request,
-without locks (everything runs on the event loop thread). With several worker processes each process has its
-own set; every series carries a ``writer`` label (the process's segment-name prefix) so scrapes of different
-processes are told apart.
+without locks (everything runs on the event loop thread). Every series carries one label, ``host``: the same
+across restarts, so a restart resets counters (which Prometheus' ``rate`` handles) instead of starting new
+series; ``landing_process_start_time_seconds`` says when the process started. With several worker processes
+each has its own counters and a scrape reaches one of them.
 """
 
 from __future__ import annotations
 
+import re
+import socket
+import time
 from bisect import bisect_left
 from typing import Literal, get_args
 
@@ -58,8 +62,9 @@ class Histogram:
 
 
 class LandingMetrics:
-    def __init__(self, *, writer: str) -> None:
-        self._labels = f'writer="{_escape(writer)}"'
+    def __init__(self, *, host: str | None = None) -> None:
+        self._labels = f'host="{_escape(host or host_label())}"'
+        self.started_at = time.time()
         self.requests: dict[Outcome, int] = dict.fromkeys(OUTCOMES, 0)
         self.quarantine: dict[str, int] = {"kept": 0, "dropped": 0}
         self.latency = Histogram(
@@ -83,9 +88,27 @@ class LandingMetrics:
     def observe_quarantine(self, kept: bool) -> None:
         self.quarantine["kept" if kept else "dropped"] += 1
 
-    def render(self) -> bytes:
+    def render(self, *, free_bytes: int | None = None, storage_ok: bool | None = None) -> bytes:
+        """The text exposition; ``free_bytes``/``storage_ok`` come from the storage health at scrape time."""
         labels = self._labels
         lines = [
+            "# HELP landing_process_start_time_seconds Start time of this landing process, Unix seconds.",
+            "# TYPE landing_process_start_time_seconds gauge",
+            f"landing_process_start_time_seconds{{{labels}}} {_num(self.started_at)}",
+        ]
+        if free_bytes is not None:
+            lines += [
+                "# HELP landing_data_free_bytes Free bytes on the data volume (MEMBERPULSE_DATA_DIR).",
+                "# TYPE landing_data_free_bytes gauge",
+                f"landing_data_free_bytes{{{labels}}} {free_bytes}",
+            ]
+        if storage_ok is not None:
+            lines += [
+                "# HELP landing_storage_ok 1 when webhooks can be stored (the health answer is 200), else 0.",
+                "# TYPE landing_storage_ok gauge",
+                f"landing_storage_ok{{{labels}}} {int(storage_ok)}",
+            ]
+        lines += [
             "# HELP landing_webhook_requests_total Webhook deliveries by outcome.",
             "# TYPE landing_webhook_requests_total counter",
         ]
@@ -99,6 +122,10 @@ class LandingMetrics:
         for histogram in (self.latency, self.batch, self.flush):
             lines += histogram.render(labels)
         return ("\n".join(lines) + "\n").encode()
+
+
+def host_label() -> str:
+    return re.sub(r"[^A-Za-z0-9.\-]", "_", socket.gethostname()) or "host"
 
 
 def _num(value: float) -> str:

@@ -34,6 +34,8 @@ from memberpulse.errors import StorageUnavailable
 DEFAULT_RECENT_IDS = 100_000
 
 FlushObserver = Callable[[int, float], None]
+#: Called with the reason (e.g. "No space left on device") whenever a batch could not be made durable.
+FailureObserver = Callable[[str], None]
 
 
 def writer_name(now: datetime | None = None) -> str:
@@ -76,6 +78,7 @@ class RawStore:
         recent_ids: int = DEFAULT_RECENT_IDS,
         writer: str | None = None,
         on_flush: FlushObserver | None = None,
+        on_failure: FailureObserver | None = None,
         fsync: Callable[[int], None] = os.fsync,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -85,6 +88,7 @@ class RawStore:
         self._max_age = segment_max_age_seconds
         self._recent_limit = recent_ids
         self._on_flush = on_flush
+        self._on_failure = on_failure
         self._fsync = fsync
         self._clock = clock
         # id -> in-flight future, or None once durable. An OrderedDict is the LRU.
@@ -143,6 +147,8 @@ class RawStore:
                         f"could not make {len(batch)} webhook record(s) durable under {self.root}: {reason}",
                         hint="check free space and permissions of MEMBERPULSE_DATA_DIR; Whop will retry",
                     )
+                    if self._on_failure is not None:
+                        self._on_failure(reason)
                     for p in batch:
                         if self._recent.get(p.webhook_id) is p.done:
                             del self._recent[p.webhook_id]  # not stored: a retry must be stored

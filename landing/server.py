@@ -17,6 +17,7 @@ from uvicorn.supervisors import Multiprocess
 
 from memberpulse.errors import ConfigError
 from memberpulse.landing.app import create_app
+from memberpulse.landing.readiness import probe_writable
 from memberpulse.settings import Settings
 
 log = logging.getLogger("landing")
@@ -51,6 +52,7 @@ def serve(settings: Settings, *, host: str, port: int) -> None:
 def run_server(app_factory: Callable[[Settings], FastAPI], settings: Settings, *, host: str, port: int) -> None:
     """Serve ``app_factory(settings)`` in ``settings.landing_workers`` processes (the factory must pickle)."""
     settings.require_webhook_secrets()  # refuse before binding anything
+    probe_writable(settings.landing_dir)  # exit 2 now rather than answer every webhook 503
     configure_logging(settings.log_level)
     workers = max(1, settings.landing_workers)
     config = uvicorn.Config(
@@ -62,7 +64,9 @@ def run_server(app_factory: Callable[[Settings], FastAPI], settings: Settings, *
         http="httptools",
         lifespan="on",
         access_log=False,
-        proxy_headers=False,
+        # X-Forwarded-For is believed only from the reverse proxy, so logs and quarantine name the real sender.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
         server_header=False,
         date_header=False,
         log_level=settings.log_level.lower(),

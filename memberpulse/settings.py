@@ -31,6 +31,18 @@ class Settings(BaseSettings):
     quarantine_max_bytes: int = Field(default=64 * 1024 * 1024, validation_alias="MEMBERPULSE_QUARANTINE_MAX_BYTES")
     landing_workers: int = Field(default=1, ge=1, validation_alias="MEMBERPULSE_LANDING_WORKERS")
     log_level: str = Field(default="INFO", validation_alias="MEMBERPULSE_LOG_LEVEL")
+    # --- production: readiness and the reverse proxy ---------------------------------------------------------
+    min_free_bytes: int = Field(
+        default=1024**3,
+        ge=0,
+        validation_alias="MEMBERPULSE_MIN_FREE_BYTES",
+        description="Below this many free bytes on the data volume the health answer is 503 degraded.",
+    )
+    trusted_proxies: str = Field(
+        default="127.0.0.1",
+        validation_alias="MEMBERPULSE_TRUSTED_PROXIES",
+        description="Comma-separated addresses/networks whose X-Forwarded-For is believed ('*' = any).",
+    )
 
     # --- Whop API (backfill) -------------------------------------------------------------------------------
     whop_api_key: SecretStr | None = Field(default=None, validation_alias="WHOP_API_KEY")

@@ -25,7 +25,11 @@ pytestmark = pytest.mark.slow
 
 @contextmanager
 def serve_process(
-    data_dir: Path, *, workers: int = 1, max_file_bytes: int | None = None
+    data_dir: Path,
+    *,
+    workers: int = 1,
+    max_file_bytes: int | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     env = {
@@ -34,6 +38,7 @@ def serve_process(
         "MEMBERPULSE_DATA_DIR": str(data_dir),
         "MEMBERPULSE_LANDING_WORKERS": str(workers),
         "MEMBERPULSE_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "memberpulse", "serve", "--host", "127.0.0.1", "--port", str(port)],
