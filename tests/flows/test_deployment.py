@@ -8,8 +8,10 @@ only the runs this test triggers execute; the schedules themselves are asserted 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,13 +142,9 @@ def _deployments_in_yaml() -> dict[str, str]:
     return {d["name"]: d["entrypoint"] for d in config["deployments"]}
 
 
-def test_prefect_yaml_deploys_and_runs_through_a_process_worker(tmp_path: Path) -> None:
-    deployments = _deployments_in_yaml()
-    assert set(deployments) == {"reconcile", "backfill"}
-    # Other parts of the repo may not have landed yet; deploy what exists, and backfill must be there.
-    present = {name for name, entry in deployments.items() if (ROOT / entry.split(":")[0]).is_file()}
-    assert "backfill" in present, "flows/backfill.py is missing"
-
+@contextlib.contextmanager
+def _prefect_server(tmp_path: Path) -> Iterator[Stack]:
+    """A throwaway Prefect server on a free port; the stack's env points the CLI and workers at it."""
     port = free_port()
     home = tmp_path / "prefect-home"
     env = {k: v for k, v in os.environ.items() if k not in REMOVED and not k.startswith("PREFECT_")}
@@ -166,12 +164,8 @@ def test_prefect_yaml_deploys_and_runs_through_a_process_worker(tmp_path: Path) 
         MEMBERPULSE_DATA_DIR=str(tmp_path / "data"),
         PYTHONUNBUFFERED="1",
     )
+    env.pop("PYTHONPATH", None)  # flows are imported from the installed package, never from a path we add
     stack = Stack(api_url=env["PREFECT_API_URL"], env=env, data_dir=tmp_path / "data", logs=tmp_path)
-    started = time.monotonic()
-
-    def mark(step: str) -> None:  # where the time goes: shown with -s, and by pytest on a failure
-        print(f"{step} at {time.monotonic() - started:.1f}s", flush=True)
-
     with _started(stack, "server", ["server", "start", "--host", "127.0.0.1", "--port", str(port)], tmp_path) as srv:
         deadline = time.monotonic() + 60
         while True:
@@ -181,15 +175,26 @@ def test_prefect_yaml_deploys_and_runs_through_a_process_worker(tmp_path: Path) 
                     break
             assert time.monotonic() < deadline, f"prefect server not up:\n{_tail(tmp_path / 'server.log')}"
             time.sleep(0.3)
+        yield stack
+
+
+def test_prefect_yaml_deploys_and_runs_through_a_process_worker(tmp_path: Path) -> None:
+    deployments = _deployments_in_yaml()
+    assert set(deployments) == {"reconcile", "backfill"}
+    for entrypoint in deployments.values():  # module paths into the installed package, not checkout files
+        assert importlib.util.find_spec(entrypoint.rsplit(".", 1)[0]) is not None, entrypoint
+    present = set(deployments)
+    started = time.monotonic()
+
+    def mark(step: str) -> None:  # where the time goes: shown with -s, and by pytest on a failure
+        print(f"{step} at {time.monotonic() - started:.1f}s", flush=True)
+
+    with _prefect_server(tmp_path) as stack:
         mark("server up")
 
         _cli(stack, "work-pool", "create", POOL, "--type", "process")
         mark("pool created")
-        if present == set(deployments):
-            _cli(stack, "--no-prompt", "deploy", "--all")
-        else:
-            for name in sorted(present):
-                _cli(stack, "--no-prompt", "deploy", "--name", name)
+        _cli(stack, "--no-prompt", "deploy", "--all")
         mark("deployed")
 
         with _client(stack) as client:
@@ -205,12 +210,10 @@ def test_prefect_yaml_deploys_and_runs_through_a_process_worker(tmp_path: Path) 
                 assert deployment.global_concurrency_limit.limit == 1
                 assert deployment.concurrency_options is not None
                 assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
-                assert deployment.pull_steps == [
-                    {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
-                ]
+                assert deployment.pull_steps == []  # nothing ties a run to this machine or directory
             flow_names = {name: client.read_flow(d.flow_id).name for name, d in deployed.items()}
 
-        # The worker runs from elsewhere: the deployment's pull step must bring each run into the project.
+        # The worker runs from elsewhere: each run imports its flow from the installed package.
         worker_dir = tmp_path / "worker-cwd"
         worker_dir.mkdir()
         with _started(stack, "worker", ["worker", "start", "--pool", POOL], worker_dir):
@@ -242,3 +245,41 @@ def test_prefect_yaml_deploys_and_runs_through_a_process_worker(tmp_path: Path) 
         # The run read MEMBERPULSE_DATA_DIR from the worker's environment and left its snapshot there.
         with open_latest(stack.data_dir / "snapshots") as con:
             assert con.execute("SELECT count(*) FROM snapshot_info").fetchone() == (1,)
+
+
+def test_deployments_run_on_a_worker_outside_the_directory_that_deployed_them(tmp_path: Path) -> None:
+    """Deploy from a directory holding only prefect.yaml, then remove it; a worker started elsewhere (the
+    project installed, no checkout as its working directory) runs reconcile with the data dir it was given."""
+    deployer = tmp_path / "deployer"
+    deployer.mkdir()
+    shutil.copy(ROOT / "prefect.yaml", deployer / "prefect.yaml")
+    worker_dir = tmp_path / "worker-cwd"
+    worker_dir.mkdir()
+    job_data = tmp_path / "job-variables-data"
+
+    with _prefect_server(tmp_path) as stack:
+        _cli(stack, "work-pool", "create", POOL, "--type", "process")
+        _cli(stack, "--no-prompt", "deploy", "--name", "reconcile", cwd=deployer)
+        shutil.rmtree(deployer)  # nothing may depend on where `prefect deploy` ran
+        with _client(stack) as client:
+            [deployment] = client.read_deployments()
+            recorded = deployment.model_dump_json()
+            assert str(deployer) not in recorded and str(ROOT) not in recorded
+            assert deployment.pull_steps == []
+
+        stack.env["MEMBERPULSE_DATA_DIR"] = str(tmp_path / "worker-data")  # the worker's own environment
+        with _started(stack, "worker", ["worker", "start", "--pool", POOL], worker_dir), _client(stack) as client:
+            from_worker_env = client.create_flow_run_from_deployment(deployment.id).id
+            from_job_variables = client.create_flow_run_from_deployment(
+                deployment.id, job_variables={"env": {"MEMBERPULSE_DATA_DIR": str(job_data)}}
+            ).id
+            for run_id in (from_worker_env, from_job_variables):
+                run = _wait_final(client, run_id, stack, timeout=120)
+                assert run.state is not None and run.state.is_completed(), (
+                    f"{run.state}\n{_tail(tmp_path / 'worker.log')}"
+                )
+
+    for data_dir in (tmp_path / "worker-data", job_data):
+        with open_latest(data_dir / "snapshots") as con:
+            assert con.execute("SELECT count(*) FROM snapshot_info").fetchone() == (1,)
+    assert list(worker_dir.iterdir()) == []  # the runs wrote only where they were told
