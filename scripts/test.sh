@@ -23,6 +23,21 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   fi
 fi
 
+# Caddy (the HTTPS tests run deploy/Caddyfile in front of a real landing) and systemd (`systemd-analyze verify`
+# on the units in deploy/), from the system's packages as root on Debian.
+missing=()
+command -v caddy >/dev/null 2>&1 || missing+=(caddy)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing ${missing[*]} from the system's packages"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing ${missing[*]} and not root: install them (Debian: apt-get install ${missing[*]})" >&2
+    exit 2
+  fi
+fi
+
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"
