@@ -1,13 +1,9 @@
-"""What a person sees when running a flow from the terminal: quiet Prefect, then one readable summary."""
+"""What a person sees when running a flow from the terminal: Prefect kept quiet, our own lines kept."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
-
-from rich.console import Console
-from rich.table import Table
 
 
 def quiet_prefect() -> None:
@@ -23,33 +19,3 @@ def quiet_prefect() -> None:
     # 2-core machine that can take longer than Prefect's default 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     logging.getLogger("prefect").setLevel(logging.WARNING)
-
-
-def print_run_summary(result: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
-    table = Table(
-        title=f"reconcile run {str(result['run_id'])[:8]} · as of {result['as_of']}", show_lines=False
-    )
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    rows = [
-        ("raw records read", result["records_read"]),
-        ("events ingested", result["events_ingested"]),
-        ("rejects (unparseable)", result["rejects"]),
-        ("refused by the landing", result["landing_rejections"]),
-        ("unknown event types", result["unknown_events"]),
-        ("members", result["members"]),
-        *((f"  {status}", n) for status, n in sorted(result["members_by_status"].items())),
-        ("published to", result["publish_target"] or "nowhere (no Supabase target set)"),
-        *(
-            [("inserted / updated / unchanged", f"{result['inserted']} / {result['updated']} / {result['unchanged']}")]
-            if result["publish_target"]
-            else []
-        ),
-        ("drift (API vs webhooks)", result["drift_count"]),
-        ("newly at risk", result["newly_at_risk_count"]),
-    ]
-    for name, value in rows:
-        table.add_row(name, str(value))
-    console.print(table)
-    console.print(f"snapshot: [bold]{result['snapshot_path']}[/bold]")

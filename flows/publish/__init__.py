@@ -3,7 +3,7 @@
 The reconcile flow calls, with its Settings::
 
     outcome = publish_members(settings, scored, run_at=run_at)   # PublishOutcome(result, as_published, ...)
-    runs = record_run(settings, PipelineRun.from_report(report), rejects=rejects)   # pipeline_runs frame
+    runs = record_run(settings, report.pipeline_run(), rejects=rejects)   # pipeline_runs frame
 
 or, holding the publisher itself::
 

@@ -145,7 +145,7 @@ def test_prefect_yaml_deploys_and_runs_through_a_process_worker(tmp_path: Path) 
     assert set(deployments) == {"reconcile", "backfill"}
     # Other parts of the repo may not have landed yet; deploy what exists, and backfill must be there.
     present = {name for name, entry in deployments.items() if (ROOT / entry.split(":")[0]).is_file()}
-    assert "backfill" in present, "flows/backfill.py is missing"
+    assert "backfill" in present, "flows/backfill/_flow.py is missing"
 
     port = free_port()
     home = tmp_path / "prefect-home"
