@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
-from memberpulse.errors import ConfigError, FatalError, TransientError, WhopAuthError, WhopGaveUp
+from memberpulse.errors import ConfigError, ExitCode, MemberpulseError
 from memberpulse.flows.backfill._flow import backfill_flow
 from memberpulse.flows.backfill._progress import LineProgress, RichProgress, rate, reporting
-from memberpulse.flows.console import quiet_prefect
 from memberpulse.flows.whop import backfill_skip_reason, latest_snapshot, validate_backfill_settings
 from memberpulse.settings import Settings
-
-EXIT_OK, EXIT_CONFIG, EXIT_TRANSIENT = 0, 2, 3
 
 
 def run_once(settings: Settings) -> int:
@@ -23,16 +19,12 @@ def run_once(settings: Settings) -> int:
     reason = backfill_skip_reason(settings)
     if reason is not None:
         print(f"memberpulse backfill: {reason}; nothing fetched, no snapshot written.")
-        return EXIT_OK
+        return ExitCode.OK
     try:
         validate_backfill_settings(settings)
     except ConfigError as exc:
         print(f"memberpulse backfill: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    quiet_prefect()
-    # The ephemeral Prefect server inherits the environment; its telemetry only adds SQLite lock contention.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
+        return exc.exit_code
     interactive = sys.stdout.isatty()
     progress: RichProgress | LineProgress = RichProgress() if interactive else LineProgress()
     assert settings.whop_company_id is not None
@@ -48,23 +40,19 @@ def run_once(settings: Settings) -> int:
                     result = backfill_flow(settings)
             else:
                 result = backfill_flow(settings)
-    except (WhopAuthError, ConfigError) as exc:
-        return _failed(settings, exc, EXIT_CONFIG)
-    except (WhopGaveUp, TransientError) as exc:
-        return _failed(settings, exc, EXIT_TRANSIENT)
-    except FatalError as exc:
-        return _failed(settings, exc, EXIT_CONFIG)
+    except MemberpulseError as exc:  # 2: bad credentials or configuration; 3: Whop stayed unavailable
+        return _failed(settings, exc)
     finally:
         prefect_logger.setLevel(previous_level)
     if result.snapshot is None:
         print(f"memberpulse backfill: {result.message}")
-        return EXIT_OK
+        return ExitCode.OK
     counts = ", ".join(f"{r.records:,} {r.resource}" for r in result.resources.values())
     print(
         f"memberpulse backfill: wrote {result.snapshot.path} ({counts}) in {result.seconds:.1f} s, "
         f"{rate(result.records, result.seconds)}"
     )
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _safe_url(settings: Settings) -> str:
@@ -76,11 +64,11 @@ def _safe_url(settings: Settings) -> str:
     return urlunsplit(url._replace(netloc=f"{host}:{url.port}" if url.port else host))
 
 
-def _failed(settings: Settings, exc: Exception, code: int) -> int:
+def _failed(settings: Settings, exc: MemberpulseError) -> int:
     print(f"memberpulse backfill: {exc}", file=sys.stderr)
     previous = latest_snapshot(settings.warehouse_dir)
     if previous is not None:
         print(f"memberpulse backfill: no snapshot written; the latest is still {previous.path}", file=sys.stderr)
     else:
         print("memberpulse backfill: no snapshot written", file=sys.stderr)
-    return code
+    return exc.exit_code

@@ -95,9 +95,6 @@ def _run_steps(settings: Settings, report: RunReport, *, run_at: datetime, logge
 
 def run_once(settings: Settings, *, as_of: datetime | None, full_refresh: bool) -> int:
     """``memberpulse run``: one reconcile flow run in Prefect's ephemeral mode, then a summary table."""
-    from memberpulse.flows.console import quiet_prefect
-
-    quiet_prefect()
     result = reconcile_flow(as_of=as_of, full_refresh=full_refresh, settings=settings)
     RunReport.from_dict(result).print_summary()
     return 0
