@@ -39,9 +39,6 @@ class PublishResult:
     unchanged: int = 0
     published: pl.DataFrame | None = field(default=None, compare=False, repr=False)
 
-    @property
-    def written(self) -> int:
-        return self.inserted + self.updated
 
 
 @dataclass(frozen=True)
