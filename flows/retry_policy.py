@@ -1,8 +1,9 @@
 """Retry policy for every flow task, read straight off memberpulse's error hierarchy.
 
 A task retries only when it failed with a :class:`~memberpulse.errors.TransientError` (Whop or the publish
-target is briefly unavailable, a disk hiccup); a :class:`~memberpulse.errors.FatalError` or a bug fails the
-run at once, because retrying it would only repeat the failure.
+target is briefly unavailable, a disk hiccup) whose ``retry_soon`` is set; a
+:class:`~memberpulse.errors.FatalError` or a bug fails the run at once, because retrying it would only repeat
+the failure, and so does an error whose raiser already spent its own bounded retries (``WhopGaveUp``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from memberpulse.errors import TransientError
 
 def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
     exc = state.result(raise_on_failure=False)
-    return isinstance(exc, TransientError)
+    return isinstance(exc, TransientError) and exc.retry_soon
 
 
 # Keyword arguments for @task on anything that touches the outside world: 3 retries at ~2 s, 4 s, 8 s with

@@ -65,9 +65,6 @@ class ReconcileStore:
     def event_paths(self, manifest: Manifest) -> list[Path]:
         return [self.root / f for f in manifest.event_files]
 
-    def reject_paths(self, manifest: Manifest) -> list[Path]:
-        return [self.root / f for f in manifest.reject_files]
-
     def history_paths(self) -> list[Path]:
         return sorted((self.root / "history").glob("*.parquet"))
 

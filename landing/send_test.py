@@ -13,11 +13,9 @@ from typing import TextIO
 
 import httpx
 
-from memberpulse.errors import InvalidInput
+from memberpulse.errors import ExitCode, InvalidInput
 from memberpulse.landing.mock_events import SUPPORTED_EVENTS, encode, mock_event, standard_headers
 from memberpulse.settings import Settings
-
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def send_test(event: str, *, url: str, settings: Settings, out: TextIO | None = None) -> int:
@@ -36,7 +34,7 @@ def send_test(event: str, *, url: str, settings: Settings, out: TextIO | None = 
             failures += not _send_one(client, name, url=url, secret=secret, out=stream)
     if len(events) > 1:
         print(f"{len(events) - failures}/{len(events)} webhooks accepted", file=stream)
-    return EXIT_OK if failures == 0 else EXIT_FAILED
+    return ExitCode.OK if failures == 0 else ExitCode.FAILED
 
 
 def _send_one(client: httpx.Client, event: str, *, url: str, secret: str, out: TextIO) -> bool:

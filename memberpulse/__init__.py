@@ -10,7 +10,7 @@ The stages live in their own top-level packages: ``landing`` (webhook intake), `
 """
 
 from memberpulse.errors import ConfigError, FatalError, MemberpulseError, TransientError
-from memberpulse.settings import Settings, get_settings
+from memberpulse.settings import Settings
 
 __all__ = [
     "ConfigError",
@@ -18,6 +18,5 @@ __all__ = [
     "MemberpulseError",
     "Settings",
     "TransientError",
-    "get_settings",
 ]
 __version__ = "0.1.0"

@@ -1,22 +1,40 @@
 """The ``memberpulse`` console script.
 
-Exit codes: 0 success; 1 the job ran and failed (e.g. send-test got a non-200); 2 bad usage or configuration
-(a person must fix something); 3 a transient failure (retrying later may succeed).
+Exit codes (``memberpulse.errors.ExitCode``): 0 success; 1 the job ran and failed (e.g. send-test got a
+non-200); 2 bad usage or configuration (a person must fix something); 3 a transient failure (retrying later
+may succeed). An error that stops a command carries its code (``exit_code``); :func:`main` maps it, here only.
 Each subcommand imports its stage lazily so ``memberpulse send-test`` does not pay for Prefect's import.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from memberpulse.errors import FatalError, MemberpulseError, TransientError
+from memberpulse.errors import ExitCode, MemberpulseError
 from memberpulse.settings import Settings
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_TRANSIENT = 0, 1, 2, 3
 DEFAULT_WEBHOOK_URL = "http://localhost:3000/api/webhooks/whop"
+
+
+def quiet_prefect() -> None:
+    """Keep Prefect's own chatter (engine start-up, ephemeral server) out of a CLI run; our lines stay.
+
+    Prefect reads its settings from the environment when it is first imported, so this runs before any flow
+    is imported. Each value is only a default: the environment still wins.
+    """
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
+    # The ephemeral Prefect server inherits the environment; its telemetry only adds SQLite lock contention.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral API starts in a subprocess and migrates its SQLite database on first use; on a busy
+    # 2-core machine that can take longer than Prefect's default 20 s.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    logging.getLogger("prefect").setLevel(logging.WARNING)
 
 
 def _parse_as_of(text: str) -> datetime:
@@ -57,14 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command in ("run", "backfill", "demo"):
-        from memberpulse.flows.console import quiet_prefect
-
         quiet_prefect()  # before anything imports Prefect: it reads its settings once, at import
     if args.command == "serve":
         from memberpulse.landing.server import serve
 
         serve(settings, host=args.host, port=args.port)
-        return EXIT_OK
+        return ExitCode.OK
     if args.command == "send-test":
         from memberpulse.landing.send_test import send_test
 
@@ -92,15 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args, Settings())
-    except TransientError as exc:
+    except MemberpulseError as exc:
         print(f"memberpulse {args.command}: {exc}", file=sys.stderr)
-        return EXIT_TRANSIENT
-    except FatalError as exc:
-        print(f"memberpulse {args.command}: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except MemberpulseError as exc:  # pragma: no cover - every error is transient or fatal
-        print(f"memberpulse {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

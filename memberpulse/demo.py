@@ -277,7 +277,12 @@ def main(settings: Settings) -> int:
     if code != 0:
         return code
 
-    snapshot = demo.snapshots_dir / "latest.duckdb"
+    _print_outro(console, demo.snapshots_dir / "latest.duckdb", deliveries, started)
+    return 0
+
+
+def _print_outro(console: Console, snapshot: Path, deliveries: list[Delivery], started: float) -> None:
+    """What the demo found, how long it took, and how to look at the snapshot."""
     _print_findings(console, snapshot)
     counts = Counter(d.membership_id for d in deliveries)
     console.print(
@@ -290,4 +295,3 @@ def main(settings: Settings) -> int:
         f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{snapshot}', read_only=True)"
         f".sql('SELECT * FROM members_at_risk_now LIMIT 10'))\""
     )
-    return 0

@@ -8,14 +8,29 @@ Two branches decide what happens next, the way httpx separates transport errors 
   Flows stop at once with the message; the CLI exits non-zero.
 
 Each error carries the offending value where there is one and a ``hint`` saying how to fix it
-("set WHOP_COMPANY_ID"). Messages never contain secrets.
+("set WHOP_COMPANY_ID"), and the ``exit_code`` the CLI ends with when it stops a command (:class:`ExitCode`:
+transient 3, fatal 2, anything else 1). Messages never contain secrets.
 """
 
 from __future__ import annotations
 
+from enum import IntEnum
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    """What ``memberpulse`` exits with."""
+
+    OK = 0
+    FAILED = 1  # the job ran and failed (e.g. send-test got a non-200 answer)
+    CONFIG = 2  # a person must fix something: usage, configuration, credentials, input
+    TRANSIENT = 3  # the outside world may heal: run it again later
+
 
 class MemberpulseError(Exception):
     """Base of every memberpulse error."""
+
+    exit_code: ClassVar[ExitCode] = ExitCode.FAILED
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         super().__init__(message)
@@ -30,7 +45,14 @@ class MemberpulseError(Exception):
 
 
 class TransientError(MemberpulseError):
-    """The operation may succeed if retried later."""
+    """The operation may succeed if retried later.
+
+    ``retry_soon``: a flow task may retry it after a short backoff. False when the code that raised it
+    already spent its own bounded retries, so a task retry would only multiply them.
+    """
+
+    exit_code = ExitCode.TRANSIENT
+    retry_soon: ClassVar[bool] = True
 
 
 class StorageUnavailable(TransientError):
@@ -53,27 +75,14 @@ class PublishUnavailable(TransientError):
     """The publish target (Postgres or PostgREST) is unreachable or answered 5xx."""
 
 
-# --- fatal: stop ------------------------------------------------------------------------------------------
+class WhopGaveUp(TransientError):
+    """Whop's API kept failing past the client's retry bounds; carries company, page and last status.
 
+    Transient (Whop may heal: run the backfill again later), but never retried by a task: the client
+    already retried that page as long as its policy allows.
+    """
 
-class FatalError(MemberpulseError):
-    """Retrying cannot help; a person has to change something."""
-
-
-class ConfigError(FatalError):
-    """A setting is missing or invalid; ``variable`` names the environment variable to fix."""
-
-    def __init__(self, message: str, *, variable: str | None = None, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint or (f"set {variable}" if variable else None))
-        self.variable = variable
-
-
-class WhopAuthError(FatalError):
-    """Whop's API refused the credentials (401/403)."""
-
-
-class WhopGaveUp(FatalError):
-    """Whop's API kept failing past the retry bounds; carries company, page and last status."""
+    retry_soon = False
 
     def __init__(
         self,
@@ -90,6 +99,27 @@ class WhopGaveUp(FatalError):
         self.last_status = last_status
 
 
+# --- fatal: stop ------------------------------------------------------------------------------------------
+
+
+class FatalError(MemberpulseError):
+    """Retrying cannot help; a person has to change something."""
+
+    exit_code = ExitCode.CONFIG
+
+
+class ConfigError(FatalError):
+    """A setting is missing or invalid; ``variable`` names the environment variable to fix."""
+
+    def __init__(self, message: str, *, variable: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint or (f"set {variable}" if variable else None))
+        self.variable = variable
+
+
+class WhopAuthError(FatalError):
+    """Whop's API refused the credentials (401/403)."""
+
+
 class PublishError(FatalError):
     """The publish target rejected the data (schema mismatch, constraint, permission)."""
 
@@ -104,6 +134,7 @@ class InvalidInput(FatalError):
 
 __all__ = [
     "ConfigError",
+    "ExitCode",
     "FatalError",
     "InvalidInput",
     "MemberpulseError",

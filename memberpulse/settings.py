@@ -7,7 +7,6 @@ Secrets are ``SecretStr`` so they never print in a repr, a log line or an error.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -101,10 +100,6 @@ class Settings(BaseSettings):
         return secrets
 
     @property
-    def backfill_configured(self) -> bool:
-        return self.whop_api_key is not None and bool(self.whop_company_id)
-
-    @property
     def publish_target(self) -> Literal["postgres", "postgrest"] | None:
         """Where flows publish: the direct Postgres path when ``SUPABASE_DB_URL`` is set, else PostgREST."""
         if self.supabase_db_url is not None:
@@ -129,7 +124,3 @@ class Settings(BaseSettings):
     def snapshots_dir(self) -> Path:
         return self.data_dir / "snapshots"
 
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return Settings()

@@ -28,11 +28,35 @@ def drift(
     api = api_facts(memberships, members)
     if api.height == 0 and state.height == 0:
         return pl.DataFrame(schema=DRIFT_SCHEMA)
-    fetched = api["fact_at"].max()
-    companies = api["company_id"].drop_nulls().unique()
+    both = _side_by_side(state, api)
+    reasons = _reasons(fetched=api["fact_at"].max(), companies=api["company_id"].drop_nulls().unique())
+    return (
+        both.with_columns(reason=pl.concat_str(reasons, separator=",", ignore_nulls=True))
+        .filter(pl.col("reason").str.len_bytes() > 0)
+        .select(
+            "membership_id",
+            pl.coalesce("company_id", "wh_company_id").alias("company_id"),
+            pl.coalesce("user_id", "wh_user_id").alias("user_id"),
+            "reason",
+            "webhook_valid",
+            "api_valid",
+            "webhook_status",
+            "api_status",
+            "webhook_valid_at",
+            "webhook_status_at",
+            "webhook_last_at",
+            "api_fetched_at",
+        )
+        .sort("membership_id")
+        .cast(DRIFT_SCHEMA)
+    )
+
+
+def _side_by_side(state: pl.DataFrame, api: pl.DataFrame) -> pl.DataFrame:
+    """Every membership the webhooks or the API know, the webhooks' view beside the API's (full join)."""
     wh = state.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
     wh = wh.filter(pl.col("webhook_last_at").is_not_null())
-    both = wh.select(
+    return wh.select(
         "membership_id",
         pl.col("company_id").alias("wh_company_id"),
         pl.col("user_id").alias("wh_user_id"),
@@ -55,6 +79,10 @@ def drift(
         how="full",
         coalesce=True,
     )
+
+
+def _reasons(*, fetched: object, companies: pl.Series) -> list[pl.Expr]:
+    """One expression per kind of drift, null where a row does not have it."""
     in_api = pl.col("api_fetched_at").is_not_null()
     in_wh = pl.col("webhook_last_at").is_not_null()
     webhook_only = (
@@ -73,29 +101,9 @@ def drift(
         & (pl.col("webhook_status_at") <= pl.col("api_fetched_at"))
         & (pl.col("webhook_status") != pl.col("api_status"))
     ).fill_null(False)
-    reasons = [
+    return [
         pl.when(in_api & ~in_wh).then(pl.lit("api_only")),
         pl.when(webhook_only.fill_null(False)).then(pl.lit("webhook_only")),
         pl.when(validity).then(pl.lit("validity")),
         pl.when(status).then(pl.lit("status")),
     ]
-    return (
-        both.with_columns(reason=pl.concat_str(reasons, separator=",", ignore_nulls=True))
-        .filter(pl.col("reason").str.len_bytes() > 0)
-        .select(
-            "membership_id",
-            pl.coalesce("company_id", "wh_company_id").alias("company_id"),
-            pl.coalesce("user_id", "wh_user_id").alias("user_id"),
-            "reason",
-            "webhook_valid",
-            "api_valid",
-            "webhook_status",
-            "api_status",
-            "webhook_valid_at",
-            "webhook_status_at",
-            "webhook_last_at",
-            "api_fetched_at",
-        )
-        .sort("membership_id")
-        .cast(DRIFT_SCHEMA)
-    )

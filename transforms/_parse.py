@@ -396,6 +396,23 @@ _KIND_TIME = {"joined": "d_created_at", "accessed": "d_accessed_at", "left": "d_
 
 def _typed(flat: pl.DataFrame) -> ParsedBatch:
     kind = pl.col("kind")
+    df = _with_typed_columns(flat)
+    bad = (
+        pl.col("_reason").is_not_null()
+        | ((kind != "other") & pl.col("membership_id").is_null())
+        | (pl.col("time_text").is_not_null() & pl.col("time_us").is_null())
+        | pl.col("received_us").is_null()
+    )
+    df = df.with_columns(_bad=bad)
+    any_bad = bool(df["_bad"].any())
+    good = df.filter(~pl.col("_bad")) if any_bad else df  # the usual case: no copy
+    rejects = _rejects(df.filter(pl.col("_bad"))) if any_bad else pl.DataFrame(schema=REJECT_SCHEMA)
+    return ParsedBatch(_event_rows(good).cast(EVENT_SCHEMA), rejects)
+
+
+def _with_typed_columns(flat: pl.DataFrame) -> pl.DataFrame:
+    """The flattened fields resolved to event columns, with ``time_us`` and ``received_us`` parsed."""
+    kind = pl.col("kind")
     own_text = pl.coalesce(*(pl.when(kind == k).then(pl.col(c)) for k, c in _KIND_TIME.items()))
     username = pl.coalesce(_nonempty("u_username"), _nonempty("d_username"))
     # One lazy query, so polars runs the independent columns (the received_at parse among them) in parallel.
@@ -414,26 +431,21 @@ def _typed(flat: pl.DataFrame) -> ParsedBatch:
     ).with_columns(time_text=pl.coalesce(pl.col("b_timestamp"), own_text)).with_columns(
         time_fast=iso_offset_us(pl.col("time_text"))
     ).collect()
-    df = df.with_columns(
+    return df.with_columns(
         time_us=complete_epoch_us(df["time_text"], df["time_fast"]),
         received_us=complete_epoch_us(df["received_at"], df["received_fast"]),
     )
-    bad = (
-        pl.col("_reason").is_not_null()
-        | ((kind != "other") & pl.col("membership_id").is_null())
-        | (pl.col("time_text").is_not_null() & pl.col("time_us").is_null())
-        | pl.col("received_us").is_null()
-    )
-    df = df.with_columns(_bad=bad)
-    any_bad = bool(df["_bad"].any())
-    good = df.filter(~pl.col("_bad")) if any_bad else df  # the usual case: no copy
+
+
+def _event_rows(good: pl.DataFrame) -> pl.DataFrame:
+    """The event columns of the rows that parsed; the event time falls back to signed_at, then received_at."""
     time_source = (
         pl.when(pl.col("b_timestamp").is_not_null()).then(pl.lit("envelope"))
         .when(pl.col("time_text").is_not_null()).then(pl.lit("payload"))
         .when(pl.col("signed_at").is_not_null()).then(pl.lit("signed_at"))
         .otherwise(pl.lit("received_at"))
     )
-    events = good.select(
+    return good.select(
         "webhook_id",
         to_utc(pl.col("received_us")).alias("received_at"),
         "signed_at",
@@ -452,8 +464,6 @@ def _typed(flat: pl.DataFrame) -> ParsedBatch:
         "email",
         "membership_status",
     )
-    rejects = _rejects(df.filter(pl.col("_bad"))) if any_bad else pl.DataFrame(schema=REJECT_SCHEMA)
-    return ParsedBatch(events.cast(EVENT_SCHEMA), rejects)
 
 
 def _rejects(bad: pl.DataFrame) -> pl.DataFrame:

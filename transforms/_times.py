@@ -45,12 +45,6 @@ def iso_offset_us(text: pl.Expr) -> pl.Expr:
     )
 
 
-def epoch_us_series(text: pl.Series) -> pl.Series:
-    """:func:`epoch_us` for a whole column, fast for the common case: one ISO-with-offset pass over every
-    row, the full rules only over the rows that pass did not parse (epoch numbers, naive ISO, garbage)."""
-    return complete_epoch_us(text, pl.select(iso_offset_us(pl.lit(text))).to_series().rename(text.name))
-
-
 def complete_epoch_us(text: pl.Series, fast: pl.Series) -> pl.Series:
     """``fast`` (:func:`iso_offset_us` of ``text``) with the rows it left null worked out by :func:`epoch_us`."""
     todo = fast.is_null() & text.is_not_null()

@@ -3,7 +3,7 @@
 The reconcile flow calls, with its Settings::
 
     outcome = publish_members(settings, scored, run_at=run_at)   # PublishOutcome(result, as_published, ...)
-    runs = record_run(settings, PipelineRun.from_report(report), rejects=rejects)   # pipeline_runs frame
+    runs = record_run(settings, report.pipeline_run(), rejects=rejects)   # pipeline_runs frame
 
 or, holding the publisher itself::
 
@@ -34,13 +34,7 @@ from memberpulse.flows.publish._postgrest import PostgrestPublisher
 from memberpulse.flows.publish.changes import PublishedState, PublishPlan, as_published, diff_published, plan_publish
 from memberpulse.flows.publish.migrations import apply_migrations, migrate_cli
 
-NO_TARGET_MESSAGE = (
-    "publish: no Supabase target configured (set SUPABASE_DB_URL, or SUPABASE_URL +"
-    " SUPABASE_SERVICE_ROLE_KEY); scored rows go to the DuckDB snapshot only"
-)
-
 __all__ = [
-    "NO_TARGET_MESSAGE",
     "PipelineRun",
     "PostgresPublisher",
     "PostgrestPublisher",

@@ -39,9 +39,6 @@ class PublishResult:
     unchanged: int = 0
     published: pl.DataFrame | None = field(default=None, compare=False, repr=False)
 
-    @property
-    def written(self) -> int:
-        return self.inserted + self.updated
 
 
 @dataclass(frozen=True)
@@ -60,25 +57,6 @@ class PipelineRun:
     rows_unchanged: int = 0
     drift_count: int = 0
     error: str | None = None
-
-    @classmethod
-    def from_report(cls, report: Any, *, flow: str = "reconcile") -> PipelineRun:
-        """From a flow's run report (attributes run_id, started_at, finished_at, status, events_ingested,
-        rejects, inserted, updated, unchanged, drift_count, error; missing counts are 0)."""
-        return cls(
-            run_id=str(report.run_id),
-            flow=getattr(report, "flow", flow),
-            started_at=report.started_at,
-            status=report.status,
-            finished_at=getattr(report, "finished_at", None),
-            events_ingested=int(getattr(report, "events_ingested", 0) or 0),
-            rejects=int(getattr(report, "rejects", 0) or 0),
-            rows_inserted=int(getattr(report, "inserted", 0) or 0),
-            rows_updated=int(getattr(report, "updated", 0) or 0),
-            rows_unchanged=int(getattr(report, "unchanged", 0) or 0),
-            drift_count=int(getattr(report, "drift_count", 0) or 0),
-            error=getattr(report, "error", None),
-        )
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -49,38 +50,25 @@ def write_snapshot(
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
     Returns the timestamped file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
     """
-    if keep < 1:
-        raise InvalidInput("keep must be at least 1", value=keep, hint="set MEMBERPULSE_SNAPSHOTS_KEEP >= 1")
-    if events is not None and events_parquet is not None:
-        raise InvalidInput("pass events either as a frame or as parquet files, not both", value="events")
+    _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
+                  drift=drift, pipeline_runs=pipeline_runs)  # fmt: skip
     final = snapshots_dir / _files.snapshot_name(run_at, run_id)
     history_files = _dated_history_files(history_parquet or [])
-    _check_columns("member_activity", member_activity.columns, MEMBER_ACTIVITY_REQUIRED)
-    for name, frame in (("reconciliation_drift", drift), ("pipeline_runs", pipeline_runs)):
-        if not frame.columns:
-            raise InvalidInput(f"{name} has no columns", value=name, hint="pass an empty frame with its schema")
-
     try:
         snapshots_dir.mkdir(parents=True, exist_ok=True)
         with _files.writer_lock(snapshots_dir):
             _files.remove_stray_tmp(snapshots_dir)
-            tmp = _files.tmp_path_for(final)
-            try:
-                _build(
-                    tmp,
-                    run_id=run_id,
-                    run_at=run_at.astimezone(UTC),
-                    member_activity=member_activity,
-                    events=events,
-                    events_parquet=list(events_parquet) if events_parquet is not None else None,
-                    history_files=history_files,
-                    drift=drift,
-                    pipeline_runs=pipeline_runs,
-                )
-                kill_point("snapshot_before_swap")
-                _files.publish(tmp, final)
-            finally:
-                _files.discard(tmp)
+            _build_and_swap(
+                final,
+                run_id=run_id,
+                run_at=run_at.astimezone(UTC),
+                member_activity=member_activity,
+                events=events,
+                events_parquet=list(events_parquet) if events_parquet is not None else None,
+                history_files=history_files,
+                drift=drift,
+                pipeline_runs=pipeline_runs,
+            )
             _files.point_latest_at(final)
             _files.apply_retention(snapshots_dir, keep=keep, protect=final)
     except duckdb.IOException as exc:
@@ -90,6 +78,36 @@ def write_snapshot(
             f"could not write the snapshot {final}: {exc.strerror or exc}", hint="check free disk space"
         ) from exc
     return final
+
+
+def _check_inputs(
+    *,
+    keep: int,
+    events: pl.DataFrame | None,
+    events_parquet: Sequence[Path] | None,
+    member_activity: pl.DataFrame,
+    drift: pl.DataFrame,
+    pipeline_runs: pl.DataFrame,
+) -> None:
+    if keep < 1:
+        raise InvalidInput("keep must be at least 1", value=keep, hint="set MEMBERPULSE_SNAPSHOTS_KEEP >= 1")
+    if events is not None and events_parquet is not None:
+        raise InvalidInput("pass events either as a frame or as parquet files, not both", value="events")
+    _check_columns("member_activity", member_activity.columns, MEMBER_ACTIVITY_REQUIRED)
+    for name, frame in (("reconciliation_drift", drift), ("pipeline_runs", pipeline_runs)):
+        if not frame.columns:
+            raise InvalidInput(f"{name} has no columns", value=name, hint="pass an empty frame with its schema")
+
+
+def _build_and_swap(final: Path, **tables: Any) -> None:
+    """Build the snapshot in a tmp file beside ``final``, then rename it into place (the tmp never lingers)."""
+    tmp = _files.tmp_path_for(final)
+    try:
+        _build(tmp, **tables)
+        kill_point("snapshot_before_swap")
+        _files.publish(tmp, final)
+    finally:
+        _files.discard(tmp)
 
 
 def _build(

@@ -94,6 +94,15 @@ def validate_backfill_settings(settings: Settings) -> None:
         )
 
 
+@dataclass
+class _Tries:
+    """How one page has fared so far."""
+
+    attempts: int = 0  # 5xx / timeout / connection attempts
+    rate_limited: int = 0
+    waited_for_rate_limit: float = 0.0
+
+
 class WhopBackfillClient:
     """Reads every page of one company's memberships or members. Use as a context manager (closes the
     connection pool). Raises :class:`WhopAuthError` at once on 401/403 and :class:`WhopGaveUp` past the
@@ -185,53 +194,13 @@ class WhopBackfillClient:
 
     def fetch_page(self, resource: Resource, *, after: str | None, number: int) -> Page:
         """One page, retried within the policy's bounds."""
-        attempts = 0  # 5xx / timeout / connection attempts
-        rate_limited = 0
-        waited_for_rate_limit = 0.0
+        tries = _Tries()
         while True:
-            attempts += 1
+            tries.attempts += 1
             try:
                 pager = self._list(resource, after)
             except ApiError as exc:
-                # 2.6.0's list endpoints raise typed errors only for 400/401/403/404 and a bare ApiError for
-                # 429/5xx (other endpoints raise TooManyRequestsError, an ApiError too): decide by status.
-                status = exc.status_code or 0
-                if status in (401, 403):
-                    raise self._auth_error(resource, status) from None
-                if status == 429:
-                    rate_limited += 1
-                    attempts -= 1  # 429s have their own bound: the summed wait
-                    told = retry_after_seconds(exc.headers, exc.body)
-                    wait = max(
-                        MIN_RATE_LIMIT_WAIT, told if told is not None else self.policy.backoff(rate_limited)
-                    )
-                    if waited_for_rate_limit + wait > self.policy.max_rate_limit_wait:
-                        raise self._gave_up(
-                            resource,
-                            number,
-                            429,
-                            f"still rate limited after {rate_limited} answers and "
-                            f"{waited_for_rate_limit:.1f} s of waiting; the next wait ({wait:.1f} s) would "
-                            f"pass the {self.policy.max_rate_limit_wait:g} s bound",
-                            hint="run the backfill later, or raise "
-                            "MEMBERPULSE_WHOP_MAX_RATE_LIMIT_WAIT_SECONDS",
-                        ) from None
-                    waited_for_rate_limit += wait
-                    self._retry(resource, number, rate_limited, 429, "rate limited", wait)
-                    continue
-                if status == 404:
-                    raise ConfigError(
-                        f"Whop answered 404 for {self.base_url}/{resource}: the base URL looks wrong",
-                        variable="WHOP_API_BASE_URL",
-                        hint="set WHOP_API_BASE_URL to the API root, e.g. https://api.whop.com/api/v1",
-                    ) from None
-                if not (status >= 500 or status in (408, 409) or 200 <= status < 300):
-                    raise self._gave_up(
-                        resource, number, status, f"Whop answered {status}, not retryable"
-                    ) from None
-                # 5xx, 408/409, or a 2xx whose body was not JSON (a cut connection): worth another try.
-                reason = f"HTTP {status}" if status >= 300 else "unreadable response body"
-                self._backoff_or_give_up(resource, number, attempts, status, reason)
+                self._after_api_error(exc, resource, number, tries)
                 continue
             except ParsingError as exc:
                 raise self._gave_up(
@@ -242,14 +211,11 @@ class WhopBackfillClient:
                     hint="upgrade whop-sdk; Whop may have changed the response shape",
                 ) from None
             except httpx.TimeoutException:
-                self._backoff_or_give_up(
-                    resource, number, attempts, None, f"timed out after {self.timeout:g} s"
-                )
+                self._backoff_or_give_up(resource, number, tries.attempts, None, f"timed out after {self.timeout:g} s")
                 continue
             except httpx.TransportError as exc:
-                self._backoff_or_give_up(
-                    resource, number, attempts, None, f"connection error ({type(exc).__name__})"
-                )
+                reason = f"connection error ({type(exc).__name__})"
+                self._backoff_or_give_up(resource, number, tries.attempts, None, reason)
                 continue
             page_info = pager.response.page_info
             end_cursor = page_info.end_cursor or None
@@ -260,8 +226,49 @@ class WhopBackfillClient:
                 items=items,
                 end_cursor=end_cursor,
                 has_next=end_cursor is not None and bool(page_info.has_next_page),
-                attempts=attempts + rate_limited,
+                attempts=tries.attempts + tries.rate_limited,
             )
+
+    def _after_api_error(self, exc: ApiError, resource: Resource, number: int, tries: _Tries) -> None:
+        """Wait before the next try, or raise the error this answer calls for."""
+        # 2.6.0's list endpoints raise typed errors only for 400/401/403/404 and a bare ApiError for
+        # 429/5xx (other endpoints raise TooManyRequestsError, an ApiError too): decide by status.
+        status = exc.status_code or 0
+        if status in (401, 403):
+            raise self._auth_error(resource, status) from None
+        if status == 429:
+            tries.attempts -= 1  # 429s have their own bound: the summed wait
+            self._wait_for_rate_limit(exc, resource, number, tries)
+            return
+        if status == 404:
+            raise ConfigError(
+                f"Whop answered 404 for {self.base_url}/{resource}: the base URL looks wrong",
+                variable="WHOP_API_BASE_URL",
+                hint="set WHOP_API_BASE_URL to the API root, e.g. https://api.whop.com/api/v1",
+            ) from None
+        if not (status >= 500 or status in (408, 409) or 200 <= status < 300):
+            raise self._gave_up(resource, number, status, f"Whop answered {status}, not retryable") from None
+        # 5xx, 408/409, or a 2xx whose body was not JSON (a cut connection): worth another try.
+        reason = f"HTTP {status}" if status >= 300 else "unreadable response body"
+        self._backoff_or_give_up(resource, number, tries.attempts, status, reason)
+
+    def _wait_for_rate_limit(self, exc: ApiError, resource: Resource, number: int, tries: _Tries) -> None:
+        """Wait as long as a 429 asked (at least MIN_RATE_LIMIT_WAIT), unless that passes the summed bound."""
+        tries.rate_limited += 1
+        told = retry_after_seconds(exc.headers, exc.body)
+        wait = max(MIN_RATE_LIMIT_WAIT, told if told is not None else self.policy.backoff(tries.rate_limited))
+        if tries.waited_for_rate_limit + wait > self.policy.max_rate_limit_wait:
+            raise self._gave_up(
+                resource,
+                number,
+                429,
+                f"still rate limited after {tries.rate_limited} answers and "
+                f"{tries.waited_for_rate_limit:.1f} s of waiting; the next wait ({wait:.1f} s) would "
+                f"pass the {self.policy.max_rate_limit_wait:g} s bound",
+                hint="run the backfill later, or raise MEMBERPULSE_WHOP_MAX_RATE_LIMIT_WAIT_SECONDS",
+            ) from None
+        tries.waited_for_rate_limit += wait
+        self._retry(resource, number, tries.rate_limited, 429, "rate limited", wait)
 
     # --- internals -----------------------------------------------------------------------------------------
     def _list(self, resource: Resource, after: str | None) -> Any:

@@ -55,8 +55,7 @@ def snapshot_name(fetched_at: datetime) -> str:
 
 @dataclass(frozen=True)
 class BackfillSnapshot:
-    """A complete snapshot on disk. Frames load lazily: ``scan_*`` gives a polars LazyFrame, ``read_*`` a
-    DataFrame; nothing is read until asked."""
+    """A complete snapshot on disk; ``read_*`` loads a frame, nothing is read until asked."""
 
     path: Path
     fetched_at: datetime
@@ -74,12 +73,6 @@ class BackfillSnapshot:
     @property
     def manifest_path(self) -> Path:
         return self.path / MANIFEST_NAME
-
-    def scan_memberships(self) -> pl.LazyFrame:
-        return pl.scan_parquet(self.memberships_path)
-
-    def scan_members(self) -> pl.LazyFrame:
-        return pl.scan_parquet(self.members_path)
 
     def read_memberships(self) -> pl.DataFrame:
         return pl.read_parquet(self.memberships_path)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +33,6 @@ def _settings(tmp_path: Path, **env: str) -> Settings:
         **env,
     }
     return Settings(**values)
-
-
-@dataclass
-class Report:  # the shape of the reconcile flow's RunReport that PipelineRun.from_report reads
-    run_id: str
-    started_at: datetime
-    status: str
-    finished_at: datetime | None = None
-    events_ingested: int = 0
-    rejects: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    drift_count: int = 0
-    error: str | None = None
 
 
 REJECTS = pl.DataFrame(
@@ -87,9 +71,9 @@ def test_with_postgres_the_outcome_reports_the_target(migrated_postgres_dsn: str
     assert (again.result.inserted, again.result.unchanged) == (0, 4)
     assert again.as_published["updated_at"].to_list() == [T1] * 4
 
-    report = Report(run_id="run-7", started_at=T1, status="completed", finished_at=T2, events_ingested=9,
-                    rejects=2, inserted=4, unchanged=0)  # fmt: skip
-    runs = record_run(settings, PipelineRun.from_report(report), rejects=REJECTS)
+    run = PipelineRun(run_id="run-7", flow="reconcile", started_at=T1, status="completed", finished_at=T2,
+                      events_ingested=9, rejects=2, rows_inserted=4, rows_unchanged=0)  # fmt: skip
+    runs = record_run(settings, run, rejects=REJECTS)
     assert runs.select("run_id", "status", "rows_inserted").rows() == [("run-7", "completed", 4)]
     with psycopg.connect(migrated_postgres_dsn) as conn:
         assert conn.execute("SELECT run_id, status, events_ingested FROM pipeline_runs").fetchall() == [

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from memberpulse import cli
-from memberpulse.errors import ConfigError, InvalidInput
+from memberpulse.errors import ConfigError, ExitCode, InvalidInput
 from memberpulse.flows.publish import PostgresPublisher, PublishedState
 from memberpulse.flows.publish.migrations import applied_versions, apply_migrations, list_migrations, migrate_cli
 from memberpulse.settings import Settings
@@ -156,6 +156,6 @@ def test_memberpulse_migrate_with_the_database_down_exits_transient(
     from tests.support.postgres import free_port
 
     monkeypatch.setenv("SUPABASE_DB_URL", f"postgresql://postgres:hunter2-secret@127.0.0.1:{free_port()}/postgres")
-    assert cli.main(["migrate"]) == cli.EXIT_TRANSIENT
+    assert cli.main(["migrate"]) == ExitCode.TRANSIENT
     err = capsys.readouterr().err
     assert "hunter2-secret" not in err and "applying migrations" in err

@@ -183,7 +183,7 @@ def test_cli_backfill_bad_credentials(simulator: Simulator, tmp_path: Path, pref
 
 
 def test_output_never_shows_credentials_in_the_base_url(tmp_path: Path) -> None:
-    from memberpulse.flows.backfill import _safe_url
+    from memberpulse.flows.backfill._cli import _safe_url
 
     with_userinfo = make_settings(tmp_path, "https://user:s3cret@whop.example:8443/api/v1")
     assert _safe_url(with_userinfo) == "https://whop.example:8443/api/v1"

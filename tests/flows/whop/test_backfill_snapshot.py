@@ -78,7 +78,7 @@ def test_snapshot_has_the_contract_schemas_and_whops_values(simulator: Simulator
     snapshot = latest_snapshot(settings.warehouse_dir)
     assert snapshot is not None and snapshot.path == path and snapshot.fetched_at == fetched_at
     memberships = snapshot.read_memberships()
-    members = snapshot.scan_members().collect()
+    members = snapshot.read_members()
     assert dict(memberships.schema) == MEMBERSHIPS_COLUMNS
     assert dict(members.schema) == MEMBERS_COLUMNS
 

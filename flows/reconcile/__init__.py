@@ -1,0 +1,26 @@
+"""The reconcile flow: raw webhooks + Whop's API view → scored members → Supabase and a DuckDB snapshot.
+
+One run, in order, each step safe to crash in:
+
+1. ingest   read raw lines appended since the last commit, parse, dedupe, fold them (and any backfill snapshot
+            not folded yet) into member state; commit state + offsets at once (``_ingest``,
+            ``memberpulse.flows.warehouse``).
+2. score    every member as of T (now, or ``--as-of``) (``_score``).
+3. publish  only rows that changed since the last successful publish; the target's transaction is the
+            commit, and the published-state file advances only after it (``_steps.publish``).
+4. record   the run in ``pipeline_runs`` (Supabase and the snapshot) and as a Prefect artifact (``_report``).
+5. snapshot a new DuckDB file swapped in as ``snapshots/latest.duckdb`` (``_steps.snapshot``).
+
+A crash before (1)'s commit re-reads the same bytes next time; after it, the next run finds the rows still
+unpublished and publishes them. Runs never overlap: a file lock (``_lock``), on top of the deployment's
+concurrency limit. The flow and its order live in ``_flow``.
+"""
+
+from __future__ import annotations
+
+from memberpulse.flows.reconcile._flow import reconcile, reconcile_flow, run_once
+from memberpulse.flows.reconcile._ingest import Ingested, ingest
+from memberpulse.flows.reconcile._lock import run_lock
+from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
+
+__all__ = ["AT_RISK_LISTED", "Ingested", "RunReport", "ingest", "reconcile", "reconcile_flow", "run_lock", "run_once"]

@@ -1,0 +1,145 @@
+"""Step 1, ingest: raw lines appended since the last commit → parsed, deduped events folded into member state.
+
+State, offsets and the staged frames are committed at once (``memberpulse.flows.warehouse``): a crash before
+the commit re-reads the same bytes next time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+import polars as pl
+
+from memberpulse import transforms
+from memberpulse.flows import raw_reader
+from memberpulse.flows.warehouse import Manifest, ReconcileStore
+from memberpulse.flows.whop import BackfillSnapshot, list_snapshots
+from memberpulse.settings import Settings
+
+_FAILURE_SCHEMA = {
+    "webhook_id": pl.Utf8,
+    "event_type": pl.Utf8,
+    "reason": pl.Utf8,
+    "received_at": pl.Utf8,
+    "body": pl.Utf8,
+}
+
+
+@dataclass
+class Ingested:
+    manifest: Manifest
+    state: pl.DataFrame
+    records_read: int
+    events_ingested: int
+    rejects: pl.DataFrame
+    landing_rejections: pl.DataFrame
+    unknown_events: int
+    backfills_folded: list[str]
+
+    @property
+    def failures(self) -> pl.DataFrame:
+        """Everything ``webhook_failures`` should hear about from this run."""
+        return pl.concat([self.rejects, self.landing_rejections], how="diagonal_relaxed")
+
+
+@dataclass
+class ParsedNew:
+    events: pl.DataFrame
+    rejects: pl.DataFrame
+    records_read: int
+    new_offsets: dict[str, int]
+
+
+def api_facts(snapshots: list[BackfillSnapshot]) -> pl.DataFrame | None:
+    """The facts Whop's API stated in these backfill snapshots, or None when there are none."""
+    frames = [transforms.api_facts(s.read_memberships(), s.read_members()) for s in snapshots]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else None
+
+
+def parse_new(chunks: Iterator[raw_reader.RawChunk]) -> ParsedNew:
+    """Parse slice by slice (keeping each record's segment and offset, so a reject can be found on disk);
+    only the compact event rows outlive their slice, never the raw bodies."""
+    events, rejects, read, offsets = [], [], 0, {}
+    for chunk in chunks:
+        lines = transforms.parse_ndjson(chunk.data, source_file=chunk.relpath, base_offset=chunk.start)
+        parsed = transforms.parse_raw(lines.records)
+        events.append(parsed.events)
+        rejects += [lines.rejects, parsed.rejects]
+        read += lines.records.height + lines.rejects.height
+        offsets[chunk.relpath] = chunk.end
+    return ParsedNew(
+        events=transforms.dedupe_events(pl.concat(events) if events else None),
+        rejects=pl.concat(rejects, how="diagonal_relaxed")
+        if rejects
+        else pl.DataFrame(schema=transforms.REJECT_SCHEMA),
+        records_read=read,
+        new_offsets=offsets,
+    )
+
+
+def landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
+    """The landing's quarantine lines (refused webhooks: bad signature, stale, too large) as failure rows."""
+    rows = []
+    for line in batch.joined().splitlines():
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # diagnostics only: a torn or foreign line is not worth failing a run for
+        headers = entry.get("headers") or {}
+        rows.append(
+            {
+                "webhook_id": headers.get("webhook-id"),
+                "event_type": None,
+                "reason": f"landing {entry.get('status')}: {entry.get('reason')}",
+                "received_at": entry.get("received_at"),
+                "body": entry.get("body_prefix"),
+            }
+        )
+    return pl.DataFrame(rows, schema=_FAILURE_SCHEMA)
+
+
+def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refresh: bool) -> Ingested:
+    base = Manifest() if full_refresh else store.load_manifest()
+    new = parse_new(raw_reader.iter_new(settings.landing_dir, base.offsets))
+    refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
+    events, rejects = store.drop_known_events(base, new.events), new.rejects
+    pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
+    previous = store.load_state(base)
+    changed = events.height > 0 or bool(pending) or previous is None
+    state = transforms.fold(previous, events, api_facts(pending)) if changed else previous
+    assert state is not None
+
+    manifest = base.with_(
+        run_id=run_id,
+        offsets={**base.offsets, **new.new_offsets},
+        quarantine_offsets={**base.quarantine_offsets, **refused.new_offsets},
+        # A quiet run (nothing new) keeps the files it has instead of writing copies of them.
+        state_file=store.stage_frame("state", run_id, state) if changed else base.state_file,
+        event_files=[*base.event_files, *([store.stage_frame("events", run_id, events)] if events.height else [])],
+        reject_files=[*base.reject_files, *([store.stage_frame("rejects", run_id, rejects)] if rejects.height else [])],
+        backfills_folded=[*base.backfills_folded, *(s.path.name for s in pending)],
+    )
+    manifest = store.compact_events(manifest, run_id)
+    store.commit(manifest)
+    return Ingested(
+        manifest=manifest,
+        state=state,
+        records_read=new.records_read,
+        events_ingested=events.height,
+        rejects=rejects,
+        landing_rejections=landing_rejections(refused),
+        unknown_events=int((events["kind"] == "other").sum()),
+        backfills_folded=[s.path.name for s in pending],
+    )
+
+
+def scoring_state(settings: Settings, store: ReconcileStore, ingested: Ingested, as_of: datetime) -> pl.DataFrame:
+    """The state to score as of T. Facts later than T must not count: a backdated run rebuilds from the log."""
+    if not transforms.needs_rebuild(ingested.state, as_of):
+        return ingested.state
+    events = store.load_events(ingested.manifest)
+    snapshots = [s for s in list_snapshots(settings.warehouse_dir) if s.fetched_at <= as_of]
+    return transforms.fold(None, transforms.dedupe_events(events), api_facts(snapshots), as_of=as_of)

@@ -1,0 +1,25 @@
+"""One reconcile at a time per data dir, even outside Prefect's concurrency limit."""
+
+from __future__ import annotations
+
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from memberpulse.errors import FatalError
+
+
+@contextmanager
+def run_lock(warehouse_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``warehouse_dir/.reconcile.lock``; a second run fails at once."""
+    warehouse_dir.mkdir(parents=True, exist_ok=True)
+    with open(warehouse_dir / ".reconcile.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FatalError(
+                "another reconcile run holds the lock on this data dir",
+                hint="wait for it to finish; runs never overlap",
+            ) from None
+        yield
