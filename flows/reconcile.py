@@ -27,13 +27,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import polars as pl
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from memberpulse import transforms
+from memberpulse.contracts.quarantine import decode_quarantine_entry
 from memberpulse.errors import FatalError
 from memberpulse.flows import raw_reader
 from memberpulse.flows.faults import kill_point
@@ -158,18 +158,16 @@ def _landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
     """The landing's quarantine lines (refused webhooks: bad signature, stale, too large) as failure rows."""
     rows = []
     for line in batch.joined().splitlines():
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
+        entry = decode_quarantine_entry(line)
+        if entry is None:
             continue  # diagnostics only: a torn or foreign line is not worth failing a run for
-        headers = entry.get("headers") or {}
         rows.append(
             {
-                "webhook_id": headers.get("webhook-id"),
+                "webhook_id": entry.webhook_id,
                 "event_type": None,
-                "reason": f"landing {entry.get('status')}: {entry.get('reason')}",
-                "received_at": entry.get("received_at"),
-                "body": entry.get("body_prefix"),
+                "reason": f"landing {entry.status}: {entry.reason}",
+                "received_at": entry.received_at,
+                "body": entry.body_prefix,
             }
         )
     schema = {"webhook_id": pl.Utf8, "event_type": pl.Utf8, "reason": pl.Utf8, "received_at": pl.Utf8, "body": pl.Utf8}

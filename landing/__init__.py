@@ -21,8 +21,8 @@ if __name__ != "memberpulse.landing":  # landing/ is installed only under the me
 
 from typing import TYPE_CHECKING, Any
 
+from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.landing.mock_events import (
-    SUPPORTED_EVENTS,
     MockMember,
     legacy_headers,
     mock_event,

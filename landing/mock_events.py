@@ -20,11 +20,8 @@ from typing import Any
 
 import orjson
 
+from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.landing.verify import sign_legacy, sign_standard
-
-SEED_EVENTS = ("membership.went_valid", "membership.accessed", "membership.went_invalid")
-V1_EVENTS = ("membership.activated", "membership.deactivated")
-SUPPORTED_EVENTS = SEED_EVENTS + V1_EVENTS
 
 Payload = dict[str, Any]
 

@@ -13,8 +13,9 @@ from typing import TextIO
 
 import httpx
 
+from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.errors import InvalidInput
-from memberpulse.landing.mock_events import SUPPORTED_EVENTS, encode, mock_event, standard_headers
+from memberpulse.landing.mock_events import encode, mock_event, standard_headers
 from memberpulse.settings import Settings
 
 EXIT_OK, EXIT_FAILED = 0, 1

@@ -32,6 +32,7 @@ from datetime import datetime
 
 import polars as pl
 
+from memberpulse.contracts.times import UTC_US, require_aware
 from memberpulse.transforms._schema import FACT_SCHEMA, STATE_SCHEMA
 from memberpulse.transforms._times import to_utc
 
@@ -297,7 +298,7 @@ def _finalize(partial: pl.DataFrame) -> pl.DataFrame:
         webhook_valid_at=to_utc(wvk // 4),
         webhook_status_at=to_utc(pl.col("webhook_status_key") // 8),
         total_sessions=pl.col("access_instants").list.len().cast(pl.Int64),
-        access_instants=pl.col("access_instants").cast(pl.List(pl.Datetime("us", "UTC"))),
+        access_instants=pl.col("access_instants").cast(pl.List(UTC_US)),
         **{c: to_utc(pl.col(c)) for c in ("joined_at", "last_active", "min_fact_at", "max_fact_at",
                                          "webhook_first_at", "webhook_last_at", "api_last_at")},
     )
@@ -305,10 +306,4 @@ def _finalize(partial: pl.DataFrame) -> pl.DataFrame:
 
 
 def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        from memberpulse.errors import InvalidInput
-
-        raise InvalidInput(
-            "as_of must be timezone-aware", value=moment.isoformat(), hint="pass e.g. datetime.now(UTC)"
-        )
-    return moment
+    return require_aware(moment, "as_of")

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from memberpulse.contracts.times import require_aware
 from memberpulse.transforms._schema import SCORE_SCHEMA, STATE_SCHEMA
 
 _US_PER_DAY = 86_400_000_000
@@ -59,11 +60,7 @@ def needs_rebuild(state: pl.DataFrame, as_of: datetime) -> bool:
 
 def score(state: pl.DataFrame, *, as_of: datetime, params: ScoringParams) -> pl.DataFrame:
     """Scored rows as of ``as_of`` (timezone-aware), one per member with a fact at or before it."""
-    if as_of.tzinfo is None:
-        from memberpulse.errors import InvalidInput
-
-        raise InvalidInput("as_of must be timezone-aware", value=as_of.isoformat(),
-                           hint="pass e.g. datetime.now(UTC)")
+    require_aware(as_of, "as_of")
     t_us = epoch_us_of(as_of)
     state = state.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
     last_us = pl.col("last_active").dt.epoch("us")

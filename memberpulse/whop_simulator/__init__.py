@@ -14,10 +14,10 @@ Served: ``GET {base}/memberships`` and ``GET {base}/members`` (bearer auth: 401 
 unknown ``company_id``/``account_id``), cursor pagination with ``first``/``after``.
 """
 
+from memberpulse.contracts.events import VALID_STATUSES
 from memberpulse.whop_simulator._app import LoggedRequest, SimulatorState, create_app, simulator_state
 from memberpulse.whop_simulator._faults import FaultRule, Faults
 from memberpulse.whop_simulator._population import (
-    VALID_STATUSES,
     Population,
     SimMember,
     SimMembership,
