@@ -33,10 +33,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from memberpulse import transforms
+from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.quarantine import decode_quarantine_entry
 from memberpulse.errors import FatalError
 from memberpulse.flows import raw_reader
-from memberpulse.flows.faults import kill_point
 from memberpulse.flows.publish import PipelineRun, PublishOutcome, publish_members, record_run, target_name
 from memberpulse.flows.retry_policy import TRANSIENT_RETRY
 from memberpulse.flows.snapshot import thin_history, write_snapshot
@@ -330,7 +330,7 @@ def reconcile(
                 report.unknown_events,
                 len(ingested.backfills_folded),
             )
-            kill_point("after_ingest")
+            checkpoint("after_ingest")
 
             with report.step("score"):
                 scored = score(settings, scoring_state(settings, store, ingested, as_of), as_of)

@@ -15,8 +15,8 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
+from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.times import UTC_US
-from memberpulse.flows.faults import kill_point
 from memberpulse.flows.publish._base import Publisher, Written
 from memberpulse.flows.publish._dsn import mask_dsn, translate_error
 from memberpulse.flows.publish._schema import (
@@ -163,7 +163,7 @@ class PostgresPublisher(Publisher):
                     copy.write(chunk)
             if self._after_copy is not None:
                 self._after_copy()
-            kill_point("publish_before_commit")
+            checkpoint("publish_before_commit")
             cur.execute(UPSERT_FROM_STAGE)
             row = cur.fetchone()
             assert row is not None

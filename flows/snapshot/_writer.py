@@ -11,10 +11,10 @@ import duckdb
 import polars as pl
 
 from memberpulse import transforms
+from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.tables import MEMBER_ACTIVITY, MEMBER_ACTIVITY_HISTORY, SNAPSHOT_INFO, quote_ident
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import InvalidInput, StorageUnavailable
-from memberpulse.flows.faults import kill_point
 from memberpulse.flows.snapshot import _files
 from memberpulse.flows.snapshot._history import history_file_time
 from memberpulse.flows.snapshot._schema import HISTORY_REQUIRED, MEMBER_ACTIVITY_REQUIRED, VIEWS
@@ -72,7 +72,7 @@ def write_snapshot(
                     drift=drift,
                     pipeline_runs=pipeline_runs,
                 )
-                kill_point("snapshot_before_swap")
+                checkpoint("snapshot_before_swap")
                 _files.publish(tmp, final)
             finally:
                 _files.discard(tmp)

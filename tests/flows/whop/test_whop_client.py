@@ -50,7 +50,7 @@ def test_reads_every_page_of_both_resources(simulator: Simulator, settings: Sett
 
 
 def test_follows_cursors_when_the_server_caps_the_page_size(simulator: Simulator, settings: Settings) -> None:
-    simulator.faults.page_size_cap = 25
+    simulator.state.max_page_size = 25
     with client_for(settings, []) as client:
         pages = list(client.pages("members"))
     assert len(pages) == -(-POPULATION_SIZE // 25)
