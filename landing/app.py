@@ -3,7 +3,7 @@
 Routes:
 - ``POST /api/webhooks/whop`` — :class:`~memberpulse.landing.endpoint.WebhookEndpoint`, a plain ASGI route;
   it also answers 405 for methods other than GET/HEAD/POST;
-- ``GET /api/webhooks/whop`` — the seed's health answer;
+- ``GET /api/webhooks/whop`` — the health answer of the TypeScript webhook guide this project started from;
 - ``GET /metrics`` — Prometheus text.
 """
 

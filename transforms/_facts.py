@@ -5,7 +5,8 @@ memberships: membership_id, company_id, user_id?, member_id?, product_id?, statu
 canceled_at?, username?, name?, email?, fetched_at. members: member_id, user_id?, username?, name?, email?,
 status?, joined_at?, last_accessed_at?, most_recent_action_at?, fetched_at.
 
-Members are matched to memberships by user id (DESIGN). Should a snapshot list a user twice, the member row
+Members are matched to memberships by user id (the members list carries no membership id). Should a snapshot list a
+user twice, the member row
 with the latest ``fetched_at``, then the latest ``last_accessed_at``, then the greatest ``member_id`` is used;
 should it list a membership twice, the row with the latest ``fetched_at`` then the greatest other values.
 Name and email prefer the membership's own fields, then the member's.

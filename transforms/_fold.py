@@ -6,7 +6,8 @@ same backfill snapshot folded twice) and any split into batches give the same st
 aggregates the batch per member, merges that with the state rows of the members it touches (and only those),
 and keeps every other row as it is: its cost follows the batch, not the history.
 
-Facts (DESIGN "Scoring"): joined(t), left(t), accessed(t) from webhooks (``event_at``), and one API fact per
+Facts (docs/architecture.md, "Scoring"): joined(t), left(t), accessed(t) from webhooks (``event_at``), and one API
+fact per
 snapshot listing the membership (``fact_at`` = fetched_at, carrying status, created_at, last_accessed_at).
 
 The "latest by time" rules are decided by integer keys, so a max over keys is the rule:
@@ -72,7 +73,8 @@ def empty_state() -> pl.DataFrame:
 def restrict_as_of(
     events: pl.DataFrame | None, facts: pl.DataFrame | None, as_of: datetime
 ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
-    """Only the facts at or before ``as_of`` (DESIGN: facts later than T are ignored)."""
+    """Only the facts at or before ``as_of`` (facts later than T are ignored: an as-of in the past reproduces what
+    was true then)."""
     cut = _utc(as_of)
     return (
         None if events is None else events.filter(pl.col("event_at") <= cut),

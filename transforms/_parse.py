@@ -4,15 +4,17 @@ Input of :func:`parse_raw` is the raw frame (``RAW_SCHEMA``; optional ``source_f
 through to rejects). Output is a :class:`ParsedBatch`: ``events`` (``EVENT_SCHEMA``) and ``rejects``
 (``REJECT_SCHEMA``). Every input row lands in exactly one of the two.
 
-Payload shapes understood (see shared/reference/whop-platform.md):
-- the seed's: ``{"action", "data": {id, user_id, company_id, email, username,
+Payload shapes understood (event vocabulary: memberpulse.contracts.events; docs/architecture.md):
+- the legacy envelope of the TypeScript webhook guide this project started from: ``{"action", "data": {id, user_id,
+company_id, email, username,
   created_at|accessed_at|expired_at}}`` with ISO times;
 - Whop legacy v5: ``{"action", "api_version": "v5", "data": {id, user_id, created_at (epoch s), status,
   valid…}}``;
 - Whop v1: ``{"id", "type", "timestamp" (ISO), "data", "account_id"}``, ``data`` pinned (``user_id``,
   ``member_id``, ``company_id``…) or unpinned (``user{id,username,name,email}``, ``company{id}``).
 
-Event time (DESIGN): the envelope's ``timestamp``; else the kind's own field (joined ``data.created_at``,
+Event time (docs/architecture.md, "Scoring"): the envelope's ``timestamp``; else the kind's own field (joined
+``data.created_at``,
 accessed ``data.accessed_at``, left ``data.expired_at``); else ``signed_at``; else ``received_at``.
 
 Rejects (reason prefixes are stable): ``empty body``, ``body is not valid JSON: …``, ``body is not a JSON

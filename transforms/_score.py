@@ -1,9 +1,10 @@
 """Member state → scored rows as of T (``SCORE_SCHEMA``: the published columns except ``updated_at``).
 
-DESIGN "Scoring": days = (T − last_active) in days, a real number; valid members score
+The rules and their reasons: docs/architecture.md, "Scoring". days = (T − last_active) in days, a real number;
+valid members score
 ``floor(100 · 0.5^(days / half_life) + 0.5)`` and are ``active`` if days ≤ active_days, ``at_risk`` if days ≤
 at_risk_days, else ``inactive``; members not valid score 0 and are ``inactive`` (the row is kept).
-Choices where DESIGN is silent: a member with no validity fact yet (say, only accesses seen) counts as not
+Edge cases: a member with no validity fact yet (say, only accesses seen) counts as not
 valid; days below 0 (a fact dated after T, e.g. an API last_accessed_at later than its snapshot, or a state
 folded past T) count as 0, so scores stay within 0..100. Members whose first fact is after T are left out.
 """

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from memberpulse.contracts.events import VALID_STATUSES
 
-# Whop's membership statuses; the first four keep access (DESIGN "valid").
+# Whop's membership statuses; the first four keep access (memberpulse.contracts.events.VALID_STATUSES).
 _STATUS_WEIGHTS = (
     ("active", 70),
     ("trialing", 5),

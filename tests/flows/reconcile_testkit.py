@@ -1,4 +1,5 @@
-"""Helpers for the reconcile tests: raw records written exactly as DESIGN's raw-record contract says.
+"""Helpers for the reconcile tests: raw records written with the landing's own encoder
+(memberpulse.contracts.raw_record).
 
 The landing's own writer is exercised by the landing tests and the end-to-end test; here the records are
 written by hand so each test controls event times, duplicates and torn lines precisely.
@@ -66,7 +67,8 @@ def append_raw(data_dir: Path, lines: list[bytes], *, writer: str = "test-writer
 
 
 def scenario() -> list[bytes]:
-    """Four members whose scores as of AS_OF follow from DESIGN's formula (see test_scores_follow_design)."""
+    """Four members whose scores as of AS_OF follow from the scoring formula (see
+    test_scores_follow_the_scoring_rules)."""
     day = timedelta(days=1)
     m1, m2, m3, m4 = member(1), member(2), member(3), member(4)
     return [

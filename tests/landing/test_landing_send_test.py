@@ -1,4 +1,4 @@
-"""``send-test``: the seed's ``pnpm test:webhook`` against a real server."""
+"""``send-test``: the guide's ``pnpm test:webhook`` against a real server."""
 
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ def test_an_unknown_company_fails_at_once_naming_the_variable(simulator: Simulat
     settings = make_settings(
         tmp_path, simulator.base_url, NEXT_PUBLIC_WHOP_COMPANY_ID="biz_other", WHOP_COMPANY_ID=None
     )
-    assert settings.whop_company_id == "biz_other"  # the seed's variable name is accepted
+    assert settings.whop_company_id == "biz_other"  # the guide's variable name is accepted
     with client_for(settings, []) as client, pytest.raises(WhopAuthError) as caught:
         list(client.pages("members"))
     assert "403" in str(caught.value) and "WHOP_COMPANY_ID" in str(caught.value)
