@@ -280,7 +280,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=240_000, help="pre-generated unique requests")
     parser.add_argument("--workers", default="1,2", help="worker counts to measure, e.g. 1,2")
     parser.add_argument("--kinds", default="landing,baseline")
-    parser.add_argument("--log-level", default="INFO", help="landing log level (INFO = seed-style line per hook)")
+    parser.add_argument("--log-level", default="INFO", help="landing log level (INFO = one guide-style line per hook)")
     args = parser.parse_args()
     if args.serve:
         serve_child(args.serve, args.port)

@@ -8,7 +8,8 @@ synchronous_commit ON, with a production-sized WAL) on 127.0.0.1, applies supaba
 1. COPY path, 100k new rows (insert) and 100k changed rows (update): ``PostgresPublisher.publish_members``
    end to end (diff against the warehouse state + COPY + one upsert + commit + state file).
 2. Per-row baseline: one ``INSERT … ON CONFLICT … DO UPDATE`` per member, one round trip and one commit
-   each (autocommit), as the seed's per-webhook handler does — on a sample, rate extrapolated; and the same
+   each (autocommit), as the per-webhook handler of the TypeScript webhook guide this project started from does —
+   on a sample, rate extrapolated; and the same
    statements inside one transaction (round trips without per-row commits), for a fairer comparison.
 3. No-change run over 1M rows: the same scored frame published twice; the second run diffs, finds nothing
    and sends nothing. Plus the worst case: the warehouse state lost, so all 1M rows are sent and the
@@ -156,7 +157,7 @@ def main() -> int:
             # --- 2. per-row baseline on the same table, the same kind of change ---------------------------
             later = scored(n, score_shift=2).with_columns(updated_at=pl.lit(T0 + timedelta(hours=2)))
             rows = later.select(MEMBER_ACTIVITY_COLUMNS).rows()
-            m, _ = measure(server, "per-row upserts, autocommit (seed's handler)", sample_n,
+            m, _ = measure(server, "per-row upserts, autocommit (guide's handler)", sample_n,
                            lambda: per_row(dsn, rows[:sample_n], autocommit=True))  # fmt: skip
             out.append(m)
             m, _ = measure(server, "per-row upserts, one transaction", sample_n,

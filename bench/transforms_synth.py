@@ -1,7 +1,8 @@
 """Synthetic raw webhook records for the transforms benchmark, built with vectorised polars string ops.
 
 A realistic mix: every membership joins once, most events are accesses, some leave, some are other Whop
-events (kept and counted by the transforms). Payload shapes: the seed's, Whop legacy v5 and Whop v1 (pinned
+events (kept and counted by the transforms). Payload shapes: those of the TypeScript webhook guide this project
+started from, Whop legacy v5 and Whop v1 (pinned
 and unpinned). A few percent of deliveries are duplicated (same webhook id and body, later ``received_at``),
 and the frame is shuffled so arrival order is not event order.
 """
@@ -121,7 +122,7 @@ def generate_raw(
         jitter=_uniform(idx, seed + 3, 120),
     )
     base = int(BASE.timestamp())
-    # Accesses come from the seed's tooling (and a few v1-shaped mocks); joins/leaves from every shape.
+    # Accesses come from the guide's tooling (and a few v1-shaped mocks); joins/leaves from every shape.
     shape = (
         pl.when(pl.col("kind_code") == 1)
         .then(pl.when(pl.col("u_shape") < 85).then(0).when(pl.col("u_shape") < 95).then(2).otherwise(3))

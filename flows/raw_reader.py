@@ -11,6 +11,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from memberpulse.contracts.quarantine import QUARANTINE_GLOB
+from memberpulse.contracts.raw_record import SEGMENT_GLOB
+
 
 @dataclass(frozen=True)
 class RawChunk:
@@ -38,8 +41,8 @@ class RawBatch:
         return b"".join(c.data for c in self.chunks)
 
 
-RAW_SEGMENTS = "dt=*/*.ndjson"
-QUARANTINE_FILES = "*.ndjson"
+RAW_SEGMENTS = SEGMENT_GLOB
+QUARANTINE_FILES = QUARANTINE_GLOB
 
 
 def list_segments(landing_dir: Path, pattern: str = RAW_SEGMENTS) -> list[Path]:

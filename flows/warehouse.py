@@ -24,6 +24,7 @@ from pathlib import Path
 
 import polars as pl
 
+from memberpulse.contracts.times import file_time
 from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet
 
 MANIFEST_VERSION = 1
@@ -99,7 +100,7 @@ class ReconcileStore:
         return rel
 
     def write_history(self, as_of: datetime, scored: pl.DataFrame) -> Path:
-        path = self.root / "history" / f"{as_of.astimezone(UTC):%Y%m%dT%H%M%S%fZ}.parquet"
+        path = self.root / "history" / f"{file_time(as_of)}.parquet"
         atomic_write_parquet(scored, path)
         return path
 

@@ -3,7 +3,8 @@
 Public surface (everything else is private to the package):
 
 - ``create_app(settings) -> FastAPI`` and ``serve(settings, *, host, port)`` — the endpoint;
-- ``send_test(event, *, url, settings) -> int`` — the seed's ``pnpm test:webhook``;
+- ``send_test(event, *, url, settings) -> int`` — the ``pnpm test:webhook`` of the TypeScript webhook guide this
+project started from;
 - ``verify_webhook`` / ``SignatureRejected`` / ``VerifiedWebhook`` — the pure verifier;
 - ``MockMember``, ``mock_event``, ``signed_delivery``, ``standard_headers``, ``legacy_headers`` and the
   per-event builders in :mod:`memberpulse.landing.mock_events` — realistic, correctly signed webhooks;
@@ -21,8 +22,8 @@ if __name__ != "memberpulse.landing":  # landing/ is installed only under the me
 
 from typing import TYPE_CHECKING, Any
 
+from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.landing.mock_events import (
-    SUPPORTED_EVENTS,
     MockMember,
     legacy_headers,
     mock_event,

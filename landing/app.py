@@ -3,8 +3,8 @@
 Routes:
 - ``POST /api/webhooks/whop`` — :class:`~memberpulse.landing.endpoint.WebhookEndpoint`, a plain ASGI route;
   it also answers 405 for methods other than GET/HEAD/POST;
-- ``GET /api/webhooks/whop`` — the seed's health answer plus ``storage``; 503 ``degraded`` when webhooks
-  cannot be stored (see :mod:`memberpulse.landing.readiness`);
+- ``GET /api/webhooks/whop`` — the health answer of the TypeScript webhook guide this project started from,
+  plus ``storage``; 503 ``degraded`` when webhooks cannot be stored (see :mod:`memberpulse.landing.readiness`);
 - ``GET /metrics`` — Prometheus text.
 """
 

@@ -2,7 +2,8 @@
 
 It is mounted inside the FastAPI app (see :mod:`memberpulse.landing.app`) but skips FastAPI's request/response models:
 per request it only decodes the headers, reads the body with a running size check, verifies, parses once with
-the same ``json.loads`` the SDK uses, and appends one NDJSON line to the raw store.
+the same ``json.loads`` the SDK uses, and appends one raw record (:mod:`memberpulse.contracts.raw_record`) to the
+raw store.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any
 
 import orjson
 
+from memberpulse.contracts.events import SUPPORTED_EVENTS
+from memberpulse.contracts.quarantine import BODY_PREFIX_BYTES
+from memberpulse.contracts.raw_record import encode_raw_record
 from memberpulse.errors import StorageUnavailable
 from memberpulse.landing.metrics import LandingMetrics, Outcome
-from memberpulse.landing.mock_events import SUPPORTED_EVENTS
-from memberpulse.landing.quarantine import BODY_PREFIX_BYTES, Quarantine
+from memberpulse.landing.quarantine import Quarantine
 from memberpulse.landing.raw_store import RawStore
-from memberpulse.landing.verify import SignatureRejected, verify_lowercased
+from memberpulse.landing.verify import SignatureRejected, VerifiedWebhook, verify_lowercased
 
 WEBHOOK_PATH = "/api/webhooks/whop"
 ALLOWED_METHODS = "GET, HEAD, POST"
@@ -36,7 +39,8 @@ log = logging.getLogger("landing")
 
 
 class BatchedInfoLog:
-    """The seed's per-webhook INFO lines, handed to ``logging`` once per event-loop turn as one record.
+    """The per-webhook INFO lines of the TypeScript webhook guide this project started from, handed to
+    ``logging`` once per event-loop turn as one record.
 
     Same text as one ``log.info`` per line, at a fraction of the cost: a logging record per line costs about
     as much CPU as verifying the webhook. Under load many requests finish per loop turn, so records batch up.
@@ -80,8 +84,32 @@ def parse_json(body: bytes) -> object:
         return None
 
 
+def _decode_headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        # ASGI names are lower-case already; the first of repeated headers wins (as Starlette's lookup).
+        headers.setdefault(raw_name.decode("latin-1"), raw_value.decode("latin-1"))
+    return headers
+
+
+def _utf8(body: bytes) -> str | None:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _event_type(event: dict[str, Any]) -> str | None:
+    """The v1 envelope's ``type``, else the legacy envelope's ``action``; None when neither is a string."""
+    event_type = event.get("type")
+    if isinstance(event_type, str):
+        return event_type
+    event_type = event.get("action")
+    return event_type if isinstance(event_type, str) else None
+
+
 def health_body() -> dict[str, object]:
-    """The seed's ``GET /api/webhooks/whop`` answer."""
+    """The ``GET /api/webhooks/whop`` answer (as the TypeScript webhook guide this project started from gives it)."""
     return {"status": "ok", "webhook_endpoint": WEBHOOK_PATH, "supported_events": list(SUPPORTED_EVENTS)}
 
 
@@ -117,41 +145,10 @@ class WebhookEndpoint:
                 reason=f"{scope['method']} is not allowed here", allow=ALLOWED_METHODS,
             )  # fmt: skip
             return
-
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            # ASGI names are lower-case already; the first of repeated headers wins (as Starlette's lookup).
-            headers.setdefault(raw_name.decode("latin-1"), raw_value.decode("latin-1"))
-
-        too_large = self._too_large
-        declared = headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            # Refused before reading a byte of it.
-            await self._reject(
-                scope, send, started, status=413, outcome="too_large", error="payload too large",
-                reason=too_large, headers=headers, body_bytes=int(declared), close=True,
-            )  # fmt: skip
-            return
-
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client left before sending the whole body: nothing to store or answer
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:  # chunked, or a Content-Length that lied: counted as it streams
-                await self._reject(
-                    scope, send, started, status=413, outcome="too_large", error="payload too large",
-                    reason=too_large, headers=headers, body=b"".join(chunks) or chunk, body_bytes=size, close=True,
-                )  # fmt: skip
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
+        headers = _decode_headers(scope["headers"])
+        body = await self._read_body(scope, receive, send, started, headers)
+        if body is None:
+            return  # refused as too large, or the client left: already answered or nobody to answer
         now = self.clock()
         try:
             verified = verify_lowercased(
@@ -160,45 +157,63 @@ class WebhookEndpoint:
         except SignatureRejected as rejected:
             await self._reject(
                 scope, send, started, status=403, outcome="bad_signature", error="invalid webhook signature",
-                reason=rejected.reason, headers=headers, body=body, body_bytes=size,
+                reason=rejected.reason, headers=headers, body=body, body_bytes=len(body),
             )  # fmt: skip
             return
-
         # The signature is good; the body must still be UTF-8 text holding a JSON object (as the SDK requires).
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            text, event = "", None
-        else:
-            event = parse_json(body)
-        if not isinstance(event, dict):
+        text = _utf8(body)
+        event = parse_json(body) if text is not None else None
+        if text is None or not isinstance(event, dict):
             await self._reject(
                 scope, send, started, status=400, outcome="bad_body", error="invalid webhook body",
-                reason="body is not a UTF-8 JSON object", headers=headers, body=body, body_bytes=size,
+                reason="body is not a UTF-8 JSON object", headers=headers, body=body, body_bytes=len(body),
             )  # fmt: skip
             return
-        event_type = event.get("type")
-        if not isinstance(event_type, str):
-            event_type = event.get("action")
-            if not isinstance(event_type, str):
-                event_type = None
+        event_type = _event_type(event)
         if self.info.enabled():
             self.info.add(f"[Webhook] Validated webhook: {event_type}")
+        await self._store(send, started, verified, now, event_type, text)
 
+    async def _read_body(
+        self, scope: Scope, receive: Receive, send: Send, started: float, headers: dict[str, str]
+    ) -> bytes | None:
+        """The whole body, or None once a too-large body was refused (413) or the client disconnected.
+
+        A declared Content-Length over the limit is refused before reading a byte; a chunked body, or a
+        Content-Length that lied, is counted as it streams."""
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await self._refuse_too_large(scope, send, started, headers, b"", int(declared))
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None  # the client left before sending the whole body: nothing to store or answer
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._refuse_too_large(scope, send, started, headers, b"".join(chunks) or chunk, size)
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _refuse_too_large(
+        self, scope: Scope, send: Send, started: float, headers: dict[str, str], body: bytes, size: int
+    ) -> None:
+        await self._reject(
+            scope, send, started, status=413, outcome="too_large", error="payload too large",
+            reason=self._too_large, headers=headers, body=body, body_bytes=size, close=True,
+        )  # fmt: skip
+
+    async def _store(
+        self, send: Send, started: float, verified: VerifiedWebhook, now: float, event_type: str | None, text: str
+    ) -> None:
+        """Append the raw record durably, then answer 200 (or 503 when storage is down, so Whop retries)."""
         received = datetime.fromtimestamp(now, tz=UTC)
-        line = (
-            orjson.dumps(
-                {
-                    "webhook_id": verified.webhook_id,
-                    "received_at": received.isoformat(timespec="microseconds").replace("+00:00", "Z"),
-                    "signed_at": verified.signed_at,
-                    "scheme": verified.scheme,
-                    "event_type": event_type,
-                    "body": text,
-                }
-            )
-            + b"\n"
-        )
+        line = encode_raw_record(verified.webhook_id, received, verified.signed_at, verified.scheme, event_type, text)
         try:
             stored = await self.store.append(verified.webhook_id, line, day=received.date())
         except StorageUnavailable as exc:
@@ -206,7 +221,6 @@ class WebhookEndpoint:
             await self._respond(send, 503, {"error": "storage unavailable, retry later"}, [(b"retry-after", b"10")])
             self.metrics.observe_request("storage_unavailable", time.perf_counter() - started)
             return
-
         elapsed = time.perf_counter() - started
         duration_ms = round(elapsed * 1000)
         if self.info.enabled():

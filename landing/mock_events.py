@@ -2,12 +2,13 @@
 
 Two envelope shapes, as Whop sends them:
 
-- the seed's (legacy ``action`` envelope): ``membership.went_valid``, ``membership.accessed``,
+- the legacy ``action`` envelope of the TypeScript webhook guide this project started from:
+``membership.went_valid``, ``membership.accessed``,
   ``membership.went_invalid`` — exactly the payloads in the user's guide;
 - the current v1 ``type`` envelope: ``membership.activated``, ``membership.deactivated`` (unpinned ``data``
   shape: nested ``user``/``company``/``product``, ``renewal_period_*``).
 
-``membership.accessed`` is not a real Whop event; the seed's tooling sends it, so we do too.
+``membership.accessed`` is not a real Whop event; that guide's tooling sends it, so we do too.
 """
 
 from __future__ import annotations
@@ -20,18 +21,15 @@ from typing import Any
 
 import orjson
 
+from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.landing.verify import sign_legacy, sign_standard
-
-SEED_EVENTS = ("membership.went_valid", "membership.accessed", "membership.went_invalid")
-V1_EVENTS = ("membership.activated", "membership.deactivated")
-SUPPORTED_EVENTS = SEED_EVENTS + V1_EVENTS
 
 Payload = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class MockMember:
-    """Who a mock webhook is about. The defaults match the seed's example payloads."""
+    """Who a mock webhook is about. The defaults match that guide's example payloads."""
 
     membership_id: str = "membership_xxx"
     user_id: str = "user_xxx"
@@ -52,7 +50,7 @@ def new_webhook_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
-# --- the seed's three events (action envelope) --------------------------------------------------------------
+# --- the guide's three events (action envelope) --------------------------------------------------------------
 
 
 def went_valid(member: MockMember, *, created_at: datetime) -> Payload:

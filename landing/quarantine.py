@@ -1,5 +1,7 @@
 """The capped rejection log: what was refused, why, and the first 4 KiB of the body — never more.
 
+The entry format is :mod:`memberpulse.contracts.quarantine`.
+
 One NDJSON file per process under ``quarantine/``. The total size of the directory is capped
 (``quarantine_max_bytes``): past the cap a rejection is only counted, so nobody can fill the disk by sending
 garbage. Only a fixed allow-list of headers is kept (no signatures, no cookies, no authorization). Writes are
@@ -13,17 +15,15 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
+from memberpulse.contracts.quarantine import BODY_PREFIX_BYTES, encode_quarantine_entry, quarantine_path
 
-BODY_PREFIX_BYTES = 4096
-_KEPT_HEADERS = ("webhook-id", "webhook-timestamp", "content-type", "content-length", "user-agent")
-_SIGNATURE_HEADERS = ("webhook-signature", "x-whop-signature")
+__all__ = ["BODY_PREFIX_BYTES", "Quarantine"]
 
 
 class Quarantine:
     def __init__(self, directory: Path, *, max_bytes: int, writer: str) -> None:
         self.directory = directory
-        self.path = directory / f"{writer}.ndjson"
+        self.path = quarantine_path(directory, writer)
         self._max_bytes = max_bytes
         self._fd: int | None = None
         self._used: int | None = None  # bytes in the directory, counted lazily at first use
@@ -43,17 +43,15 @@ class Quarantine:
     ) -> bool:
         """Log one rejection if it fits under the cap; True if kept. Never raises (a full disk must not turn a
         403 into a 500)."""
-        entry = {
-            "received_at": (now or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
-            "status": status,
-            "reason": reason,
-            "remote": remote,
-            "headers": {name: headers[name][:200] for name in _KEPT_HEADERS if name in headers},
-            "signature_headers": [name for name in _SIGNATURE_HEADERS if name in headers],
-            "body_bytes": body_bytes,
-            "body_prefix": body_prefix[:BODY_PREFIX_BYTES].decode("utf-8", "backslashreplace"),
-        }
-        line = orjson.dumps(entry) + b"\n"
+        line = encode_quarantine_entry(
+            received_at=now or datetime.now(UTC),
+            status=status,
+            reason=reason,
+            remote=remote,
+            headers=headers,
+            body_bytes=body_bytes,
+            body_prefix=body_prefix,
+        )
         try:
             if self._used is None:
                 self._used = _directory_size(self.directory)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from memberpulse.contracts.raw_record import segment_dir, segment_path
+from memberpulse.contracts.times import file_time
 from memberpulse.errors import StorageUnavailable
 
 #: How many recent webhook ids a process remembers to answer a redelivery without storing it again.
@@ -41,7 +43,7 @@ FailureObserver = Callable[[str], None]
 def writer_name(now: datetime | None = None) -> str:
     """A name no other process (here or on another host sharing the volume) will pick: host, pid, start time."""
     host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
-    started = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+    started = file_time(now or datetime.now(UTC))
     return f"{host}-{os.getpid()}-{started}"
 
 
@@ -213,14 +215,14 @@ class RawStore:
         return segment
 
     def _open_segment(self, day: date) -> _Segment:
-        directory = self.root / f"dt={day.isoformat()}"
+        directory = segment_dir(self.root, day)
         if not directory.is_dir():
             created = _make_dirs(directory)
             for parent in {p.parent for p in created}:
                 _fsync_dir(parent)
         while True:
             self._seq += 1
-            path = directory / f"{self.writer}-{self._seq:06d}.ndjson"
+            path = segment_path(self.root, day, self.writer, self._seq)
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o644)
             except FileExistsError:

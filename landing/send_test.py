@@ -1,7 +1,8 @@
-"""``memberpulse send-test EVENT|all``: the seed's ``pnpm test:webhook``.
+"""``memberpulse send-test EVENT|all``: the ``pnpm test:webhook`` of
+the TypeScript webhook guide this project started from.
 
 Builds a mock event, signs it with the first configured secret (Standard Webhooks, as Whop signs), posts it,
-and prints the same sections as the seed: payload, signature, where it went, response status and body, and a
+and prints the same sections as that guide: payload, signature, where it went, response status and body, and a
 success or failure line. Exit code 0 only when every post was answered 200.
 """
 
@@ -13,8 +14,9 @@ from typing import TextIO
 
 import httpx
 
+from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.errors import ExitCode, InvalidInput
-from memberpulse.landing.mock_events import SUPPORTED_EVENTS, encode, mock_event, standard_headers
+from memberpulse.landing.mock_events import encode, mock_event, standard_headers
 from memberpulse.settings import Settings
 
 

@@ -27,7 +27,8 @@ _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def configure_logging(level: str) -> None:
-    """Plain ``[Webhook] …`` lines on stderr, the seed's style; uvicorn's own lines stay as they are."""
+    """Plain ``[Webhook] …`` lines on stderr, the style of the TypeScript webhook guide this project started from;
+    uvicorn's own lines stay as they are."""
     if level.upper() not in _LEVELS:
         raise ConfigError(
             f"unknown log level {level!r}", variable="MEMBERPULSE_LOG_LEVEL", hint=f"use one of {', '.join(_LEVELS)}"

@@ -124,7 +124,7 @@ def plan_deliveries(population: object, secret: str, now: datetime, seed: int = 
             payloads = [mock.went_valid(who, created_at=membership.created_at)]
         else:
             payloads = [mock.activated(who, at=membership.created_at)]
-        # The seed's "accessed" events, up to the member's real last access.
+        # The guide's "accessed" events, up to the member's real last access.
         if member.last_accessed_at is not None:
             span = (member.last_accessed_at - membership.created_at).total_seconds()
             visits = sorted(rng.uniform(0, span) for _ in range(rng.randrange(0, 4)))

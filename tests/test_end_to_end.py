@@ -96,7 +96,7 @@ def test_webhooks_to_postgres_and_snapshot(tmp_path: Path, landing_url: str, mig
     def expected(days: float) -> int:
         return math.floor(100 * 0.5 ** (days / 7) + 0.5)
 
-    # The seed's payloads carry a username and no display name; v1 payloads carry both.
+    # The guide's payloads carry a username and no display name; v1 payloads carry both.
     assert published["member1"][:3] == ("active", expected(2), now - 2 * day)
     assert published["Member 2"][:3] == ("at_risk", expected(14), now - 14 * day)
     assert published["Member 3"][:2] == ("inactive", 0)

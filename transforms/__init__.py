@@ -17,21 +17,19 @@ if __name__ != "memberpulse.transforms":  # transforms/ is installed only under 
     raise ImportError(f"import memberpulse.transforms, not {__name__}")
 
 
+from memberpulse.contracts.events import EVENT_KINDS, SUPPORTED_EVENTS, VALID_STATUSES
 from memberpulse.transforms._drift import drift
 from memberpulse.transforms._facts import api_facts
 from memberpulse.transforms._fold import empty_state, fold, restrict_as_of
 from memberpulse.transforms._parse import ParsedBatch, RawLines, dedupe_events, parse_ndjson, parse_raw
 from memberpulse.transforms._schema import (
     DRIFT_SCHEMA,
-    EVENT_KINDS,
     EVENT_SCHEMA,
     FACT_SCHEMA,
     RAW_SCHEMA,
     REJECT_SCHEMA,
     SCORE_SCHEMA,
     STATE_SCHEMA,
-    SUPPORTED_EVENTS,
-    VALID_STATUSES,
 )
 from memberpulse.transforms._score import ScoringParams, needs_rebuild, score
 

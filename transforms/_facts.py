@@ -5,7 +5,8 @@ memberships: membership_id, company_id, user_id?, member_id?, product_id?, statu
 canceled_at?, username?, name?, email?, fetched_at. members: member_id, user_id?, username?, name?, email?,
 status?, joined_at?, last_accessed_at?, most_recent_action_at?, fetched_at.
 
-Members are matched to memberships by user id (DESIGN). Should a snapshot list a user twice, the member row
+Members are matched to memberships by user id (the members list carries no membership id). Should a snapshot list a
+user twice, the member row
 with the latest ``fetched_at``, then the latest ``last_accessed_at``, then the greatest ``member_id`` is used;
 should it list a membership twice, the row with the latest ``fetched_at`` then the greatest other values.
 Name and email prefer the membership's own fields, then the member's.
@@ -15,7 +16,10 @@ from __future__ import annotations
 
 import polars as pl
 
-from memberpulse.transforms._schema import FACT_SCHEMA, UTC_US, VALID_STATUSES
+from memberpulse.contracts.events import VALID_STATUSES
+from memberpulse.contracts.frames import conform
+from memberpulse.contracts.times import UTC_US
+from memberpulse.transforms._schema import FACT_SCHEMA
 
 _MEMBERSHIP_COLS = pl.Schema(
     {
@@ -43,30 +47,19 @@ _MEMBER_COLS = pl.Schema(
 )
 
 
-def _conform(frame: pl.DataFrame | None, schema: pl.Schema) -> pl.DataFrame:
-    if frame is None:
-        return pl.DataFrame(schema=schema)
-    return frame.select(
-        [
-            pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype=dtype).alias(name)
-            for name, dtype in schema.items()
-        ]
-    )
-
-
 def _nonempty(expr: pl.Expr) -> pl.Expr:
     return pl.when(expr.str.len_bytes() > 0).then(expr)
 
 
 def api_facts(memberships: pl.DataFrame, members: pl.DataFrame | None) -> pl.DataFrame:
     """API facts from one snapshot (``FACT_SCHEMA``); ``members`` may be ``None`` (no activity data)."""
-    ms = _conform(memberships, _MEMBERSHIP_COLS).filter(
+    ms = conform(memberships, _MEMBERSHIP_COLS).filter(
         pl.col("membership_id").is_not_null() & pl.col("fetched_at").is_not_null()
     )
     first = ("membership_id", "fetched_at")
     order = [*first, *(c for c in _MEMBERSHIP_COLS if c not in first)]
     ms = ms.sort(order, nulls_last=False).unique("membership_id", keep="last", maintain_order=True)
-    mem = _conform(members, _MEMBER_COLS).filter(pl.col("user_id").is_not_null())
+    mem = conform(members, _MEMBER_COLS).filter(pl.col("user_id").is_not_null())
     mem = mem.sort(["user_id", "fetched_at", "last_accessed_at", "member_id"], nulls_last=False).unique(
         "user_id", keep="last", maintain_order=True
     )

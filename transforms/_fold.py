@@ -6,7 +6,8 @@ same backfill snapshot folded twice) and any split into batches give the same st
 aggregates the batch per member, merges that with the state rows of the members it touches (and only those),
 and keeps every other row as it is: its cost follows the batch, not the history.
 
-Facts (DESIGN "Scoring"): joined(t), left(t), accessed(t) from webhooks (``event_at``), and one API fact per
+Facts (docs/architecture.md, "Scoring"): joined(t), left(t), accessed(t) from webhooks (``event_at``), and one API
+fact per
 snapshot listing the membership (``fact_at`` = fetched_at, carrying status, created_at, last_accessed_at).
 
 The "latest by time" rules are decided by integer keys, so a max over keys is the rule:
@@ -32,6 +33,7 @@ from datetime import datetime
 
 import polars as pl
 
+from memberpulse.contracts.times import UTC_US, require_aware
 from memberpulse.transforms._schema import FACT_SCHEMA, STATE_SCHEMA
 from memberpulse.transforms._times import to_utc
 
@@ -71,7 +73,8 @@ def empty_state() -> pl.DataFrame:
 def restrict_as_of(
     events: pl.DataFrame | None, facts: pl.DataFrame | None, as_of: datetime
 ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
-    """Only the facts at or before ``as_of`` (DESIGN: facts later than T are ignored)."""
+    """Only the facts at or before ``as_of`` (facts later than T are ignored: an as-of in the past reproduces what
+    was true then)."""
     cut = _utc(as_of)
     return (
         None if events is None else events.filter(pl.col("event_at") <= cut),
@@ -297,7 +300,7 @@ def _finalize(partial: pl.DataFrame) -> pl.DataFrame:
         webhook_valid_at=to_utc(wvk // 4),
         webhook_status_at=to_utc(pl.col("webhook_status_key") // 8),
         total_sessions=pl.col("access_instants").list.len().cast(pl.Int64),
-        access_instants=pl.col("access_instants").cast(pl.List(pl.Datetime("us", "UTC"))),
+        access_instants=pl.col("access_instants").cast(pl.List(UTC_US)),
         **{c: to_utc(pl.col(c)) for c in ("joined_at", "last_active", "min_fact_at", "max_fact_at",
                                          "webhook_first_at", "webhook_last_at", "api_last_at")},
     )
@@ -305,10 +308,4 @@ def _finalize(partial: pl.DataFrame) -> pl.DataFrame:
 
 
 def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        from memberpulse.errors import InvalidInput
-
-        raise InvalidInput(
-            "as_of must be timezone-aware", value=moment.isoformat(), hint="pass e.g. datetime.now(UTC)"
-        )
-    return moment
+    return require_aware(moment, "as_of")

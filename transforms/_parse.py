@@ -4,15 +4,17 @@ Input of :func:`parse_raw` is the raw frame (``RAW_SCHEMA``; optional ``source_f
 through to rejects). Output is a :class:`ParsedBatch`: ``events`` (``EVENT_SCHEMA``) and ``rejects``
 (``REJECT_SCHEMA``). Every input row lands in exactly one of the two.
 
-Payload shapes understood (see shared/reference/whop-platform.md):
-- the seed's: ``{"action", "data": {id, user_id, company_id, email, username,
+Payload shapes understood (event vocabulary: memberpulse.contracts.events; docs/architecture.md):
+- the legacy envelope of the TypeScript webhook guide this project started from: ``{"action", "data": {id, user_id,
+company_id, email, username,
   created_at|accessed_at|expired_at}}`` with ISO times;
 - Whop legacy v5: ``{"action", "api_version": "v5", "data": {id, user_id, created_at (epoch s), status,
   valid…}}``;
 - Whop v1: ``{"id", "type", "timestamp" (ISO), "data", "account_id"}``, ``data`` pinned (``user_id``,
   ``member_id``, ``company_id``…) or unpinned (``user{id,username,name,email}``, ``company{id}``).
 
-Event time (DESIGN): the envelope's ``timestamp``; else the kind's own field (joined ``data.created_at``,
+Event time (docs/architecture.md, "Scoring"): the envelope's ``timestamp``; else the kind's own field (joined
+``data.created_at``,
 accessed ``data.accessed_at``, left ``data.expired_at``); else ``signed_at``; else ``received_at``.
 
 Rejects (reason prefixes are stable): ``empty body``, ``body is not valid JSON: …``, ``body is not a JSON
@@ -44,8 +46,10 @@ import orjson
 import polars as pl
 from polars.exceptions import PolarsError
 
+from memberpulse.contracts.events import EVENT_KINDS
+from memberpulse.contracts.frames import conform
+from memberpulse.contracts.raw_record import REQUIRED_FIELDS, InvalidRawRecord, decode_raw_record
 from memberpulse.transforms._schema import (
-    EVENT_KINDS,
     EVENT_SCHEMA,
     RAW_SCHEMA,
     REJECT_BODY_BYTES,
@@ -185,23 +189,9 @@ def _parse_lines_slowly(data: bytes, *, source_file: str | None, base_offset: in
 
 def _check_raw_line(line: bytes) -> tuple[dict[str, Any] | None, str]:
     try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        return None, f"line is not valid JSON ({exc})"
-    if not isinstance(doc, dict):
-        return None, "line is not a JSON object"
-    for name in ("webhook_id", "received_at", "body"):
-        if not isinstance(doc.get(name), str) or not doc[name]:
-            return None, f"{name} missing or not a string"
-    signed_at = doc.get("signed_at")
-    if signed_at is not None and (isinstance(signed_at, bool) or not isinstance(signed_at, int)):
-        return None, "signed_at is not an integer"
-    if not -(2**62) < (signed_at or 0) < 2**62:
-        return None, "signed_at out of range"
-    for name in ("scheme", "event_type"):
-        if doc.get(name) is not None and not isinstance(doc[name], str):
-            return None, f"{name} is not a string"
-    return {name: doc.get(name) for name in RAW_SCHEMA}, ""
+        return decode_raw_record(line), ""
+    except InvalidRawRecord as problem:
+        return None, str(problem)
 
 
 # --- raw records → events ---------------------------------------------------------------------------------
@@ -231,22 +221,10 @@ def parse_raw(raw: pl.DataFrame) -> ParsedBatch:
 
 
 def _conform_raw(raw: pl.DataFrame) -> pl.DataFrame:
-    missing = [c for c in ("webhook_id", "received_at", "body") if c not in raw.columns]
-    if missing:
-        from memberpulse.errors import InvalidInput
-
-        raise InvalidInput(
-            f"raw frame lacks required column(s) {missing}",
-            value=raw.columns,
-            hint="pass the landing's raw records (webhook_id, received_at, body, …)",
-        )
-    wanted = {**RAW_SCHEMA, **SOURCE_SCHEMA}
-    return raw.select(
-        [
-            pl.col(name).cast(dtype) if name in raw.columns else pl.lit(None, dtype=dtype).alias(name)
-            for name, dtype in wanted.items()
-        ]
-    )
+    return conform(
+        raw, {**RAW_SCHEMA, **SOURCE_SCHEMA}, required=REQUIRED_FIELDS, what="raw frame",
+        hint="pass the landing's raw records (webhook_id, received_at, body, …)",
+    )  # fmt: skip
 
 
 def _flatten(doc: pl.Expr) -> list[pl.Expr]:

@@ -5,65 +5,25 @@ Every time column is ``Datetime("us", "UTC")``. Nullable unless noted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from types import MappingProxyType
 from typing import Final
 
 import polars as pl
 
-UTC_US: Final = pl.Datetime("us", "UTC")
+from memberpulse.contracts.raw_record import RAW_RECORD_SCHEMA
+from memberpulse.contracts.tables import EVENTS, MEMBER_ACTIVITY, RECONCILIATION_DRIFT
+from memberpulse.contracts.times import UTC_US
 
-# DESIGN "Events understood": event type → kind. Everything else is kind ``other``: kept, counted, not folded.
-EVENT_KINDS: Final[Mapping[str, str]] = MappingProxyType(
-    {
-        "membership.went_valid": "joined",
-        "membership.activated": "joined",
-        "membership.accessed": "accessed",
-        "membership.went_invalid": "left",
-        "membership.deactivated": "left",
-    }
-)
-SUPPORTED_EVENTS: Final[tuple[str, ...]] = tuple(EVENT_KINDS)
 KINDS: Final[tuple[str, ...]] = ("joined", "accessed", "left", "other")
-
-# Whop statuses that keep access (DESIGN "Scoring": API fact → valid).
-VALID_STATUSES: Final[frozenset[str]] = frozenset({"trialing", "active", "past_due", "completed"})
 
 # Largest reject body prefix kept, in bytes.
 REJECT_BODY_BYTES: Final = 4096
 
-# DESIGN "Raw record" (one landing NDJSON line). webhook_id, received_at and body are required.
-RAW_SCHEMA: Final = pl.Schema(
-    {
-        "webhook_id": pl.String(),
-        "received_at": pl.String(),
-        "signed_at": pl.Int64(),
-        "scheme": pl.String(),
-        "event_type": pl.String(),
-        "body": pl.String(),
-    }
-)
+# One landing NDJSON line: see memberpulse.contracts.raw_record.
+RAW_SCHEMA: Final = RAW_RECORD_SCHEMA
 SOURCE_SCHEMA: Final = pl.Schema({"source_file": pl.String(), "source_offset": pl.Int64()})
 
-EVENT_SCHEMA: Final = pl.Schema(
-    {
-        "webhook_id": pl.String(),  # not null
-        "received_at": UTC_US,  # not null
-        "signed_at": pl.Int64(),
-        "scheme": pl.String(),
-        "event_type": pl.String(),  # body's ``type`` or ``action``, else the raw record's
-        "kind": pl.String(),  # not null: joined | accessed | left | other
-        "event_at": UTC_US,  # not null: DESIGN "Event time"
-        "time_source": pl.String(),  # not null: envelope | payload | signed_at | received_at (see dedupe)
-        "membership_id": pl.String(),  # data.id; not null for joined/accessed/left
-        "user_id": pl.String(),  # data.user_id or data.user.id
-        "company_id": pl.String(),  # data.company_id, data.company.id, or the v1 envelope's account_id
-        "username": pl.String(),  # data.user.username or data.username
-        "member_name": pl.String(),  # data.user.name, else the username
-        "email": pl.String(),  # data.user.email or data.email
-        "membership_status": pl.String(),  # data.status (v5, v1)
-    }
-)
+# parse_raw(): one row per webhook (the snapshot's ``events`` table; columns described there).
+EVENT_SCHEMA: Final = EVENTS.schema
 
 REJECT_SCHEMA: Final = pl.Schema(
     {
@@ -129,38 +89,8 @@ STATE_SCHEMA: Final = pl.Schema(
     }
 )
 
-# score(): DESIGN "Published table" minus updated_at (the flow sets it).
-SCORE_SCHEMA: Final = pl.Schema(
-    {
-        "membership_id": pl.String(),
-        "company_id": pl.String(),
-        "user_id": pl.String(),
-        "member_name": pl.String(),
-        "email": pl.String(),
-        "status": pl.String(),  # not null: active | at_risk | inactive
-        "engagement_score": pl.Int32(),  # not null: 0..100
-        "activity_score": pl.Int32(),  # not null: = engagement_score
-        "last_active": UTC_US,
-        "joined_at": UTC_US,
-        "total_sessions": pl.Int32(),  # not null
-        "membership_status": pl.String(),
-        "valid": pl.Boolean(),  # not null: no validity fact yet counts as not valid
-    }
-)
+# score(): the member_activity table minus updated_at (the flow stamps it when publishing).
+SCORE_SCHEMA: Final = pl.Schema({c.name: c.dtype for c in MEMBER_ACTIVITY.without("updated_at")})
 
-DRIFT_SCHEMA: Final = pl.Schema(
-    {
-        "membership_id": pl.String(),
-        "company_id": pl.String(),
-        "user_id": pl.String(),
-        "reason": pl.String(),  # comma-separated, in this order: api_only, webhook_only, validity, status
-        "webhook_valid": pl.Boolean(),
-        "api_valid": pl.Boolean(),
-        "webhook_status": pl.String(),
-        "api_status": pl.String(),
-        "webhook_valid_at": UTC_US,
-        "webhook_status_at": UTC_US,
-        "webhook_last_at": UTC_US,
-        "api_fetched_at": UTC_US,
-    }
-)
+# drift(): the snapshot's reconciliation_drift table.
+DRIFT_SCHEMA: Final = RECONCILIATION_DRIFT.schema

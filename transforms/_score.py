@@ -1,9 +1,10 @@
 """Member state → scored rows as of T (``SCORE_SCHEMA``: the published columns except ``updated_at``).
 
-DESIGN "Scoring": days = (T − last_active) in days, a real number; valid members score
+The rules and their reasons: docs/architecture.md, "Scoring". days = (T − last_active) in days, a real number;
+valid members score
 ``floor(100 · 0.5^(days / half_life) + 0.5)`` and are ``active`` if days ≤ active_days, ``at_risk`` if days ≤
 at_risk_days, else ``inactive``; members not valid score 0 and are ``inactive`` (the row is kept).
-Choices where DESIGN is silent: a member with no validity fact yet (say, only accesses seen) counts as not
+Edge cases: a member with no validity fact yet (say, only accesses seen) counts as not
 valid; days below 0 (a fact dated after T, e.g. an API last_accessed_at later than its snapshot, or a state
 folded past T) count as 0, so scores stay within 0..100. Members whose first fact is after T are left out.
 """
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from memberpulse.contracts.times import require_aware
 from memberpulse.transforms._schema import SCORE_SCHEMA, STATE_SCHEMA
 
 _US_PER_DAY = 86_400_000_000
@@ -59,11 +61,7 @@ def needs_rebuild(state: pl.DataFrame, as_of: datetime) -> bool:
 
 def score(state: pl.DataFrame, *, as_of: datetime, params: ScoringParams) -> pl.DataFrame:
     """Scored rows as of ``as_of`` (timezone-aware), one per member with a fact at or before it."""
-    if as_of.tzinfo is None:
-        from memberpulse.errors import InvalidInput
-
-        raise InvalidInput("as_of must be timezone-aware", value=as_of.isoformat(),
-                           hint="pass e.g. datetime.now(UTC)")
+    require_aware(as_of, "as_of")
     t_us = epoch_us_of(as_of)
     state = state.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
     last_us = pl.col("last_active").dt.epoch("us")

@@ -1,4 +1,4 @@
-"""Time parsing shared by the parser: epoch seconds (Whop v5) or ISO 8601 (the seed, Whop v1), to UTC µs.
+"""Time parsing shared by the parser: epoch seconds (Whop v5) or ISO 8601 (legacy envelope, Whop v1), to UTC µs.
 
 Accepted, exactly:
 - epoch seconds as a decimal number, optionally signed and with up to 6 fractional digits (``1700000000``,

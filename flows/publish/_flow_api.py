@@ -16,6 +16,8 @@ from typing import Any, Final
 
 import polars as pl
 
+from memberpulse.contracts.tables import PIPELINE_RUNS
+from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.fsio import atomic_write_parquet
 from memberpulse.flows.publish._base import PipelineRun, Publisher, PublishResult
@@ -25,7 +27,6 @@ from memberpulse.flows.publish._schema import (
     KEY,
     MEMBER_ACTIVITY_SCHEMA,
     PIPELINE_RUN_COLUMNS,
-    UTC_MICROS,
 )
 from memberpulse.flows.publish.changes import PublishedState, plan_publish
 from memberpulse.settings import Settings
@@ -33,11 +34,7 @@ from memberpulse.settings import Settings
 log = logging.getLogger(__name__)
 SNAPSHOT_ONLY_STATE: Final = "member_activity.snapshot-only"
 RUNS_LOG: Final = "pipeline_runs"
-PIPELINE_RUNS_SCHEMA: Final[dict[str, pl.DataType]] = {
-    "run_id": pl.Utf8(), "flow": pl.Utf8(), "started_at": UTC_MICROS, "finished_at": UTC_MICROS,
-    "status": pl.Utf8(), "events_ingested": pl.Int64(), "rejects": pl.Int64(), "rows_inserted": pl.Int64(),
-    "rows_updated": pl.Int64(), "rows_unchanged": pl.Int64(), "drift_count": pl.Int64(), "error": pl.Utf8(),
-}  # fmt: skip
+PIPELINE_RUNS_SCHEMA: Final[dict[str, pl.DataType]] = dict(PIPELINE_RUNS.schema)
 
 
 @dataclass(frozen=True)
@@ -101,7 +98,7 @@ def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
     """
     if rejects.height == 0:
         return pl.DataFrame(schema={"webhook_id": pl.Utf8, "event_type": pl.Utf8, "reason": pl.Utf8,
-                                    "received_at": UTC_MICROS, "body_prefix": pl.Utf8})  # fmt: skip
+                                    "received_at": UTC_US, "body_prefix": pl.Utf8})  # fmt: skip
     body = pl.col("body") if "body" in rejects.columns else pl.lit(None, pl.Utf8)
     received = pl.col("received_at")
     if rejects.schema.get("received_at") == pl.Utf8:
@@ -110,7 +107,7 @@ def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
         pl.col("webhook_id").cast(pl.Utf8) if "webhook_id" in rejects.columns else pl.lit(None, pl.Utf8),
         (pl.col("event_type") if "event_type" in rejects.columns else pl.lit(None)).cast(pl.Utf8),
         pl.col("reason").cast(pl.Utf8),
-        received.cast(UTC_MICROS).alias("received_at"),
+        received.cast(UTC_US).alias("received_at"),
         body.cast(pl.Utf8).str.slice(0, BODY_PREFIX_CHARS).alias("body_prefix"),
         body.cast(pl.Utf8).alias("__body"),
     )

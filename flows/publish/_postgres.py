@@ -15,7 +15,8 @@ import polars as pl
 import psycopg
 from psycopg import sql
 
-from memberpulse.flows.faults import kill_point
+from memberpulse.contracts.checkpoints import checkpoint
+from memberpulse.contracts.times import UTC_US
 from memberpulse.flows.publish._base import Publisher, Written
 from memberpulse.flows.publish._dsn import mask_dsn, translate_error
 from memberpulse.flows.publish._schema import (
@@ -23,7 +24,6 @@ from memberpulse.flows.publish._schema import (
     KEY,
     MEMBER_ACTIVITY_COLUMNS,
     PIPELINE_RUN_COLUMNS,
-    UTC_MICROS,
     WEBHOOK_FAILURE_COLUMNS,
 )
 from memberpulse.flows.publish.changes import PublishedState
@@ -71,7 +71,7 @@ KEPT_IN_TABLE: Final = sql.SQL(
     "SELECT s.{key}, t.updated_at FROM {stage} s JOIN public.member_activity t USING ({key})"
     " WHERE t.updated_at IS DISTINCT FROM s.updated_at"
 ).format(key=sql.Identifier(KEY), stage=sql.Identifier(STAGE))
-KEPT_SCHEMA: Final = {KEY: pl.Utf8(), "updated_at": UTC_MICROS}
+KEPT_SCHEMA: Final = {KEY: pl.Utf8(), "updated_at": UTC_US}
 UPSERT_RUN: Final = sql.SQL(
     "INSERT INTO public.pipeline_runs ({cols}) VALUES ({values}) ON CONFLICT (run_id) DO UPDATE SET {assignments}"
 ).format(
@@ -163,7 +163,7 @@ class PostgresPublisher(Publisher):
                     copy.write(chunk)
             if self._after_copy is not None:
                 self._after_copy()
-            kill_point("publish_before_commit")
+            checkpoint("publish_before_commit")
             cur.execute(UPSERT_FROM_STAGE)
             row = cur.fetchone()
             assert row is not None

@@ -17,9 +17,10 @@ import polars as pl
 from postgrest import APIError
 from postgrest.types import ReturnMethod
 
+from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import ConfigError, PublishError, PublishUnavailable
 from memberpulse.flows.publish._base import Publisher, Written
-from memberpulse.flows.publish._schema import KEY, MEMBER_ACTIVITY_COLUMNS, UTC_MICROS
+from memberpulse.flows.publish._schema import KEY, MEMBER_ACTIVITY_COLUMNS
 from memberpulse.flows.publish.changes import PublishedState
 from supabase import Client, ClientOptions, create_client
 
@@ -30,7 +31,7 @@ _ISO_UTC: Final = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
 def json_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts: times as ISO 8601 UTC strings, everything else as is."""
     return frame.with_columns(
-        pl.col(c).dt.strftime(_ISO_UTC) for c, dtype in frame.schema.items() if dtype == UTC_MICROS
+        pl.col(c).dt.strftime(_ISO_UTC) for c, dtype in frame.schema.items() if dtype == UTC_US
     ).to_dicts()
 
 
@@ -119,7 +120,7 @@ class PostgrestPublisher(Publisher):
         return Written(frame.height - seen_before, seen_before)
 
     def _upsert_runs(self, rows: list[dict[str, Any]]) -> None:
-        frame = pl.DataFrame(rows, schema_overrides={"started_at": UTC_MICROS, "finished_at": UTC_MICROS})
+        frame = pl.DataFrame(rows, schema_overrides={"started_at": UTC_US, "finished_at": UTC_US})
         self._upsert("pipeline_runs", json_rows(frame), on_conflict="run_id")
 
     def _upsert_failures(self, summary: pl.DataFrame) -> None:

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import polars as pl
 
-from memberpulse.errors import InvalidInput
+from memberpulse.contracts.frames import conform
+from memberpulse.contracts.times import UTC_US, require_aware
 from memberpulse.flows.fsio import atomic_write_parquet
 from memberpulse.flows.publish._schema import (
     COMPARED_COLUMNS,
     KEY,
     MEMBER_ACTIVITY_COLUMNS,
     MEMBER_ACTIVITY_SCHEMA,
-    UTC_MICROS,
     conform_members,
 )
 
@@ -32,25 +32,18 @@ _CHANGED = "__changed"
 
 
 def _run_at_literal(run_at: datetime) -> pl.Expr:
-    if run_at.tzinfo is None:
-        raise InvalidInput("run_at must be timezone-aware", value=run_at.isoformat(), hint="now(UTC)")
-    return pl.lit(run_at.astimezone(UTC)).cast(UTC_MICROS)
+    return pl.lit(require_aware(run_at, "run_at").astimezone(UTC)).cast(UTC_US)
 
 
 def _typed(frame: pl.DataFrame) -> pl.DataFrame:
     """Published columns with their types, without the checks (for rows we published ourselves)."""
-    return frame.select(
-        (pl.col(n) if n in frame.columns else pl.lit(None)).cast(dtype).alias(n)
-        for n, dtype in MEMBER_ACTIVITY_SCHEMA.items()
-    )
+    return conform(frame, MEMBER_ACTIVITY_SCHEMA)
 
 
 def _mark_changes(current: pl.DataFrame, last: pl.DataFrame | None) -> pl.DataFrame:
     """``current`` (conformed) + ``__changed`` + the last published ``updated_at`` (``__last_updated_at``)."""
     if last is None or last.height == 0:
-        return current.with_columns(
-            pl.lit(True).alias(_CHANGED), pl.lit(None).cast(UTC_MICROS).alias(f"{_LAST}updated_at")
-        )
+        return current.with_columns(pl.lit(True).alias(_CHANGED), pl.lit(None).cast(UTC_US).alias(f"{_LAST}updated_at"))
     previous = _typed(last).select(
         pl.col(KEY),
         pl.lit(True).alias(f"{_LAST}present"),

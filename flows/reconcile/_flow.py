@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from memberpulse.flows.faults import kill_point
+from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.flows.publish import record_run, target_name
 from memberpulse.flows.reconcile._ingest import scoring_state
 from memberpulse.flows.reconcile._lock import run_lock
@@ -72,7 +72,7 @@ def _run_steps(settings: Settings, report: RunReport, *, run_at: datetime, logge
     with report.step("ingest"):
         ingested = ingest_task(settings, store, report.run_id, report.full_refresh)
     note_ingested(report, ingested, logger)
-    kill_point("after_ingest")
+    checkpoint("after_ingest")
 
     with report.step("score"):
         scored = score(settings, scoring_state(settings, store, ingested, report.as_of), report.as_of)

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-import orjson
 import polars as pl
 
 from memberpulse import transforms
+from memberpulse.contracts.quarantine import decode_quarantine_entry
 from memberpulse.flows import raw_reader
 from memberpulse.flows.warehouse import Manifest, ReconcileStore
 from memberpulse.flows.whop import BackfillSnapshot, list_snapshots
@@ -84,18 +84,16 @@ def landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
     """The landing's quarantine lines (refused webhooks: bad signature, stale, too large) as failure rows."""
     rows = []
     for line in batch.joined().splitlines():
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
+        entry = decode_quarantine_entry(line)
+        if entry is None:
             continue  # diagnostics only: a torn or foreign line is not worth failing a run for
-        headers = entry.get("headers") or {}
         rows.append(
             {
-                "webhook_id": headers.get("webhook-id"),
+                "webhook_id": entry.webhook_id,
                 "event_type": None,
-                "reason": f"landing {entry.get('status')}: {entry.get('reason')}",
-                "received_at": entry.get("received_at"),
-                "body": entry.get("body_prefix"),
+                "reason": f"landing {entry.status}: {entry.reason}",
+                "received_at": entry.received_at,
+                "body": entry.body_prefix,
             }
         )
     return pl.DataFrame(rows, schema=_FAILURE_SCHEMA)

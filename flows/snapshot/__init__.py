@@ -14,7 +14,7 @@ import duckdb
 from memberpulse.errors import InvalidInput
 from memberpulse.flows.snapshot._files import LATEST_NAME
 from memberpulse.flows.snapshot._history import thin_history
-from memberpulse.flows.snapshot._schema import MEMBER_ACTIVITY_COLUMNS, TABLES, VIEWS, quote_literal
+from memberpulse.flows.snapshot._schema import TABLES, VIEWS, quote_literal
 from memberpulse.flows.snapshot._writer import write_snapshot
 
 SNAPSHOT_TABLES: tuple[str, ...] = TABLES
@@ -51,7 +51,6 @@ def open_latest(snapshots_dir: Path) -> duckdb.DuckDBPyConnection:
 
 __all__ = [
     "LATEST_NAME",
-    "MEMBER_ACTIVITY_COLUMNS",
     "SNAPSHOT_TABLES",
     "SNAPSHOT_VIEWS",
     "latest_path",

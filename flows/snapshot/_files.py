@@ -17,27 +17,27 @@ import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from memberpulse.contracts.times import FILE_TIME_PATTERN, file_time, require_aware
 from memberpulse.errors import InvalidInput, StorageUnavailable
 from memberpulse.flows.fsio import fsync_path
 
 LATEST_NAME = "latest.duckdb"
 TMP_PREFIX = ".tmp-"
 LOCK_NAME = ".write.lock"
-SNAPSHOT_NAME = re.compile(r"^\d{8}T\d{12}Z-[0-9A-Za-z]{1,8}\.duckdb$")
+SNAPSHOT_NAME = re.compile(rf"^{FILE_TIME_PATTERN}-[0-9A-Za-z]{{1,8}}\.duckdb$")
 LOCK_WAIT_SECONDS = 120.0
 
 
 def snapshot_name(run_at: datetime, run_id: str) -> str:
     """``<run_at as YYYYMMDDTHHMMSSffffffZ>-<first 8 letters/digits of run_id>.duckdb``: sorts by time."""
-    if run_at.tzinfo is None:
-        raise InvalidInput("run_at must be timezone-aware", value=run_at.isoformat(), hint="pass datetime.now(UTC)")
+    require_aware(run_at, "run_at")
     short_id = re.sub(r"[^0-9A-Za-z]", "", run_id)[:8]
     if not short_id:
         raise InvalidInput("run_id has no letters or digits to name the snapshot with", value=run_id)
-    return f"{run_at.astimezone(UTC):%Y%m%dT%H%M%S%fZ}-{short_id}.duckdb"
+    return f"{file_time(run_at)}-{short_id}.duckdb"
 
 
 @contextlib.contextmanager

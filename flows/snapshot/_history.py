@@ -8,18 +8,16 @@ is exactly what ``status_counts_per_day`` reads, so that view's answers do not c
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
-_FILE_TIME = re.compile(r"(\d{8}T\d{12}Z)")
+from memberpulse.contracts.times import find_file_time
 
 
 def history_file_time(path: Path) -> datetime | None:
     """The run time in a ``<YYYYMMDDTHHMMSSffffffZ>.parquet`` name, or None when the name carries none."""
-    match = _FILE_TIME.search(Path(path).name)
-    return datetime.strptime(match.group(1), "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC) if match else None
+    return find_file_time(Path(path).name)
 
 
 def thin_history(paths: Sequence[Path], *, recent: timedelta = timedelta(hours=1)) -> list[Path]:

@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-# The published table, column for column (DESIGN "Published table"). Declared rather than inferred so that an
-# empty run still yields the right types and a snapshot always matches what Supabase holds.
-MEMBER_ACTIVITY_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("membership_id", "VARCHAR NOT NULL"),
-    ("company_id", "VARCHAR"),
-    ("user_id", "VARCHAR"),
-    ("member_name", "VARCHAR"),
-    ("email", "VARCHAR"),
-    ("status", "VARCHAR"),
-    ("engagement_score", "INTEGER"),
-    ("activity_score", "INTEGER"),
-    ("last_active", "TIMESTAMPTZ"),
-    ("joined_at", "TIMESTAMPTZ"),
-    ("total_sessions", "INTEGER"),
-    ("membership_status", "VARCHAR"),
-    ("valid", "BOOLEAN"),
-    ("updated_at", "TIMESTAMPTZ"),
-)
-MEMBER_ACTIVITY_REQUIRED = frozenset(name for name, _ in MEMBER_ACTIVITY_COLUMNS) - {"activity_score"}
+from memberpulse.contracts.tables import MEMBER_ACTIVITY, SNAPSHOT_TABLES
+
+# Declared (memberpulse.contracts.tables) rather than inferred, so that an empty run still yields the right types
+# and a snapshot always matches what Supabase holds.
+MEMBER_ACTIVITY_REQUIRED = frozenset(MEMBER_ACTIVITY.names) - {"activity_score"}
 
 # History rows are whatever the flow scored in each run (read from its parquet files) plus the run's time.
 HISTORY_REQUIRED = frozenset({"membership_id", "status"})
 
-TABLES: tuple[str, ...] = (
-    "member_activity",
-    "events",
-    "member_activity_history",
-    "reconciliation_drift",
-    "pipeline_runs",
-    "snapshot_info",
-)
+TABLES: tuple[str, ...] = tuple(table.name for table in SNAPSHOT_TABLES)
 
 # Days and weeks are UTC calendar days and ISO weeks (Monday start), whatever the analyst's session time zone.
 VIEWS: dict[str, str] = {
@@ -71,14 +50,6 @@ VIEWS: dict[str, str] = {
         ORDER BY week_start
     """,
 }
-
-
-def columns_ddl(columns: tuple[tuple[str, str], ...]) -> str:
-    return ", ".join(f"{quote_ident(name)} {sql_type}" for name, sql_type in columns)
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def quote_literal(text: str) -> str:

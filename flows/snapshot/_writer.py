@@ -12,18 +12,13 @@ import duckdb
 import polars as pl
 
 from memberpulse import transforms
+from memberpulse.contracts.checkpoints import checkpoint
+from memberpulse.contracts.tables import MEMBER_ACTIVITY, MEMBER_ACTIVITY_HISTORY, SNAPSHOT_INFO, quote_ident
+from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import InvalidInput, StorageUnavailable
-from memberpulse.flows.faults import kill_point
 from memberpulse.flows.snapshot import _files
 from memberpulse.flows.snapshot._history import history_file_time
-from memberpulse.flows.snapshot._schema import (
-    HISTORY_REQUIRED,
-    MEMBER_ACTIVITY_COLUMNS,
-    MEMBER_ACTIVITY_REQUIRED,
-    VIEWS,
-    columns_ddl,
-    quote_ident,
-)
+from memberpulse.flows.snapshot._schema import HISTORY_REQUIRED, MEMBER_ACTIVITY_REQUIRED, VIEWS
 
 # Analysts open snapshots with whatever DuckDB they have (CLI, DBeaver, an older Python package). DuckDB 2.0's
 # default file format is unreadable before 2.0; this one opens in every DuckDB since 1.1, at no cost measured.
@@ -104,7 +99,7 @@ def _build_and_swap(final: Path, **tables: Any) -> None:
     tmp = _files.tmp_path_for(final)
     try:
         _build(tmp, **tables)
-        kill_point("snapshot_before_swap")
+        checkpoint("snapshot_before_swap")
         _files.publish(tmp, final)
     finally:
         _files.discard(tmp)
@@ -131,10 +126,7 @@ def _build(
         _load("member_activity_history", lambda: _load_history(con, history_files))
         _load("reconciliation_drift", lambda: _load_frame(con, "reconciliation_drift", drift))
         _load("pipeline_runs", lambda: _load_frame(con, "pipeline_runs", pipeline_runs))
-        con.execute(
-            "CREATE TABLE snapshot_info (run_id VARCHAR, run_at TIMESTAMPTZ, written_at TIMESTAMPTZ, "
-            "memberpulse_version VARCHAR)"
-        )
+        con.execute(f"CREATE TABLE snapshot_info ({SNAPSHOT_INFO.duckdb_columns()})")
         con.execute(
             "INSERT INTO snapshot_info VALUES (?, ?, ?, ?)",
             [run_id, run_at, datetime.now(UTC), _package_version()],
@@ -161,12 +153,12 @@ def _load(table: str, load: Callable[[], None]) -> None:
 
 
 def _load_member_activity(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> None:
-    con.execute(f"CREATE TABLE member_activity ({columns_ddl(MEMBER_ACTIVITY_COLUMNS)})")
+    con.execute(f"CREATE TABLE member_activity ({MEMBER_ACTIVITY.duckdb_columns()})")
     present = set(frame.columns)
     select = []
-    for name, sql_type in MEMBER_ACTIVITY_COLUMNS:
-        source = name if name in present else "engagement_score"  # activity_score mirrors engagement_score
-        select.append(f"CAST({quote_ident(source)} AS {sql_type.removesuffix(' NOT NULL')})")
+    for column in MEMBER_ACTIVITY.columns:
+        source = column.name if column.name in present else "engagement_score"  # activity_score mirrors it
+        select.append(f"CAST({quote_ident(source)} AS {column.duckdb_type})")
     # Registered frames are dropped on success only: after a failure the transaction is aborted and the
     # connection is thrown away anyway.
     con.register("_member_activity_in", frame)
@@ -200,8 +192,7 @@ def _empty_events() -> pl.DataFrame:
 
 def _load_history(con: duckdb.DuckDBPyConnection, files: list[tuple[Path, datetime | None]]) -> None:
     if not files:
-        columns_sql = columns_ddl(MEMBER_ACTIVITY_COLUMNS)
-        con.execute(f"CREATE TABLE member_activity_history (run_at TIMESTAMPTZ, {columns_sql})")
+        con.execute(f"CREATE TABLE member_activity_history ({MEMBER_ACTIVITY_HISTORY.duckdb_columns()})")
         return
     params = {"files": [str(p) for p, _ in files]}
     source = "read_parquet($files, union_by_name = true, filename = '_mp_source_file') AS h"
@@ -218,7 +209,7 @@ def _load_history(con: duckdb.DuckDBPyConnection, files: list[tuple[Path, dateti
             )
         dates = pl.DataFrame(
             {"_mp_source_file": [str(p) for p, _ in files], "_mp_run_at": [when for _, when in files]},
-            schema={"_mp_source_file": pl.Utf8, "_mp_run_at": pl.Datetime("us", "UTC")},
+            schema={"_mp_source_file": pl.Utf8, "_mp_run_at": UTC_US},
         )
         con.register("_history_dates", dates)
         run_at = "d._mp_run_at"

@@ -62,7 +62,7 @@ class RetryEvent:
 
 
 def backfill_skip_reason(settings: Settings) -> str | None:
-    """Why a backfill cannot run with these settings (DESIGN: "backfill skipped, said so"), or None."""
+    """Why a backfill cannot run with these settings (a run without backfill settings skips it and says so), or None."""
     missing = []
     if settings.whop_api_key is None or not settings.whop_api_key.get_secret_value().strip():
         missing.append("WHOP_API_KEY")

@@ -1,4 +1,4 @@
-"""From whop-sdk models to Arrow columns in the snapshot schemas of the brief (all times UTC microseconds).
+"""From whop-sdk models to Arrow columns in the backfill snapshot schemas (all times UTC microseconds).
 
 A page is turned into columns right away, so only one page of pydantic objects is alive at a time.
 """

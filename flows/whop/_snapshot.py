@@ -32,13 +32,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from memberpulse.contracts.times import file_time
 from memberpulse.errors import InvalidInput, StorageUnavailable
 from memberpulse.flows.fsio import fsync_path
 from memberpulse.flows.whop._records import MEMBERS_SCHEMA, MEMBERSHIPS_SCHEMA, Resource
 
 log = logging.getLogger("memberpulse.backfill")
 
-SNAPSHOT_NAME_FORMAT = "%Y%m%dT%H%M%S%fZ"
 MANIFEST_NAME = "_SUCCESS"
 TMP_PREFIX = ".tmp-"
 MANIFEST_FORMAT = 1
@@ -50,7 +50,7 @@ def backfill_dir(warehouse_dir: Path) -> Path:
 
 
 def snapshot_name(fetched_at: datetime) -> str:
-    return fetched_at.astimezone(UTC).strftime(SNAPSHOT_NAME_FORMAT)
+    return file_time(fetched_at)
 
 
 @dataclass(frozen=True)

@@ -7,23 +7,38 @@ plus the ``user {id, username, name, email}`` object Whop's membership list item
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hmac
 import threading
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from memberpulse.whop_simulator._faults import Endpoint, Faults
 from memberpulse.whop_simulator._population import Population, SimMember, SimMembership
 
 DEFAULT_PAGE_SIZE = 25
+
+Endpoint = Literal["memberships", "members"]
+
+
+@dataclass(frozen=True)
+class SimulatedAnswer:
+    """An answer an ``intercept`` hook gives instead of the endpoint's own (JSON ``body``)."""
+
+    status: int
+    body: Mapping[str, Any]
+    headers: dict[str, str] | None = None
+
+
+#: Called first for every request, before auth, as a load balancer in front of Whop would be: may wait, and
+#: may answer instead of the endpoint (None: serve normally).
+Intercept = Callable[[Endpoint], Awaitable[SimulatedAnswer | None]]
 
 
 @dataclass(frozen=True)
@@ -42,7 +57,8 @@ class SimulatorState:
 
     population: Population
     api_key: str
-    faults: Faults
+    intercept: Intercept | None = None
+    max_page_size: int | None = None  # Whop caps ``first``; None: no cap
     requests: list[LoggedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -60,10 +76,15 @@ class SimulatorState:
 
 
 def create_app(
-    population: Population, *, api_key: str, faults: Faults | None = None, base_path: str = "/api/v1"
+    population: Population,
+    *,
+    api_key: str,
+    intercept: Intercept | None = None,
+    max_page_size: int | None = None,
+    base_path: str = "/api/v1",
 ) -> FastAPI:
     """A simulator for one company (``population.company_id``) that accepts one bearer ``api_key``."""
-    state = SimulatorState(population=population, api_key=api_key, faults=faults or Faults())
+    state = SimulatorState(population, api_key, intercept, max_page_size)
     app = FastAPI(title="Whop API simulator (memberpulse tests and demo)", docs_url=None, redoc_url=None)
     app.state.whop_simulator = state
     base = base_path.rstrip("/")
@@ -98,19 +119,10 @@ async def _list(state: SimulatorState, request: Request, endpoint: Endpoint) -> 
             orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
         )
 
-    # Infrastructure faults come first, as a load balancer's would: before auth and before any data.
-    action = state.faults.next_action(endpoint)
-    if action.delay > 0:
-        await asyncio.sleep(action.delay)
-    if action.status == 429:
-        wait = _format_seconds(action.retry_after if action.retry_after is not None else 1.0)
-        headers = {"Retry-After": wait} if action.retry_after_header else None
-        body = {"error": {"type": "rate_limit_exceeded", "message": f"Try again in {wait} seconds."}}
-        return answer(429, body, headers)
-    if action.status is not None:
-        return answer(
-            action.status, {"error": {"type": "internal_server_error", "message": "Simulated fault."}}
-        )
+    if state.intercept is not None:
+        intercepted = await state.intercept(endpoint)
+        if intercepted is not None:
+            return answer(intercepted.status, intercepted.body, intercepted.headers)
 
     authorization = request.headers.get("authorization", "")
     token = authorization[7:] if authorization.lower().startswith("bearer ") else ""
@@ -128,7 +140,7 @@ async def _list(state: SimulatorState, request: Request, endpoint: Endpoint) -> 
         return answer(400, {"error": {"type": "bad_request", "message": str(exc)}})
     if first < 1:
         return answer(400, {"error": {"type": "bad_request", "message": "first must be >= 1"}})
-    cap = state.faults.page_size_cap
+    cap = state.max_page_size
     if cap is not None:
         first = min(first, cap)
 
@@ -146,10 +158,6 @@ async def _list(state: SimulatorState, request: Request, endpoint: Endpoint) -> 
         "has_previous_page": offset > 0,
     }
     return answer(200, {"data": data, "page_info": page_info})
-
-
-def _format_seconds(seconds: float) -> str:
-    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
 
 
 def _encode_cursor(endpoint: str, offset: int) -> str:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-# Whop's membership statuses; the first four keep access (DESIGN "valid").
-VALID_STATUSES = frozenset({"trialing", "active", "past_due", "completed"})
+from memberpulse.contracts.events import VALID_STATUSES
+
+# Whop's membership statuses; the first four keep access (memberpulse.contracts.events.VALID_STATUSES).
 _STATUS_WEIGHTS = (
     ("active", 70),
     ("trialing", 5),

@@ -1,4 +1,4 @@
--- memberpulse: the published, scored member rows (DESIGN "Published table").
+-- memberpulse: the published, scored member rows (columns described in memberpulse/contracts/tables.py and docs/architecture.md).
 -- Written only by the flows (service_role or the database owner); never readable by anon/authenticated.
 -- Safe to apply more than once: every statement is IF NOT EXISTS or guarded.
 
@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS public.member_activity (
     email             text,
     status            text        NOT NULL,
     engagement_score  integer     NOT NULL,
-    -- The seed's own SQL selects activity_score; keep it equal to engagement_score by construction.
+    -- The check query of the TypeScript webhook guide this project started from selects activity_score; keep it equal to engagement_score by construction.
     activity_score    integer     GENERATED ALWAYS AS (engagement_score) STORED,
     last_active       timestamptz,
     joined_at         timestamptz,

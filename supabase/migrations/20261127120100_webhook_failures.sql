@@ -1,6 +1,6 @@
--- memberpulse: rejected or unparseable webhooks, summarised by the flows (the seed's "Handle Webhook
+-- memberpulse: rejected or unparseable webhooks, summarised by the flows (the TypeScript webhook guide this project started from: its "Handle Webhook
 -- Failures" tip). One row per (webhook_id, reason): a re-run or a redelivery moves last_seen, never adds rows.
--- The seed's columns map as: error -> reason, payload -> body_prefix (first bytes only), timestamp -> first_seen.
+-- That guide's columns map as: error -> reason, payload -> body_prefix (first bytes only), timestamp -> first_seen.
 
 CREATE TABLE IF NOT EXISTS public.webhook_failures (
     webhook_id  text        NOT NULL,

@@ -1,4 +1,5 @@
-"""Helpers for the reconcile tests: raw records written exactly as DESIGN's raw-record contract says.
+"""Helpers for the reconcile tests: raw records written with the landing's own encoder
+(memberpulse.contracts.raw_record).
 
 The landing's own writer is exercised by the landing tests and the end-to-end test; here the records are
 written by hand so each test controls event times, duplicates and torn lines precisely.
@@ -8,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import polars as pl
 
+from memberpulse.contracts.raw_record import encode_raw_record, segment_path
 from memberpulse.landing import mock_events as mock
 from memberpulse.settings import Settings
 
@@ -46,19 +48,18 @@ def member(n: int) -> mock.MockMember:
 
 def raw_record(payload: dict[str, Any] | str, *, webhook_id: str | None = None, received_at: datetime = AS_OF) -> bytes:
     body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    record = {
-        "webhook_id": webhook_id or "msg_" + hashlib.sha256(body.encode()).hexdigest()[:24],
-        "received_at": received_at.isoformat().replace("+00:00", "Z"),
-        "signed_at": int(received_at.timestamp()),
-        "scheme": "standard",
-        "event_type": payload.get("action") or payload.get("type") if isinstance(payload, dict) else None,
-        "body": body,
-    }
-    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
+    return encode_raw_record(
+        webhook_id=webhook_id or "msg_" + hashlib.sha256(body.encode()).hexdigest()[:24],
+        received_at=received_at,
+        signed_at=int(received_at.timestamp()),
+        scheme="standard",
+        event_type=payload.get("action") or payload.get("type") if isinstance(payload, dict) else None,
+        body=body,
+    )
 
 
 def append_raw(data_dir: Path, lines: list[bytes], *, writer: str = "test-writer", day: str = "2026-11-27") -> Path:
-    path = data_dir / "landing" / f"dt={day}" / f"{writer}.ndjson"
+    path = segment_path(data_dir / "landing", date.fromisoformat(day), writer, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "ab") as fh:
         fh.write(b"".join(lines))
@@ -66,7 +67,8 @@ def append_raw(data_dir: Path, lines: list[bytes], *, writer: str = "test-writer
 
 
 def scenario() -> list[bytes]:
-    """Four members whose scores as of AS_OF follow from DESIGN's formula (see test_scores_follow_design)."""
+    """Four members whose scores as of AS_OF follow from the scoring formula (see
+    test_scores_follow_the_scoring_rules)."""
     day = timedelta(days=1)
     m1, m2, m3, m4 = member(1), member(2), member(3), member(4)
     return [

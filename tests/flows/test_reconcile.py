@@ -31,7 +31,7 @@ def _design_score(days: float, half_life: float = 7.0) -> int:
     return math.floor(100 * 0.5 ** (days / half_life) + 0.5)
 
 
-def test_scores_follow_design(tmp_path: Path) -> None:
+def test_scores_follow_the_scoring_rules(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     append_raw(tmp_path, scenario())
 

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from polars.testing import assert_frame_equal
 
-from memberpulse.flows.faults import FAULT_ENV, KILL_POINTS
 from memberpulse.flows.reconcile import reconcile_flow
+from memberpulse.testing.kill_points import FAULT_ENV, KILL_POINTS
 from tests.flows.reconcile_testkit import AS_OF, COMPARED, append_raw, make_settings, scenario, snapshot_members
 from tests.support.postgres import PostgresServer
 
@@ -63,7 +63,7 @@ def test_killed_run_then_rerun_equals_uninterrupted_run(
     with open(log, "wb") as out:
         # Its own session, so the ephemeral Prefect server it starts can be stopped with it afterwards.
         killed = subprocess.Popen(
-            [sys.executable, "-m", "memberpulse", "run", "--as-of", AS_OF.isoformat()],
+            [sys.executable, "-m", "memberpulse.testing.kill_points", "run", "--as-of", AS_OF.isoformat()],
             env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:

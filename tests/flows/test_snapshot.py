@@ -230,7 +230,7 @@ def test_tables_views_types_and_content(tmp_path: Path) -> None:
         want = members.with_columns(activity_score=pl.col("engagement_score")).select(got.columns)
         assert got.cast(want.schema).equals(want.sort("membership_id"))
 
-        # The seed's check query, verbatim.
+        # The check query of the TypeScript webhook guide this project started from, verbatim.
         top = con.execute(
             "SELECT member_name, status, activity_score, last_active, updated_at "
             "FROM member_activity ORDER BY updated_at DESC LIMIT 10;"

@@ -1,4 +1,4 @@
-"""``send-test``: the seed's ``pnpm test:webhook`` against a real server."""
+"""``send-test``: the guide's ``pnpm test:webhook`` against a real server."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from landing_testkit import SECRET, free_port, make_settings, read_records, running_server
 
+from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.errors import ConfigError, InvalidInput
-from memberpulse.landing.mock_events import SUPPORTED_EVENTS
 from memberpulse.landing.send_test import send_test
 
 

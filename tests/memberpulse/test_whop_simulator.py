@@ -15,9 +15,9 @@ from whop_sdk.environment import WhopEnvironment
 from whop_sdk.members.types.list_members_response import ListMembersResponse
 from whop_sdk.memberships.types.list_memberships_response import ListMembershipsResponse
 
+from memberpulse.testing.whop_faults import Faults
 from memberpulse.whop_simulator import (
     VALID_STATUSES,
-    Faults,
     Population,
     create_app,
     serve_in_thread,
@@ -41,7 +41,7 @@ def faults() -> Faults:
 
 @pytest.fixture
 def base_url(population: Population, faults: Faults) -> Iterator[str]:
-    with serve_in_thread(create_app(population, api_key=KEY, faults=faults)) as url:
+    with serve_in_thread(create_app(population, api_key=KEY, intercept=faults)) as url:
         yield url
 
 
@@ -166,8 +166,7 @@ def test_server_error_slow_and_never_ending_faults(http: httpx.Client, faults: F
 
 
 def test_request_log_and_page_cap(population: Population, faults: Faults) -> None:
-    app = create_app(population, api_key=KEY, faults=faults)
-    faults.page_size_cap = 20
+    app = create_app(population, api_key=KEY, intercept=faults, max_page_size=20)
     with serve_in_thread(app) as url:
         pages = list(sdk(url).members.list(account_id=COMPANY, first=50).iter_pages())
     assert [len(p.items or []) for p in pages] == [20, 20, 17]

@@ -1,4 +1,5 @@
-"""Payload fixtures for every shape in shared/reference/whop-platform.md (and the seed's), good and malformed."""
+"""Payload fixtures for every Whop payload shape (and those of the TypeScript webhook guide this project started
+from), good and malformed."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-# --- the seed's shapes (its README's examples, verbatim) ------------------------------------------------
+# --- the guide's shapes (its README's examples, verbatim) ------------------------------------------------
 
 SEED_JOINED = {"action": "membership.went_valid", "data": {
     "id": "membership_xxx", "user_id": "user_xxx", "company_id": "biz_xxx", "email": "member@example.com",

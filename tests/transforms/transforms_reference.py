@@ -1,10 +1,11 @@
-"""A slow, obviously correct pure-Python reading of DESIGN "Scoring", and raw-record builders for the tests.
+"""A slow, obviously correct pure-Python reading of the scoring rules (docs/architecture.md), and raw-record
+builders for the tests.
 
 Nothing here imports the code under test's internals: the reference works from abstract webhook events and
 API snapshots (what really happened), the builders render those as the raw records Whop + the landing would
 produce, in every payload shape, and the tests check that the polars pipeline recovers the reference's answer.
 
-Tie-break rules the reference shares with transforms (DESIGN says only "deterministic"): among attribute facts
+Tie-break rules the reference shares with transforms (the rules say only "deterministic"): among attribute facts
 at the same time, webhook beats API, then left > joined > accessed, then the greatest value.
 """
 
@@ -195,7 +196,7 @@ def reference_scores(
     active_days: float = 7.0,
     at_risk_days: float = 30.0,
 ) -> dict[str, dict[str, Any]]:
-    """membership_id → the published row (minus updated_at), straight from DESIGN's sentences."""
+    """membership_id → the published row (minus updated_at), straight from the rules' sentences."""
     # Facts per membership: (time, source, kind, fields). Source 1 = webhook, 0 = API.
     facts: dict[str, list[dict[str, Any]]] = {}
     seen_ids: set[str] = set()

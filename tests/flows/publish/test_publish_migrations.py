@@ -1,4 +1,4 @@
-"""supabase/migrations against a real PostgreSQL server: idempotent, the seed's query, RLS, the CLI."""
+"""supabase/migrations against a real PostgreSQL server: idempotent, the guide's check query, RLS, the CLI."""
 
 from __future__ import annotations
 

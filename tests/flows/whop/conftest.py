@@ -10,7 +10,8 @@ import pytest
 from whop_testkit import API_KEY, COMPANY_ID, NOW, POPULATION_SIZE, Simulator, make_settings
 
 from memberpulse.settings import Settings
-from memberpulse.whop_simulator import Faults, Population, create_app, serve_in_thread
+from memberpulse.testing.whop_faults import Faults
+from memberpulse.whop_simulator import Population, create_app, serve_in_thread
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def population() -> Population:
 @pytest.fixture
 def simulator(population: Population) -> Iterator[Simulator]:
     faults = Faults()
-    app = create_app(population, api_key=API_KEY, faults=faults)
+    app = create_app(population, api_key=API_KEY, intercept=faults)
     with serve_in_thread(app) as base_url:
         yield Simulator(base_url, population, faults, app.state.whop_simulator)
 

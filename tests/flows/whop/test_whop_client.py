@@ -50,7 +50,7 @@ def test_reads_every_page_of_both_resources(simulator: Simulator, settings: Sett
 
 
 def test_follows_cursors_when_the_server_caps_the_page_size(simulator: Simulator, settings: Settings) -> None:
-    simulator.faults.page_size_cap = 25
+    simulator.state.max_page_size = 25
     with client_for(settings, []) as client:
         pages = list(client.pages("members"))
     assert len(pages) == -(-POPULATION_SIZE // 25)
@@ -150,7 +150,7 @@ def test_an_unknown_company_fails_at_once_naming_the_variable(simulator: Simulat
     settings = make_settings(
         tmp_path, simulator.base_url, NEXT_PUBLIC_WHOP_COMPANY_ID="biz_other", WHOP_COMPANY_ID=None
     )
-    assert settings.whop_company_id == "biz_other"  # the seed's variable name is accepted
+    assert settings.whop_company_id == "biz_other"  # the guide's variable name is accepted
     with client_for(settings, []) as client, pytest.raises(WhopAuthError) as caught:
         list(client.pages("members"))
     assert "403" in str(caught.value) and "WHOP_COMPANY_ID" in str(caught.value)

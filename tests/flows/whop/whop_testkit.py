@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from memberpulse.settings import Settings
-from memberpulse.whop_simulator import Faults, Population, SimulatorState
+from memberpulse.testing.whop_faults import Faults
+from memberpulse.whop_simulator import Population, SimulatorState
 
 API_KEY = "sim_backfill_test_key"
 COMPANY_ID = "biz_backfilltest"

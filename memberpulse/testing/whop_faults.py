@@ -1,15 +1,21 @@
-"""Faults a test (or the demo) injects into a running simulator: rate-limit storms, 5xx, slow answers, a page
-size cap. Rules are checked in the order they were added; each lets ``after`` matching requests pass, then
-hits ``count`` of them (``None``: never stops) and is dropped when used up. Thread-safe: tests mutate it while
-the server thread reads it."""
+"""Faults a test injects into a running Whop API simulator: rate-limit storms, 5xx, slow answers.
+
+Pass a :class:`Faults` as the simulator's ``intercept`` (``create_app(..., intercept=faults)``): before auth and
+before any data, as a load balancer would, it may delay the request or answer it in Whop's error shapes.
+Rules are checked in the order they were added; each lets ``after`` matching requests pass, then hits
+``count`` of them (``None``: never stops) and is dropped when used up. Thread-safe: tests mutate it while the
+server thread reads it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from typing import Literal
 
-Endpoint = Literal["memberships", "members"]
+from memberpulse.whop_simulator import Endpoint, SimulatedAnswer
+
 FaultKind = Literal["rate_limit", "server_error", "delay"]
 
 
@@ -40,12 +46,27 @@ class FaultAction:
 
 
 class Faults:
-    """Runtime fault switches of one simulator app (``app.state.whop_simulator.faults``)."""
+    """Runtime fault switches of one simulator app (its ``intercept``)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
-        self.page_size_cap: int | None = None
+
+    async def __call__(self, endpoint: Endpoint) -> SimulatedAnswer | None:
+        """The simulator's hook: wait out any delay rules, then answer for the first error rule (or serve)."""
+        action = self.next_action(endpoint)
+        if action.delay > 0:
+            await asyncio.sleep(action.delay)
+        if action.status == 429:
+            wait = _format_seconds(action.retry_after if action.retry_after is not None else 1.0)
+            headers = {"Retry-After": wait} if action.retry_after_header else None
+            body = {"error": {"type": "rate_limit_exceeded", "message": f"Try again in {wait} seconds."}}
+            return SimulatedAnswer(429, body, headers)
+        if action.status is not None:
+            return SimulatedAnswer(
+                action.status, {"error": {"type": "internal_server_error", "message": "Simulated fault."}}
+            )
+        return None
 
     def rate_limit(
         self,
@@ -78,7 +99,6 @@ class Faults:
     def clear(self) -> None:
         with self._lock:
             self._rules.clear()
-            self.page_size_cap = None
 
     @property
     def rules(self) -> list[FaultRule]:
@@ -109,3 +129,7 @@ class Faults:
                 return FaultAction(delay, rule.status, rule.retry_after, rule.retry_after_header)
             self._rules = [r for r in self._rules if not r.used_up]
         return FaultAction(delay)
+
+
+def _format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"

@@ -1,0 +1,23 @@
+"""Named checkpoints of a run: places where everything before is durable and nothing after has happened yet.
+
+A run announces each one as a Python audit event (``sys.audit("memberpulse.checkpoint", name)``), which costs
+next to nothing when no audit hook is installed, and changes nothing when one is. Tooling may listen with
+``sys.addaudithook``; the crash-safety tests do, to kill a run exactly there (``memberpulse.testing.kill_points``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Final, Literal
+
+AUDIT_EVENT: Final = "memberpulse.checkpoint"
+
+Checkpoint = Literal["after_ingest", "publish_before_commit", "snapshot_before_swap"]
+#: ``after_ingest``: state committed, nothing published; ``publish_before_commit``: rows sent, transaction
+#: open; ``snapshot_before_swap``: new DuckDB file written, ``latest.duckdb`` not yet replaced.
+CHECKPOINTS: Final[tuple[Checkpoint, ...]] = ("after_ingest", "publish_before_commit", "snapshot_before_swap")
+
+
+def checkpoint(name: Checkpoint) -> None:
+    """Announce that the run reached ``name``."""
+    sys.audit(AUDIT_EVENT, name)

@@ -1,0 +1,97 @@
+"""The raw record: one NDJSON line per accepted webhook, as the landing stores it and the flows read it.
+
+Written by the landing before it answers 200 (one line, ``\\n``-terminated, keys in this order)::
+
+    {"webhook_id": "msg_…", "received_at": "2026-11-27T12:00:00.123456Z", "signed_at": 1796040000,
+     "scheme": "standard", "event_type": "membership.went_valid", "body": "<the exact body text>"}
+
+``webhook_id``, ``received_at`` and ``body`` are required non-empty strings; ``signed_at`` is the signature's
+Unix time (integer or null), ``scheme`` ``standard``/``legacy`` (or null), ``event_type`` the body's ``type`` or
+``action`` (or null). Records live in segment files ``<landing_dir>/dt=YYYY-MM-DD/<writer>-<seq>.ndjson``,
+one writer per process, append-only; a reader takes whole lines only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+import polars as pl
+
+RAW_RECORD_SCHEMA: Final = pl.Schema(
+    {
+        "webhook_id": pl.String(),
+        "received_at": pl.String(),
+        "signed_at": pl.Int64(),
+        "scheme": pl.String(),
+        "event_type": pl.String(),
+        "body": pl.String(),
+    }
+)
+REQUIRED_FIELDS: Final = ("webhook_id", "received_at", "body")
+
+#: Segment files relative to the landing directory (what a reader globs).
+SEGMENT_GLOB: Final = "dt=*/*.ndjson"
+
+
+class InvalidRawRecord(ValueError):
+    """A line that is not a raw record; the message says what is wrong with it."""
+
+
+def received_at_text(received_at: datetime) -> str:
+    """``received_at`` as stored: UTC, microseconds, ``Z``."""
+    return received_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def encode_raw_record(
+    webhook_id: str, received_at: datetime, signed_at: int | None, scheme: str | None, event_type: str | None,
+    body: str,
+) -> bytes:  # fmt: skip
+    """One complete raw-record line (with its ``\\n``). On the landing's hot path: one dict, one dumps."""
+    return (
+        orjson.dumps(
+            {
+                "webhook_id": webhook_id,
+                "received_at": received_at_text(received_at),
+                "signed_at": signed_at,
+                "scheme": scheme,
+                "event_type": event_type,
+                "body": body,
+            }
+        )
+        + b"\n"
+    )
+
+
+def decode_raw_record(line: bytes) -> dict[str, Any]:
+    """The fields of one raw-record line (keys of :data:`RAW_RECORD_SCHEMA`); InvalidRawRecord otherwise."""
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRawRecord(f"line is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise InvalidRawRecord("line is not a JSON object")
+    for name in REQUIRED_FIELDS:
+        if not isinstance(doc.get(name), str) or not doc[name]:
+            raise InvalidRawRecord(f"{name} missing or not a string")
+    signed_at = doc.get("signed_at")
+    if signed_at is not None and (isinstance(signed_at, bool) or not isinstance(signed_at, int)):
+        raise InvalidRawRecord("signed_at is not an integer")
+    if not -(2**62) < (signed_at or 0) < 2**62:
+        raise InvalidRawRecord("signed_at out of range")
+    for name in ("scheme", "event_type"):
+        if doc.get(name) is not None and not isinstance(doc[name], str):
+            raise InvalidRawRecord(f"{name} is not a string")
+    return {name: doc.get(name) for name in RAW_RECORD_SCHEMA}
+
+
+def segment_dir(landing_dir: Path, day: date) -> Path:
+    """The day partition a record received on ``day`` (UTC) is written to."""
+    return landing_dir / f"dt={day.isoformat()}"
+
+
+def segment_path(landing_dir: Path, day: date, writer: str, seq: int) -> Path:
+    """Segment number ``seq`` of ``writer`` for ``day``; matches :data:`SEGMENT_GLOB`."""
+    return segment_dir(landing_dir, day) / f"{writer}-{seq:06d}.ndjson"

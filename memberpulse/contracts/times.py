@@ -1,0 +1,43 @@
+"""Time conventions every stage shares: the in-frame time type, the time format in file names, awareness."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Final
+
+import polars as pl
+
+from memberpulse.errors import InvalidInput
+
+#: Every time column in every frame and table: microseconds, UTC.
+UTC_US: Final = pl.Datetime("us", "UTC")
+
+#: Times in file names (landing writers, backfill snapshots, history parquet, DuckDB snapshots): UTC, to the
+#: microsecond, so names sort by time. ``YYYYMMDDTHHMMSSffffffZ``.
+FILE_TIME_FORMAT: Final = "%Y%m%dT%H%M%S%fZ"
+FILE_TIME_PATTERN: Final = r"\d{8}T\d{12}Z"
+_FILE_TIME = re.compile(f"({FILE_TIME_PATTERN})")
+
+
+def file_time(moment: datetime) -> str:
+    """``moment`` (aware) as it appears in a file name."""
+    return moment.astimezone(UTC).strftime(FILE_TIME_FORMAT)
+
+
+def find_file_time(name: str) -> datetime | None:
+    """The first file-name time inside ``name``, or None when it carries none."""
+    match = _FILE_TIME.search(name)
+    return datetime.strptime(match.group(1), FILE_TIME_FORMAT).replace(tzinfo=UTC) if match else None
+
+
+def require_aware(moment: datetime, name: str) -> datetime:
+    """``moment`` unchanged if it carries a time zone; InvalidInput naming the parameter otherwise.
+
+    A naive time is ambiguous (local? UTC?) and every stage compares instants, so it is refused at the door.
+    """
+    if moment.tzinfo is None:
+        raise InvalidInput(
+            f"{name} must be timezone-aware", value=moment.isoformat(), hint=f"pass e.g. datetime.now(UTC) as {name}"
+        )
+    return moment

@@ -1,0 +1,47 @@
+"""Kill a memberpulse process at a named checkpoint, like a power cut or an OOM kill: for crash-safety tests.
+
+The product announces its checkpoints as audit events (:mod:`memberpulse.contracts.checkpoints`) and never
+reads this module's variable. Run a command with the kill point armed::
+
+    MEMBERPULSE_FAULT_KILL_AT=after_ingest python -m memberpulse.testing.kill_points run --as-of ...
+
+This installs an audit hook that SIGKILLs the process when the named checkpoint is reached (no cleanup, no
+``finally``), then runs the ``memberpulse`` CLI with the remaining arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Final
+
+from memberpulse.contracts.checkpoints import AUDIT_EVENT, CHECKPOINTS
+
+FAULT_ENV: Final = "MEMBERPULSE_FAULT_KILL_AT"
+KILL_POINTS: Final = CHECKPOINTS
+
+
+def install(point: str) -> None:
+    """From now on, this process SIGKILLs itself on reaching checkpoint ``point``."""
+    if point not in KILL_POINTS:
+        raise ValueError(f"unknown kill point {point!r}; one of: {', '.join(KILL_POINTS)}")
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == AUDIT_EVENT and args == (point,):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    sys.addaudithook(hook)
+
+
+def main(argv: list[str] | None = None) -> int:
+    point = os.environ.get(FAULT_ENV)
+    if point:
+        install(point)
+    from memberpulse.cli import main as cli_main
+
+    return cli_main(argv if argv is not None else sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
