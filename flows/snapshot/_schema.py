@@ -32,6 +32,7 @@ TABLES: tuple[str, ...] = (
     "reconciliation_drift",
     "pipeline_runs",
     "snapshot_info",
+    "whop_member_access",
 )
 
 # Days and weeks are UTC calendar days and ISO weeks (Monday start), whatever the analyst's session time zone.

@@ -23,6 +23,7 @@ from memberpulse.flows.snapshot._schema import (
     columns_ddl,
     quote_ident,
 )
+from memberpulse.flows.snapshot._views import ANALYST_VIEWS, WHOP_ACCESS_COLUMNS
 
 # Analysts open snapshots with whatever DuckDB they have (CLI, DBeaver, an older Python package). DuckDB 2.0's
 # default file format is unreadable before 2.0; this one opens in every DuckDB since 1.1, at no cost measured.
@@ -41,12 +42,14 @@ def write_snapshot(
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
     keep: int,
+    whop_access: pl.DataFrame | None = None,
 ) -> Path:
     """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``.
 
     ``events`` (a frame) or ``events_parquet`` (files, loaded by DuckDB without passing through Python) gives
     the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
+    ``whop_access`` (membership_id, last_accessed_at, ...) is Whop's view of last access, from the latest backfill.
     Returns the timestamped file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
     """
     if keep < 1:
@@ -76,6 +79,7 @@ def write_snapshot(
                     history_files=history_files,
                     drift=drift,
                     pipeline_runs=pipeline_runs,
+                    whop_access=whop_access,
                 )
                 kill_point("snapshot_before_swap")
                 _files.publish(tmp, final)
@@ -103,6 +107,7 @@ def _build(
     history_files: list[tuple[Path, datetime | None]],
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
+    whop_access: pl.DataFrame | None = None,
 ) -> None:
     con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     try:
@@ -121,7 +126,8 @@ def _build(
             "INSERT INTO snapshot_info VALUES (?, ?, ?, ?)",
             [run_id, run_at, datetime.now(UTC), _package_version()],
         )
-        for name, sql in VIEWS.items():
+        _load("whop_member_access", lambda: _load_whop_access(con, whop_access))
+        for name, sql in {**VIEWS, **ANALYST_VIEWS}.items():
             con.execute(f"CREATE VIEW {quote_ident(name)} AS {sql}")
         con.execute("COMMIT")
         # Everything into the main file now, so the closed file stands alone with no .wal beside it.
@@ -209,6 +215,21 @@ def _load_history(con: duckdb.DuckDBPyConnection, files: list[tuple[Path, dateti
     con.execute(f"CREATE TABLE member_activity_history AS SELECT {run_at} AS run_at, {rest} FROM {source}", params)
     if "run_at" not in columns:
         con.unregister("_history_dates")
+
+
+def _load_whop_access(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame | None) -> None:
+    con.execute(f"CREATE TABLE whop_member_access ({columns_ddl(WHOP_ACCESS_COLUMNS)})")
+    if frame is None:
+        return
+    _check_columns("whop_member_access", frame.columns, frozenset({"membership_id", "last_accessed_at"}))
+    present = set(frame.columns)
+    select = [
+        f"CAST({quote_ident(name) if name in present else 'NULL'} AS {sql_type})"
+        for name, sql_type in WHOP_ACCESS_COLUMNS
+    ]
+    con.register("_whop_access_in", frame)
+    con.execute(f"INSERT INTO whop_member_access SELECT {', '.join(select)} FROM _whop_access_in")
+    con.unregister("_whop_access_in")
 
 
 def _load_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:
