@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -53,3 +54,30 @@ def print_run_summary(result: dict[str, Any], console: Console | None = None) ->
         table.add_row(name, str(value))
     console.print(table)
     console.print(f"snapshot: [bold]{result['snapshot_path']}[/bold]")
+    if result.get("analyst_report"):
+        console.print(f"analyst report: [bold]{result['analyst_report']}[/bold]")
+
+
+def run_sql(snapshots_dir: Path, sql: str, *, fmt: str, out: Path | None, console: Console | None = None) -> int:
+    """``memberpulse sql``: print the rows as a table, or export them all with ``--format ... --out FILE``."""
+    from memberpulse.errors import ConfigError
+    from memberpulse.flows.snapshot._query import EXPORT_FORMATS, export, query
+
+    console = console or Console()
+    if out is not None:
+        fmt = fmt if fmt != "table" else out.suffix.lstrip(".").lower()
+        if fmt not in EXPORT_FORMATS:
+            raise ConfigError(f"cannot tell the export format of {out}", hint="add --format csv|json|parquet")
+        rows = export(snapshots_dir, sql, fmt=fmt, out=out)
+        console.print(f"{rows} rows written to {out}", highlight=False)
+        return 0
+    if fmt != "table":
+        raise ConfigError(f"--format {fmt} writes a file", hint="add --out FILE")
+    columns, found, more = query(snapshots_dir, sql)
+    table = Table(*columns, show_lines=False, header_style="bold")
+    for row in found:
+        table.add_row(*("NULL" if v is None else str(v) for v in row))
+    console.print(table)
+    if more:
+        console.print(f"(first {len(found)} rows shown; export them all with --format csv --out FILE)")
+    return 0

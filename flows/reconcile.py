@@ -38,8 +38,9 @@ from memberpulse.errors import FatalError
 from memberpulse.flows import raw_reader
 from memberpulse.flows.faults import kill_point
 from memberpulse.flows.publish import PipelineRun, PublishOutcome, publish_members, record_run, target_name
+from memberpulse.flows.report import write_run_report
 from memberpulse.flows.retry_policy import TRANSIENT_RETRY
-from memberpulse.flows.snapshot import thin_history, write_snapshot
+from memberpulse.flows.snapshot import thin_history, whop_access, write_snapshot
 from memberpulse.flows.warehouse import Manifest, ReconcileStore
 from memberpulse.flows.whop import BackfillSnapshot, latest_snapshot, list_snapshots
 from memberpulse.settings import Settings
@@ -88,6 +89,7 @@ class RunReport:
     unchanged: int = 0
     drift_count: int = 0
     snapshot_path: str | None = None
+    analyst_report: str | None = None  # its path, or "not written: <why>" (a report never fails the run)
     newly_at_risk_count: int = 0
     newly_at_risk: list[dict[str, Any]] = field(default_factory=list)  # the first AT_RISK_LISTED of them
     error: str | None = None
@@ -271,6 +273,7 @@ as of **{report.as_of.isoformat()}**{" (full refresh)" if report.full_refresh el
 | drift (API vs webhooks) | {report.drift_count} |
 | newly at risk | {report.newly_at_risk_count} |
 | snapshot | `{report.snapshot_path}` |
+| analyst report | `{report.analyst_report}` |
 | seconds per step | {", ".join(f"{k} {v}" for k, v in report.seconds.items())} |
 
 | status | members |
@@ -378,9 +381,12 @@ def reconcile(
                     drift=drift_frame,
                     pipeline_runs=runs,
                     keep=settings.snapshots_keep,
+                    whop_access=whop_access(settings.warehouse_dir),
                 )
             report.snapshot_path = str(path)
             logger.info("snapshot written: %s", path)
+            with report.step("report"):
+                report.analyst_report = write_run_report(settings.snapshots_dir, logger)
         except BaseException as exc:
             report.status = "failed"
             report.error = str(exc)

@@ -109,6 +109,7 @@ __all__ = [
     "MemberpulseError",
     "PublishError",
     "PublishUnavailable",
+    "QueryError",
     "StorageUnavailable",
     "TransientError",
     "WhopAuthError",
@@ -116,3 +117,10 @@ __all__ = [
     "WhopRateLimited",
     "WhopUnavailable",
 ]
+
+
+# --- the job ran and failed: exit 1 -----------------------------------------------------------------------
+
+
+class QueryError(MemberpulseError):
+    """An analyst's query against a snapshot failed (DuckDB's message) or was refused (it would write)."""

@@ -41,7 +41,7 @@ ANALYST_VIEWS: dict[str, str] = {
                g.week_number,
                CAST(g.cohort_week + INTERVAL (g.week_number) WEEK AS DATE) AS week_start,
                g.members,
-               g.members - coalesce(sum(d.departed), 0) AS retained,
+               CAST(g.members - coalesce(sum(d.departed), 0) AS BIGINT) AS retained,
                round((g.members - coalesce(sum(d.departed), 0)) / g.members, 4) AS retained_share
         FROM grid AS g
         LEFT JOIN departures AS d ON d.cohort_week = g.cohort_week AND d.weeks_lasted <= g.week_number
