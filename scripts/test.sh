@@ -23,6 +23,17 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   fi
 fi
 
+# Headless Chromium for the report's browser test (Debian's package; the test drives it over DevTools).
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Chromium from the system's packages"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "no chromium and not root: install Debian's chromium package for the report's browser test" >&2
+    exit 2
+  fi
+fi
+
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== mypy"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import plotly.graph_objects as go
@@ -25,7 +26,7 @@ def _layout(
         height=height,
         margin={"l": 64, "r": 24, "t": 56, "b": 56},
         font={"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 13},
-        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right", "traceorder": "normal"},
         xaxis_title=x_title,
         yaxis_title=y_title,
         **extra,
@@ -102,7 +103,7 @@ def drift_by_kind(rows: Rows) -> go.Figure:
 
 def pipeline_health(rows: Rows) -> go.Figure:
     started = [f"{r[0]:%Y-%m-%d %H:%M:%S}" for r in rows]
-    most_rejected = max((r[3] for r in rows), default=0)
+    top = max(5, max((r[3] for r in rows), default=0) * 1.15)
     colours = [STATUS_COLOURS["active"] if r[1] == "completed" else FAILED_COLOUR for r in rows]
     fig = go.Figure()
     fig.add_bar(x=started, y=[r[2] for r in rows], marker_color=colours, name="run duration (s)",
@@ -113,6 +114,6 @@ def pipeline_health(rows: Rows) -> go.Figure:
     _layout(fig, "Pipeline runs: duration (green ok, red failed) and webhooks rejected", "run started (UTC)",
             "seconds", bargap=0.5,
             yaxis2={"title": {"text": "webhooks rejected"}, "overlaying": "y", "side": "right", "showgrid": False,
-                    "range": [0, max(5, most_rejected * 1.15)], "tickformat": ",d"})  # fmt: skip
+                    "range": [0, top], "dtick": max(1, math.ceil(top / 5)), "tickformat": ",d"})  # fmt: skip
     fig.update_xaxes(type="category" if len(started) < 3 else "date")
     return _note_if_empty(fig, not rows, "no runs recorded yet")
