@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from memberpulse.cli import main
+from memberpulse.flows.publish import PipelineRun
 from memberpulse.flows.snapshot import latest_path, write_snapshot
 
 RUN_AT = datetime(2026, 11, 18, 12, tzinfo=UTC)
@@ -51,13 +52,13 @@ def snapshot(data_dir: Path) -> Path:
         run_at=RUN_AT,
         member_activity=members,
         drift=pl.DataFrame(schema={"membership_id": pl.Utf8, "reason": pl.Utf8}),
-        pipeline_runs=pl.DataFrame(schema=RUNS_SCHEMA),
+        pipeline_runs=pl.DataFrame([RUN.as_row()]),
         keep=2,
     )
     return latest_path(snapshots)
 
 
-RUNS_SCHEMA = {"run_id": pl.Utf8, "started_at": TS, "finished_at": TS, "status": pl.Utf8, "rejects": pl.Int64}
+RUN = PipelineRun(run_id="cli-test", flow="reconcile", started_at=RUN_AT, status="completed", finished_at=RUN_AT)
 QUERY = "SELECT status, count(*) AS members FROM member_activity GROUP BY ALL ORDER BY status"
 
 
