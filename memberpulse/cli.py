@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from memberpulse.errors import ExitCode, MemberpulseError
 from memberpulse.settings import Settings
@@ -68,6 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--full-refresh", action="store_true", help="rebuild from all raw data")
 
     sub.add_parser("backfill", help="one backfill flow run from Whop's REST API")
+    report = sub.add_parser("report", help="write the analysts' HTML report of the latest snapshot")
+    report.add_argument("--out", type=Path, default=None, help="where to write it (default: snapshots/report.html)")
+
+    sql = sub.add_parser("sql", help="run one read-only SQL query against the latest snapshot")
+    sql.add_argument("query", help='e.g. "SELECT status, count(*) FROM member_activity GROUP BY ALL"')
+    sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
+                     help="table prints; csv, json and parquet export every row to --out")  # fmt: skip
+    sql.add_argument("--out", type=Path, default=None, help="export to this file (DuckDB COPY)")
+
     sub.add_parser("migrate", help="apply supabase/migrations through SUPABASE_DB_URL")
     sub.add_parser("demo", help="the whole loop on this machine, no credentials needed")
     return parser
@@ -93,6 +103,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from memberpulse.flows.backfill import run_once as backfill_once
 
         return backfill_once(settings)
+    if args.command == "report":
+        from memberpulse.flows.report import write_report
+
+        print(f"report written: {write_report(settings.snapshots_dir, args.out)}")
+        return ExitCode.OK
+    if args.command == "sql":
+        from memberpulse.flows.snapshot._query import run_sql
+
+        return run_sql(settings.snapshots_dir, args.query, fmt=args.format, out=args.out)
     if args.command == "migrate":
         from memberpulse.flows.publish.migrations import migrate_cli
 

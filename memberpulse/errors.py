@@ -140,6 +140,7 @@ __all__ = [
     "MemberpulseError",
     "PublishError",
     "PublishUnavailable",
+    "QueryError",
     "StorageUnavailable",
     "TransientError",
     "WhopAuthError",
@@ -147,3 +148,10 @@ __all__ = [
     "WhopRateLimited",
     "WhopUnavailable",
 ]
+
+
+# --- the job ran and failed: exit 1 -----------------------------------------------------------------------
+
+
+class QueryError(MemberpulseError):
+    """An analyst's query against a snapshot failed (DuckDB's message) or was refused (it would write)."""

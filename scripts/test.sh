@@ -23,11 +23,13 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   fi
 fi
 
-# Caddy (the HTTPS tests run deploy/Caddyfile in front of a real landing) and systemd (`systemd-analyze verify`
-# on the units in deploy/), from the system's packages as root on Debian.
+# Caddy (the HTTPS tests run deploy/Caddyfile in front of a real landing), systemd (`systemd-analyze verify`
+# on the units in deploy/) and headless Chromium (the analysts' report is opened in a real browser), from the
+# system's packages as root on Debian.
 missing=()
 command -v caddy >/dev/null 2>&1 || missing+=(caddy)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing ${missing[*]} from the system's packages"

@@ -43,6 +43,7 @@ class RunReport:
     unchanged: int = 0
     drift_count: int = 0
     snapshot_path: str | None = None
+    analyst_report: str | None = None  # its path, or "not written: <why>" (a report never fails the run)
     newly_at_risk_count: int = 0
     newly_at_risk: list[dict[str, Any]] = field(default_factory=list)  # the first AT_RISK_LISTED of them
     error: str | None = None
@@ -92,6 +93,7 @@ class RunReport:
             ("drift (API vs webhooks)", self.drift_count),
             ("newly at risk", self.newly_at_risk_count),
             ("snapshot", self.snapshot_path),
+            ("analyst report", self.analyst_report),
             ("seconds per step", ", ".join(f"{k} {v}" for k, v in self.seconds.items())),
         ]
         return [(name, str(value)) for name, value in rows]

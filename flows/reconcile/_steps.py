@@ -15,7 +15,7 @@ from memberpulse.flows.publish import PublishOutcome, publish_members
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.flows.retry_policy import TRANSIENT_RETRY
-from memberpulse.flows.snapshot import thin_history, write_snapshot
+from memberpulse.flows.snapshot import thin_history, whop_access, write_snapshot
 from memberpulse.flows.warehouse import ReconcileStore
 from memberpulse.settings import Settings
 
@@ -102,5 +102,6 @@ def snapshot(
         drift=drift,
         pipeline_runs=runs,
         keep=settings.snapshots_keep,
+        whop_access=whop_access(settings.warehouse_dir),
     )
     report.snapshot_path = str(path)

@@ -1,8 +1,9 @@
 """DuckDB snapshots for analysts: one file per run, swapped in atomically as ``snapshots/latest.duckdb``.
 
 Tables: ``member_activity`` (as published), ``events``, ``member_activity_history`` (one row per member per
-run), ``reconciliation_drift``, ``pipeline_runs``, ``snapshot_info``. Views: ``members_at_risk_now``,
-``status_counts_per_day``, ``new_members_per_week``.
+run), ``reconciliation_drift``, ``pipeline_runs``, ``snapshot_info``, ``whop_member_access``. Views:
+``members_at_risk_now``, ``status_counts_per_day``, ``new_members_per_week``, and for the next questions
+``weekly_cohort_retention``, ``status_transitions``, ``access_time_disagreements`` (columns in ``VIEW_COLUMNS``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from memberpulse.errors import InvalidInput
 from memberpulse.flows.snapshot._files import LATEST_NAME
 from memberpulse.flows.snapshot._history import thin_history
 from memberpulse.flows.snapshot._schema import TABLES, VIEWS, quote_literal
+from memberpulse.flows.snapshot._views import ANALYST_VIEWS, VIEW_COLUMNS
+from memberpulse.flows.snapshot._whop_access import whop_access
 from memberpulse.flows.snapshot._writer import write_snapshot
 
 SNAPSHOT_TABLES: tuple[str, ...] = TABLES
-SNAPSHOT_VIEWS: tuple[str, ...] = tuple(VIEWS)
+SNAPSHOT_VIEWS: tuple[str, ...] = (*VIEWS, *ANALYST_VIEWS)
 
 
 def latest_path(snapshots_dir: Path) -> Path:
@@ -53,8 +56,10 @@ __all__ = [
     "LATEST_NAME",
     "SNAPSHOT_TABLES",
     "SNAPSHOT_VIEWS",
+    "VIEW_COLUMNS",
     "latest_path",
     "open_latest",
     "thin_history",
+    "whop_access",
     "write_snapshot",
 ]

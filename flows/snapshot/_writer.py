@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -13,12 +14,19 @@ import polars as pl
 
 from memberpulse import transforms
 from memberpulse.contracts.checkpoints import checkpoint
-from memberpulse.contracts.tables import MEMBER_ACTIVITY, MEMBER_ACTIVITY_HISTORY, SNAPSHOT_INFO, quote_ident
+from memberpulse.contracts.tables import (
+    MEMBER_ACTIVITY,
+    MEMBER_ACTIVITY_HISTORY,
+    SNAPSHOT_INFO,
+    WHOP_MEMBER_ACCESS,
+    quote_ident,
+)
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import InvalidInput, StorageUnavailable
 from memberpulse.flows.snapshot import _files
 from memberpulse.flows.snapshot._history import history_file_time
 from memberpulse.flows.snapshot._schema import HISTORY_REQUIRED, MEMBER_ACTIVITY_REQUIRED, VIEWS
+from memberpulse.flows.snapshot._views import ANALYST_VIEWS
 
 # Analysts open snapshots with whatever DuckDB they have (CLI, DBeaver, an older Python package). DuckDB 2.0's
 # default file format is unreadable before 2.0; this one opens in every DuckDB since 1.1, at no cost measured.
@@ -37,19 +45,21 @@ def write_snapshot(
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
     keep: int,
+    whop_access: pl.DataFrame | None = None,
 ) -> Path:
     """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``.
 
     ``events`` (a frame) or ``events_parquet`` (files, loaded by DuckDB without passing through Python) gives
     the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
+    ``whop_access`` (membership_id, last_accessed_at, ...) is Whop's view of last access, from the latest backfill.
     Returns the timestamped file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
     """
     _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
                   drift=drift, pipeline_runs=pipeline_runs)  # fmt: skip
     final = snapshots_dir / _files.snapshot_name(run_at, run_id)
     history_files = _dated_history_files(history_parquet or [])
-    try:
+    with _storage_errors(final):
         snapshots_dir.mkdir(parents=True, exist_ok=True)
         with _files.writer_lock(snapshots_dir):
             _files.remove_stray_tmp(snapshots_dir)
@@ -63,16 +73,24 @@ def write_snapshot(
                 history_files=history_files,
                 drift=drift,
                 pipeline_runs=pipeline_runs,
+                whop_access=whop_access,
             )
             _files.point_latest_at(final)
             _files.apply_retention(snapshots_dir, keep=keep, protect=final)
+    return final
+
+
+@contextmanager
+def _storage_errors(final: Path) -> Iterator[None]:
+    """A disk that cannot take the snapshot is a transient failure: the next run writes it."""
+    try:
+        yield
     except duckdb.IOException as exc:
         raise StorageUnavailable(f"could not write the snapshot {final}: {exc}", hint="check free disk space") from exc
     except OSError as exc:
         raise StorageUnavailable(
             f"could not write the snapshot {final}: {exc.strerror or exc}", hint="check free disk space"
         ) from exc
-    return final
 
 
 def _check_inputs(
@@ -116,6 +134,7 @@ def _build(
     history_files: list[tuple[Path, datetime | None]],
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
+    whop_access: pl.DataFrame | None = None,
 ) -> None:
     con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     try:
@@ -131,7 +150,8 @@ def _build(
             "INSERT INTO snapshot_info VALUES (?, ?, ?, ?)",
             [run_id, run_at, datetime.now(UTC), _package_version()],
         )
-        for name, sql in VIEWS.items():
+        _load("whop_member_access", lambda: _load_whop_access(con, whop_access))
+        for name, sql in {**VIEWS, **ANALYST_VIEWS}.items():
             con.execute(f"CREATE VIEW {quote_ident(name)} AS {sql}")
         con.execute("COMMIT")
         # Everything into the main file now, so the closed file stands alone with no .wal beside it.
@@ -218,6 +238,21 @@ def _load_history(con: duckdb.DuckDBPyConnection, files: list[tuple[Path, dateti
     con.execute(f"CREATE TABLE member_activity_history AS SELECT {run_at} AS run_at, {rest} FROM {source}", params)
     if "run_at" not in columns:
         con.unregister("_history_dates")
+
+
+def _load_whop_access(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame | None) -> None:
+    con.execute(f"CREATE TABLE whop_member_access ({WHOP_MEMBER_ACCESS.duckdb_columns()})")
+    if frame is None:
+        return
+    _check_columns("whop_member_access", frame.columns, frozenset({"membership_id", "last_accessed_at"}))
+    present = set(frame.columns)
+    select = [
+        f"CAST({quote_ident(c.name) if c.name in present else 'NULL'} AS {c.duckdb_type})"
+        for c in WHOP_MEMBER_ACCESS.columns
+    ]
+    con.register("_whop_access_in", frame)
+    con.execute(f"INSERT INTO whop_member_access SELECT {', '.join(select)} FROM _whop_access_in")
+    con.unregister("_whop_access_in")
 
 
 def _load_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame) -> None:

@@ -243,9 +243,21 @@ SNAPSHOT_INFO: Final = Table(
     ),
 )
 
+WHOP_MEMBER_ACCESS: Final = Table(
+    "whop_member_access",
+    "Whop's own last access time per membership, from the latest backfill (empty until a backfill has run).",
+    (
+        _col("membership_id", _S, "text", "The membership Whop's API listed."),
+        _col("user_id", _S, "text", "The user holding the membership."),
+        _col("last_accessed_at", UTC_US, "timestamptz", "When Whop last saw the member access the product."),
+        _col("fetched_at", UTC_US, "timestamptz", "When the backfill that reported it was fetched."),
+    ),
+)
+
 #: Tables in Supabase (one migration each).
 PUBLISHED_TABLES: Final = (MEMBER_ACTIVITY, WEBHOOK_FAILURES, PIPELINE_RUNS)
 #: Tables in every DuckDB snapshot, in load order.
 SNAPSHOT_TABLES: Final = (
     MEMBER_ACTIVITY, EVENTS, MEMBER_ACTIVITY_HISTORY, RECONCILIATION_DRIFT, PIPELINE_RUNS, SNAPSHOT_INFO,
+    WHOP_MEMBER_ACCESS,
 )  # fmt: skip

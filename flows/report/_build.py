@@ -1,0 +1,86 @@
+"""Build the report from the latest snapshot, write it atomically, and the reconcile run's hook for it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import plotly.graph_objects as go
+
+from memberpulse.errors import ConfigError
+from memberpulse.flows.fsio import atomic_write_bytes
+from memberpulse.flows.report import _charts, _page, _queries
+from memberpulse.flows.snapshot import latest_path, open_latest
+
+REPORT_NAME = "report.html"
+log = logging.getLogger("memberpulse.report")
+
+# (name, query, chart, spans both columns)
+_Query = Callable[[duckdb.DuckDBPyConnection], _queries.Rows]
+_CHARTS: tuple[tuple[str, _Query, Callable[..., go.Figure], bool], ...] = (
+    ("status-over-time", _queries.status_over_time, _charts.status_over_time, False),
+    ("score-distribution", _queries.score_distribution, _charts.score_distribution, False),
+    ("cohort-retention", _queries.cohort_retention, _charts.cohort_heatmap, True),
+    ("churn-per-week", _queries.churn_per_week, _charts.churn_per_week, False),
+    ("drift-by-kind", _queries.drift_by_kind, _charts.drift_by_kind, False),
+    ("pipeline-health", _queries.pipeline_health, _charts.pipeline_health, True),
+)
+CHART_NAMES: tuple[str, ...] = tuple(name for name, *_ in _CHARTS)
+
+
+def build_report(snapshots_dir: Path) -> str:
+    """The report of ``snapshots_dir/latest.duckdb`` as one self-contained HTML page."""
+    if not latest_path(snapshots_dir).is_file():
+        raise ConfigError(
+            f"no snapshot yet at {latest_path(snapshots_dir)}",
+            hint="run `memberpulse run` (or `memberpulse demo`) to write the first one",
+        )
+    con = open_latest(snapshots_dir)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        overview = _queries.overview(con)
+        sections = [_page.chart_html(name, chart(query(con)), wide=wide) for name, query, chart, wide in _CHARTS]
+        sections.insert(5, _page.at_risk_html(_queries.newly_at_risk(con)))
+    finally:
+        con.close()
+    return _page.page_html(overview, sections, source=str(latest_path(snapshots_dir)))
+
+
+def write_report(snapshots_dir: Path, out: Path | None = None) -> Path:
+    """Build the report and replace ``out`` (default ``snapshots_dir/report.html``) with it atomically."""
+    target = out or snapshots_dir / REPORT_NAME
+    atomic_write_bytes(target, build_report(snapshots_dir).encode("utf-8"))
+    return target
+
+
+def write_run_report(
+    snapshots_dir: Path, logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
+) -> str:
+    """The reconcile run's report next to its snapshot; never raises (the run's other outputs stand).
+
+    Returns the report's path, or ``"not written: <why>"``. Inside a Prefect flow run, a link artifact points
+    at the file.
+    """
+    try:
+        path = write_report(snapshots_dir)
+    except Exception as exc:
+        logger.warning("analyst report not written: %s", exc)
+        return f"not written: {exc}"
+    logger.info("analyst report written: %s", path)
+    _link_artifact(path, logger)
+    return str(path)
+
+
+def _link_artifact(path: Path, logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+    from prefect.artifacts import create_link_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    try:
+        create_link_artifact(path.resolve().as_uri(), link_text=str(path), key="analyst-report",
+                             description="The analysts' report of this run's snapshot (open in a browser)")  # fmt: skip
+    except Exception as exc:  # the artifact is a pointer; the report itself is written
+        logger.warning("could not record the report's artifact: %s", exc)

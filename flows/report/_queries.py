@@ -1,0 +1,134 @@
+"""What the report shows, aggregated in DuckDB: each query returns a handful of rows whatever the member count."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import duckdb
+
+AT_RISK_LISTED = 20  # rows in the "newly at risk" table; the heading gives the full count
+COHORTS_SHOWN = 26  # weekly cohorts in the retention heatmap (half a year)
+RUNS_SHOWN = 60  # pipeline runs in the health chart
+
+Rows = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Overview:
+    run_id: str
+    run_at: datetime
+    by_status: dict[str, int]
+    drift: int
+
+    @property
+    def members(self) -> int:
+        return sum(self.by_status.values())
+
+
+@dataclass(frozen=True)
+class NewlyAtRisk:
+    since: datetime | None  # the run compared with; None when the history holds no earlier run
+    total: int
+    rows: Rows  # member_name, email, engagement_score, last_active, days_since_active
+
+
+def overview(con: duckdb.DuckDBPyConnection) -> Overview:
+    run_id, run_at = con.execute("SELECT run_id, run_at FROM snapshot_info").fetchone() or ("?", None)
+    by_status = dict(con.execute("SELECT status, count(*) FROM member_activity GROUP BY ALL").fetchall())
+    drift = con.execute("SELECT count(*) FROM reconciliation_drift").fetchone()
+    return Overview(str(run_id), run_at, {str(k): int(v) for k, v in by_status.items()}, int(drift[0] if drift else 0))
+
+
+def status_over_time(con: duckdb.DuckDBPyConnection) -> Rows:
+    return con.execute("SELECT day, active, at_risk, inactive FROM status_counts_per_day ORDER BY day").fetchall()
+
+
+def score_distribution(con: duckdb.DuckDBPyConnection) -> Rows:
+    """(status, bucket start 0, 5, ... 100, members) — scores in buckets of 5 points."""
+    return con.execute(
+        """
+        SELECT status, CAST(least(floor(engagement_score / 5) * 5, 100) AS INTEGER) AS bucket, count(*) AS members
+        FROM member_activity WHERE engagement_score IS NOT NULL
+        GROUP BY ALL ORDER BY status, bucket
+        """
+    ).fetchall()
+
+
+def cohort_retention(con: duckdb.DuckDBPyConnection) -> Rows:
+    """(cohort_week, week_number, retained_share, retained, members) for the newest cohorts."""
+    return con.execute(
+        f"""
+        WITH shown AS (
+            SELECT DISTINCT cohort_week FROM weekly_cohort_retention ORDER BY cohort_week DESC LIMIT {COHORTS_SHOWN}
+        )
+        SELECT cohort_week, week_number, retained_share, retained, members
+        FROM weekly_cohort_retention JOIN shown USING (cohort_week)
+        ORDER BY cohort_week, week_number
+        """
+    ).fetchall()
+
+
+def churn_per_week(con: duckdb.DuckDBPyConnection) -> Rows:
+    """(week_start, members who went invalid that week), from the "left" webhooks."""
+    return con.execute(
+        """
+        SELECT CAST(date_trunc('week', timezone('UTC', event_at)) AS DATE) AS week_start,
+               count(DISTINCT membership_id) AS went_invalid
+        FROM events WHERE kind = 'left' AND membership_id IS NOT NULL
+        GROUP BY ALL ORDER BY week_start
+        """
+    ).fetchall()
+
+
+def newly_at_risk(con: duckdb.DuckDBPyConnection) -> NewlyAtRisk:
+    """Members at risk now who were not at risk a week ago: at the last run at least 7 days before the
+    history's newest run, else at its oldest run; with no earlier run, every member at risk now counts."""
+    since_row = con.execute(
+        """
+        WITH latest AS (SELECT max(run_at) AS run_at FROM member_activity_history)
+        SELECT coalesce(
+            (SELECT max(h.run_at) FROM member_activity_history AS h, latest
+             WHERE h.run_at <= latest.run_at - INTERVAL 7 DAY),
+            (SELECT min(h.run_at) FROM member_activity_history AS h, latest WHERE h.run_at < latest.run_at))
+        """
+    ).fetchone()
+    since = since_row[0] if since_row else None
+    newly = """
+        FROM members_at_risk_now AS m
+        WHERE NOT EXISTS (SELECT 1 FROM member_activity_history AS h
+                          WHERE h.run_at = $since AND h.membership_id = m.membership_id AND h.status = 'at_risk')
+    """
+    total = con.execute(f"SELECT count(*) {newly}", {"since": since}).fetchone()
+    rows = con.execute(
+        f"SELECT member_name, email, engagement_score, last_active, days_since_active {newly} "
+        f"ORDER BY engagement_score DESC, last_active DESC LIMIT {AT_RISK_LISTED}",
+        {"since": since},
+    ).fetchall()
+    return NewlyAtRisk(since=since, total=int(total[0] if total else 0), rows=rows)
+
+
+def drift_by_kind(con: duckdb.DuckDBPyConnection) -> Rows:
+    """(kind, memberships): a drift row lists its kinds comma-separated; each counts once."""
+    return con.execute(
+        """
+        SELECT trim(kind) AS kind, count(*) AS memberships
+        FROM reconciliation_drift, unnest(string_split(reason, ',')) AS k(kind)
+        GROUP BY ALL ORDER BY memberships DESC, kind
+        """
+    ).fetchall()
+
+
+def pipeline_health(con: duckdb.DuckDBPyConnection) -> Rows:
+    """(started_at, status, seconds, rejects, events_ingested) for the latest runs, oldest first."""
+    return con.execute(
+        f"""
+        SELECT * FROM (
+            SELECT started_at, status,
+                   round(date_diff('millisecond', started_at, finished_at) / 1000.0, 2) AS seconds,
+                   coalesce(rejects, 0) AS rejects, coalesce(events_ingested, 0) AS events_ingested
+            FROM pipeline_runs ORDER BY started_at DESC LIMIT {RUNS_SHOWN}
+        ) ORDER BY started_at
+        """
+    ).fetchall()
