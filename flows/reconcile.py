@@ -36,6 +36,7 @@ from prefect.cache_policies import NO_CACHE
 from memberpulse import transforms
 from memberpulse.errors import FatalError
 from memberpulse.flows import raw_reader
+from memberpulse.flows.event_runs import landed_since_last_commit, supersede_queued_runs
 from memberpulse.flows.faults import kill_point
 from memberpulse.flows.publish import PipelineRun, PublishOutcome, publish_members, record_run, target_name
 from memberpulse.flows.retry_policy import TRANSIENT_RETRY
@@ -281,23 +282,52 @@ as of **{report.as_of.isoformat()}**{" (full refresh)" if report.full_refresh el
 
 @flow(name="reconcile", log_prints=False)
 def reconcile_flow(
-    as_of: datetime | None = None, full_refresh: bool = False, settings: Settings | None = None
+    as_of: datetime | None = None,
+    full_refresh: bool = False,
+    settings: Settings | None = None,
+    only_new: bool = False,
+    catch_up_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """Ingest new raw webhooks, fold, score, publish changed rows, write the DuckDB snapshot.
 
     A deployment passes no ``settings`` and reads the environment; the CLI passes its own (Prefect records
     parameters, and ``SecretStr`` fields serialise masked, so no secret reaches its database).
+
+    Event-driven runs (prefect.yaml): ``only_new`` returns at once when nothing landed since the last commit;
+    ``catch_up_seconds`` > 0 makes the run pass again while more webhooks landed during a pass (for at most
+    that long), each pass first superseding the queued event-triggered runs it covers
+    (:mod:`memberpulse.flows.event_runs`).
     """
     settings = settings or Settings()
     logger = get_run_logger()
-    report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, logger=logger)
+    if only_new and not full_refresh and as_of is None and not landed_since_last_commit(settings):
+        superseded = supersede_queued_runs(logger)
+        logger.info("nothing landed since the last reconcile: skipped")
+        return {"status": "skipped", "passes": 0, "superseded": superseded}
+    follow = catch_up_seconds > 0 and as_of is None
+    deadline = time.monotonic() + catch_up_seconds
+    passes = superseded = 0
+    while True:
+        superseded += supersede_queued_runs(logger) if follow else 0
+        report = reconcile(settings, as_of=as_of, full_refresh=full_refresh and passes == 0, logger=logger)
+        passes += 1
+        _create_artifacts(report)
+        if not follow or report.records_read == 0 or time.monotonic() >= deadline:
+            break
+        if not landed_since_last_commit(settings):
+            break
+        logger.info("more webhooks landed during pass %d: passing again", passes)
+    result = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in report.__dict__.items()}
+    return {**result, "passes": passes, "superseded": superseded}
+
+
+def _create_artifacts(report: RunReport) -> None:
     create_markdown_artifact(_summary_markdown(report), key="reconcile-summary", description="Reconcile run")
     create_table_artifact(
         report.newly_at_risk or [{"membership_id": "(none)"}],
         key="members-newly-at-risk",
         description=f"Members whose status became at_risk in this run (at most {AT_RISK_LISTED} listed)",
     )
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in report.__dict__.items()}
 
 
 def reconcile(
