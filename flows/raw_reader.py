@@ -84,3 +84,11 @@ def iter_new(
 def read_new(landing_dir: Path, offsets: Mapping[str, int], pattern: str = RAW_SEGMENTS) -> RawBatch:
     """All of :func:`iter_new` at once (for small inputs such as the quarantine log)."""
     return RawBatch(list(iter_new(landing_dir, offsets, pattern)))
+
+
+def landed_since(landing_dir: Path, offsets: Mapping[str, int], pattern: str = RAW_SEGMENTS) -> bool:
+    """Whether any raw segment has bytes past ``offsets``: a stat per segment, nothing read."""
+    for path in list_segments(landing_dir, pattern):
+        if path.stat().st_size > offsets.get(path.relative_to(landing_dir).as_posix(), 0):
+            return True
+    return False

@@ -25,6 +25,7 @@ from memberpulse.landing.metrics import METRICS_CONTENT_TYPE, LandingMetrics
 from memberpulse.landing.quarantine import Quarantine
 from memberpulse.landing.raw_store import RawStore, writer_name
 from memberpulse.landing.readiness import StorageHealth
+from memberpulse.landing.run_signal import RunSignal, api_url_from_environment
 from memberpulse.landing.verify import secret_keys
 from memberpulse.settings import Settings
 
@@ -39,6 +40,7 @@ class Landing:
     metrics: LandingMetrics
     endpoint: WebhookEndpoint
     health: StorageHealth
+    run_signal: RunSignal
 
 
 def build_landing(settings: Settings) -> Landing:
@@ -47,10 +49,12 @@ def build_landing(settings: Settings) -> Landing:
     writer = writer_name()
     metrics = LandingMetrics()
     health = StorageHealth(settings.data_dir, min_free_bytes=settings.min_free_bytes)
+    run_signal = RunSignal(writer=writer, enabled=settings.run_signal, api_url=api_url_from_environment())
 
     def flushed(records: int, seconds: float) -> None:
         metrics.observe_flush(records, seconds)
         health.write_succeeded()
+        run_signal.notify(records)  # after the batch's 200s are released; the event goes from a background task
 
     store = RawStore(
         settings.landing_dir,
@@ -69,7 +73,7 @@ def build_landing(settings: Settings) -> Landing:
         max_body_bytes=settings.max_body_bytes,
         tolerance_seconds=settings.webhook_tolerance_seconds,
     )
-    return Landing(settings, store, quarantine, metrics, endpoint, health)
+    return Landing(settings, store, quarantine, metrics, endpoint, health, run_signal)
 
 
 def get_landing(request: Request) -> Landing:
@@ -109,7 +113,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        landing.run_signal.start()
         yield
+        await landing.run_signal.aclose()
         # Shutdown: acknowledge nothing more, finish the batches in flight, close the segment.
         await landing.store.aclose()
         landing.quarantine.close()

@@ -43,6 +43,16 @@ class Settings(BaseSettings):
         description="Comma-separated addresses/networks whose X-Forwarded-For is believed ('*' = any).",
     )
 
+    # --- event-driven runs -------------------------------------------------------------------------------------
+    run_signal: bool = Field(
+        default=True,
+        validation_alias="MEMBERPULSE_RUN_SIGNAL",
+        description=(
+            "The landing emits a Prefect event (at most once a second) when webhooks land, so the reconcile "
+            "deployment's trigger starts a run; needs PREFECT_API_URL. false = runs only on the schedule."
+        ),
+    )
+
     # --- Whop API (backfill) -------------------------------------------------------------------------------
     whop_api_key: SecretStr | None = Field(default=None, validation_alias="WHOP_API_KEY")
     whop_company_id: str | None = Field(

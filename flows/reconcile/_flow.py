@@ -1,11 +1,12 @@
 """The reconcile flow itself: the steps in order, each timed in the run report, the run recorded either way.
 
-Prefect loads this file by path for deployments (``prefect.yaml``), so every import here is absolute.
+Deployments (``prefect.yaml``) name ``memberpulse.flows.reconcile.reconcile_flow``, resolved from the installed package.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from memberpulse.contracts.checkpoints import checkpoint
+from memberpulse.flows.event_runs import landed_since_last_commit, supersede_queued_runs
 from memberpulse.flows.publish import record_run, target_name
 from memberpulse.flows.reconcile._ingest import scoring_state
 from memberpulse.flows.reconcile._lock import run_lock
@@ -29,22 +31,51 @@ log = logging.getLogger("memberpulse.reconcile")
 
 @flow(name="reconcile", log_prints=False)
 def reconcile_flow(
-    as_of: datetime | None = None, full_refresh: bool = False, settings: Settings | None = None
+    as_of: datetime | None = None,
+    full_refresh: bool = False,
+    settings: Settings | None = None,
+    only_new: bool = False,
+    catch_up_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """Ingest new raw webhooks, fold, score, publish changed rows, write the DuckDB snapshot.
 
     A deployment passes no ``settings`` and reads the environment; the CLI passes its own (Prefect records
     parameters, and ``SecretStr`` fields serialise masked, so no secret reaches its database).
+
+    Event-driven runs (prefect.yaml): ``only_new`` returns at once when nothing landed since the last commit;
+    ``catch_up_seconds`` > 0 makes the run pass again while more webhooks landed during a pass (for at most
+    that long), each pass first superseding the queued event-triggered runs it covers
+    (:mod:`memberpulse.flows.event_runs`).
     """
     settings = settings or Settings()
-    report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, logger=get_run_logger())
+    logger = get_run_logger()
+    if only_new and not full_refresh and as_of is None and not landed_since_last_commit(settings):
+        superseded = supersede_queued_runs(logger)
+        logger.info("nothing landed since the last reconcile: skipped")
+        return {"status": "skipped", "passes": 0, "superseded": superseded}
+    follow = catch_up_seconds > 0 and as_of is None
+    deadline = time.monotonic() + catch_up_seconds
+    passes = superseded = 0
+    while True:
+        superseded += supersede_queued_runs(logger) if follow else 0
+        report = reconcile(settings, as_of=as_of, full_refresh=full_refresh and passes == 0, logger=logger)
+        passes += 1
+        _create_artifacts(report)
+        if not follow or report.records_read == 0 or time.monotonic() >= deadline:
+            break
+        if not landed_since_last_commit(settings):
+            break
+        logger.info("more webhooks landed during pass %d: passing again", passes)
+    return {**report.as_dict(), "passes": passes, "superseded": superseded}
+
+
+def _create_artifacts(report: RunReport) -> None:
     create_markdown_artifact(report.markdown(), key="reconcile-summary", description="Reconcile run")
     create_table_artifact(
         report.newly_at_risk or [{"membership_id": "(none)"}],
         key="members-newly-at-risk",
         description=f"Members whose status became at_risk in this run (at most {AT_RISK_LISTED} listed)",
     )
-    return report.as_dict()
 
 
 def reconcile(settings: Settings, *, as_of: datetime | None, full_refresh: bool, logger: Logger = log) -> RunReport:

@@ -133,5 +133,7 @@ class RunReport:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunReport:
+        """The report inside a flow's return value (which may carry more keys, e.g. an event-driven run's passes)."""
+        known = {f.name for f in dataclasses.fields(cls)}
         times = {k: datetime.fromisoformat(values[k]) for k in _TIMES if values.get(k) is not None}
-        return cls(**{**values, **times})
+        return cls(**{k: v for k, v in {**values, **times}.items() if k in known})

@@ -57,6 +57,7 @@ class Stack:
     env: dict[str, str]
     data_dir: Path
     logs: Path
+    server: subprocess.Popen[bytes] | None = None
 
 
 
@@ -167,6 +168,7 @@ def _prefect_server(tmp_path: Path) -> Iterator[Stack]:
     env.pop("PYTHONPATH", None)  # flows are imported from the installed package, never from a path we add
     stack = Stack(api_url=env["PREFECT_API_URL"], env=env, data_dir=tmp_path / "data", logs=tmp_path)
     with _started(stack, "server", ["server", "start", "--host", "127.0.0.1", "--port", str(port)], tmp_path) as srv:
+        stack.server = srv
         deadline = time.monotonic() + 60
         while True:
             assert srv.poll() is None, f"prefect server exited:\n{_tail(tmp_path / 'server.log')}"
