@@ -27,6 +27,7 @@ from memberpulse.flows.publish._schema import (
     PIPELINE_RUN_COLUMNS,
     UTC_MICROS,
 )
+from memberpulse.flows.publish._text import storable_members, storable_text
 from memberpulse.flows.publish.changes import PublishedState, plan_publish
 from memberpulse.settings import Settings
 
@@ -77,6 +78,7 @@ def _empty_members() -> pl.DataFrame:
 
 def publish_members(settings: Settings, scored: pl.DataFrame, *, run_at: datetime) -> PublishOutcome:
     """Publish the changed rows of ``scored`` to the configured target (or nowhere) — see the module doc."""
+    scored = storable_members(scored, KEY)  # the target and the snapshot get the same, storable text
     publisher = get_publisher(settings)
     if publisher is None:
         state = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
@@ -120,7 +122,8 @@ def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
         .otherwise(pl.col("webhook_id"))
         .alias("webhook_id")
     )
-    return frame.drop("__body").filter(pl.col("received_at").is_not_null() & pl.col("reason").is_not_null())
+    frame = frame.drop("__body").filter(pl.col("received_at").is_not_null() & pl.col("reason").is_not_null())
+    return storable_text(frame)  # anyone can put a NUL in a refused body
 
 
 def _sha256(text: str | None) -> str:
