@@ -31,6 +31,37 @@ class Settings(BaseSettings):
     quarantine_max_bytes: int = Field(default=64 * 1024 * 1024, validation_alias="MEMBERPULSE_QUARANTINE_MAX_BYTES")
     landing_workers: int = Field(default=1, ge=1, validation_alias="MEMBERPULSE_LANDING_WORKERS")
     log_level: str = Field(default="INFO", validation_alias="MEMBERPULSE_LOG_LEVEL")
+    # --- landing connection limits (slow, idle and oversized clients) ---
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers (408 and closed after).",
+        validation_alias="MEMBERPULSE_HEADER_TIMEOUT_SECONDS",
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has, after the headers, to send the whole body (408 and closed after).",
+        validation_alias="MEMBERPULSE_BODY_TIMEOUT_SECONDS",
+    )
+    keep_alive_timeout_seconds: int = Field(
+        default=5,
+        gt=0,
+        description="Seconds an idle kept-alive connection stays open between requests.",
+        validation_alias="MEMBERPULSE_KEEP_ALIVE_TIMEOUT_SECONDS",
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers) in bytes; 431 and closed above.",
+        validation_alias="MEMBERPULSE_MAX_HEADER_BYTES",
+    )
+    max_pending_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Bytes of unfinished request bodies one landing process holds; past it, 503 and closed.",
+        validation_alias="MEMBERPULSE_MAX_PENDING_BODY_BYTES",
+    )
 
     # --- Whop API (backfill) -------------------------------------------------------------------------------
     whop_api_key: SecretStr | None = Field(default=None, validation_alias="WHOP_API_KEY")
