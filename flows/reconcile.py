@@ -34,7 +34,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from memberpulse import transforms
-from memberpulse.errors import FatalError
+from memberpulse.errors import RunInProgress
 from memberpulse.flows import raw_reader
 from memberpulse.flows.faults import kill_point
 from memberpulse.flows.publish import PipelineRun, PublishOutcome, publish_members, record_run, target_name
@@ -110,9 +110,9 @@ def run_lock(warehouse_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FatalError(
-                "another reconcile run holds the lock on this data dir",
-                hint="wait for it to finish; runs never overlap",
+            raise RunInProgress(
+                f"another reconcile run holds the lock on {warehouse_dir}",
+                hint="runs never overlap; this one can run again once that one has finished",
             ) from None
         yield
 

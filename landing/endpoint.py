@@ -22,6 +22,7 @@ from memberpulse.landing.metrics import LandingMetrics, Outcome
 from memberpulse.landing.mock_events import SUPPORTED_EVENTS
 from memberpulse.landing.quarantine import BODY_PREFIX_BYTES, Quarantine
 from memberpulse.landing.raw_store import RawStore
+from memberpulse.landing.throttled_log import ThrottledLog
 from memberpulse.landing.verify import SignatureRejected, verify_lowercased
 
 WEBHOOK_PATH = "/api/webhooks/whop"
@@ -107,6 +108,8 @@ class WebhookEndpoint:
         self.tolerance_seconds = tolerance_seconds
         self.clock = clock
         self.info = BatchedInfoLog(log)
+        # Anyone can send rejects at will: one line per kind per 10 s, the rest counted in it and in /metrics.
+        self.reject_log = ThrottledLog(log)
         self._too_large = f"body over the {max_body_bytes}-byte limit"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -243,7 +246,7 @@ class WebhookEndpoint:
             remote=client[0] if client else None,
         )
         self.metrics.observe_quarantine(kept)
-        log.warning("[Webhook] Rejected with %d: %s", status, reason)
+        self.reject_log.warning(f"reject-{status}", "[Webhook] Rejected with %d: %s", status, reason)
         extra: list[tuple[bytes, bytes]] = []
         if allow:
             extra.append((b"allow", allow.encode()))

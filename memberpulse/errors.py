@@ -53,6 +53,10 @@ class PublishUnavailable(TransientError):
     """The publish target (Postgres or PostgREST) is unreachable or answered 5xx."""
 
 
+class RunInProgress(TransientError):
+    """Another run holds this data dir's lock; this one can simply run again later."""
+
+
 # --- fatal: stop ------------------------------------------------------------------------------------------
 
 
@@ -109,6 +113,7 @@ __all__ = [
     "MemberpulseError",
     "PublishError",
     "PublishUnavailable",
+    "RunInProgress",
     "StorageUnavailable",
     "TransientError",
     "WhopAuthError",

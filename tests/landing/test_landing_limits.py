@@ -131,3 +131,12 @@ def test_unfinished_bodies_past_the_process_cap_are_refused(landing: LandingProc
     assert "503: unfinished request bodies over 1048576 bytes" in landing.log()
     # Every byte held was released: two bodies of 700 KiB, one after the other, both fit under the cap again.
     assert [_webhook(landing, padding=700 * 1024)[0] for _ in range(2)] == [200, 200]
+
+
+def test_a_flood_of_forged_requests_logs_a_bounded_number_of_lines(landing: LandingProcess) -> None:
+    with httpx.Client(timeout=10) as client:
+        statuses = {client.post(landing.url, content=b"{}").status_code for _ in range(300)}
+    assert statuses == {403}
+    metrics = httpx.get(f"http://127.0.0.1:{landing.port}/metrics", timeout=10).text
+    assert 'outcome="bad_signature"} 300' in metrics
+    assert 1 <= landing.log().count("Rejected with 403") <= 2
