@@ -10,6 +10,8 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -140,3 +142,25 @@ def test_a_flood_of_forged_requests_logs_a_bounded_number_of_lines(landing: Land
     metrics = httpx.get(f"http://127.0.0.1:{landing.port}/metrics", timeout=10).text
     assert 'outcome="bad_signature"} 300' in metrics
     assert 1 <= landing.log().count("Rejected with 403") <= 2
+
+
+def test_the_quarantine_cap_holds_for_the_directory_with_four_landing_processes(tmp_path: Path) -> None:
+    cap = 64 * 1024
+    env = {"MEMBERPULSE_LANDING_WORKERS": "4", "MEMBERPULSE_QUARANTINE_MAX_BYTES": str(cap)}
+    with landing_process(tmp_path, **env) as landing:
+
+        def flood(_: int) -> list[int]:
+            statuses = []
+            for _ in range(25):  # a fresh connection each time, so the kernel spreads them over the processes
+                with httpx.Client(timeout=10) as client:
+                    statuses.append(client.post(landing.url, content=b"x" * 4096).status_code)
+            return statuses
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = [s for batch in pool.map(flood, range(8)) for s in batch]
+    assert set(statuses) == {403}
+    files = [p for p in (tmp_path / "quarantine").glob("*.ndjson")]
+    total = sum(p.stat().st_size for p in files)
+    assert len(files) >= 2  # several processes did write
+    entry = max(len(line) for p in files for line in p.read_bytes().splitlines(keepends=True))
+    assert cap - entry < total <= cap  # filled to the cap, never past it (200 rejects would be ~900 KiB)
