@@ -87,11 +87,24 @@ class Settings(BaseSettings):
     publish_batch_size: int = Field(default=1000, validation_alias="MEMBERPULSE_PUBLISH_BATCH_SIZE")
     publish_max_attempts: int = Field(default=4, ge=1, validation_alias="MEMBERPULSE_PUBLISH_MAX_ATTEMPTS")
     publish_timeout_seconds: float = Field(
-        default=30.0, gt=0, validation_alias="MEMBERPULSE_PUBLISH_TIMEOUT_SECONDS"
+        default=10.0,
+        gt=0,
+        description="Seconds to connect to the publish target (Postgres), or per HTTP phase (PostgREST).",
+        validation_alias="MEMBERPULSE_PUBLISH_TIMEOUT_SECONDS",
     )
-    publish_backoff_seconds: float = Field(
-        default=0.5, ge=0, validation_alias="MEMBERPULSE_PUBLISH_BACKOFF_SECONDS"
+    publish_statement_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Postgres statement_timeout for every publish statement (SET LOCAL).",
+        validation_alias="MEMBERPULSE_PUBLISH_STATEMENT_TIMEOUT_SECONDS",
     )
+    publish_lock_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Postgres lock_timeout for every publish statement (SET LOCAL): how long to wait for a lock.",
+        validation_alias="MEMBERPULSE_PUBLISH_LOCK_TIMEOUT_SECONDS",
+    )
+    publish_backoff_seconds: float = Field(default=0.5, ge=0, validation_alias="MEMBERPULSE_PUBLISH_BACKOFF_SECONDS")
 
     # --- storage -------------------------------------------------------------------------------------------
     data_dir: Path = Field(default=Path("./data"), validation_alias="MEMBERPULSE_DATA_DIR")

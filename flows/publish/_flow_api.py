@@ -139,7 +139,8 @@ def record_run(
     ``best_effort``: a target error is logged, not raised (for recording a run that already failed).
     """
     runs = _log_run_locally(settings, run)
-    publisher = get_publisher(settings)
+    # Recording a run that already failed gets one attempt: the run's outcome is decided, its exit not delayed.
+    publisher = get_publisher(settings, max_attempts=1 if best_effort else None)
     if publisher is None:
         return runs
     try:
@@ -164,14 +165,16 @@ def _log_run_locally(settings: Settings, run: PipelineRun) -> pl.DataFrame:
     return runs
 
 
-def get_publisher(settings: Settings) -> Publisher | None:
-    """The configured publisher, or None when neither Supabase target is set (the caller says so once)."""
+def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Publisher | None:
+    """The configured publisher, or None when neither Supabase target is set (the caller says so once).
+
+    ``max_attempts`` overrides ``MEMBERPULSE_PUBLISH_MAX_ATTEMPTS``."""
     from memberpulse.flows.publish._postgres import PostgresPublisher
     from memberpulse.flows.publish._postgrest import PostgrestPublisher
 
     state = PublishedState(settings.warehouse_dir)
     retry = {
-        "max_attempts": settings.publish_max_attempts,
+        "max_attempts": max_attempts or settings.publish_max_attempts,
         "backoff_seconds": settings.publish_backoff_seconds,
     }
     if settings.publish_target == "postgres" and settings.supabase_db_url is not None:
@@ -179,6 +182,8 @@ def get_publisher(settings: Settings) -> Publisher | None:
             settings.supabase_db_url.get_secret_value(),
             state=state,
             connect_timeout_seconds=settings.publish_timeout_seconds,
+            statement_timeout_seconds=settings.publish_statement_timeout_seconds,
+            lock_timeout_seconds=settings.publish_lock_timeout_seconds,
             **retry,  # type: ignore[arg-type]
         )
     if settings.publish_target == "postgrest" and settings.supabase_url and settings.supabase_service_role_key:
