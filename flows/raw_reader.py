@@ -66,7 +66,11 @@ def iter_new(
     for path in list_segments(landing_dir, pattern):
         rel = path.relative_to(landing_dir).as_posix()
         start = offsets.get(rel, 0)
-        with open(path, "rb") as fh:
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed below; a file removed since listing is skipped
+        except FileNotFoundError:
+            continue  # the landing removes a segment a failed first write left empty
+        with fh:
             fh.seek(start)
             pending = b""
             while True:

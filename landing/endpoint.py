@@ -25,6 +25,7 @@ from memberpulse.errors import StorageUnavailable
 from memberpulse.landing.metrics import LandingMetrics, Outcome
 from memberpulse.landing.quarantine import Quarantine
 from memberpulse.landing.raw_store import RawStore
+from memberpulse.landing.throttled_log import ThrottledLog
 from memberpulse.landing.verify import SignatureRejected, VerifiedWebhook, verify_lowercased
 
 WEBHOOK_PATH = "/api/webhooks/whop"
@@ -135,6 +136,8 @@ class WebhookEndpoint:
         self.tolerance_seconds = tolerance_seconds
         self.clock = clock
         self.info = BatchedInfoLog(log)
+        # Anyone can send rejects at will: one line per kind per 10 s, the rest counted in it and in /metrics.
+        self.reject_log = ThrottledLog(log)
         self._too_large = f"body over the {max_body_bytes}-byte limit"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -258,7 +261,7 @@ class WebhookEndpoint:
             remote=remote,
         )
         self.metrics.observe_quarantine(kept)
-        log.warning("[Webhook] Rejected with %d from %s: %s", status, remote, reason)
+        self.reject_log.warning(f"reject-{status}", "[Webhook] Rejected with %d from %s: %s", status, remote, reason)
         extra: list[tuple[bytes, bytes]] = []
         if allow:
             extra.append((b"allow", allow.encode()))

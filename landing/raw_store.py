@@ -32,8 +32,11 @@ from memberpulse.contracts.raw_record import segment_dir, segment_path
 from memberpulse.contracts.times import file_time
 from memberpulse.errors import StorageUnavailable
 
-#: How many recent webhook ids a process remembers to answer a redelivery without storing it again.
-DEFAULT_RECENT_IDS = 100_000
+#: Bytes of recent webhook ids a process remembers to answer a redelivery without storing it again (ids are
+#: chosen by the sender, so the bound is in bytes: ~100k typical ids, far fewer huge ones).
+DEFAULT_RECENT_ID_BYTES = 16 * 1024 * 1024
+#: What one remembered id costs beyond its characters (its str object and its dict entry), roughly.
+_RECENT_ENTRY_OVERHEAD = 160
 
 FlushObserver = Callable[[int, float], None]
 #: Called with the reason (e.g. "No space left on device") whenever a batch could not be made durable.
@@ -68,7 +71,8 @@ class RawStore:
     """Append-only, fsync-before-ack storage of raw webhook records for one process.
 
     ``append`` must be called from one event loop. File work happens on one private thread, so segment state
-    is only ever touched there. ``fsync`` and ``clock`` are injectable for tests (slow or failing disks, age).
+    is only ever touched there. ``write``, ``fsync`` and ``clock`` are injectable for tests (slow, full or
+    failing disks, age).
     """
 
     def __init__(
@@ -77,21 +81,24 @@ class RawStore:
         *,
         segment_max_bytes: int,
         segment_max_age_seconds: float,
-        recent_ids: int = DEFAULT_RECENT_IDS,
+        recent_id_bytes: int = DEFAULT_RECENT_ID_BYTES,
         writer: str | None = None,
         on_flush: FlushObserver | None = None,
         on_failure: FailureObserver | None = None,
         fsync: Callable[[int], None] = os.fsync,
+        write: Callable[[int, memoryview], int] = os.write,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = root
         self.writer = writer or writer_name()
         self._max_bytes = segment_max_bytes
         self._max_age = segment_max_age_seconds
-        self._recent_limit = recent_ids
+        self._recent_limit = recent_id_bytes
+        self._recent_bytes = 0
         self._on_flush = on_flush
         self._on_failure = on_failure
         self._fsync = fsync
+        self._write = write
         self._clock = clock
         # id -> in-flight future, or None once durable. An OrderedDict is the LRU.
         self._recent: OrderedDict[str, asyncio.Future[None] | None] = OrderedDict()
@@ -127,13 +134,23 @@ class RawStore:
         await asyncio.shield(done)
         return True
 
+    @property
+    def recent_id_bytes(self) -> int:
+        """Approximate memory held by the recent-id memory (bounded by ``recent_id_bytes``)."""
+        return self._recent_bytes
+
     def _remember(self, webhook_id: str, value: asyncio.Future[None] | None) -> None:
         self._recent[webhook_id] = value
-        while len(self._recent) > self._recent_limit:
+        self._recent_bytes += len(webhook_id) + _RECENT_ENTRY_OVERHEAD
+        while self._recent_bytes > self._recent_limit and self._recent:
             oldest, entry = next(iter(self._recent.items()))
             if entry is not None and not entry.done():
                 break  # never forget an id whose write is still in flight
-            del self._recent[oldest]
+            self._forget(oldest)
+
+    def _forget(self, webhook_id: str) -> None:
+        del self._recent[webhook_id]
+        self._recent_bytes -= len(webhook_id) + _RECENT_ENTRY_OVERHEAD
 
     async def _flush_pending(self) -> None:
         loop = asyncio.get_running_loop()
@@ -153,7 +170,7 @@ class RawStore:
                         self._on_failure(reason)
                     for p in batch:
                         if self._recent.get(p.webhook_id) is p.done:
-                            del self._recent[p.webhook_id]  # not stored: a retry must be stored
+                            self._forget(p.webhook_id)  # not stored: a retry must be stored
                         if not p.done.done():
                             p.done.set_exception(failure)
                     continue
@@ -193,7 +210,7 @@ class RawStore:
         try:
             view = memoryview(data)
             while view:
-                written = os.write(segment.fd, view)
+                written = self._write(segment.fd, view)
                 view = view[written:]
             self._fsync(segment.fd)
         except OSError:
@@ -247,10 +264,17 @@ class RawStore:
         close it and never write to it again. It is not truncated: a reader may already have consumed lines
         past the last acknowledged byte, and files only ever grow. Those unacknowledged lines are duplicates
         of Whop's retry at worst, which downstream dedupe (by webhook id) absorbs; a partial tail has no
-        newline, so no reader ever takes it."""
+        newline, so no reader ever takes it. A file the failure left empty is removed."""
         self._segment = None
+        empty = False
+        with contextlib.suppress(OSError):
+            empty = segment.size == 0 and os.fstat(segment.fd).st_size == 0
         with contextlib.suppress(OSError):
             os.close(segment.fd)
+        if empty:  # nothing in it: remove it, so failing writes (a full disk) do not leave a file each
+            with contextlib.suppress(OSError):
+                segment.path.unlink()
+                self.segments.remove(segment.path)
 
 
 def _make_dirs(directory: Path) -> list[Path]:

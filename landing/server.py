@@ -17,6 +17,7 @@ from uvicorn.supervisors import Multiprocess
 
 from memberpulse.errors import ConfigError
 from memberpulse.landing.app import create_app
+from memberpulse.landing.protocol import ConnectionLimits, GuardedHttpToolsProtocol
 from memberpulse.landing.readiness import probe_writable
 from memberpulse.settings import Settings
 
@@ -42,6 +43,7 @@ def configure_logging(level: str) -> None:
 
 def _app_factory(settings: Settings) -> FastAPI:
     configure_logging(settings.log_level)
+    GuardedHttpToolsProtocol.limits = ConnectionLimits.from_settings(settings)  # in each worker process
     return create_app(settings)
 
 
@@ -62,7 +64,8 @@ def run_server(app_factory: Callable[[Settings], FastAPI], settings: Settings, *
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpToolsProtocol,  # httptools with deadlines and byte caps
+        timeout_keep_alive=settings.keep_alive_timeout_seconds,
         lifespan="on",
         access_log=False,
         # X-Forwarded-For is believed only from the reverse proxy, so logs and quarantine name the real sender.

@@ -75,6 +75,10 @@ class PublishUnavailable(TransientError):
     """The publish target (Postgres or PostgREST) is unreachable or answered 5xx."""
 
 
+class RunInProgress(TransientError):
+    """Another run holds this data dir's lock; this one can simply run again later."""
+
+
 class WhopGaveUp(TransientError):
     """Whop's API kept failing past the client's retry bounds; carries company, page and last status.
 
@@ -141,6 +145,7 @@ __all__ = [
     "PublishError",
     "PublishUnavailable",
     "QueryError",
+    "RunInProgress",
     "StorageUnavailable",
     "TransientError",
     "WhopAuthError",

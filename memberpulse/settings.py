@@ -52,6 +52,37 @@ class Settings(BaseSettings):
             "deployment's trigger starts a run; needs PREFECT_API_URL. false = runs only on the schedule."
         ),
     )
+    # --- landing connection limits (slow, idle and oversized clients) ---
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has to send a request's line and headers (408 and closed after).",
+        validation_alias="MEMBERPULSE_HEADER_TIMEOUT_SECONDS",
+    )
+    body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds a client has, after the headers, to send the whole body (408 and closed after).",
+        validation_alias="MEMBERPULSE_BODY_TIMEOUT_SECONDS",
+    )
+    keep_alive_timeout_seconds: int = Field(
+        default=5,
+        gt=0,
+        description="Seconds an idle kept-alive connection stays open between requests.",
+        validation_alias="MEMBERPULSE_KEEP_ALIVE_TIMEOUT_SECONDS",
+    )
+    max_header_bytes: int = Field(
+        default=32 * 1024,
+        ge=1024,
+        description="Largest request head (request line and headers) in bytes; 431 and closed above.",
+        validation_alias="MEMBERPULSE_MAX_HEADER_BYTES",
+    )
+    max_pending_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Bytes of unfinished request bodies one landing process holds; past it, 503 and closed.",
+        validation_alias="MEMBERPULSE_MAX_PENDING_BODY_BYTES",
+    )
 
     # --- Whop API (backfill) -------------------------------------------------------------------------------
     whop_api_key: SecretStr | None = Field(default=None, validation_alias="WHOP_API_KEY")
@@ -77,11 +108,24 @@ class Settings(BaseSettings):
     publish_batch_size: int = Field(default=1000, validation_alias="MEMBERPULSE_PUBLISH_BATCH_SIZE")
     publish_max_attempts: int = Field(default=4, ge=1, validation_alias="MEMBERPULSE_PUBLISH_MAX_ATTEMPTS")
     publish_timeout_seconds: float = Field(
-        default=30.0, gt=0, validation_alias="MEMBERPULSE_PUBLISH_TIMEOUT_SECONDS"
+        default=10.0,
+        gt=0,
+        description="Seconds to connect to the publish target (Postgres), or per HTTP phase (PostgREST).",
+        validation_alias="MEMBERPULSE_PUBLISH_TIMEOUT_SECONDS",
     )
-    publish_backoff_seconds: float = Field(
-        default=0.5, ge=0, validation_alias="MEMBERPULSE_PUBLISH_BACKOFF_SECONDS"
+    publish_statement_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Postgres statement_timeout for every publish statement (SET LOCAL).",
+        validation_alias="MEMBERPULSE_PUBLISH_STATEMENT_TIMEOUT_SECONDS",
     )
+    publish_lock_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Postgres lock_timeout for every publish statement (SET LOCAL): how long to wait for a lock.",
+        validation_alias="MEMBERPULSE_PUBLISH_LOCK_TIMEOUT_SECONDS",
+    )
+    publish_backoff_seconds: float = Field(default=0.5, ge=0, validation_alias="MEMBERPULSE_PUBLISH_BACKOFF_SECONDS")
 
     # --- storage -------------------------------------------------------------------------------------------
     data_dir: Path = Field(default=Path("./data"), validation_alias="MEMBERPULSE_DATA_DIR")

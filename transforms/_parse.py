@@ -30,6 +30,8 @@ string is expected, bodies it refuses) the rows are re-read by the reader, one r
 on its neighbours. A row the reader refuses (bad JSON, or a field of an unexpected JSON
 type such as ``data.user`` as a string) is read leniently with orjson: wrongly typed fields count as absent,
 bad JSON becomes a reject. Bodies containing a newline (pretty-printed JSON) go through ``str.json_decode``.
+A key repeated within one object takes its last value, as in the landing and whop-sdk (``json.loads``): yyjson
+and the reader take the first, so such bodies (DuckDB's ``json_keys`` finds them) are read with orjson.
 """
 
 from __future__ import annotations
@@ -247,10 +249,18 @@ def _flatten(doc: pl.Expr) -> list[pl.Expr]:
 # - a body yyjson refuses (bad JSON, lone surrogates…) fails the query: the batch is bisected, and the few
 #   rows of the failing slice are read by the reader.
 _PATHS = ", ".join("'$." + ".".join(path) + "'" for _, path in _FLAT)
+# The objects whose keys are read: a key repeated in one of them takes its last value (as ``json.loads``, orjson
+# and the SDK do), so such bodies are read with orjson; yyjson and polars' reader would take the first.
+_OBJECTS = "'$', '$.data', '$.data.user', '$.data.company'"
 _DUCK_SQL = (
     "SELECT "
     + ", ".join(f"v[{i + 1}] AS {name}" for i, (name, _) in enumerate(_FLAT))
-    + f" FROM (SELECT json_extract_string(body, [{_PATHS}]) AS v FROM bodies)"
+    + ", coalesce(list_bool_or(list_transform(k, lambda x: len(x) > len(list_distinct(x)))), false) AS _dup"
+    + f" FROM (SELECT json_extract_string(body, [{_PATHS}]) AS v, json_keys(body, [{_OBJECTS}]) AS k FROM bodies)"
+)
+_REPEATED_KEYS_SQL = (
+    "SELECT CASE WHEN json_valid(body) THEN coalesce(list_bool_or(list_transform(json_keys(body, "
+    f"[{_OBJECTS}]), lambda x: len(x) > len(list_distinct(x)))), false) ELSE false END AS dup FROM bodies"
 )
 _YYJSON_ONLY_SYNTAX = r"(?i)[:\[,]\s*-?(nan|inf|\d+[.e]|\d{19})|,\s*[}\]]"
 
@@ -277,20 +287,22 @@ def _decode_fast(bodies: pl.Series) -> pl.DataFrame:
         suspect = yyjson_only.result()
     if flat is None:
         if len(bodies) <= _BISECT_ROWS:
-            return _decode_framed(bodies)
+            return _last_key_wins(bodies, _decode_framed)
         half = len(bodies) // 2
         return pl.concat([_decode_fast(bodies[:half]), _decode_fast(bodies[half:])])
     if flat.height != len(bodies):  # pragma: no cover - DuckDB keeps insertion order and row count
         return _decode_framed(bodies)
-    flat = flat.with_columns(pl.lit(None, dtype=_S).alias("_reason")).cast(_FLAT_SCHEMA)
+    repeated_keys = flat.get_column("_dup")
+    flat = flat.drop("_dup").with_columns(pl.lit(None, dtype=_S).alias("_reason")).cast(_FLAT_SCHEMA)
     container = pl.any_horizontal(
         pl.col(name).str.starts_with("{") | pl.col(name).str.starts_with("[") for name, _ in _FLAT
     )
-    redo = (suspect | flat.select(container.fill_null(False)).to_series()).arg_true()
-    if redo.len() == 0:
-        return flat
-    exact = _decode_framed(bodies.gather(redo))
-    return pl.DataFrame([flat[name].scatter(redo, exact[name]) for name in flat.columns])
+    redo = (suspect | flat.select(container.fill_null(False)).to_series()) & ~repeated_keys
+    for rows, decode in ((redo.arg_true(), _decode_framed), (repeated_keys.arg_true(), _decode_python)):
+        if rows.len():
+            exact = decode(bodies.gather(rows))
+            flat = pl.DataFrame([flat[name].scatter(rows, exact[name]) for name in flat.columns])
+    return flat
 
 
 def _decode_framed(bodies: pl.Series) -> pl.DataFrame:
@@ -313,12 +325,39 @@ def _decode_framed(bodies: pl.Series) -> pl.DataFrame:
     return pl.concat([_decode_framed(bodies[:half]), _decode_framed(bodies[half:])])
 
 
+def _repeated_keys(bodies: pl.Series) -> pl.Series:
+    """True where one of the objects read (``_OBJECTS``) repeats a key; False where unsure (invalid JSON)."""
+    con = duckdb.connect()
+    try:
+        con.register("bodies", pl.DataFrame({"body": bodies}).to_arrow())
+        repeated: pl.Series = con.sql(_REPEATED_KEYS_SQL).pl().to_series()
+        return repeated
+    except duckdb.Error:
+        return pl.Series([False] * len(bodies))
+    finally:
+        con.close()
+
+
+def _last_key_wins(bodies: pl.Series, decode: Callable[[pl.Series], pl.DataFrame]) -> pl.DataFrame:
+    """``decode(bodies)``, except that bodies repeating a key are read with orjson (the last value wins)."""
+    repeated = _repeated_keys(bodies)
+    if not repeated.any():
+        return decode(bodies)
+    flat = pl.concat([decode(bodies.filter(~repeated)), _decode_python(bodies.filter(repeated))])
+    order = pl.concat([repeated.not_().arg_true(), repeated.arg_true()])
+    return flat.with_columns(pl.Series("__row", order)).sort("__row").drop("__row")
+
+
 def _decode_each(bodies: pl.Series) -> pl.DataFrame:
     """Bodies polars' NDJSON reader cannot take (they contain newlines): ``str.json_decode``, row-aligned."""
+    return _last_key_wins(bodies, _decode_each_json)
+
+
+def _decode_each_json(bodies: pl.Series) -> pl.DataFrame:
     try:
         return pl.DataFrame({"body": bodies}).select(_flatten(pl.col("body").str.json_decode(_BODY)))
     except PolarsError:
-        return _bisect(bodies, _decode_each)
+        return _bisect(bodies, _decode_each_json)
 
 
 def _bisect(bodies: pl.Series, decode: Callable[[pl.Series], pl.DataFrame]) -> pl.DataFrame:

@@ -17,6 +17,7 @@ import polars as pl
 
 from memberpulse.errors import PublishUnavailable
 from memberpulse.flows.publish._schema import KEY, summarise_webhook_failures
+from memberpulse.flows.publish._text import NUL, REPLACEMENT, storable_text
 from memberpulse.flows.publish.changes import PublishedState, plan_publish
 
 T = TypeVar("T")
@@ -61,7 +62,7 @@ class PipelineRun:
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)
         if row["error"] is not None:
-            row["error"] = row["error"][:_MAX_ERROR_CHARS]
+            row["error"] = row["error"][:_MAX_ERROR_CHARS].replace(NUL, REPLACEMENT)
         return row
 
 
@@ -120,7 +121,7 @@ class Publisher(ABC):
     def record_failures(self, frame: pl.DataFrame) -> int:
         """Upsert webhook failures (webhook_id, event_type, reason, received_at, body_prefix) into
         ``webhook_failures``, one row per (webhook_id, reason); returns how many keys were sent."""
-        summary = summarise_webhook_failures(frame)
+        summary = storable_text(summarise_webhook_failures(frame))
         if summary.height:
             self._upsert_failures(summary)
         return summary.height

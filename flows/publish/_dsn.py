@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 from psycopg import conninfo
 
 from memberpulse.errors import ConfigError, PublishError, PublishUnavailable
+
+# libpq's words for a connection string it parsed but cannot use (``sslmode=bogus``): no retry can fix that.
+_BAD_CONNINFO = re.compile(r"invalid (\w+ value|connection option|integer value|port number)|unsupported \w+ value")
 
 # SQLSTATE classes where retrying cannot help even though psycopg reports an OperationalError.
 _FATAL_SQLSTATE_PREFIXES = ("28", "3D", "42")
@@ -37,11 +42,24 @@ def _scrub(text: str, dsn: str) -> str:
     return text.replace(str(password), "***") if password else text
 
 
-def translate_error(exc: psycopg.Error, *, dsn: str, action: str) -> PublishError | PublishUnavailable:
-    """A psycopg error as PublishUnavailable (may heal: retry) or PublishError (a person must fix it)."""
+def translate_error(exc: psycopg.Error, *, dsn: str, action: str) -> ConfigError | PublishError | PublishUnavailable:
+    """A psycopg error as PublishUnavailable (may heal: retry), PublishError (a person must fix the target) or
+    ConfigError (a person must fix SUPABASE_DB_URL)."""
     where = mask_dsn(dsn)
     detail = _scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, dsn)
     sqlstate = exc.sqlstate or ""
+    if not sqlstate and _BAD_CONNINFO.search(detail):
+        return ConfigError(
+            f"{action}: SUPABASE_DB_URL is not usable: {detail}",
+            variable="SUPABASE_DB_URL",
+            hint="fix the connection string's parameters (Supabase: Project Settings → Database)",
+        )
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        return PublishUnavailable(
+            f"{action} at {where}: {detail}",
+            hint="another session holds a lock on the table (raise MEMBERPULSE_PUBLISH_LOCK_TIMEOUT_SECONDS to wait"
+            " longer); the next run re-sends everything pending",
+        )
     if isinstance(exc, psycopg.errors.UndefinedTable):
         return PublishError(f"{action} at {where}: {detail}", hint="apply the schema: memberpulse migrate")
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):

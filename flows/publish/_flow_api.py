@@ -28,6 +28,7 @@ from memberpulse.flows.publish._schema import (
     MEMBER_ACTIVITY_SCHEMA,
     PIPELINE_RUN_COLUMNS,
 )
+from memberpulse.flows.publish._text import storable_members, storable_text
 from memberpulse.flows.publish.changes import PublishedState, plan_publish
 from memberpulse.settings import Settings
 
@@ -74,6 +75,7 @@ def _empty_members() -> pl.DataFrame:
 
 def publish_members(settings: Settings, scored: pl.DataFrame, *, run_at: datetime) -> PublishOutcome:
     """Publish the changed rows of ``scored`` to the configured target (or nowhere) — see the module doc."""
+    scored = storable_members(scored, KEY)  # the target and the snapshot get the same, storable text
     publisher = get_publisher(settings)
     if publisher is None:
         state = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
@@ -117,7 +119,8 @@ def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
         .otherwise(pl.col("webhook_id"))
         .alias("webhook_id")
     )
-    return frame.drop("__body").filter(pl.col("received_at").is_not_null() & pl.col("reason").is_not_null())
+    frame = frame.drop("__body").filter(pl.col("received_at").is_not_null() & pl.col("reason").is_not_null())
+    return storable_text(frame)  # anyone can put a NUL in a refused body
 
 
 def _sha256(text: str | None) -> str:
@@ -133,7 +136,8 @@ def record_run(
     ``best_effort``: a target error is logged, not raised (for recording a run that already failed).
     """
     runs = _log_run_locally(settings, run)
-    publisher = get_publisher(settings)
+    # Recording a run that already failed gets one attempt: the run's outcome is decided, its exit not delayed.
+    publisher = get_publisher(settings, max_attempts=1 if best_effort else None)
     if publisher is None:
         return runs
     try:
@@ -158,14 +162,16 @@ def _log_run_locally(settings: Settings, run: PipelineRun) -> pl.DataFrame:
     return runs
 
 
-def get_publisher(settings: Settings) -> Publisher | None:
-    """The configured publisher, or None when neither Supabase target is set (the caller says so once)."""
+def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Publisher | None:
+    """The configured publisher, or None when neither Supabase target is set (the caller says so once).
+
+    ``max_attempts`` overrides ``MEMBERPULSE_PUBLISH_MAX_ATTEMPTS``."""
     from memberpulse.flows.publish._postgres import PostgresPublisher
     from memberpulse.flows.publish._postgrest import PostgrestPublisher
 
     state = PublishedState(settings.warehouse_dir)
     retry = {
-        "max_attempts": settings.publish_max_attempts,
+        "max_attempts": max_attempts or settings.publish_max_attempts,
         "backoff_seconds": settings.publish_backoff_seconds,
     }
     if settings.publish_target == "postgres" and settings.supabase_db_url is not None:
@@ -173,6 +179,8 @@ def get_publisher(settings: Settings) -> Publisher | None:
             settings.supabase_db_url.get_secret_value(),
             state=state,
             connect_timeout_seconds=settings.publish_timeout_seconds,
+            statement_timeout_seconds=settings.publish_statement_timeout_seconds,
+            lock_timeout_seconds=settings.publish_lock_timeout_seconds,
             **retry,  # type: ignore[arg-type]
         )
     if settings.publish_target == "postgrest" and settings.supabase_url and settings.supabase_service_role_key:

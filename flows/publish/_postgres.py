@@ -29,6 +29,7 @@ from memberpulse.flows.publish._schema import (
 from memberpulse.flows.publish.changes import PublishedState
 
 STAGE: Final = "member_activity_stage"
+SET_LOCAL_TIMEOUTS: Final = "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)"
 _COPY_CHUNK_ROWS: Final = 100_000
 _CSV_NULL: Final = r"\N"
 
@@ -121,7 +122,9 @@ class PostgresPublisher(Publisher):
         dsn: str,
         *,
         state: PublishedState,
-        connect_timeout_seconds: float = 30.0,
+        connect_timeout_seconds: float = 10.0,
+        statement_timeout_seconds: float = 60.0,
+        lock_timeout_seconds: float = 10.0,
         max_attempts: int = 4,
         backoff_seconds: float = 0.5,
         after_copy: Callable[[], None] | None = None,
@@ -132,6 +135,10 @@ class PostgresPublisher(Publisher):
         self._where = mask_dsn(dsn)  # validates the DSN up front, without echoing it
         self._dsn = dsn
         self._connect_timeout = max(1, round(connect_timeout_seconds))
+        # Server-side bounds on every statement of every publish transaction (SET LOCAL): a held lock or a
+        # slow statement fails the attempt instead of holding the run (and its lock) for as long as it lasts.
+        self._timeouts = (f"{max(1, round(statement_timeout_seconds * 1000))}ms",
+                          f"{max(1, round(lock_timeout_seconds * 1000))}ms")  # fmt: skip
         # Test seam: runs inside the open transaction, after COPY and before the upsert and commit.
         self._after_copy = after_copy
 
@@ -142,11 +149,15 @@ class PostgresPublisher(Publisher):
         return psycopg.connect(self._dsn, connect_timeout=self._connect_timeout, application_name="memberpulse-publish")
 
     def _transaction(self, action: str, work: Callable[[psycopg.Cursor[Any]], Any]) -> Any:
-        """Run ``work`` in one transaction (commit on success, rollback on any error), errors translated."""
+        """Run ``work`` in one transaction (commit on success, rollback on any error), errors translated.
+
+        Every statement in it is bounded by the statement and lock timeouts; connecting by the connect
+        timeout. Transient failures are retried here, ``max_attempts`` in all (the only retry layer)."""
 
         def attempt() -> Any:
             try:
                 with self._connect() as conn, conn.cursor() as cur:
+                    cur.execute(SET_LOCAL_TIMEOUTS, self._timeouts)
                     return work(cur)
             except psycopg.Error as exc:
                 raise translate_error(exc, dsn=self._dsn, action=action) from None

@@ -7,19 +7,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from memberpulse.errors import FatalError
+from memberpulse.errors import RunInProgress
 
 
 @contextmanager
 def run_lock(warehouse_dir: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``warehouse_dir/.reconcile.lock``; a second run fails at once."""
+    """Hold an exclusive lock on ``warehouse_dir/.reconcile.lock``; a second run fails at once (transient: exit 3)."""
     warehouse_dir.mkdir(parents=True, exist_ok=True)
     with open(warehouse_dir / ".reconcile.lock", "w") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise FatalError(
-                "another reconcile run holds the lock on this data dir",
-                hint="wait for it to finish; runs never overlap",
+            raise RunInProgress(
+                f"another reconcile run holds the lock on {warehouse_dir}",
+                hint="runs never overlap; this one can run again once that one has finished",
             ) from None
         yield

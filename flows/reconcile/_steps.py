@@ -27,7 +27,9 @@ def ingest_task(settings: Settings, store: ReconcileStore, run_id: str, full_ref
     return ingest(settings, store, run_id=run_id, full_refresh=full_refresh)
 
 
-@task(name="publish", **TRANSIENT_RETRY)
+# No Prefect retries: the publisher retries transient failures itself (MEMBERPULSE_PUBLISH_MAX_ATTEMPTS), and
+# retrying its final failure again would multiply its attempts and timeouts.
+@task(name="publish", **{**TRANSIENT_RETRY, "retries": 0})
 def publish_task(settings: Settings, scored: pl.DataFrame, run_at: datetime) -> PublishOutcome:
     return publish_members(settings, scored, run_at=run_at)
 

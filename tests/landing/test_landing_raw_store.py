@@ -156,13 +156,53 @@ def test_a_recent_duplicate_is_acknowledged_but_stored_once(tmp_path: Path) -> N
 
 def test_the_recent_id_memory_is_bounded(tmp_path: Path) -> None:
     async def run() -> list[bool]:
-        store = store_at(tmp_path, recent_ids=2)
+        store = store_at(tmp_path, recent_id_bytes=2 * (1 + 160))
         results = [await store.append(i, line(n), day=DAY) for n, i in enumerate(["a", "b", "c", "a", "c"])]
         await store.aclose()
         return results
 
-    # "a" was forgotten after "c" (bound 2), so it is stored again; "c" is still remembered.
+    # "a" was forgotten after "c" (bound: two one-character ids), so it is stored again; "c" is remembered.
     assert asyncio.run(run()) == [True, True, True, True, False]
+
+
+def test_the_recent_id_memory_is_bounded_in_bytes_whatever_the_id_size(tmp_path: Path) -> None:
+    bound = 1024 * 1024
+
+    async def run() -> RawStore:
+        store = store_at(tmp_path, recent_id_bytes=bound, segment_max_bytes=1 << 30)
+        for n in range(600):  # 600 ids of 8 KiB: 4.7 MiB of ids, the bound is 1 MiB
+            await store.append(f"{n:06d}" + "x" * 8192, line(n), day=DAY)
+        await store.aclose()
+        return store
+
+    store = asyncio.run(run())
+    assert 0.9 * bound < store.recent_id_bytes <= bound
+
+
+def test_failed_writes_do_not_leave_a_new_empty_segment_each(tmp_path: Path) -> None:
+    full = [False]
+
+    def write(fd: int, data: memoryview) -> int:
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, data)
+
+    async def run() -> RawStore:
+        store = store_at(tmp_path, write=write)
+        assert await store.append("ok-1", line(1), day=DAY)
+        full[0] = True
+        for n in range(20):
+            with pytest.raises(StorageUnavailable, match="No space left"):
+                await store.append(f"bad-{n}", line(n), day=DAY)
+        full[0] = False
+        assert await store.append("ok-2", line(2), day=DAY)
+        await store.aclose()
+        return store
+
+    store = asyncio.run(run())
+    files = sorted(p.read_bytes() for p in tmp_path.rglob("*.ndjson"))
+    assert files == sorted([line(1), line(2)])  # the first segment, abandoned, and the one that worked
+    assert len(store.segments) == 2
 
 
 def test_failed_fsync_fails_the_batch_and_abandons_the_segment(tmp_path: Path) -> None:

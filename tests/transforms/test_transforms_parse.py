@@ -287,12 +287,15 @@ def test_duckdb_fast_path_equals_the_polars_reader(monkeypatch: pytest.MonkeyPat
         bodies[7 + 9 * i] = odd
     series = pl.Series("body", bodies)
 
-    def one_by_one(bodies: pl.Series) -> pl.DataFrame:  # the reader's result for each body on its own
-        return pl.concat([_parse._decode_framed(bodies[i : i + 1]) for i in range(len(bodies))])
+    def one_by_one(bodies: pl.Series) -> pl.DataFrame:  # the reader's result for each body on its own,
+        # except that a repeated key takes its last value (the reader takes the first)
+        return pl.concat(
+            [_parse._last_key_wins(bodies[i : i + 1], _parse._decode_framed) for i in range(len(bodies))]
+        )
 
     assert _parse._decode_fast(series).equals(one_by_one(series))
     plain = pl.Series("body", [json.dumps(normal[i % len(normal)]) for i in range(50)])
-    assert _parse._duckdb_extract(plain).equals(_parse._decode_framed(plain).drop("_reason"))
+    assert _parse._duckdb_extract(plain).drop("_dup").equals(_parse._decode_framed(plain).drop("_reason"))
 
     records = [record(b, webhook_id=f"w{i}") for i, b in enumerate(bodies)]
     fast = parse(*records)
@@ -384,3 +387,28 @@ def test_time_source_says_where_the_event_time_came_from() -> None:
     assert one_event(SEED_LEFT)["time_source"] == "payload"
     assert one_event(body)["time_source"] == "signed_at"
     assert one_event(body, signed_at=None)["time_source"] == "received_at"
+
+
+_REPEATED = (
+    '{"action":"membership.went_valid","action":"membership.went_invalid","data":{"id":"mem_first",'
+    '"user_id":"u","id":"mem_last","created_at":"2026-11-01T00:00:00Z","expired_at":"2026-11-02T00:00:00Z",'
+    '"user":{"id":"u1","id":"u2"}}}'
+)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(_REPEATED, id="compact"),
+        pytest.param(_REPEATED.replace(',"data"', ',\n"data"'), id="with-newline"),
+        pytest.param(" " + _REPEATED, id="leading-space"),
+    ],
+)
+def test_a_repeated_key_takes_its_last_value_as_json_loads_and_the_sdk_do(body: str) -> None:
+    expected = json.loads(body)
+    with_neighbours = [record(body, webhook_id="wh_dup")] + [record("{", webhook_id=f"wh_bad_{n}") for n in range(3)]
+    batch = parse(*with_neighbours)
+    (event,) = batch.events.to_dicts()
+    assert event["membership_id"] == expected["data"]["id"] == "mem_last"
+    assert event["event_type"] == expected["action"] == "membership.went_invalid"
+    assert batch.rejects.height == 3

@@ -1,0 +1,183 @@
+"""uvicorn's httptools protocol with the limits a public endpoint needs: deadlines and byte caps.
+
+httptools reads a request head of any size and uvicorn waits forever for a head or body that never completes,
+so slow or idle clients can hold every file descriptor and one client can stall the event loop with a huge
+header. :class:`GuardedHttpToolsProtocol` adds, per connection:
+
+- a **head deadline**: the request line and headers must arrive within ``header_timeout_seconds`` of the
+  connection opening or the request's first byte (408, then closed). Idle keep-alive connections are closed by
+  uvicorn's own ``timeout_keep_alive``;
+- a **body deadline**: the body must be complete within ``body_timeout_seconds`` of the head (408, closed);
+- a **head size cap**: more than ``max_header_bytes`` before the head is complete is refused with 431 and the
+  connection closed, before the parser buffers the rest;
+- a **process-wide cap on bytes in unfinished bodies** (``max_pending_body_bytes``): past it the request that
+  would exceed it gets 503 and its connection is closed (the sender retries later).
+
+Deadlines are checked by one timer per event loop that sweeps the open connections twice a second, so the hot
+path only stores a float. Every refusal is logged, at most one line per kind every 10 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from memberpulse.landing.throttled_log import ThrottledLog
+from memberpulse.settings import Settings
+
+log = logging.getLogger("landing")
+_SWEEP_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 10.0
+    max_header_bytes: int = 32 * 1024
+    max_pending_body_bytes: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        return cls(
+            header_timeout_seconds=settings.header_timeout_seconds,
+            body_timeout_seconds=settings.body_timeout_seconds,
+            max_header_bytes=settings.max_header_bytes,
+            max_pending_body_bytes=settings.max_pending_body_bytes,
+        )
+
+
+class _Sweeper:
+    """The one deadline timer of an event loop, running only while connections are open."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.watched: set[GuardedHttpToolsProtocol] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def watch(self, protocol: GuardedHttpToolsProtocol) -> None:
+        self.watched.add(protocol)
+        if self._handle is None:
+            self._handle = self.loop.call_later(_SWEEP_SECONDS, self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for protocol in [p for p in self.watched if p.deadline <= now]:
+            protocol.expire()
+        self._handle = self.loop.call_later(_SWEEP_SECONDS, self._sweep) if self.watched else None
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """Pass as ``uvicorn.Config(http=GuardedHttpToolsProtocol)``; set :attr:`limits` before serving."""
+
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    pending_body_bytes: ClassVar[int] = 0  # this process's bytes of bodies not yet complete
+    refusals: ClassVar[ThrottledLog] = ThrottledLog(log)
+    _sweeper: ClassVar[_Sweeper | None] = None
+
+    deadline: float = math.inf
+    _phase = "head"  # "head" (head bytes counted), "body" (body bytes counted) or "app"
+    _head_bytes = 0
+    _body_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        sweeper = GuardedHttpToolsProtocol._sweeper
+        if sweeper is None or sweeper.loop is not self.loop:
+            sweeper = GuardedHttpToolsProtocol._sweeper = _Sweeper(self.loop)
+        sweeper.watch(self)
+        self.deadline = self.loop.time() + self.limits.header_timeout_seconds
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release_body()
+        sweeper = GuardedHttpToolsProtocol._sweeper
+        if sweeper is not None:
+            sweeper.watched.discard(self)
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # Outside a body, bytes belong to a head. Feed at most what is left of the head allowance: if the head
+        # completes within it the rest is body, else the head is too big, refused before httptools buffers it.
+        while self._phase in ("head", "app"):
+            room = self.limits.max_header_bytes - self._head_bytes
+            if len(data) <= room:
+                self._head_bytes += len(data)
+                break
+            if room <= 0:
+                self._refuse(431, "request head over %d bytes", self.limits.max_header_bytes)
+                return
+            self._head_bytes += room
+            allowed, data = data[:room], data[room:]
+            super().data_received(allowed)
+        if data and self._phase != "closed":
+            super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._phase == "app":  # the next request on a kept-alive connection
+            self._phase = "head"
+        if self.deadline == math.inf:
+            self.deadline = self.loop.time() + self.limits.header_timeout_seconds
+
+    def on_headers_complete(self) -> None:
+        self._phase = "body"
+        self.deadline = self.loop.time() + self.limits.body_timeout_seconds
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        GuardedHttpToolsProtocol.pending_body_bytes += len(body)
+        if GuardedHttpToolsProtocol.pending_body_bytes > self.limits.max_pending_body_bytes:
+            self._refuse(503, "unfinished request bodies over %d bytes", self.limits.max_pending_body_bytes)
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._release_body()
+        self._phase, self._head_bytes, self.deadline = (
+            "app",
+            0,
+            math.inf,
+        )  # the answer is the app's business, not the client's
+        super().on_message_complete()
+
+    def expire(self) -> None:
+        """Called by the sweeper once :attr:`deadline` has passed."""
+        if self._phase == "head":
+            self._refuse(408, "request head not complete within %g s", self.limits.header_timeout_seconds)
+        else:
+            self._refuse(408, "request body not complete within %g s", self.limits.body_timeout_seconds)
+
+    def _release_body(self) -> None:
+        GuardedHttpToolsProtocol.pending_body_bytes -= self._body_bytes
+        self._body_bytes = 0
+
+    def _refuse(self, status: int, reason: str, limit: float) -> None:
+        """Answer ``status`` (unless the app already started an answer) and close the connection."""
+        self.deadline = math.inf
+        self._phase = "closed"
+        transport = self.transport
+        if transport.is_closing():
+            return
+        detail = reason % limit
+        client = f"{self.client[0]}" if self.client else "unknown client"
+        self.refusals.warning(
+            f"limit-{status}", "[Webhook] Closed a connection from %s with %d: %s", client, status, detail
+        )
+        cycle = self.cycle
+        if cycle is None or not cycle.response_started:
+            body = orjson.dumps({"error": detail})
+            head = (
+                f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            ).encode()
+            transport.write(head + body)
+        transport.close()
+
+
+_REASONS = {408: "Request Timeout", 431: "Request Header Fields Too Large", 503: "Service Unavailable"}
