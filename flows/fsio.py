@@ -13,6 +13,8 @@ from pathlib import Path
 
 import polars as pl
 
+from memberpulse.errors import CorruptState
+
 
 def fsync_path(path: Path) -> None:
     """fsync a file or a directory (a directory's fsync makes the names in it durable)."""
@@ -45,3 +47,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
     with atomic_target(path) as tmp:
         frame.write_parquet(tmp, compression="zstd", statistics=True)
+
+
+def read_parquet_checked(path: Path, *, what: str, hint: str) -> pl.DataFrame:
+    """Read a parquet file memberpulse wrote itself; a missing, truncated or foreign file is CorruptState
+    naming it (with ``hint``: how to rebuild it), not a reader's traceback."""
+    try:
+        return pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
+        raise CorruptState(
+            f"{what} {path} is damaged or missing: {_first_line(exc)}", path=str(path), hint=hint
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__

@@ -2,7 +2,9 @@
 
 Layout under ``$MEMBERPULSE_DATA_DIR/warehouse/reconcile/``::
 
-    manifest.json            the commit point: offsets read, state file, event/reject log files, backfills folded
+    manifest.json            the commit point: offsets read, state file, event/reject log files, backfills folded,
+                             and the as-of time of the run that committed it (a run scoring an earlier time
+                             commits nothing: looking back never overwrites the present)
     state/<run>.parquet      member state after that run (transforms.fold output)
     events/<run>.parquet     parsed events ingested by that run (the event log; readers dedupe by webhook_id)
     rejects/<run>.parquet    raw records that could not be parsed
@@ -12,24 +14,29 @@ A run writes its new files first and commits by replacing ``manifest.json`` atom
 leaves the previous manifest in force and the new files orphaned (removed by the next commit), so nothing is
 lost and nothing is counted twice. Deleting the ``reconcile/`` folder resets the incremental state; the next
 run rebuilds from the raw landing files (``memberpulse run --full-refresh`` does the same without deleting).
+A damaged manifest or state file stops a run with :class:`~memberpulse.errors.CorruptState` naming the file
+and that remedy.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from memberpulse.contracts.times import file_time
-from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet
+from memberpulse.errors import CorruptState
+from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet, read_parquet_checked
 
 MANIFEST_VERSION = 1
 # Past this many event-log files, a commit folds them into one so reads stay cheap.
 EVENT_LOG_COMPACT_AT = 48
+REBUILD_HINT = "run `memberpulse run --full-refresh` to rebuild the reconcile state from the raw landing files"
 
 
 @dataclass(frozen=True)
@@ -43,9 +50,46 @@ class Manifest:
     event_files: list[str] = field(default_factory=list)
     reject_files: list[str] = field(default_factory=list)
     backfills_folded: list[str] = field(default_factory=list)
+    as_of: str | None = None  # ISO 8601 as-of time of the run that committed this manifest
 
     def with_(self, **changes: object) -> Manifest:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def as_of_time(self) -> datetime | None:
+        return datetime.fromisoformat(self.as_of) if self.as_of else None
+
+
+_OPTIONAL_TEXT = ("committed_at", "run_id", "state_file", "as_of")
+_TEXT_LISTS = ("event_files", "reject_files", "backfills_folded")
+_OFFSETS = ("offsets", "quarantine_offsets")
+
+
+def _manifest_problem(data: Any) -> str | None:
+    """What is wrong with a decoded manifest.json, or None when it is a manifest this version can use."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object"
+    unknown = sorted(set(data) - {f.name for f in fields(Manifest)})
+    if unknown:
+        return f"unknown key(s) {', '.join(map(repr, unknown))}"
+    if data.get("version", MANIFEST_VERSION) != MANIFEST_VERSION:
+        return f"version {data.get('version')!r}, this memberpulse reads version {MANIFEST_VERSION}"
+    for name in _OPTIONAL_TEXT:
+        if not isinstance(data.get(name), str | None):
+            return f"{name!r} is not text"
+    for name in _TEXT_LISTS:
+        value = data.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return f"{name!r} is not a list of file names"
+    for name in _OFFSETS:
+        value = data.get(name, {})
+        if not isinstance(value, dict) or not all(type(v) is int and v >= 0 for v in value.values()):
+            return f"{name!r} is not a map of file names to byte offsets"
+    try:
+        datetime.fromisoformat(data["as_of"]) if data.get("as_of") else None
+    except ValueError:
+        return f"'as_of' {data['as_of']!r} is not an ISO 8601 time"
+    return None
 
 
 class ReconcileStore:
@@ -55,13 +99,54 @@ class ReconcileStore:
 
     # --- reading -------------------------------------------------------------------------------------------
     def load_manifest(self) -> Manifest:
-        if not self.manifest_path.exists():
+        """The committed manifest (an empty one before the first commit); CorruptState when unreadable."""
+        try:
+            raw = self.manifest_path.read_bytes()
+        except FileNotFoundError:
             return Manifest()
-        raw = json.loads(self.manifest_path.read_text())
-        return Manifest(**raw)
+        except OSError as exc:
+            raise self._damaged(f"cannot be read ({exc.strerror or exc})") from None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise self._damaged(f"is not valid JSON ({'empty file' if not raw.strip() else exc})") from None
+        problem = _manifest_problem(data)
+        if problem:
+            raise self._damaged(problem)
+        return Manifest(**data)
+
+    def _damaged(self, problem: str) -> CorruptState:
+        return CorruptState(
+            f"the reconcile manifest {self.manifest_path} is damaged: {problem}",
+            path=str(self.manifest_path),
+            hint=REBUILD_HINT,
+        )
+
+    def last_as_of(self, *, tolerate_damage: bool = False) -> datetime | None:
+        """The as-of time of the last committed run (None before the first, or for a damaged manifest when
+        ``tolerate_damage``: a full refresh rebuilds it anyway)."""
+        try:
+            return self.load_manifest().as_of_time
+        except CorruptState:
+            if tolerate_damage:
+                return None
+            raise
+
+    def check_readable(self) -> None:
+        """Fail fast, before any work, when the manifest or the state file it names is damaged (CorruptState);
+        reads only the manifest and the state file's footer."""
+        manifest = self.load_manifest()
+        if manifest.state_file:
+            path = self.root / manifest.state_file
+            try:
+                pl.read_parquet_schema(path)
+            except (pl.exceptions.PolarsError, OSError, ValueError):
+                read_parquet_checked(path, what="the reconcile state", hint=REBUILD_HINT)  # names the damage
 
     def load_state(self, manifest: Manifest) -> pl.DataFrame | None:
-        return pl.read_parquet(self.root / manifest.state_file) if manifest.state_file else None
+        if not manifest.state_file:
+            return None
+        return read_parquet_checked(self.root / manifest.state_file, what="the reconcile state", hint=REBUILD_HINT)
 
     def event_paths(self, manifest: Manifest) -> list[Path]:
         return [self.root / f for f in manifest.event_files]
@@ -71,7 +156,8 @@ class ReconcileStore:
 
     def load_events(self, manifest: Manifest) -> pl.DataFrame | None:
         paths = self.event_paths(manifest)
-        return pl.concat([pl.read_parquet(p) for p in paths], how="vertical_relaxed") if paths else None
+        frames = [read_parquet_checked(p, what="the event log file", hint=REBUILD_HINT) for p in paths]
+        return pl.concat(frames, how="vertical_relaxed") if frames else None
 
     def drop_known_events(self, manifest: Manifest, events: pl.DataFrame) -> pl.DataFrame:
         """``events`` minus the webhook ids an earlier run already ingested.
@@ -84,13 +170,19 @@ class ReconcileStore:
         if not paths or events.height == 0:
             return events
         batch_ids = events.get_column("webhook_id").unique()
-        known = (
-            pl.scan_parquet(paths)
-            .select("webhook_id")
-            .filter(pl.col("webhook_id").is_in(batch_ids.implode()))
-            .unique()
-            .collect()
-        )
+        try:
+            known = (
+                pl.scan_parquet(paths)
+                .select("webhook_id")
+                .filter(pl.col("webhook_id").is_in(batch_ids.implode()))
+                .unique()
+                .collect()
+            )
+        except (pl.exceptions.PolarsError, OSError):
+            # Name the damaged file: read each one on its own (raises CorruptState for the first bad one).
+            for path in paths:
+                read_parquet_checked(path, what="the event log file", hint=REBUILD_HINT)
+            raise
         return events.join(known, on="webhook_id", how="anti") if known.height else events
 
     # --- writing (staged, then committed) ------------------------------------------------------------------

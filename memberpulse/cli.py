@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="one reconcile flow run: ingest, score, publish, snapshot")
     run.add_argument("--as-of", type=_parse_as_of, default=None, help="score as of this ISO 8601 time")
     run.add_argument("--full-refresh", action="store_true", help="rebuild from all raw data")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="ingest and score in memory, print what would be published; commit, publish and write nothing",
+    )
 
     sub.add_parser("backfill", help="one backfill flow run from Whop's REST API")
     report = sub.add_parser("report", help="write the analysts' HTML report of the latest snapshot")
@@ -98,7 +103,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
         from memberpulse.flows.reconcile import run_once
 
-        return run_once(settings, as_of=args.as_of, full_refresh=args.full_refresh)
+        return run_once(settings, as_of=args.as_of, full_refresh=args.full_refresh, dry_run=args.dry_run)
     if args.command == "backfill":
         from memberpulse.flows.backfill import run_once as backfill_once
 

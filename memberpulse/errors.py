@@ -128,6 +128,15 @@ class PublishError(FatalError):
     """The publish target rejected the data (schema mismatch, constraint, permission)."""
 
 
+class CorruptState(FatalError):
+    """A file memberpulse keeps for itself (warehouse manifest, state, published rows) cannot be read;
+    ``path`` names it. The hint says how to rebuild it."""
+
+    def __init__(self, message: str, *, path: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
 class InvalidInput(FatalError):
     """A value handed to memberpulse is malformed; ``value`` is the offending value (never a secret)."""
 
@@ -138,6 +147,7 @@ class InvalidInput(FatalError):
 
 __all__ = [
     "ConfigError",
+    "CorruptState",
     "ExitCode",
     "FatalError",
     "InvalidInput",

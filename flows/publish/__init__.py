@@ -25,8 +25,10 @@ from memberpulse.flows.publish._flow_api import (
     failures_from_rejects,
     get_publisher,
     newly_at_risk,
+    preview_publish,
     publish_members,
     record_run,
+    runs_with,
     target_name,
 )
 from memberpulse.flows.publish._postgres import PostgresPublisher
@@ -52,7 +54,9 @@ __all__ = [
     "migrate_cli",
     "newly_at_risk",
     "plan_publish",
+    "preview_publish",
     "publish_members",
     "record_run",
+    "runs_with",
     "target_name",
 ]

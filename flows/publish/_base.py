@@ -161,7 +161,11 @@ class Publisher(ABC):
             except PublishUnavailable as exc:
                 if number == self.max_attempts:
                     hint = exc.hint or "check that the target is up; the next run re-sends everything pending"
-                    message = f"{what}: {self.describe()} unavailable after {number} attempts: {exc.message}"
+                    # Name the action and the target once, whether or not the target's own message did.
+                    where = self.describe()
+                    text = exc.message if where.split(" ", 1)[-1] in exc.message else f"{where}: {exc.message}"
+                    text = text if text.startswith(what) or what in text else f"{what}: {text}"
+                    message = f"{text} (gave up after {number} attempt{'s' if number > 1 else ''})"
                     raise PublishUnavailable(message, hint=hint) from exc
                 self._sleep(min(self.backoff_seconds * 2 ** (number - 1), _MAX_BACKOFF_SECONDS))
         raise AssertionError("unreachable")  # pragma: no cover

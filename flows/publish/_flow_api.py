@@ -19,7 +19,7 @@ import polars as pl
 from memberpulse.contracts.tables import PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.fsio import atomic_write_parquet
+from memberpulse.flows.fsio import atomic_write_parquet, read_parquet_checked
 from memberpulse.flows.publish._base import PipelineRun, Publisher, PublishResult
 from memberpulse.flows.publish._dsn import mask_dsn
 from memberpulse.flows.publish._schema import (
@@ -128,16 +128,23 @@ def _sha256(text: str | None) -> str:
 
 
 def record_run(
-    settings: Settings, run: PipelineRun, *, rejects: pl.DataFrame | None = None, best_effort: bool = False
+    settings: Settings,
+    run: PipelineRun,
+    *,
+    rejects: pl.DataFrame | None = None,
+    best_effort: bool = False,
+    local_only: bool = False,
 ) -> pl.DataFrame:
     """Record ``run`` (and the run's rejects as webhook_failures) in the target, and in the warehouse's own
     run log; return every run in that log (for the snapshot's pipeline_runs table).
 
     ``best_effort``: a target error is logged, not raised (for recording a run that already failed).
+    ``local_only``: the run log only (the target just failed; trying it again would only wait).
     """
-    runs = _log_run_locally(settings, run)
+    runs = runs_with(settings, run)
+    atomic_write_parquet(runs, PublishedState(settings.warehouse_dir, name=RUNS_LOG).path)
     # Recording a run that already failed gets one attempt: the run's outcome is decided, its exit not delayed.
-    publisher = get_publisher(settings, max_attempts=1 if best_effort else None)
+    publisher = None if local_only else get_publisher(settings, max_attempts=1 if best_effort else None)
     if publisher is None:
         return runs
     try:
@@ -152,14 +159,29 @@ def record_run(
     return runs
 
 
-def _log_run_locally(settings: Settings, run: PipelineRun) -> pl.DataFrame:
-    state = PublishedState(settings.warehouse_dir, name=RUNS_LOG)
+def runs_with(settings: Settings, run: PipelineRun) -> pl.DataFrame:
+    """The warehouse's run log with ``run`` in place (by run_id), sorted by start; writes nothing."""
+    path = PublishedState(settings.warehouse_dir, name=RUNS_LOG).path
     row = pl.DataFrame([run.as_row()], schema=PIPELINE_RUNS_SCHEMA)
-    previous = pl.read_parquet(state.path) if state.path.exists() else None
+    hint = "delete it: only the earlier runs' rows in the snapshot's pipeline_runs table are lost"
+    previous = read_parquet_checked(path, what="the run log", hint=hint) if path.exists() else None
     runs = row if previous is None else pl.concat([previous.filter(pl.col("run_id") != run.run_id), row])
-    runs = runs.sort("started_at").select(PIPELINE_RUN_COLUMNS)
-    atomic_write_parquet(runs, state.path)
-    return runs
+    return runs.sort("started_at").select(PIPELINE_RUN_COLUMNS)
+
+
+def preview_publish(settings: Settings, scored: pl.DataFrame, *, run_at: datetime) -> PublishOutcome:
+    """What :func:`publish_members` would do now, changing nothing and contacting no one: the rows it would
+    insert / update against the last published state, and the table as it would then stand."""
+    publisher = get_publisher(settings)
+    if publisher is None:
+        last = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE).load()
+    else:
+        with publisher:
+            last = publisher.state.load()
+    plan = plan_publish(scored, last, run_at=run_at)
+    changed, seen = plan.changed.height, plan.seen_before
+    result = PublishResult(changed - seen, seen, plan.marked.height - changed, published=plan.published)
+    return PublishOutcome(result, plan.published, newly_at_risk(scored, last))
 
 
 def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Publisher | None:

@@ -18,7 +18,7 @@ import polars as pl
 
 from memberpulse.contracts.frames import conform
 from memberpulse.contracts.times import UTC_US, require_aware
-from memberpulse.flows.fsio import atomic_write_parquet
+from memberpulse.flows.fsio import atomic_write_parquet, read_parquet_checked
 from memberpulse.flows.publish._schema import (
     COMPARED_COLUMNS,
     KEY,
@@ -118,7 +118,11 @@ class PublishedState:
     def load(self) -> pl.DataFrame | None:
         if not self.path.exists():
             return None
-        return pl.read_parquet(self.path)
+        return read_parquet_checked(
+            self.path,
+            what="the published-state file",
+            hint="delete it: the next run sends every current row again (upserts by key, nothing doubles)",
+        )
 
     def save(self, frame: pl.DataFrame) -> None:
         """Replace the state atomically; call only after the target committed these rows."""

@@ -7,9 +7,15 @@ One run, in order, each step safe to crash in:
             ``memberpulse.flows.warehouse``).
 2. score    every member as of T (now, or ``--as-of``) (``_score``).
 3. publish  only rows that changed since the last successful publish; the target's transaction is the
-            commit, and the published-state file advances only after it (``_steps.publish``).
-4. record   the run in ``pipeline_runs`` (Supabase and the snapshot) and as a Prefect artifact (``_report``).
-5. snapshot a new DuckDB file swapped in as ``snapshots/latest.duckdb`` (``_steps.snapshot``).
+            commit, and the published-state file advances only after it (``_steps.publish``). A failed
+            publish is noted, not raised: the snapshot still gets this run's rows; the flow fails afterwards.
+4. snapshot a new DuckDB file swapped in as ``snapshots/latest.duckdb`` (``_steps.snapshot``).
+5. record   the run in ``pipeline_runs`` (the run log and Supabase) and as a Prefect artifact (``_report``):
+            only now, so no record says "completed" while an output is missing.
+
+A run whose as-of is earlier than the last commit's ("backdated") and a dry run commit nothing (ingest in
+memory), publish and record nothing; a backdated run writes ``snapshots/as-of/<as_of>.duckdb`` instead of
+swapping ``latest.duckdb``; a dry run writes no file at all.
 
 A crash before (1)'s commit re-reads the same bytes next time; after it, the next run finds the rows still
 unpublished and publishes them. Runs never overlap: a file lock (``_lock``), on top of the deployment's
@@ -18,9 +24,19 @@ concurrency limit. The flow and its order live in ``_flow``.
 
 from __future__ import annotations
 
-from memberpulse.flows.reconcile._flow import reconcile, reconcile_flow, run_once
+from memberpulse.flows.reconcile._flow import OutputFailed, reconcile, reconcile_flow, run_once
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._lock import run_lock
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 
-__all__ = ["AT_RISK_LISTED", "Ingested", "RunReport", "ingest", "reconcile", "reconcile_flow", "run_lock", "run_once"]
+__all__ = [
+    "AT_RISK_LISTED",
+    "Ingested",
+    "OutputFailed",
+    "RunReport",
+    "ingest",
+    "reconcile",
+    "reconcile_flow",
+    "run_lock",
+    "run_once",
+]

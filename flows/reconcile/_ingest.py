@@ -1,13 +1,14 @@
 """Step 1, ingest: raw lines appended since the last commit → parsed, deduped events folded into member state.
 
 State, offsets and the staged frames are committed at once (``memberpulse.flows.warehouse``): a crash before
-the commit re-reads the same bytes next time.
+the commit re-reads the same bytes next time. A run that must not advance the state (``--dry-run``, or an
+as-of earlier than the last commit's) ingests in memory only: nothing staged, nothing committed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import polars as pl
@@ -38,6 +39,8 @@ class Ingested:
     landing_rejections: pl.DataFrame
     unknown_events: int
     backfills_folded: list[str]
+    # Events read by a run that commits nothing: in memory only, not in the manifest's event log.
+    uncommitted_events: pl.DataFrame | None = None
 
     @property
     def failures(self) -> pl.DataFrame:
@@ -99,7 +102,16 @@ def landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=_FAILURE_SCHEMA)
 
 
-def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refresh: bool) -> Ingested:
+def ingest(
+    settings: Settings,
+    store: ReconcileStore,
+    *,
+    run_id: str,
+    full_refresh: bool,
+    as_of: datetime | None = None,
+    commit: bool = True,
+) -> Ingested:
+    """Read, parse and fold what is new; with ``commit``, stage and commit it (recording ``as_of``)."""
     base = Manifest() if full_refresh else store.load_manifest()
     new = parse_new(raw_reader.iter_new(settings.landing_dir, base.offsets))
     refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
@@ -109,9 +121,23 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
     changed = events.height > 0 or bool(pending) or previous is None
     state = transforms.fold(previous, events, api_facts(pending)) if changed else previous
     assert state is not None
+    ingested = Ingested(
+        manifest=base,
+        state=state,
+        records_read=new.records_read,
+        events_ingested=events.height,
+        rejects=rejects,
+        landing_rejections=landing_rejections(refused),
+        unknown_events=int((events["kind"] == "other").sum()),
+        backfills_folded=[s.path.name for s in pending],
+        uncommitted_events=events,
+    )
+    if not commit:
+        return ingested
 
     manifest = base.with_(
         run_id=run_id,
+        as_of=as_of.isoformat() if as_of else base.as_of,
         offsets={**base.offsets, **new.new_offsets},
         quarantine_offsets={**base.quarantine_offsets, **refused.new_offsets},
         # A quiet run (nothing new) keeps the files it has instead of writing copies of them.
@@ -122,22 +148,22 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
     )
     manifest = store.compact_events(manifest, run_id)
     store.commit(manifest)
-    return Ingested(
-        manifest=manifest,
-        state=state,
-        records_read=new.records_read,
-        events_ingested=events.height,
-        rejects=rejects,
-        landing_rejections=landing_rejections(refused),
-        unknown_events=int((events["kind"] == "other").sum()),
-        backfills_folded=[s.path.name for s in pending],
-    )
+    return replace(ingested, manifest=manifest, uncommitted_events=None)
 
 
 def scoring_state(settings: Settings, store: ReconcileStore, ingested: Ingested, as_of: datetime) -> pl.DataFrame:
     """The state to score as of T. Facts later than T must not count: a backdated run rebuilds from the log."""
     if not transforms.needs_rebuild(ingested.state, as_of):
         return ingested.state
-    events = store.load_events(ingested.manifest)
+    events = all_events(store, ingested)
     snapshots = [s for s in list_snapshots(settings.warehouse_dir) if s.fetched_at <= as_of]
     return transforms.fold(None, transforms.dedupe_events(events), api_facts(snapshots), as_of=as_of)
+
+
+def all_events(store: ReconcileStore, ingested: Ingested) -> pl.DataFrame | None:
+    """The event log as this run sees it: the committed files plus what it read and did not commit."""
+    logged = store.load_events(ingested.manifest)
+    extra = ingested.uncommitted_events
+    if extra is None or extra.height == 0:
+        return logged
+    return extra if logged is None else pl.concat([logged, extra], how="vertical_relaxed")

@@ -9,17 +9,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
 
+from memberpulse.errors import MemberpulseError
 from memberpulse.flows.publish import PipelineRun, RunStatus
 
 # A first run over a big company can put 100k members "newly at risk"; the artifact lists the first ones and
 # the summary says how many (Prefect refuses events of tens of MB, and nobody reads such a table).
 AT_RISK_LISTED = 1000
-_TIMES = ("as_of", "started_at", "finished_at")
+_TIMES = ("as_of", "started_at", "finished_at", "last_as_of")
+RunMode = Literal["run", "dry-run", "backdated"]
 
 
 @dataclass
@@ -30,6 +32,10 @@ class RunReport:
     finished_at: datetime | None = None
     status: RunStatus = "running"
     full_refresh: bool = False
+    # "run" commits, publishes and swaps latest.duckdb; "dry-run" none of these; "backdated" (as-of earlier than
+    # the last committed run's, ``last_as_of``) writes only its own snapshot file.
+    mode: RunMode = "run"
+    last_as_of: datetime | None = None
     records_read: int = 0
     events_ingested: int = 0
     rejects: int = 0
@@ -47,6 +53,9 @@ class RunReport:
     newly_at_risk_count: int = 0
     newly_at_risk: list[dict[str, Any]] = field(default_factory=list)  # the first AT_RISK_LISTED of them
     error: str | None = None
+    publish_error: str | None = None  # the publish failed; every other output was still written
+    # The publish error itself, for the flow to raise once the other outputs are written (not serialised).
+    publish_failure: MemberpulseError | None = field(default=None, repr=False, compare=False)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
 
     @contextmanager
@@ -85,23 +94,45 @@ class RunReport:
             ("refused by the landing (quarantine)", self.landing_rejections),
             ("unknown event types", self.unknown_events),
             ("members", self.members),
-            ("published to", self.publish_target or "nowhere (no SUPABASE_DB_URL or SUPABASE_URL set)"),
+            ("published to", self._published_to()),
         ]
-        if self.publish_target:
-            rows.append(("rows inserted / updated / unchanged", f"{self.inserted} / {self.updated} / {self.unchanged}"))
+        counts = f"{self.inserted} / {self.updated} / {self.unchanged}"
+        if self.mode == "dry-run":
+            rows.append(("rows it would insert / update / leave unchanged", counts))
+        elif self.publish_target and self.mode == "run" and not self.publish_error:
+            rows.append(("rows inserted / updated / unchanged", counts))
         rows += [
             ("drift (API vs webhooks)", self.drift_count),
             ("newly at risk", self.newly_at_risk_count),
-            ("snapshot", self.snapshot_path),
+            ("snapshot", self._snapshot_text()),
             ("analyst report", self.analyst_report),
             ("seconds per step", ", ".join(f"{k} {v}" for k, v in self.seconds.items())),
         ]
         return [(name, str(value)) for name, value in rows]
 
+    def _published_to(self) -> str:
+        target = self.publish_target or "nowhere (no SUPABASE_DB_URL or SUPABASE_URL set)"
+        if self.mode == "dry-run":
+            return f"nothing (dry run; target {target})"
+        if self.mode == "backdated":
+            last = self.last_as_of.isoformat() if self.last_as_of else "?"
+            return f"nothing: as-of is earlier than the last run's ({last}); the present is left as it is"
+        if self.publish_error:
+            return f"FAILED: {target} (the rows stay pending for the next run)"
+        return target
+
+    def _snapshot_text(self) -> str:
+        if self.mode == "dry-run":
+            return "none written (dry run)"
+        if self.mode == "backdated":
+            return f"{self.snapshot_path} (its own file; latest.duckdb unchanged)"
+        return str(self.snapshot_path)
+
     @property
     def title(self) -> str:
         refresh = " (full refresh)" if self.full_refresh else ""
-        return f"Reconcile run {self.run_id[:8]} as of {self.as_of.isoformat()}{refresh}"
+        mode = {"run": "", "dry-run": " (dry run: nothing written)", "backdated": " (backdated: nothing committed)"}
+        return f"Reconcile run {self.run_id[:8]} as of {self.as_of.isoformat()}{refresh}{mode[self.mode]}"
 
     def markdown(self) -> str:
         """The Prefect artifact: the summary rows, then members per status."""
@@ -128,7 +159,8 @@ class RunReport:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (times as ISO 8601), as the flow returns and Prefect records them."""
-        values = dataclasses.asdict(self)
+        values = dataclasses.asdict(dataclasses.replace(self, publish_failure=None))
+        values.pop("publish_failure")
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values.items()}
 
     @classmethod

@@ -11,20 +11,30 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from memberpulse.flows.publish import PublishOutcome, publish_members
-from memberpulse.flows.reconcile._ingest import Ingested, ingest
+from memberpulse.contracts.times import file_time
+from memberpulse.errors import MemberpulseError
+from memberpulse.flows.publish import PublishOutcome, plan_publish, preview_publish, publish_members
+from memberpulse.flows.reconcile._ingest import Ingested, all_events, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.flows.retry_policy import TRANSIENT_RETRY
 from memberpulse.flows.snapshot import thin_history, whop_access, write_snapshot
 from memberpulse.flows.warehouse import ReconcileStore
 from memberpulse.settings import Settings
 
+BACKDATED_DIR = "as-of"  # backdated runs' snapshots, beside (never instead of) latest.duckdb
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
 @task(name="ingest", **{**TRANSIENT_RETRY, "retries": 2})
-def ingest_task(settings: Settings, store: ReconcileStore, run_id: str, full_refresh: bool) -> Ingested:
-    return ingest(settings, store, run_id=run_id, full_refresh=full_refresh)
+def ingest_task(settings: Settings, store: ReconcileStore, report: RunReport) -> Ingested:
+    return ingest(
+        settings,
+        store,
+        run_id=report.run_id,
+        full_refresh=report.full_refresh,
+        as_of=report.as_of,
+        commit=report.mode == "run",
+    )
 
 
 # No Prefect retries: the publisher retries transient failures itself (MEMBERPULSE_PUBLISH_MAX_ATTEMPTS), and
@@ -64,14 +74,26 @@ def note_scored(report: RunReport, scored: pl.DataFrame) -> None:
 
 def publish(
     settings: Settings, report: RunReport, scored: pl.DataFrame, run_at: datetime, logger: Logger
-) -> pl.DataFrame:
-    """Step 3: publish the changed rows; returns the table as it now stands (for the snapshot)."""
-    outcome = publish_task(settings, scored, run_at)
-    report.inserted = outcome.result.inserted
-    report.updated = outcome.result.updated
-    report.unchanged = outcome.result.unchanged
-    report.newly_at_risk_count = len(outcome.newly_at_risk)
-    report.newly_at_risk = outcome.newly_at_risk[:AT_RISK_LISTED]
+) -> tuple[pl.DataFrame, MemberpulseError | None]:
+    """Step 3: publish the changed rows; returns the table as it now stands (for the snapshot), and the
+    error if the publish failed.
+
+    A dry run only counts what it would send; a backdated run sends nothing (its snapshot holds its own
+    rows). A failed publish is noted in the report, not raised: the snapshot is an output of its own and
+    still gets this run's rows (as they will stand once published), while the target's published state stays
+    put, so the next run sends the same rows again.
+    """
+    if report.mode == "dry-run":
+        return _note_published(report, preview_publish(settings, scored, run_at=run_at)), None
+    if report.mode == "backdated":
+        return plan_publish(scored, None, run_at=run_at).published, None
+    try:
+        outcome = publish_task(settings, scored, run_at)
+    except MemberpulseError as exc:
+        report.publish_error = exc.message
+        logger.info("publishing failed (%s); writing the snapshot all the same", exc.message)
+        return _note_published(report, preview_publish(settings, scored, run_at=run_at), counts=False), exc
+    _note_published(report, outcome)
     logger.info(
         "published to %s: %d inserted, %d updated, %d unchanged",
         report.publish_target or "nowhere",
@@ -79,6 +101,16 @@ def publish(
         report.updated,
         report.unchanged,
     )
+    return outcome.as_published, None
+
+
+def _note_published(report: RunReport, outcome: PublishOutcome, *, counts: bool = True) -> pl.DataFrame:
+    if counts:
+        report.inserted = outcome.result.inserted
+        report.updated = outcome.result.updated
+        report.unchanged = outcome.result.unchanged
+    report.newly_at_risk_count = len(outcome.newly_at_risk)
+    report.newly_at_risk = outcome.newly_at_risk[:AT_RISK_LISTED]
     return outcome.as_published
 
 
@@ -93,17 +125,24 @@ def snapshot(
     drift: pl.DataFrame,
     runs: pl.DataFrame,
 ) -> None:
-    """Step 4: a new DuckDB file swapped in as ``snapshots/latest.duckdb``."""
+    """Step 5: a new DuckDB file swapped in as ``snapshots/latest.duckdb``; for a backdated run, a file of its
+    own named for its as-of (``snapshots/as-of/<as_of>.duckdb``), with the history up to that time."""
+    backdated = report.mode == "backdated"
+    history = store.history_paths()
+    if backdated:
+        history = [p for p in history if p.stem <= file_time(report.as_of)]
     path = snapshot_task(
-        snapshots_dir=settings.snapshots_dir,
+        snapshots_dir=settings.snapshots_dir / BACKDATED_DIR if backdated else settings.snapshots_dir,
         run_id=report.run_id,
         run_at=run_at,
         member_activity=published,
-        events_parquet=store.event_paths(ingested.manifest),
-        history_parquet=thin_history(store.history_paths()),
+        # A backdated run's new events are in memory only; a committing run's are in the event log's files.
+        **({"events": all_events(store, ingested)} if backdated else {"events_parquet": store.event_paths(ingested.manifest)}),  # noqa: E501
+        history_parquet=thin_history(history),
         drift=drift,
         pipeline_runs=runs,
         keep=settings.snapshots_keep,
         whop_access=whop_access(settings.warehouse_dir),
+        own_file=f"{file_time(report.as_of)}.duckdb" if backdated else None,
     )
     report.snapshot_path = str(path)

@@ -46,19 +46,20 @@ def write_snapshot(
     pipeline_runs: pl.DataFrame,
     keep: int,
     whop_access: pl.DataFrame | None = None,
+    own_file: str | None = None,
 ) -> Path:
-    """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``.
+    """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``;
+    or to ``snapshots_dir/<own_file>`` alone, no swap and no retention (a backdated run's own file).
 
     ``events`` (a frame) or ``events_parquet`` (files, loaded by DuckDB without passing through Python) gives
     the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
     ``whop_access`` (membership_id, last_accessed_at, ...) is Whop's view of last access, from the latest backfill.
-    Returns the timestamped file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
+    Returns the file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
     """
     _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
                   drift=drift, pipeline_runs=pipeline_runs)  # fmt: skip
-    final = snapshots_dir / _files.snapshot_name(run_at, run_id)
-    history_files = _dated_history_files(history_parquet or [])
+    final = snapshots_dir / (own_file or _files.snapshot_name(run_at, run_id))
     with _storage_errors(final):
         snapshots_dir.mkdir(parents=True, exist_ok=True)
         with _files.writer_lock(snapshots_dir):
@@ -70,13 +71,14 @@ def write_snapshot(
                 member_activity=member_activity,
                 events=events,
                 events_parquet=list(events_parquet) if events_parquet is not None else None,
-                history_files=history_files,
+                history_files=_dated_history_files(history_parquet or []),
                 drift=drift,
                 pipeline_runs=pipeline_runs,
                 whop_access=whop_access,
             )
-            _files.point_latest_at(final)
-            _files.apply_retention(snapshots_dir, keep=keep, protect=final)
+            if own_file is None:
+                _files.point_latest_at(final)
+                _files.apply_retention(snapshots_dir, keep=keep, protect=final)
     return final
 
 

@@ -121,8 +121,10 @@ def test_backdated_as_of_ignores_later_facts(tmp_path: Path) -> None:
     reconcile_flow(as_of=AS_OF, settings=settings)
 
     earlier = AS_OF - timedelta(days=4)  # before m1's last access and m4's departure
-    reconcile_flow(as_of=earlier, settings=settings)
-    rows = {r["membership_id"]: r for r in snapshot_members(settings).to_dicts()}
+    backdated = reconcile_flow(as_of=earlier, settings=settings)
+    with duckdb.connect(backdated["snapshot_path"], read_only=True) as con:  # its own file, not latest.duckdb
+        frame = con.sql("SELECT * FROM member_activity").pl()
+    rows = {r["membership_id"]: r for r in frame.to_dicts()}
     assert rows["mem_0001"]["last_active"] == AS_OF - timedelta(days=5)
     assert rows["mem_0001"]["engagement_score"] == _design_score(1.0)
     assert rows["mem_0001"]["total_sessions"] == 1

@@ -28,6 +28,16 @@ def _published(dsn: str) -> pl.DataFrame:
     return frame.sort("membership_id")
 
 
+def _statuses_recorded(dsn: str, data_dir: Path) -> set[str]:
+    """Every status any record gives a reconcile run: Postgres' pipeline_runs and the warehouse's run log."""
+    with psycopg.connect(dsn) as con:
+        statuses = {row[0] for row in con.execute("SELECT status FROM pipeline_runs").fetchall()}
+    run_log = data_dir / "warehouse" / "published" / "pipeline_runs.parquet"
+    if run_log.exists():
+        statuses |= set(pl.read_parquet(run_log)["status"].to_list())
+    return statuses
+
+
 @pytest.fixture(scope="session")
 def cli_prefect_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One PREFECT_HOME for the CLI runs: Prefect migrates its SQLite database once, not once per run."""
@@ -72,6 +82,10 @@ def test_killed_run_then_rerun_equals_uninterrupted_run(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(killed.pid, signal.SIGKILL)
     assert returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    # A run is completed only when all its outputs are: killed before the snapshot swap (or earlier), no
+    # record anywhere says it completed.
+    assert "completed" not in _statuses_recorded(migrated_postgres_dsn, data_dir)
+    assert not (data_dir / "snapshots" / "latest.duckdb").exists()
 
     settings = make_settings(data_dir, SUPABASE_DB_URL=migrated_postgres_dsn)
     rerun = reconcile_flow(as_of=AS_OF, settings=settings)

@@ -160,6 +160,13 @@ class PostgresServer:
             [str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.user, "-A", "trust",
              "-E", "UTF8", "--locale=C", "--no-sync"]
         )  # fmt: skip
+        self._pg_ctl_start()
+        self._running = True
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(SUPABASE_ROLES_SQL)
+            self.version = conn.info.server_version
+
+    def _pg_ctl_start(self) -> None:
         merged = {**_TEST_SETTINGS, **self.settings, "port": str(self.port)}
         # pg_ctl hands -o to a shell: an empty value must be quoted to survive
         options = " ".join(f"-c {key}={value or EMPTY}" for key, value in merged.items())
@@ -171,10 +178,13 @@ class PostgresServer:
         except subprocess.CalledProcessError as exc:
             log = self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
             raise PostgresUnavailable(f"pg_ctl start failed: {exc.stderr}\n{log[-2000:]}") from exc
-        self._running = True
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(SUPABASE_ROLES_SQL)
-            self.version = conn.info.server_version
+
+    def halt(self) -> None:
+        """Stop the server and keep its data (an outage); :meth:`resume` starts it again on the same port."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"])
+
+    def resume(self) -> None:
+        self._pg_ctl_start()
 
     def stop(self) -> None:
         if self._running:
