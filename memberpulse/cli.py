@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from memberpulse.errors import ExitCode, MemberpulseError
-from memberpulse.settings import Settings
+from memberpulse.settings import Settings, load_settings
 
 DEFAULT_WEBHOOK_URL = "http://localhost:3000/api/webhooks/whop"
 
@@ -107,7 +107,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args, Settings())
+        return _dispatch(args, load_settings())
     except MemberpulseError as exc:
         print(f"memberpulse {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -11,7 +11,6 @@ from memberpulse.flows.whop._client import (
     RetryEvent,
     WhopBackfillClient,
     backfill_skip_reason,
-    validate_backfill_settings,
 )
 from memberpulse.flows.whop._records import (
     MEMBERS_SCHEMA,
@@ -56,5 +55,4 @@ __all__ = [
     "parse_time",
     "retry_after_seconds",
     "snapshot_name",
-    "validate_backfill_settings",
 ]
