@@ -161,7 +161,6 @@ def _log_run_locally(settings: Settings, run: PipelineRun) -> pl.DataFrame:
 def get_publisher(settings: Settings) -> Publisher | None:
     """The configured publisher, or None when neither Supabase target is set (the caller says so once)."""
     from memberpulse.flows.publish._postgres import PostgresPublisher
-    from memberpulse.flows.publish._postgrest import PostgrestPublisher
 
     state = PublishedState(settings.warehouse_dir)
     retry = {
@@ -176,6 +175,8 @@ def get_publisher(settings: Settings) -> Publisher | None:
             **retry,  # type: ignore[arg-type]
         )
     if settings.publish_target == "postgrest" and settings.supabase_url and settings.supabase_service_role_key:
+        from memberpulse.flows.publish._postgrest import PostgrestPublisher  # supabase-py is slow to import
+
         return PostgrestPublisher(
             settings.supabase_url,
             settings.supabase_service_role_key.get_secret_value(),

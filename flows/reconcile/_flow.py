@@ -1,49 +1,36 @@
-"""The reconcile flow itself: the steps in order, each timed in the run report, the run recorded either way.
+"""The reconcile run itself: the steps in order, each timed in the run report, the run recorded either way.
 
-Prefect loads this file by path for deployments (``prefect.yaml``), so every import here is absolute.
+No Prefect here: ``memberpulse run`` calls :func:`run_once` and the steps run as plain calls (fast, nothing
+left running); deployments run ``reconcile_flow`` (``_prefect_flow``), where the same steps are Prefect tasks.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from datetime import UTC, datetime
-from typing import Any
-
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.flows.publish import record_run, target_name
 from memberpulse.flows.reconcile._ingest import scoring_state
 from memberpulse.flows.reconcile._lock import run_lock
-from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
+from memberpulse.flows.reconcile._report import RunReport
 from memberpulse.flows.reconcile._score import drift, score
-from memberpulse.flows.reconcile._steps import Logger, ingest_task, note_ingested, note_scored, publish, snapshot
+from memberpulse.flows.reconcile._steps import (
+    Logger,
+    ingest_step,
+    note_ingested,
+    note_scored,
+    publish,
+    run_step,
+    snapshot,
+)
 from memberpulse.flows.warehouse import ReconcileStore
+from memberpulse.flows.whop import list_snapshots
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.reconcile")
-
-
-@flow(name="reconcile", log_prints=False)
-def reconcile_flow(
-    as_of: datetime | None = None, full_refresh: bool = False, settings: Settings | None = None
-) -> dict[str, Any]:
-    """Ingest new raw webhooks, fold, score, publish changed rows, write the DuckDB snapshot.
-
-    A deployment passes no ``settings`` and reads the environment; the CLI passes its own (Prefect records
-    parameters, and ``SecretStr`` fields serialise masked, so no secret reaches its database).
-    """
-    settings = settings or Settings()
-    report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, logger=get_run_logger())
-    create_markdown_artifact(report.markdown(), key="reconcile-summary", description="Reconcile run")
-    create_table_artifact(
-        report.newly_at_risk or [{"membership_id": "(none)"}],
-        key="members-newly-at-risk",
-        description=f"Members whose status became at_risk in this run (at most {AT_RISK_LISTED} listed)",
-    )
-    return report.as_dict()
 
 
 def reconcile(settings: Settings, *, as_of: datetime | None, full_refresh: bool, logger: Logger = log) -> RunReport:
@@ -51,6 +38,7 @@ def reconcile(settings: Settings, *, as_of: datetime | None, full_refresh: bool,
     started = datetime.now(UTC)
     as_of = (as_of or started).astimezone(UTC)
     report = RunReport(run_id=str(uuid.uuid4()), as_of=as_of, started_at=started, full_refresh=full_refresh)
+    report.data_dir = str(settings.data_dir.resolve())
     report.publish_target = target_name(settings)
     if report.publish_target is None:
         logger.info("no Supabase target configured (SUPABASE_DB_URL or SUPABASE_URL): publishing nowhere")
@@ -70,7 +58,7 @@ def reconcile(settings: Settings, *, as_of: datetime | None, full_refresh: bool,
 def _run_steps(settings: Settings, report: RunReport, *, run_at: datetime, logger: Logger) -> None:
     store = ReconcileStore(settings.warehouse_dir)
     with report.step("ingest"):
-        ingested = ingest_task(settings, store, report.run_id, report.full_refresh)
+        ingested = run_step("ingest", ingest_step, settings, store, report.run_id, report.full_refresh)
     note_ingested(report, ingested, logger)
     checkpoint("after_ingest")
 
@@ -94,7 +82,21 @@ def _run_steps(settings: Settings, report: RunReport, *, run_at: datetime, logge
 
 
 def run_once(settings: Settings, *, as_of: datetime | None, full_refresh: bool) -> int:
-    """``memberpulse run``: one reconcile flow run in Prefect's ephemeral mode, then a summary table."""
-    result = reconcile_flow(as_of=as_of, full_refresh=full_refresh, settings=settings)
-    RunReport.from_dict(result).print_summary()
+    """``memberpulse run``: one run of the same steps, without Prefect (no API server to start or leave
+    behind; deployments keep full Prefect tracking), then a summary table."""
+    if not has_received_data(settings):
+        print(
+            f"memberpulse run: warning: {settings.data_dir.resolve()} has never received a webhook or a backfill "
+            "(hint: check MEMBERPULSE_DATA_DIR or the directory you run from)",
+            file=sys.stderr,
+        )
+    reconcile(settings, as_of=as_of, full_refresh=full_refresh).print_summary()
     return 0
+
+
+def has_received_data(settings: Settings) -> bool:
+    """Whether the data dir has ever held a raw webhook, a refused one, or a backfill snapshot."""
+    for directory in (settings.landing_dir, settings.quarantine_dir):
+        if directory.is_dir() and next((p for p in directory.rglob("*") if p.is_file()), None) is not None:
+            return True
+    return bool(list_snapshots(settings.warehouse_dir))

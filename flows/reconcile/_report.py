@@ -46,6 +46,7 @@ class RunReport:
     newly_at_risk_count: int = 0
     newly_at_risk: list[dict[str, Any]] = field(default_factory=list)  # the first AT_RISK_LISTED of them
     error: str | None = None
+    data_dir: str | None = None  # absolute
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
 
     @contextmanager
@@ -78,6 +79,7 @@ class RunReport:
     def summary_rows(self) -> list[tuple[str, str]]:
         """(measure, value) rows both summaries show; publish counts only when something was published to."""
         rows: list[tuple[str, object]] = [
+            ("data dir", self.data_dir),
             ("raw records read", self.records_read),
             ("events ingested", self.events_ingested),
             ("rejects (unparseable records)", self.rejects),

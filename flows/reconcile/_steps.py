@@ -1,40 +1,55 @@
-"""The reconcile flow's Prefect tasks, and the steps that fill in the run report as they go."""
+"""The reconcile steps that fill in the run report as they go; each runs as a Prefect task in a flow run."""
 
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import polars as pl
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
-from memberpulse.flows.publish import PublishOutcome, publish_members
+from memberpulse.flows.publish import publish_members
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
-from memberpulse.flows.retry_policy import TRANSIENT_RETRY
 from memberpulse.flows.snapshot import thin_history, write_snapshot
 from memberpulse.flows.warehouse import ReconcileStore
 from memberpulse.settings import Settings
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
+P = ParamSpec("P")
+R = TypeVar("R")
+_TASKS: dict[str, Any] = {}
 
 
-@task(name="ingest", **{**TRANSIENT_RETRY, "retries": 2})
-def ingest_task(settings: Settings, store: ReconcileStore, run_id: str, full_refresh: bool) -> Ingested:
+def run_step(name: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Inside a Prefect flow run, ``fn`` runs as the Prefect task ``name`` (tracked, retried per
+    :func:`_task_options`); outside one (the CLI's one-off ``memberpulse run``) it is a plain call, and
+    Prefect is not even imported: no temporary API server starts, so none can outlive the CLI."""
+    context = sys.modules.get("prefect.context")
+    if context is None or context.FlowRunContext.get() is None:
+        return fn(*args, **kwargs)
+    if name not in _TASKS:
+        from prefect import task
+
+        _TASKS[name] = task(name=name, **_task_options(name))(fn)
+    result: R = _TASKS[name](*args, **kwargs)
+    return result
+
+
+def _task_options(name: str) -> dict[str, Any]:
+    from prefect.cache_policies import NO_CACHE
+
+    from memberpulse.flows.retry_policy import TRANSIENT_RETRY
+
+    return {"ingest": {**TRANSIENT_RETRY, "retries": 2}, "publish": TRANSIENT_RETRY}.get(
+        name, {"cache_policy": NO_CACHE}
+    )
+
+
+def ingest_step(settings: Settings, store: ReconcileStore, run_id: str, full_refresh: bool) -> Ingested:
     return ingest(settings, store, run_id=run_id, full_refresh=full_refresh)
-
-
-@task(name="publish", **TRANSIENT_RETRY)
-def publish_task(settings: Settings, scored: pl.DataFrame, run_at: datetime) -> PublishOutcome:
-    return publish_members(settings, scored, run_at=run_at)
-
-
-@task(name="snapshot", cache_policy=NO_CACHE)
-def snapshot_task(**kwargs: Any) -> Path:
-    return write_snapshot(**kwargs)
 
 
 def note_ingested(report: RunReport, ingested: Ingested, logger: Logger) -> None:
@@ -64,7 +79,7 @@ def publish(
     settings: Settings, report: RunReport, scored: pl.DataFrame, run_at: datetime, logger: Logger
 ) -> pl.DataFrame:
     """Step 3: publish the changed rows; returns the table as it now stands (for the snapshot)."""
-    outcome = publish_task(settings, scored, run_at)
+    outcome = run_step("publish", publish_members, settings, scored, run_at=run_at)
     report.inserted = outcome.result.inserted
     report.updated = outcome.result.updated
     report.unchanged = outcome.result.unchanged
@@ -92,7 +107,9 @@ def snapshot(
     runs: pl.DataFrame,
 ) -> None:
     """Step 4: a new DuckDB file swapped in as ``snapshots/latest.duckdb``."""
-    path = snapshot_task(
+    path = run_step(
+        "snapshot",
+        write_snapshot,
         snapshots_dir=settings.snapshots_dir,
         run_id=report.run_id,
         run_at=run_at,
