@@ -39,6 +39,7 @@ def reconcile(settings: Settings, *, as_of: datetime | None, full_refresh: bool,
     as_of = (as_of or started).astimezone(UTC)
     report = RunReport(run_id=str(uuid.uuid4()), as_of=as_of, started_at=started, full_refresh=full_refresh)
     report.data_dir = str(settings.data_dir.resolve())
+    report.test_webhooks_included = settings.include_test_webhooks
     report.publish_target = target_name(settings)
     if report.publish_target is None:
         logger.info("no Supabase target configured (SUPABASE_DB_URL or SUPABASE_URL): publishing nowhere")

@@ -38,6 +38,7 @@ class Ingested:
     landing_rejections: pl.DataFrame
     unknown_events: int
     backfills_folded: list[str]
+    test_webhooks: int = 0  # send-test's mock webhooks read this run (left out unless the setting includes them)
 
     @property
     def failures(self) -> pl.DataFrame:
@@ -104,6 +105,9 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
     new = parse_new(raw_reader.iter_new(settings.landing_dir, base.offsets))
     refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
     events, rejects = store.drop_known_events(base, new.events), new.rejects
+    test_webhooks = transforms.count_test_events(events)
+    if not settings.include_test_webhooks:
+        events = transforms.drop_test_events(events)
     pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
     previous = store.load_state(base)
     changed = events.height > 0 or bool(pending) or previous is None
@@ -131,6 +135,7 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
         landing_rejections=landing_rejections(refused),
         unknown_events=int((events["kind"] == "other").sum()),
         backfills_folded=[s.path.name for s in pending],
+        test_webhooks=test_webhooks,
     )
 
 

@@ -35,6 +35,8 @@ class RunReport:
     rejects: int = 0
     landing_rejections: int = 0
     unknown_events: int = 0
+    test_webhooks: int = 0
+    test_webhooks_included: bool = False
     members: int = 0
     members_by_status: dict[str, int] = field(default_factory=dict)
     publish_target: str | None = None
@@ -85,6 +87,10 @@ class RunReport:
             ("rejects (unparseable records)", self.rejects),
             ("refused by the landing (quarantine)", self.landing_rejections),
             ("unknown event types", self.unknown_events),
+            (
+                "test webhooks (send-test, test_ ids)",
+                f"{self.test_webhooks} ({'included' if self.test_webhooks_included else 'not scored or published'})",
+            ),
             ("members", self.members),
             ("published to", self.publish_target or "nowhere (no SUPABASE_DB_URL or SUPABASE_URL set)"),
         ]

@@ -58,6 +58,7 @@ def note_ingested(report: RunReport, ingested: Ingested, logger: Logger) -> None
     report.rejects = len(ingested.rejects)
     report.landing_rejections = len(ingested.landing_rejections)
     report.unknown_events = ingested.unknown_events
+    report.test_webhooks = ingested.test_webhooks
     logger.info(
         "ingested %d events (%d raw records, %d rejects, %d unknown types), %d backfill snapshot(s)",
         report.events_ingested,

@@ -1,21 +1,28 @@
 """The ``memberpulse`` CLI as a user runs it (a real subprocess): misconfiguration is one line and exit 2
-before any work, ``run`` says which data dir it used, and a one-off ``run`` starts no Prefect server, so a
-SIGKILLed run leaves nothing behind."""
+before any work, ``run`` says which data dir it used, a one-off ``run`` starts no Prefect server (so a
+SIGKILLed run leaves nothing behind), and ``send-test``'s mock webhooks never reach the published members."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import duckdb
+import psycopg
 import pytest
 
+from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.settings import Settings, env_names
 from memberpulse.testing.kill_points import FAULT_ENV
 from tests.flows.reconcile_testkit import append_raw, scenario
+from tests.landing.landing_testkit import SECRET, read_records, running_server
+from tests.landing.landing_testkit import make_settings as make_landing_settings
 
 pytestmark = pytest.mark.slow
 COMMANDS = [["serve"], ["send-test", "all"], ["run"], ["backfill"], ["migrate"], ["demo"]]
@@ -159,3 +166,38 @@ def test_the_orphan_check_sees_a_prefect_temporary_server(tmp_path: Path) -> Non
     finally:
         for pid in _processes_carrying(str(tmp_path / "data")):
             os.kill(pid, signal.SIGKILL)
+
+
+def _members(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as con:
+        return [row[0] for row in con.execute("SELECT membership_id FROM member_activity ORDER BY 1")]
+
+
+def test_send_test_webhooks_are_stored_marked_and_never_published(tmp_path: Path, migrated_postgres_dsn: str) -> None:
+    data_dir = tmp_path / "data"
+    settings = make_landing_settings(data_dir)
+    with running_server(settings) as server:
+        sent = _cli(tmp_path, "send-test", "all", "--url", server.url, WHOP_WEBHOOK_SECRET=SECRET)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    records = read_records(settings.landing_dir)
+    assert len(records) == len(SUPPORTED_EVENTS)
+    assert all(r["webhook_id"].startswith("test_msg_") for r in records)
+    assert all(json.loads(r["body"])["data"]["id"] == "test_membership_xxx" for r in records)
+    append_raw(data_dir, scenario())  # four real members beside them
+
+    run = _cli(tmp_path, "run", SUPABASE_DB_URL=migrated_postgres_dsn, COLUMNS="200")
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"test webhooks \(send-test, test_ ids\)\s*│\s*5 \(not scored or published\)", run.stdout)
+    assert _members(migrated_postgres_dsn) == ["mem_0001", "mem_0002", "mem_0003", "mem_0004"]
+    with duckdb.connect(str(data_dir / "snapshots" / "latest.duckdb"), read_only=True) as snap:
+        ids = [row[0] for row in snap.execute("SELECT membership_id FROM member_activity").fetchall()]
+    assert sorted(ids) == ["mem_0001", "mem_0002", "mem_0003", "mem_0004"]
+
+    # Whoever wants them: the setting, and a full refresh to read the raw store again.
+    included = _cli(
+        tmp_path, "run", "--full-refresh", SUPABASE_DB_URL=migrated_postgres_dsn,
+        MEMBERPULSE_INCLUDE_TEST_WEBHOOKS="true", COLUMNS="200",
+    )  # fmt: skip
+    assert included.returncode == 0, included.stderr
+    assert "5 (included)" in included.stdout
+    assert "test_membership_xxx" in _members(migrated_postgres_dsn)
