@@ -277,10 +277,12 @@ def _config_error(exc: ValidationError) -> ConfigError:
         variable = message.split(" ", 1)[0]
         text, _, fix = message.partition("; ")
         return ConfigError(text, variable=variable, hint=fix or None)
-    key = str(loc[0])
-    variable = env_names(key)[0] if key in Settings.model_fields else key
+    key = str(loc[0])  # the field name, or the alias it was read under
+    key = next((name for name in Settings.model_fields if key in env_names(name)), key)
+    variable = env_names(key)[0] if key in Settings.model_fields else str(loc[0])
     shown = "(secret)" if _is_secret(key) else repr(error.get("input"))
-    return ConfigError(f"{variable}={shown} is invalid: {error['msg']}", variable=variable, hint=_fix(key, error))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return ConfigError(f"{variable}={shown} is invalid: {message}", variable=variable, hint=_fix(key, error))
 
 
 def _is_secret(field_name: str) -> bool:
