@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from memberpulse.errors import ConfigError
 from memberpulse.settings import Settings, env_names, load_settings
@@ -124,3 +124,16 @@ def test_secrets_never_appear_in_a_configuration_error(clean_env: pytest.MonkeyP
     with pytest.raises(ConfigError) as caught:
         load_settings(_env_file=None)
     assert "srk_very_secret_value" not in str(caught.value)
+
+
+def test_a_setting_declared_with_its_prefixed_name_as_alias_still_works(clean_env: pytest.MonkeyPatch) -> None:
+    """Settings added as ``Field(validation_alias="MEMBERPULSE_<NAME>")`` read the same variable."""
+
+    class Extended(Settings):
+        new_limit: int = Field(default=5, ge=1, validation_alias="MEMBERPULSE_NEW_LIMIT", description="a limit")
+
+    assert Extended(_env_file=None).new_limit == 5  # type: ignore[call-arg]
+    clean_env.setenv("MEMBERPULSE_NEW_LIMIT", "7")
+    assert Extended(_env_file=None).new_limit == 7  # type: ignore[call-arg]
+    assert Extended(_env_file=None, MEMBERPULSE_NEW_LIMIT=9).new_limit == 9  # type: ignore[call-arg]
+    assert Extended(_env_file=None, new_limit=11).new_limit == 11  # type: ignore[call-arg]
