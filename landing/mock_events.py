@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from memberpulse.contracts.events import SUPPORTED_EVENTS
+from memberpulse.contracts.events import SUPPORTED_EVENTS, TEST_ID_PREFIX
 from memberpulse.landing.verify import sign_legacy, sign_standard
 
 Payload = dict[str, Any]
@@ -46,8 +46,19 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+#: The member ``send-test`` writes about: the guide's example, with ids marked as a test's (never a real member).
+TEST_MEMBER = MockMember(
+    membership_id=f"{TEST_ID_PREFIX}membership_xxx", user_id=f"{TEST_ID_PREFIX}user_xxx", company_id="biz_xxx"
+)
+
+
 def new_webhook_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
+
+
+def new_test_webhook_id() -> str:
+    """A webhook id marked as a test's (``send-test``), never one Whop would send."""
+    return f"{TEST_ID_PREFIX}msg_{uuid.uuid4().hex}"
 
 
 # --- the guide's three events (action envelope) --------------------------------------------------------------
@@ -146,8 +157,11 @@ def deactivated(
     return _v1_envelope("membership.deactivated", member, at=at, data=data, event_id=event_id or new_webhook_id())
 
 
-def mock_event(event_type: str, member: MockMember | None = None, *, at: datetime | None = None) -> Payload:
-    """The mock payload for ``event_type`` at ``at`` (default now); ``ValueError`` for an unknown type."""
+def mock_event(
+    event_type: str, member: MockMember | None = None, *, at: datetime | None = None, event_id: str | None = None
+) -> Payload:
+    """The mock payload for ``event_type`` at ``at`` (default now); ``event_id`` is the v1 envelope's ``id``
+    (the webhook id). ``ValueError`` for an unknown type."""
     member = member or MockMember()
     at = at or datetime.now(UTC)
     if event_type == "membership.went_valid":
@@ -157,9 +171,9 @@ def mock_event(event_type: str, member: MockMember | None = None, *, at: datetim
     if event_type == "membership.went_invalid":
         return went_invalid(member, expired_at=at)
     if event_type == "membership.activated":
-        return activated(member, at=at)
+        return activated(member, at=at, event_id=event_id)
     if event_type == "membership.deactivated":
-        return deactivated(member, at=at, created_at=at - timedelta(days=45))
+        return deactivated(member, at=at, created_at=at - timedelta(days=45), event_id=event_id)
     raise ValueError(f"unknown mock event {event_type!r}; one of: {', '.join(SUPPORTED_EVENTS)}")
 
 

@@ -16,7 +16,7 @@ import httpx
 
 from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.errors import ExitCode, InvalidInput
-from memberpulse.landing.mock_events import encode, mock_event, standard_headers
+from memberpulse.landing.mock_events import TEST_MEMBER, encode, mock_event, new_test_webhook_id, standard_headers
 from memberpulse.settings import Settings
 
 
@@ -40,9 +40,11 @@ def send_test(event: str, *, url: str, settings: Settings, out: TextIO | None = 
 
 
 def _send_one(client: httpx.Client, event: str, *, url: str, secret: str, out: TextIO) -> bool:
-    payload = mock_event(event)
+    # Test ids (``test_`` prefix): stored like any webhook, kept out of the published members by reconcile.
+    webhook_id = new_test_webhook_id()
+    payload = mock_event(event, TEST_MEMBER, event_id=webhook_id)
     body = encode(payload)
-    headers = standard_headers(body, secret=secret)
+    headers = standard_headers(body, secret=secret, webhook_id=webhook_id)
     signature = headers["webhook-signature"]
     print(f"🧪 Testing Webhook: {event}\n", file=out)
     print("📦 Payload:", file=out)

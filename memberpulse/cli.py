@@ -12,12 +12,13 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from memberpulse.errors import ExitCode, MemberpulseError
-from memberpulse.settings import Settings
+from memberpulse.settings import Settings, load_settings
 
 DEFAULT_WEBHOOK_URL = "http://localhost:3000/api/webhooks/whop"
 
@@ -32,6 +33,8 @@ def quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
     # The ephemeral Prefect server inherits the environment; its telemetry only adds SQLite lock contention.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # ...and the client's own usage reporting, whose first-run notice would land inside a progress bar.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     # The ephemeral API starts in a subprocess and migrates its SQLite database on first use; on a busy
     # 2-core machine that can take longer than Prefect's default 20 s.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
@@ -131,8 +134,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _dispatch(args, Settings())
+        return _dispatch(args, load_settings())
     except MemberpulseError as exc:
+        if os.environ.get("MEMBERPULSE_LOG_LEVEL", "").strip().upper() == "DEBUG":
+            traceback.print_exc()
         print(f"memberpulse {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -1,6 +1,11 @@
 """One ``Settings`` for the whole product, read from the environment or a ``.env`` file.
 
-Seed names are kept (``WHOP_WEBHOOK_SECRET``, ``NEXT_PUBLIC_WHOP_COMPANY_ID``, ``SUPABASE_SERVICE_ROLE_KEY``).
+Every setting is ``MEMBERPULSE_`` + its field name upper-cased (``half_life_days`` ←
+``MEMBERPULSE_HALF_LIFE_DAYS``), except the names the Whop/Supabase webhook guide uses, kept as they are
+(``WHOP_WEBHOOK_SECRET``, ``WHOP_API_KEY``, ``WHOP_COMPANY_ID`` or ``NEXT_PUBLIC_WHOP_COMPANY_ID``,
+``WHOP_API_BASE_URL``, ``SUPABASE_*``). Constraints live on the fields, so an invalid value is refused
+here, once, and :func:`load_settings` turns the refusal into a :class:`ConfigError` naming the variable.
+Each field's ``description`` is the README's settings table (``scripts/settings_table.py`` writes it).
 Secrets are ``SecretStr`` so they never print in a repr, a log line or an error.
 """
 
@@ -8,45 +13,70 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from memberpulse.errors import ConfigError
 
 DEFAULT_WHOP_API_BASE_URL = "https://api.whop.com/api/v1"
+ENV_PREFIX = "MEMBERPULSE_"
+MAX_WHOP_PAGE_SIZE = 1000  # Whop's API refuses larger pages
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+    )
 
     # --- landing -------------------------------------------------------------------------------------------
-    whop_webhook_secret: SecretStr | None = Field(default=None, validation_alias="WHOP_WEBHOOK_SECRET")
-    webhook_tolerance_seconds: int = Field(default=300, validation_alias="MEMBERPULSE_WEBHOOK_TOLERANCE_SECONDS")
-    max_body_bytes: int = Field(default=1024 * 1024, validation_alias="MEMBERPULSE_MAX_BODY_BYTES")
-    segment_max_bytes: int = Field(default=64 * 1024 * 1024, validation_alias="MEMBERPULSE_SEGMENT_MAX_BYTES")
-    segment_max_age_seconds: float = Field(default=300.0, validation_alias="MEMBERPULSE_SEGMENT_MAX_AGE_SECONDS")
-    quarantine_max_bytes: int = Field(default=64 * 1024 * 1024, validation_alias="MEMBERPULSE_QUARANTINE_MAX_BYTES")
-    landing_workers: int = Field(default=1, ge=1, validation_alias="MEMBERPULSE_LANDING_WORKERS")
-    log_level: str = Field(default="INFO", validation_alias="MEMBERPULSE_LOG_LEVEL")
+    whop_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias="WHOP_WEBHOOK_SECRET",
+        description="Webhook secret from Whop's dashboard; during a rotation several, separated by commas or "
+        "spaces (any may match). Required by `serve`.",
+    )
+    webhook_tolerance_seconds: int = Field(
+        default=300, ge=1, le=86_400, description="How far a signature's timestamp may be from now, in seconds."
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="Largest webhook body accepted; larger ones are answered 413."
+    )
+    segment_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="A raw segment file is closed and a new one started at this size."
+    )
+    segment_max_age_seconds: float = Field(
+        default=300.0, gt=0, description="A raw segment file is also closed once it has been open this many seconds."
+    )
+    quarantine_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0, description="Total size cap of the landing's rejection log (quarantine)."
+    )
+    landing_workers: int = Field(default=1, ge=1, le=64, description="Landing processes sharing the port.")
+    log_level: LogLevel = Field(
+        default="INFO", description="Log level of the landing and the CLI (DEBUG also shows tracebacks)."
+    )
     # --- production: readiness and the reverse proxy ---------------------------------------------------------
     min_free_bytes: int = Field(
         default=1024**3,
         ge=0,
-        validation_alias="MEMBERPULSE_MIN_FREE_BYTES",
-        description="Below this many free bytes on the data volume the health answer is 503 degraded.",
+        description="Below this many free bytes on the data volume the health answer is 503 `degraded` "
+        "(webhooks are still stored while the disk takes them).",
     )
     trusted_proxies: str = Field(
         default="127.0.0.1",
-        validation_alias="MEMBERPULSE_TRUSTED_PROXIES",
-        description="Comma-separated addresses/networks whose X-Forwarded-For is believed ('*' = any).",
+        description="Comma-separated addresses or networks whose `X-Forwarded-For` the landing believes (`*` = any).",
     )
 
     # --- event-driven runs -------------------------------------------------------------------------------------
     run_signal: bool = Field(
         default=True,
-        validation_alias="MEMBERPULSE_RUN_SIGNAL",
         description=(
             "The landing emits a Prefect event (at most once a second) when webhooks land, so the reconcile "
             "deployment's trigger starts a run; needs PREFECT_API_URL. false = runs only on the schedule."
@@ -57,84 +87,168 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description="Seconds a client has to send a request's line and headers (408 and closed after).",
-        validation_alias="MEMBERPULSE_HEADER_TIMEOUT_SECONDS",
     )
     body_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
         description="Seconds a client has, after the headers, to send the whole body (408 and closed after).",
-        validation_alias="MEMBERPULSE_BODY_TIMEOUT_SECONDS",
     )
     keep_alive_timeout_seconds: int = Field(
         default=5,
         gt=0,
         description="Seconds an idle kept-alive connection stays open between requests.",
-        validation_alias="MEMBERPULSE_KEEP_ALIVE_TIMEOUT_SECONDS",
     )
     max_header_bytes: int = Field(
         default=32 * 1024,
         ge=1024,
         description="Largest request head (request line and headers) in bytes; 431 and closed above.",
-        validation_alias="MEMBERPULSE_MAX_HEADER_BYTES",
     )
     max_pending_body_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=1,
         description="Bytes of unfinished request bodies one landing process holds; past it, 503 and closed.",
-        validation_alias="MEMBERPULSE_MAX_PENDING_BODY_BYTES",
     )
 
     # --- Whop API (backfill) -------------------------------------------------------------------------------
-    whop_api_key: SecretStr | None = Field(default=None, validation_alias="WHOP_API_KEY")
+    whop_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="WHOP_API_KEY",
+        description="Company API key for the backfill (with `WHOP_COMPANY_ID`; neither set: backfill skipped).",
+    )
     whop_company_id: str | None = Field(
-        default=None, validation_alias=AliasChoices("WHOP_COMPANY_ID", "NEXT_PUBLIC_WHOP_COMPANY_ID")
+        default=None,
+        validation_alias=AliasChoices("WHOP_COMPANY_ID", "NEXT_PUBLIC_WHOP_COMPANY_ID"),
+        description="Company to backfill, `biz_…` (`NEXT_PUBLIC_WHOP_COMPANY_ID` is read too).",
     )
-    whop_api_base_url: str = Field(default=DEFAULT_WHOP_API_BASE_URL, validation_alias="WHOP_API_BASE_URL")
+    whop_api_base_url: str = Field(
+        default=DEFAULT_WHOP_API_BASE_URL, validation_alias="WHOP_API_BASE_URL", description="Whop API root."
+    )
     whop_max_rate_limit_wait_seconds: float = Field(
-        default=300.0, validation_alias="MEMBERPULSE_WHOP_MAX_RATE_LIMIT_WAIT_SECONDS"
+        default=300.0, ge=0, description="Longest total wait on Whop's 429 answers before the backfill gives up."
     )
-    whop_max_attempts: int = Field(default=6, validation_alias="MEMBERPULSE_WHOP_MAX_ATTEMPTS")
-    whop_timeout_seconds: float = Field(default=30.0, validation_alias="MEMBERPULSE_WHOP_TIMEOUT_SECONDS")
-    whop_page_size: int = Field(default=100, validation_alias="MEMBERPULSE_WHOP_PAGE_SIZE")
-    # first wait of the exponential backoff on 5xx/timeouts (doubles per attempt, jittered, capped at 30 s)
+    whop_max_attempts: int = Field(
+        default=6, ge=1, le=100, description="Tries per page on Whop 5xx answers, timeouts and connection errors."
+    )
+    whop_timeout_seconds: float = Field(default=30.0, gt=0, le=600, description="Timeout of one Whop API request.")
+    whop_page_size: int = Field(
+        default=100, ge=1, le=MAX_WHOP_PAGE_SIZE, description="Records per page asked of Whop's API."
+    )
     whop_backoff_base_seconds: float = Field(
-        default=0.5, gt=0, validation_alias="MEMBERPULSE_WHOP_BACKOFF_BASE_SECONDS"
+        default=0.5,
+        gt=0,
+        le=60,
+        description="First wait of the exponential backoff on Whop 5xx/timeouts (doubles per try, jittered, "
+        "capped at 30 s).",
     )
 
     # --- Supabase ------------------------------------------------------------------------------------------
-    supabase_db_url: SecretStr | None = Field(default=None, validation_alias="SUPABASE_DB_URL")
-    supabase_url: str | None = Field(default=None, validation_alias="SUPABASE_URL")
-    supabase_service_role_key: SecretStr | None = Field(default=None, validation_alias="SUPABASE_SERVICE_ROLE_KEY")
-    publish_batch_size: int = Field(default=1000, validation_alias="MEMBERPULSE_PUBLISH_BATCH_SIZE")
-    publish_max_attempts: int = Field(default=4, ge=1, validation_alias="MEMBERPULSE_PUBLISH_MAX_ATTEMPTS")
+    supabase_db_url: SecretStr | None = Field(
+        default=None,
+        validation_alias="SUPABASE_DB_URL",
+        description="Direct Postgres connection string: the fast COPY publish path (preferred).",
+    )
+    supabase_url: str | None = Field(
+        default=None,
+        validation_alias="SUPABASE_URL",
+        description="Project URL for the PostgREST publish path (with `SUPABASE_SERVICE_ROLE_KEY`).",
+    )
+    supabase_service_role_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="SUPABASE_SERVICE_ROLE_KEY",
+        description="Service-role key for the PostgREST publish path (with `SUPABASE_URL`).",
+    )
+    publish_batch_size: int = Field(default=1000, ge=1, le=100_000, description="Rows per PostgREST upsert batch.")
+    publish_max_attempts: int = Field(
+        default=4, ge=1, le=20, description="Tries of a publish on a transient failure before the run exits 3."
+    )
     publish_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
+        le=600,
         description="Seconds to connect to the publish target (Postgres), or per HTTP phase (PostgREST).",
-        validation_alias="MEMBERPULSE_PUBLISH_TIMEOUT_SECONDS",
     )
     publish_statement_timeout_seconds: float = Field(
         default=60.0,
         gt=0,
         description="Postgres statement_timeout for every publish statement (SET LOCAL).",
-        validation_alias="MEMBERPULSE_PUBLISH_STATEMENT_TIMEOUT_SECONDS",
     )
     publish_lock_timeout_seconds: float = Field(
         default=10.0,
         gt=0,
         description="Postgres lock_timeout for every publish statement (SET LOCAL): how long to wait for a lock.",
-        validation_alias="MEMBERPULSE_PUBLISH_LOCK_TIMEOUT_SECONDS",
     )
-    publish_backoff_seconds: float = Field(default=0.5, ge=0, validation_alias="MEMBERPULSE_PUBLISH_BACKOFF_SECONDS")
+    publish_backoff_seconds: float = Field(
+        default=0.5, ge=0, le=60, description="First wait between publish tries (doubles per try)."
+    )
 
     # --- storage -------------------------------------------------------------------------------------------
-    data_dir: Path = Field(default=Path("./data"), validation_alias="MEMBERPULSE_DATA_DIR")
-    snapshots_keep: int = Field(default=10, validation_alias="MEMBERPULSE_SNAPSHOTS_KEEP")
+    data_dir: Path = Field(
+        default=Path("./data"), description="Landing files, quarantine, warehouse and snapshots live under it."
+    )
+    snapshots_keep: int = Field(default=10, ge=1, description="DuckDB snapshot files kept.")
+    include_test_webhooks: bool = Field(
+        default=False,
+        description="Score and publish the `send-test` mock webhooks (ids starting `test_`) like real ones; "
+        "by default they are kept in the raw store and counted, never published.",
+    )
 
     # --- scoring -------------------------------------------------------------------------------------------
-    half_life_days: float = Field(default=7.0, gt=0, validation_alias="MEMBERPULSE_HALF_LIFE_DAYS")
-    active_days: float = Field(default=7.0, ge=0, validation_alias="MEMBERPULSE_ACTIVE_DAYS")
-    at_risk_days: float = Field(default=30.0, ge=0, validation_alias="MEMBERPULSE_AT_RISK_DAYS")
+    half_life_days: float = Field(default=7.0, gt=0, description="Days after which an engagement score halves.")
+    active_days: float = Field(
+        default=7.0, ge=0, description="A valid member is `active` up to this many days since last activity."
+    )
+    at_risk_days: float = Field(
+        default=30.0,
+        ge=0,
+        description="A valid member is `at_risk` up to this many days since last activity (at least the active "
+        "days), `inactive` after.",
+    )
+
+    # --- checks across fields ------------------------------------------------------------------------------
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("whop_api_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        url = urlparse(value)
+        if url.scheme not in ("http", "https") or not url.netloc:
+            raise ValueError("not an http(s) URL; the API root is e.g. https://api.whop.com/api/v1")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_env_style_names(cls, data: Any) -> Any:
+        """Accept the environment variable names as keyword arguments too (``MEMBERPULSE_DATA_DIR=...``);
+        a blank value (``SUPABASE_URL=`` in a ``.env``) means "not set"."""
+        if not isinstance(data, dict):
+            return data
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, str) and not value.strip():
+                continue
+            name = key[len(ENV_PREFIX) :].lower() if key.upper().startswith(ENV_PREFIX) else key
+            values[name if name in cls.model_fields else key] = value
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.active_days > self.at_risk_days:
+            raise ValueError(
+                f"MEMBERPULSE_ACTIVE_DAYS ({self.active_days:g}) is greater than MEMBERPULSE_AT_RISK_DAYS "
+                f"({self.at_risk_days:g}); set MEMBERPULSE_ACTIVE_DAYS to at most {self.at_risk_days:g}"
+            )
+        _both_or_neither(
+            "SUPABASE_URL",
+            self.supabase_url,
+            "SUPABASE_SERVICE_ROLE_KEY",
+            self.supabase_service_role_key,
+            "PostgREST publishing",
+        )
+        _both_or_neither("WHOP_API_KEY", self.whop_api_key, "WHOP_COMPANY_ID", self.whop_company_id, "the backfill")
+        return self
 
     # --- derived -------------------------------------------------------------------------------------------
     @property
@@ -178,3 +292,61 @@ class Settings(BaseSettings):
     def snapshots_dir(self) -> Path:
         return self.data_dir / "snapshots"
 
+
+def _both_or_neither(name_a: str, a: object, name_b: str, b: object, purpose: str) -> None:
+    if (a is None) != (b is None):
+        have, missing = (name_a, name_b) if b is None else (name_b, name_a)
+        raise ValueError(f"{missing} is not set while {have} is ({purpose} needs both); set {missing} or unset {have}")
+
+
+def env_names(field_name: str) -> list[str]:
+    """The environment variable(s) a setting is read from, the first being the documented one."""
+    alias = Settings.model_fields[field_name].validation_alias
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        return [str(choice) for choice in alias.choices]
+    return [ENV_PREFIX + field_name.upper()]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """``Settings()`` from the environment, or a :class:`ConfigError` naming the first variable to fix."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise _config_error(exc) from None
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    error = exc.errors(include_url=False)[0]
+    loc = error["loc"]
+    if not loc:  # a check across fields: its message names the variables and the fix
+        message = str(error["msg"]).removeprefix("Value error, ")
+        variable = message.split(" ", 1)[0]
+        text, _, fix = message.partition("; ")
+        return ConfigError(text, variable=variable, hint=fix or None)
+    key = str(loc[0])  # the field name, or the alias it was read under
+    key = next((name for name in Settings.model_fields if key in env_names(name)), key)
+    variable = env_names(key)[0] if key in Settings.model_fields else str(loc[0])
+    shown = "(secret)" if _is_secret(key) else repr(error.get("input"))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return ConfigError(f"{variable}={shown} is invalid: {message}", variable=variable, hint=_fix(key, error))
+
+
+def _is_secret(field_name: str) -> bool:
+    field = Settings.model_fields.get(field_name)
+    return field is not None and "SecretStr" in str(field.annotation)
+
+
+def _fix(field_name: str, error: Any) -> str:
+    if field_name not in Settings.model_fields:
+        return "check the value"
+    names = env_names(field_name)[0]
+    ctx = error.get("ctx") or {}
+    if "expected" in ctx:
+        return f"set {names} to one of {ctx['expected']}"
+    bounds = [f"{op} {ctx[k]}" for k, op in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")) if k in ctx]
+    if bounds:
+        return f"set {names} to a number {', '.join(bounds)}"
+    kind = {"int": "whole number", "float": "number", "bool": "true or false"}.get(error["type"].split("_")[0])
+    return f"set {names} to a {kind or 'valid value'}, or unset it for the default"

@@ -5,6 +5,7 @@ The reconcile flow's path::
     records, bad_lines = parse_ndjson(data)          # landing NDJSON bytes → raw frame + rejects
     batch = parse_raw(records)                       # → ParsedBatch(events, rejects)
     events = dedupe_events(batch.events)             # one per webhook id, by event time
+    events = drop_test_events(events)                # send-test's mock webhooks (test_ ids) stay out
     facts = api_facts(memberships, members)          # one backfill snapshot → API facts
     state = fold(state, events, facts)               # incremental == full
     scored = score(state, as_of=T, params=ScoringParams())
@@ -32,6 +33,7 @@ from memberpulse.transforms._schema import (
     STATE_SCHEMA,
 )
 from memberpulse.transforms._score import ScoringParams, needs_rebuild, score
+from memberpulse.transforms._test_events import count_test_events, drop_test_events
 
 __all__ = [
     "DRIFT_SCHEMA",
@@ -48,8 +50,10 @@ __all__ = [
     "RawLines",
     "ScoringParams",
     "api_facts",
+    "count_test_events",
     "dedupe_events",
     "drift",
+    "drop_test_events",
     "empty_state",
     "fold",
     "needs_rebuild",

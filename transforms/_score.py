@@ -31,24 +31,12 @@ def epoch_us_of(moment: datetime) -> int:
 
 @dataclass(frozen=True)
 class ScoringParams:
-    """Scoring knobs (Settings: MEMBERPULSE_HALF_LIFE_DAYS, _ACTIVE_DAYS, _AT_RISK_DAYS)."""
+    """Scoring knobs. ``Settings`` (MEMBERPULSE_HALF_LIFE_DAYS, _ACTIVE_DAYS, _AT_RISK_DAYS) holds their
+    constraints: half life > 0, 0 ≤ active_days ≤ at_risk_days."""
 
     half_life_days: float = 7.0
     active_days: float = 7.0
     at_risk_days: float = 30.0
-
-    def __post_init__(self) -> None:
-        from memberpulse.errors import InvalidInput
-
-        if not self.half_life_days > 0:
-            raise InvalidInput("half_life_days must be > 0", value=self.half_life_days,
-                               hint="set MEMBERPULSE_HALF_LIFE_DAYS to a positive number")
-        if not 0 <= self.active_days <= self.at_risk_days:
-            raise InvalidInput(
-                "need 0 <= active_days <= at_risk_days",
-                value=(self.active_days, self.at_risk_days),
-                hint="check MEMBERPULSE_ACTIVE_DAYS and MEMBERPULSE_AT_RISK_DAYS",
-            )
 
 
 def needs_rebuild(state: pl.DataFrame, as_of: datetime) -> bool:

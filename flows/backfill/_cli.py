@@ -6,10 +6,10 @@ import logging
 import sys
 from urllib.parse import urlsplit, urlunsplit
 
-from memberpulse.errors import ConfigError, ExitCode, MemberpulseError
+from memberpulse.errors import ExitCode, MemberpulseError
 from memberpulse.flows.backfill._flow import backfill_flow
 from memberpulse.flows.backfill._progress import LineProgress, RichProgress, rate, reporting
-from memberpulse.flows.whop import backfill_skip_reason, latest_snapshot, validate_backfill_settings
+from memberpulse.flows.whop import backfill_skip_reason, latest_snapshot
 from memberpulse.settings import Settings
 
 
@@ -20,11 +20,6 @@ def run_once(settings: Settings) -> int:
     if reason is not None:
         print(f"memberpulse backfill: {reason}; nothing fetched, no snapshot written.")
         return ExitCode.OK
-    try:
-        validate_backfill_settings(settings)
-    except ConfigError as exc:
-        print(f"memberpulse backfill: {exc}", file=sys.stderr)
-        return exc.exit_code
     interactive = sys.stdout.isatty()
     progress: RichProgress | LineProgress = RichProgress() if interactive else LineProgress()
     assert settings.whop_company_id is not None

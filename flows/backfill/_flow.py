@@ -21,7 +21,6 @@ from memberpulse.flows.whop import (
     SnapshotWriter,
     backfill_skip_reason,
     clean_stale_tmp,
-    validate_backfill_settings,
 )
 from memberpulse.settings import Settings
 
@@ -53,7 +52,6 @@ def backfill_flow(settings: Settings | None = None) -> BackfillResult:
     if reason is not None:
         log.warning(reason)
         return BackfillResult(status="skipped", message=reason)
-    validate_backfill_settings(settings)
     assert settings.whop_company_id is not None
     started = time.monotonic()
     clean_stale_tmp(settings.warehouse_dir)

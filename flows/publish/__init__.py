@@ -19,6 +19,8 @@ or, holding the publisher itself::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from memberpulse.flows.publish._base import PipelineRun, Publisher, PublishResult, RunStatus
 from memberpulse.flows.publish._flow_api import (
     PublishOutcome,
@@ -32,9 +34,20 @@ from memberpulse.flows.publish._flow_api import (
     target_name,
 )
 from memberpulse.flows.publish._postgres import PostgresPublisher
-from memberpulse.flows.publish._postgrest import PostgrestPublisher
 from memberpulse.flows.publish.changes import PublishedState, PublishPlan, as_published, diff_published, plan_publish
 from memberpulse.flows.publish.migrations import apply_migrations, migrate_cli
+
+if TYPE_CHECKING:
+    from memberpulse.flows.publish._postgrest import PostgrestPublisher
+
+
+def __getattr__(name: str) -> Any:
+    """supabase-py takes most of a second to import: only the PostgREST target pays for it."""
+    if name == "PostgrestPublisher":
+        from memberpulse.flows.publish._postgrest import PostgrestPublisher
+
+        return PostgrestPublisher
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "PipelineRun",

@@ -189,7 +189,6 @@ def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Pub
 
     ``max_attempts`` overrides ``MEMBERPULSE_PUBLISH_MAX_ATTEMPTS``."""
     from memberpulse.flows.publish._postgres import PostgresPublisher
-    from memberpulse.flows.publish._postgrest import PostgrestPublisher
 
     state = PublishedState(settings.warehouse_dir)
     retry = {
@@ -206,6 +205,8 @@ def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Pub
             **retry,  # type: ignore[arg-type]
         )
     if settings.publish_target == "postgrest" and settings.supabase_url and settings.supabase_service_role_key:
+        from memberpulse.flows.publish._postgrest import PostgrestPublisher  # supabase-py is slow to import
+
         return PostgrestPublisher(
             settings.supabase_url,
             settings.supabase_service_role_key.get_secret_value(),

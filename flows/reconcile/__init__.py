@@ -19,15 +19,31 @@ swapping ``latest.duckdb``; a dry run writes no file at all.
 
 A crash before (1)'s commit re-reads the same bytes next time; after it, the next run finds the rows still
 unpublished and publishes them. Runs never overlap: a file lock (``_lock``), on top of the deployment's
-concurrency limit. The flow and its order live in ``_flow``.
+concurrency limit. The steps and their order live in ``_flow``; the Prefect flow deployments run, in
+``_prefect_flow``.
 """
 
 from __future__ import annotations
 
-from memberpulse.flows.reconcile._flow import OutputFailed, reconcile, reconcile_flow, run_once
+from typing import TYPE_CHECKING, Any
+
+from memberpulse.flows.reconcile._flow import OutputFailed, reconcile, run_once
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._lock import run_lock
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
+
+if TYPE_CHECKING:
+    from memberpulse.flows.reconcile._prefect_flow import reconcile_flow
+
+
+def __getattr__(name: str) -> Any:
+    """``reconcile_flow`` imports Prefect on first use only, so ``memberpulse run`` never pays for it."""
+    if name == "reconcile_flow":
+        from memberpulse.flows.reconcile._prefect_flow import reconcile_flow
+
+        return reconcile_flow
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AT_RISK_LISTED",

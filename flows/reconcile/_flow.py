@@ -1,38 +1,39 @@
-"""The reconcile flow itself: the steps in order, each timed in the run report, the run recorded either way.
+"""The reconcile run itself: the steps in order, each timed in the run report, the run recorded either way.
 
-Deployments (``prefect.yaml``) name ``memberpulse.flows.reconcile.reconcile_flow``, resolved from the installed package.
+No Prefect here: ``memberpulse run`` calls :func:`run_once` and the steps run as plain calls (fast, nothing
+left running); deployments run ``reconcile_flow`` (``_prefect_flow``), where the same steps are Prefect tasks.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
 from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.errors import ExitCode, MemberpulseError, TransientError
-from memberpulse.flows.event_runs import landed_since_last_commit, supersede_queued_runs
 from memberpulse.flows.publish import record_run, runs_with, target_name
 from memberpulse.flows.reconcile._ingest import scoring_state
 from memberpulse.flows.reconcile._lock import run_lock
-from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunMode, RunReport
+from memberpulse.flows.reconcile._report import RunMode, RunReport
 from memberpulse.flows.reconcile._score import drift, score
-from memberpulse.flows.reconcile._steps import Logger, ingest_task, note_ingested, note_scored, publish, snapshot
+from memberpulse.flows.reconcile._steps import (
+    Logger,
+    ingest_step,
+    note_ingested,
+    note_scored,
+    publish,
+    run_step,
+    snapshot,
+)
 from memberpulse.flows.report import write_run_report
 from memberpulse.flows.warehouse import ReconcileStore
+from memberpulse.flows.whop import list_snapshots
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.reconcile")
-# Prefect logs a failed task or flow run at ERROR with its full traceback; a CLI run says it once instead.
-_PREFECT_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs", "prefect.engine")
 
 
 class OutputFailed(MemberpulseError):
@@ -43,60 +44,6 @@ class OutputFailed(MemberpulseError):
         super().__init__(f"publish failed: {cause.message}", hint=cause.hint)
         self.cause = cause
         self.report = report
-
-
-@flow(name="reconcile", log_prints=False)
-def reconcile_flow(
-    as_of: datetime | None = None,
-    full_refresh: bool = False,
-    settings: Settings | None = None,
-    dry_run: bool = False,
-    only_new: bool = False,
-    catch_up_seconds: float = 0.0,
-) -> dict[str, Any]:
-    """Ingest new raw webhooks, fold, score, publish changed rows, write the DuckDB snapshot.
-
-    A deployment passes no ``settings`` and reads the environment; the CLI passes its own (Prefect records
-    parameters, and ``SecretStr`` fields serialise masked, so no secret reaches its database). A failed
-    publish fails the flow run (:class:`OutputFailed`) after every other output was written.
-
-    Event-driven runs (prefect.yaml): ``only_new`` returns at once when nothing landed since the last commit;
-    ``catch_up_seconds`` > 0 makes the run pass again while more webhooks landed during a pass (for at most
-    that long), each pass first superseding the queued event-triggered runs it covers
-    (:mod:`memberpulse.flows.event_runs`).
-    """
-    settings = settings or Settings()
-    logger = get_run_logger()
-    if only_new and not full_refresh and as_of is None and not landed_since_last_commit(settings):
-        superseded = supersede_queued_runs(logger)
-        logger.info("nothing landed since the last reconcile: skipped")
-        return {"status": "skipped", "passes": 0, "superseded": superseded}
-    follow = catch_up_seconds > 0 and as_of is None and not dry_run
-    deadline = time.monotonic() + catch_up_seconds
-    passes = superseded = 0
-    while True:
-        superseded += supersede_queued_runs(logger) if follow else 0
-        first = passes == 0
-        report = reconcile(settings, as_of=as_of, full_refresh=full_refresh and first, dry_run=dry_run, logger=logger)
-        passes += 1
-        _create_artifacts(report)
-        if report.publish_failure is not None:
-            raise OutputFailed(report.publish_failure, report.as_dict())
-        if not follow or report.records_read == 0 or time.monotonic() >= deadline:
-            break
-        if not landed_since_last_commit(settings):
-            break
-        logger.info("more webhooks landed during pass %d: passing again", passes)
-    return {**report.as_dict(), "passes": passes, "superseded": superseded}
-
-
-def _create_artifacts(report: RunReport) -> None:
-    create_markdown_artifact(report.markdown(), key="reconcile-summary", description="Reconcile run")
-    create_table_artifact(
-        report.newly_at_risk or [{"membership_id": "(none)"}],
-        key="members-newly-at-risk",
-        description=f"Members whose status became at_risk in this run (at most {AT_RISK_LISTED} listed)",
-    )
 
 
 def reconcile(
@@ -111,6 +58,8 @@ def reconcile(
     started = datetime.now(UTC)
     as_of = (as_of or started).astimezone(UTC)
     report = RunReport(run_id=str(uuid.uuid4()), as_of=as_of, started_at=started, full_refresh=full_refresh)
+    report.data_dir = str(settings.data_dir.resolve())
+    report.test_webhooks_included = settings.include_test_webhooks
     report.publish_target = target_name(settings)
     if report.publish_target is None:
         logger.info("no Supabase target configured (SUPABASE_DB_URL or SUPABASE_URL): publishing nowhere")
@@ -141,7 +90,7 @@ def _run_steps(
     settings: Settings, report: RunReport, store: ReconcileStore, *, run_at: datetime, logger: Logger
 ) -> None:
     with report.step("ingest"):
-        ingested = ingest_task(settings, store, report)
+        ingested = run_step("ingest", ingest_step, settings, store, report)
     note_ingested(report, ingested, logger)
     checkpoint("after_ingest")
 
@@ -181,50 +130,41 @@ def _run_steps(
             )
 
 
-def run_once(settings: Settings, *, as_of: datetime | None, full_refresh: bool, dry_run: bool = False) -> int:
-    """``memberpulse run``: one reconcile flow run in Prefect's ephemeral mode, then a summary table.
+def run_once(
+    settings: Settings, *, as_of: datetime | None, full_refresh: bool, dry_run: bool = False
+) -> int:
+    """``memberpulse run``: one run of the same steps, without Prefect (no API server to start or leave
+    behind; deployments keep full Prefect tracking), then a summary table.
 
     A failed publish prints the summary (the snapshot was written) and a few lines saying what failed and
     what to do, and returns the publish error's exit code (3 when the target may heal).
     """
     if not full_refresh:
-        ReconcileStore(settings.warehouse_dir).check_readable()  # damaged state: say so before Prefect starts
-    with _prefect_failures_quiet(debug=settings.log_level.upper() == "DEBUG"):
-        try:
-            result = reconcile_flow(as_of=as_of, full_refresh=full_refresh, settings=settings, dry_run=dry_run)
-        except OutputFailed as exc:
-            report = RunReport.from_dict(exc.report)
-            report.print_summary()
-            what_to_do = (exc.hint or "fix the publish target").rstrip(".")
-            print(
-                f"memberpulse run: {exc.message}\n"
-                f"  the snapshot was written all the same: {report.snapshot_path}\n"
-                f"  what to do: {what_to_do} — then run `memberpulse run` again; it sends every pending row",
-                file=sys.stderr,
-            )
-            return int(exc.cause.exit_code)
-    RunReport.from_dict(result).print_summary()
-    return int(ExitCode.OK)
+        ReconcileStore(settings.warehouse_dir).check_readable()  # damaged state: say so before any work
+    if not has_received_data(settings):
+        print(
+            f"memberpulse run: warning: {settings.data_dir.resolve()} has never received a webhook or a backfill "
+            "(hint: check MEMBERPULSE_DATA_DIR or the directory you run from)",
+            file=sys.stderr,
+        )
+    report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run)
+    report.print_summary()
+    failure = report.publish_failure
+    if failure is None:
+        return int(ExitCode.OK)
+    what_to_do = (failure.hint or "fix the publish target").rstrip(".")
+    print(
+        f"memberpulse run: publish failed: {failure.message}\n"
+        f"  the snapshot was written all the same: {report.snapshot_path}\n"
+        f"  what to do: {what_to_do} — then run `memberpulse run` again; it sends every pending row",
+        file=sys.stderr,
+    )
+    return int(failure.exit_code)
 
 
-class _DropRunFailures(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.ERROR
-
-
-@contextmanager
-def _prefect_failures_quiet(*, debug: bool) -> Iterator[None]:
-    """Keep Prefect's ERROR lines (with tracebacks) for failed task and flow runs out of a CLI run's
-    terminal; the CLI prints the error once. With MEMBERPULSE_LOG_LEVEL=DEBUG they stay."""
-    if debug:
-        yield
-        return
-    drop = _DropRunFailures()
-    loggers = [logging.getLogger(name) for name in _PREFECT_RUN_LOGGERS]
-    for logger in loggers:
-        logger.addFilter(drop)
-    try:
-        yield
-    finally:
-        for logger in loggers:
-            logger.removeFilter(drop)
+def has_received_data(settings: Settings) -> bool:
+    """Whether the data dir has ever held a raw webhook, a refused one, or a backfill snapshot."""
+    for directory in (settings.landing_dir, settings.quarantine_dir):
+        if directory.is_dir() and next((p for p in directory.rglob("*") if p.is_file()), None) is not None:
+            return True
+    return bool(list_snapshots(settings.warehouse_dir))

@@ -41,6 +41,7 @@ class Ingested:
     backfills_folded: list[str]
     # Events read by a run that commits nothing: in memory only, not in the manifest's event log.
     uncommitted_events: pl.DataFrame | None = None
+    test_webhooks: int = 0  # send-test's mock webhooks read this run (left out unless the setting includes them)
 
     @property
     def failures(self) -> pl.DataFrame:
@@ -116,6 +117,7 @@ def ingest(
     new = parse_new(raw_reader.iter_new(settings.landing_dir, base.offsets))
     refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
     events, rejects = store.drop_known_events(base, new.events), new.rejects
+    events, test_webhooks = _without_test_webhooks(settings, events)
     pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
     previous = store.load_state(base)
     changed = events.height > 0 or bool(pending) or previous is None
@@ -131,6 +133,7 @@ def ingest(
         unknown_events=int((events["kind"] == "other").sum()),
         backfills_folded=[s.path.name for s in pending],
         uncommitted_events=events,
+        test_webhooks=test_webhooks,
     )
     if not commit:
         return ingested
@@ -149,6 +152,12 @@ def ingest(
     manifest = store.compact_events(manifest, run_id)
     store.commit(manifest)
     return replace(ingested, manifest=manifest, uncommitted_events=None)
+
+
+def _without_test_webhooks(settings: Settings, events: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """send-test's mock webhooks (``test_`` ids) are counted, and kept out unless the setting includes them."""
+    count = transforms.count_test_events(events)
+    return (events if settings.include_test_webhooks else transforms.drop_test_events(events)), count
 
 
 def scoring_state(settings: Settings, store: ReconcileStore, ingested: Ingested, as_of: datetime) -> pl.DataFrame:

@@ -41,6 +41,8 @@ class RunReport:
     rejects: int = 0
     landing_rejections: int = 0
     unknown_events: int = 0
+    test_webhooks: int = 0
+    test_webhooks_included: bool = False
     members: int = 0
     members_by_status: dict[str, int] = field(default_factory=dict)
     publish_target: str | None = None
@@ -56,6 +58,7 @@ class RunReport:
     publish_error: str | None = None  # the publish failed; every other output was still written
     # The publish error itself, for the flow to raise once the other outputs are written (not serialised).
     publish_failure: MemberpulseError | None = field(default=None, repr=False, compare=False)
+    data_dir: str | None = None  # absolute
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
 
     @contextmanager
@@ -88,11 +91,16 @@ class RunReport:
     def summary_rows(self) -> list[tuple[str, str]]:
         """(measure, value) rows both summaries show; publish counts only when something was published to."""
         rows: list[tuple[str, object]] = [
+            ("data dir", self.data_dir),
             ("raw records read", self.records_read),
             ("events ingested", self.events_ingested),
             ("rejects (unparseable records)", self.rejects),
             ("refused by the landing (quarantine)", self.landing_rejections),
             ("unknown event types", self.unknown_events),
+            (
+                "test webhooks (send-test, test_ ids)",
+                f"{self.test_webhooks} ({'included' if self.test_webhooks_included else 'not scored or published'})",
+            ),
             ("members", self.members),
             ("published to", self._published_to()),
         ]

@@ -1,32 +1,60 @@
-"""The reconcile flow's Prefect tasks, and the steps that fill in the run report as they go."""
+"""The reconcile steps that fill in the run report as they go; each runs as a Prefect task in a flow run."""
 
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import polars as pl
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from memberpulse.contracts.times import file_time
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.publish import PublishOutcome, plan_publish, preview_publish, publish_members
 from memberpulse.flows.reconcile._ingest import Ingested, all_events, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
-from memberpulse.flows.retry_policy import TRANSIENT_RETRY
 from memberpulse.flows.snapshot import thin_history, whop_access, write_snapshot
 from memberpulse.flows.warehouse import ReconcileStore
 from memberpulse.settings import Settings
 
 BACKDATED_DIR = "as-of"  # backdated runs' snapshots, beside (never instead of) latest.duckdb
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
+P = ParamSpec("P")
+R = TypeVar("R")
+_TASKS: dict[str, Any] = {}
 
 
-@task(name="ingest", **{**TRANSIENT_RETRY, "retries": 2})
-def ingest_task(settings: Settings, store: ReconcileStore, report: RunReport) -> Ingested:
+def run_step(name: str, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Inside a Prefect flow run, ``fn`` runs as the Prefect task ``name`` (tracked, retried per
+    :func:`_task_options`); outside one (the CLI's one-off ``memberpulse run``) it is a plain call, and
+    Prefect is not even imported: no temporary API server starts, so none can outlive the CLI."""
+    context = sys.modules.get("prefect.context")
+    if context is None or context.FlowRunContext.get() is None:
+        return fn(*args, **kwargs)
+    if name not in _TASKS:
+        from prefect import task
+
+        _TASKS[name] = task(name=name, **_task_options(name))(fn)
+    result: R = _TASKS[name](*args, **kwargs)
+    return result
+
+
+def _task_options(name: str) -> dict[str, Any]:
+    from prefect.cache_policies import NO_CACHE
+
+    from memberpulse.flows.retry_policy import TRANSIENT_RETRY
+
+    # No Prefect retries for publish: the publisher retries transient failures itself
+    # (MEMBERPULSE_PUBLISH_MAX_ATTEMPTS), and retrying its final failure again would multiply its attempts.
+    return {"ingest": {**TRANSIENT_RETRY, "retries": 2}, "publish": {**TRANSIENT_RETRY, "retries": 0}}.get(
+        name, {"cache_policy": NO_CACHE}
+    )
+
+
+def ingest_step(settings: Settings, store: ReconcileStore, report: RunReport) -> Ingested:
+    """Step 1; only a normal run commits (a dry or backdated run reads and folds in memory)."""
     return ingest(
         settings,
         store,
@@ -37,24 +65,13 @@ def ingest_task(settings: Settings, store: ReconcileStore, report: RunReport) ->
     )
 
 
-# No Prefect retries: the publisher retries transient failures itself (MEMBERPULSE_PUBLISH_MAX_ATTEMPTS), and
-# retrying its final failure again would multiply its attempts and timeouts.
-@task(name="publish", **{**TRANSIENT_RETRY, "retries": 0})
-def publish_task(settings: Settings, scored: pl.DataFrame, run_at: datetime) -> PublishOutcome:
-    return publish_members(settings, scored, run_at=run_at)
-
-
-@task(name="snapshot", cache_policy=NO_CACHE)
-def snapshot_task(**kwargs: Any) -> Path:
-    return write_snapshot(**kwargs)
-
-
 def note_ingested(report: RunReport, ingested: Ingested, logger: Logger) -> None:
     report.records_read = ingested.records_read
     report.events_ingested = ingested.events_ingested
     report.rejects = len(ingested.rejects)
     report.landing_rejections = len(ingested.landing_rejections)
     report.unknown_events = ingested.unknown_events
+    report.test_webhooks = ingested.test_webhooks
     logger.info(
         "ingested %d events (%d raw records, %d rejects, %d unknown types), %d backfill snapshot(s)",
         report.events_ingested,
@@ -88,7 +105,7 @@ def publish(
     if report.mode == "backdated":
         return plan_publish(scored, None, run_at=run_at).published, None
     try:
-        outcome = publish_task(settings, scored, run_at)
+        outcome = run_step("publish", publish_members, settings, scored, run_at=run_at)
     except MemberpulseError as exc:
         report.publish_error = exc.message
         logger.info("publishing failed (%s); writing the snapshot all the same", exc.message)
@@ -131,7 +148,9 @@ def snapshot(
     history = store.history_paths()
     if backdated:
         history = [p for p in history if p.stem <= file_time(report.as_of)]
-    path = snapshot_task(
+    path = run_step(
+        "snapshot",
+        write_snapshot,
         snapshots_dir=settings.snapshots_dir / BACKDATED_DIR if backdated else settings.snapshots_dir,
         run_id=report.run_id,
         run_at=run_at,

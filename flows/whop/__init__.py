@@ -6,13 +6,8 @@ Store: :func:`latest_snapshot`, :func:`list_snapshots` → :class:`BackfillSnaps
 Rows: :data:`MEMBERSHIPS_SCHEMA`, :data:`MEMBERS_SCHEMA`, :func:`memberships_batch`, :func:`members_batch`.
 """
 
-from memberpulse.flows.whop._client import (
-    Page,
-    RetryEvent,
-    WhopBackfillClient,
-    backfill_skip_reason,
-    validate_backfill_settings,
-)
+from typing import TYPE_CHECKING, Any
+
 from memberpulse.flows.whop._records import (
     MEMBERS_SCHEMA,
     MEMBERSHIPS_SCHEMA,
@@ -33,6 +28,21 @@ from memberpulse.flows.whop._snapshot import (
     list_snapshots,
     snapshot_name,
 )
+
+if TYPE_CHECKING:
+    from memberpulse.flows.whop._client import Page, RetryEvent, WhopBackfillClient, backfill_skip_reason
+
+_CLIENT_NAMES = frozenset({"Page", "RetryEvent", "WhopBackfillClient", "backfill_skip_reason"})
+
+
+def __getattr__(name: str) -> Any:
+    """The reader (and whop-sdk) load on first use, so a reconcile run that only reads snapshots skips them."""
+    if name in _CLIENT_NAMES:
+        from memberpulse.flows.whop import _client
+
+        return getattr(_client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "MEMBERSHIPS_SCHEMA",
@@ -56,5 +66,4 @@ __all__ = [
     "parse_time",
     "retry_after_seconds",
     "snapshot_name",
-    "validate_backfill_settings",
 ]

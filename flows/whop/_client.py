@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 from whop_sdk import Whop
@@ -31,7 +30,6 @@ from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.backfill")
 
-MAX_PAGE_SIZE = 1000
 # Whop may answer 429 with "Try again in 0 seconds"; never hammer it faster than this.
 MIN_RATE_LIMIT_WAIT = 0.1
 _COMPANY_VARS = "WHOP_COMPANY_ID (or NEXT_PUBLIC_WHOP_COMPANY_ID)"
@@ -71,27 +69,6 @@ def backfill_skip_reason(settings: Settings) -> str | None:
     if missing:
         return f"backfill skipped: {' and '.join(missing)} not set (the Whop API backfill needs both)"
     return None
-
-
-def validate_backfill_settings(settings: Settings) -> None:
-    """Fail before any request on settings that cannot work, naming the variable to fix."""
-    url = urlparse(settings.whop_api_base_url)
-    if url.scheme not in ("http", "https") or not url.netloc:
-        raise ConfigError(
-            f"WHOP_API_BASE_URL {settings.whop_api_base_url!r} is not an http(s) URL",
-            variable="WHOP_API_BASE_URL",
-            hint="set WHOP_API_BASE_URL to the API root, e.g. https://api.whop.com/api/v1",
-        )
-    if not 1 <= settings.whop_page_size <= MAX_PAGE_SIZE:
-        raise ConfigError(
-            f"MEMBERPULSE_WHOP_PAGE_SIZE {settings.whop_page_size} is outside 1..{MAX_PAGE_SIZE}",
-            variable="MEMBERPULSE_WHOP_PAGE_SIZE",
-        )
-    if settings.whop_timeout_seconds <= 0:
-        raise ConfigError(
-            f"MEMBERPULSE_WHOP_TIMEOUT_SECONDS {settings.whop_timeout_seconds} must be > 0",
-            variable="MEMBERPULSE_WHOP_TIMEOUT_SECONDS",
-        )
 
 
 @dataclass
@@ -147,7 +124,6 @@ class WhopBackfillClient:
         if reason is not None:
             variable = "WHOP_API_KEY" if settings.whop_api_key is None else "WHOP_COMPANY_ID"
             raise ConfigError(reason, variable=variable)
-        validate_backfill_settings(settings)
         assert settings.whop_api_key is not None and settings.whop_company_id is not None
         return cls(
             api_key=settings.whop_api_key.get_secret_value().strip(),

@@ -24,6 +24,11 @@ EVENT_KINDS: Final[Mapping[str, str]] = MappingProxyType(
 )
 SUPPORTED_EVENTS: Final[tuple[str, ...]] = ACTION_EVENTS + V1_EVENTS
 
+#: ``memberpulse send-test``'s mock webhooks carry this prefix on their webhook id and membership id. Whop's own
+#: ids never do (``msg_…``, ``evt_…``, ``mem_…``), so a test webhook is recognisable in the raw store forever,
+#: and reconcile keeps it out of the members unless ``MEMBERPULSE_INCLUDE_TEST_WEBHOOKS`` is set.
+TEST_ID_PREFIX: Final = "test_"
+
 #: Whop membership statuses that keep access: an API fact with one of these means "valid".
 VALID_STATUSES: Final[frozenset[str]] = frozenset({"trialing", "active", "past_due", "completed"})
 

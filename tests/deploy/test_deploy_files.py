@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import AliasChoices
 
-from memberpulse.settings import Settings
+from memberpulse.settings import Settings, env_names
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -48,22 +47,12 @@ def test_units_run_unprivileged_and_sandboxed(unit: str) -> None:
     assert settings["EnvironmentFile"] == "/etc/memberpulse/memberpulse.env"
 
 
-def _env_names(field_name: str) -> list[str]:
-    field = Settings.model_fields[field_name]
-    alias = field.validation_alias
-    if isinstance(alias, str):
-        return [alias]
-    if isinstance(alias, AliasChoices):
-        return [str(choice) for choice in alias.choices]
-    return [f"MEMBERPULSE_{field_name.upper()}"]
-
-
 def test_environment_template_lists_every_setting_with_its_default() -> None:
     template = (DEPLOY / "memberpulse.env").read_text()
     entries = dict(re.findall(r"^#?([A-Z][A-Z0-9_]*)=(.*)$", template, re.M))
     for name, field in Settings.model_fields.items():
-        listed = [env for env in _env_names(name) if env in entries]
-        assert listed, f"{name}: none of {_env_names(name)} is in deploy/memberpulse.env"
+        listed = [env for env in env_names(name) if env in entries]
+        assert listed, f"{name}: none of {env_names(name)} is in deploy/memberpulse.env"
         default = field.default
         expected = "" if default is None else str(default)
         listed_value = entries[listed[0]]

@@ -169,11 +169,8 @@ def test_empty_inputs() -> None:
     assert not transforms.needs_rebuild(empty, T0)
 
 
-def test_bad_parameters_are_refused_with_a_hint() -> None:
-    with pytest.raises(InvalidInput, match="half_life_days"):
-        transforms.ScoringParams(half_life_days=0)
-    with pytest.raises(InvalidInput, match="active_days"):
-        transforms.ScoringParams(active_days=40, at_risk_days=30)
+def test_a_naive_as_of_is_refused_with_a_hint() -> None:
+    # Bad scoring parameters are refused by Settings: tests/memberpulse/test_settings.py
     with pytest.raises(InvalidInput, match="timezone"):
         transforms.score(transforms.empty_state(), as_of=datetime(2026, 1, 1), params=PARAMS)
 
