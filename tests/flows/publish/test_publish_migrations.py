@@ -14,6 +14,8 @@ from memberpulse.flows.publish.migrations import applied_versions, apply_migrati
 from memberpulse.settings import Settings
 from tests.support.publish_data import T0, members
 
+pytestmark = pytest.mark.slow  # the real PostgreSQL server
+
 REPO = Path(__file__).resolve().parents[3]
 TABLES = ("member_activity", "webhook_failures", "pipeline_runs")
 SEED_QUERY = """SELECT member_name, status, activity_score, last_active, updated_at

@@ -27,6 +27,8 @@ from memberpulse.flows.whop import (
 from memberpulse.settings import Settings
 from memberpulse.whop_simulator._app import _member_json, _membership_json
 
+pytestmark = pytest.mark.slow  # the Whop simulator served on 127.0.0.1
+
 UTC_US = pl.Datetime("us", "UTC")
 MEMBERSHIPS_COLUMNS = {
     "membership_id": pl.String,
