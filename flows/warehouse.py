@@ -17,7 +17,6 @@ run rebuilds from the raw landing files (``memberpulse run --full-refresh`` does
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,6 +128,3 @@ class ReconcileStore:
             for path in folder.iterdir():
                 if f"{kind}/{path.name}" not in keep:
                     path.unlink(missing_ok=True)
-
-    def reset(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)

@@ -16,7 +16,6 @@ from memberpulse.flows.whop._client import (
 from memberpulse.flows.whop._records import (
     MEMBERS_SCHEMA,
     MEMBERSHIPS_SCHEMA,
-    RESOURCES,
     Resource,
     members_batch,
     memberships_batch,
@@ -37,7 +36,6 @@ from memberpulse.flows.whop._snapshot import (
 __all__ = [
     "MEMBERSHIPS_SCHEMA",
     "MEMBERS_SCHEMA",
-    "RESOURCES",
     "BackfillSnapshot",
     "Page",
     "ParquetSink",
