@@ -9,18 +9,15 @@
 
 The server starts only when a test asks for one of these, so suites that do not use Postgres pay nothing.
 
-The fast loop (``pytest -m "not slow"``) stays honest: a test not marked ``slow`` fails when it asks for one
-of ``SLOW_FIXTURES``, starts a subprocess, a uvicorn server, or runs a Prefect flow or task (call the step
-functions, or ``flow.fn``, instead).
+The fast loop (``pytest -m "not slow"``) stays honest: a test not marked ``slow`` fails when it starts
+PostgreSQL, Prefect, a process or a server (hooks from ``tests/support/fast_loop.py``).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,51 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # make ``tests.support`` importable however pytest was started
     sys.path.insert(0, str(ROOT))
 
+from tests.support.fast_loop import pytest_runtest_call, pytest_runtest_setup  # noqa: E402, F401
 from tests.support.postgres import PostgresServer, start_server  # noqa: E402
 
 MIGRATED_TEMPLATE = "memberpulse_migrated_template"
-SLOW_FIXTURES = frozenset({"postgres_server", "postgres_dsn", "migrated_postgres_dsn", "prefect_harness"})
-_MARK_IT = "mark it @pytest.mark.slow, or keep the fast loop in-process"
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("slow") is None:
-        wanted = sorted(SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())))
-        if wanted:
-            pytest.fail(f"{item.nodeid} uses {', '.join(wanted)} but is not marked slow: {_MARK_IT}", pytrace=False)
-
-
-@pytest.fixture(autouse=True)
-def _fast_tests_start_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """In a test not marked slow: starting a process, a server or a Prefect run fails the test."""
-    if request.node.get_closest_marker("slow") is not None:
-        yield
-        return
-    caught: list[str] = []
-    test_thread = threading.current_thread()
-
-    def refuse(what: str, original: Callable[..., object]) -> Callable[..., object]:
-        def guarded(*args: object, **kwargs: object) -> object:
-            if threading.current_thread() is not test_thread:  # e.g. a background thread of an earlier test
-                return original(*args, **kwargs)
-            caught.append(what)
-            raise RuntimeError(f"{request.node.nodeid} {what} but is not marked slow: {_MARK_IT}")
-
-        return guarded
-
-    monkeypatch.setattr(
-        subprocess.Popen, "_execute_child", refuse("starts a subprocess", subprocess.Popen._execute_child)  # type: ignore[attr-defined]
-    )
-    if "uvicorn" in sys.modules:
-        server = sys.modules["uvicorn"].Server
-        monkeypatch.setattr(server, "__init__", refuse("starts a uvicorn server", server.__init__))
-    if "prefect.flows" in sys.modules:
-        flow, task = sys.modules["prefect.flows"].Flow, sys.modules["prefect.tasks"].Task
-        monkeypatch.setattr(flow, "__call__", refuse("runs a Prefect flow", flow.__call__))
-        monkeypatch.setattr(task, "__call__", refuse("runs a Prefect task", task.__call__))
-    yield
-    if caught:  # also when the code under test swallowed the RuntimeError
-        pytest.fail(f"{request.node.nodeid} {caught[0]} but is not marked slow: {_MARK_IT}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -118,10 +74,23 @@ def migrated_postgres_dsn(postgres_server: PostgresServer, _migrated_template: s
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[str]:
-    """Prefect's test harness (a temporary SQLite-backed API) for the whole session; yields its API URL."""
+def _prefect_session_harness() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness():
         yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def prefect_harness(_prefect_session_harness: str) -> Iterator[str]:
+    """Prefect's test harness (a temporary SQLite-backed API, one per session); yields its API URL.
+
+    After each test Prefect's events worker is stopped (the next flow run starts it again): left running, its
+    websocket client draws from the global ``random`` in a background thread (reconnects), which Hypothesis,
+    in a later test, takes for a strategy using ``random`` (a HypothesisDeprecationWarning).
+    """
+    from prefect.events.worker import EventsWorker
+
+    yield _prefect_session_harness
+    EventsWorker.drain_all(timeout=10)
