@@ -21,7 +21,6 @@ and that remedy.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,6 +220,3 @@ class ReconcileStore:
             for path in folder.iterdir():
                 if f"{kind}/{path.name}" not in keep:
                     path.unlink(missing_ok=True)
-
-    def reset(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)

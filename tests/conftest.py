@@ -8,6 +8,9 @@
   migrated once per session, so it costs a ``CREATE DATABASE … TEMPLATE``, ~50 ms).
 
 The server starts only when a test asks for one of these, so suites that do not use Postgres pay nothing.
+
+The fast loop (``pytest -m "not slow"``) stays honest: a test not marked ``slow`` fails when it starts
+PostgreSQL, Prefect, a process or a server (hooks from ``tests/support/fast_loop.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # make ``tests.support`` importable however pytest was started
     sys.path.insert(0, str(ROOT))
 
+from tests.support.fast_loop import pytest_runtest_call, pytest_runtest_setup  # noqa: E402, F401
 from tests.support.postgres import PostgresServer, start_server  # noqa: E402
 
 MIGRATED_TEMPLATE = "memberpulse_migrated_template"
@@ -70,10 +74,23 @@ def migrated_postgres_dsn(postgres_server: PostgresServer, _migrated_template: s
 
 
 @pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[str]:
-    """Prefect's test harness (a temporary SQLite-backed API) for the whole session; yields its API URL."""
+def _prefect_session_harness() -> Iterator[str]:
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness():
         yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture
+def prefect_harness(_prefect_session_harness: str) -> Iterator[str]:
+    """Prefect's test harness (a temporary SQLite-backed API, one per session); yields its API URL.
+
+    After each test Prefect's events worker is stopped (the next flow run starts it again): left running, its
+    websocket client draws from the global ``random`` in a background thread (reconnects), which Hypothesis,
+    in a later test, takes for a strategy using ``random`` (a HypothesisDeprecationWarning).
+    """
+    from prefect.events.worker import EventsWorker
+
+    yield _prefect_session_harness
+    EventsWorker.drain_all(timeout=10)

@@ -23,6 +23,8 @@ from memberpulse.landing import mock_events as mock
 from tests.flows.reconcile_testkit import make_settings, member
 from tests.support.net import free_port
 
+pytestmark = pytest.mark.slow  # a memberpulse serve process, Prefect and PostgreSQL
+
 SECRET = "ws_e2e_1b9f4c7a2d6e8f03"
 SEED_QUERY = (
     "SELECT member_name, status, activity_score, last_active, updated_at FROM member_activity "

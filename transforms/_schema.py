@@ -13,8 +13,6 @@ from memberpulse.contracts.raw_record import RAW_RECORD_SCHEMA
 from memberpulse.contracts.tables import EVENTS, MEMBER_ACTIVITY, RECONCILIATION_DRIFT
 from memberpulse.contracts.times import UTC_US
 
-KINDS: Final[tuple[str, ...]] = ("joined", "accessed", "left", "other")
-
 # Largest reject body prefix kept, in bytes.
 REJECT_BODY_BYTES: Final = 4096
 

@@ -51,6 +51,7 @@ class PostgrestPublisher(Publisher):
         max_attempts: int = 4,
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {"sleep": sleep} if sleep else {}
         super().__init__(state=state, max_attempts=max_attempts, backoff_seconds=backoff_seconds, **kwargs)
@@ -59,7 +60,10 @@ class PostgrestPublisher(Publisher):
         self._last_status: int | None = None
         # Our own httpx client: a real timeout, and a hook that remembers the last HTTP status, which
         # postgrest-py's APIError does not carry (it is what tells a 503 from a 409).
-        self._http = httpx.Client(timeout=timeout_seconds, event_hooks={"response": [self._remember_status]})
+        # ``transport``: where requests go (default: the network); tests pass an in-process one.
+        self._http = httpx.Client(
+            timeout=timeout_seconds, event_hooks={"response": [self._remember_status]}, transport=transport
+        )
         try:
             self._client: Client = create_client(
                 self.url,

@@ -1,10 +1,13 @@
 """The views analysts ask for after the basics: cohort retention, status transitions, access-time disagreements.
 
-Each view's columns are listed with their meaning in :data:`VIEW_COLUMNS`, in the order the view returns them.
+Each view's columns are described in :mod:`memberpulse.contracts.views` (also :data:`VIEW_COLUMNS` here), in the
+order the view returns them.
 Weeks are ISO weeks (Monday start) and days are calendar days, both in UTC, like the other snapshot views.
 """
 
 from __future__ import annotations
+
+from memberpulse.contracts.views import SNAPSHOT_VIEW_DEFINITIONS
 
 # A member who is not valid now left at their latest "went invalid" webhook; without one (the webhook went
 # missing, or only Whop's API said so) at their last activity, else at their join. Valid members never left.
@@ -97,30 +100,5 @@ ANALYST_VIEWS: dict[str, str] = {
     """,
 }
 
-VIEW_COLUMNS: dict[str, dict[str, str]] = {
-    "weekly_cohort_retention": {
-        "cohort_week": "Monday of the UTC week the members joined in",
-        "week_number": "weeks since the cohort week (0 = the join week itself)",
-        "week_start": "Monday of the week counted (cohort_week + week_number weeks)",
-        "members": "members who joined in the cohort week",
-        "retained": "of them, members still valid at the end of that week (or now, for the current week)",
-        "retained_share": "retained / members, 0 to 1",
-    },
-    "status_transitions": {
-        "day": "UTC day of the run the new status comes from (that day's last run)",
-        "previous_day": "the member's previous UTC day with a run",
-        "membership_id": "Whop membership id",
-        "from_status": "status on previous_day: active, at_risk or inactive",
-        "to_status": "status on day",
-    },
-    "access_time_disagreements": {
-        "membership_id": "Whop membership id",
-        "member_name": "the member's name as published",
-        "email": "the member's email as published",
-        "whop_last_accessed_at": "last access time in Whop's API (latest backfill), or NULL if Whop has none",
-        "webhook_last_accessed_at": "time of the latest 'accessed' webhook received, or NULL if none",
-        "gap_days": "whop_last_accessed_at minus webhook_last_accessed_at, in days (positive: Whop saw later)",
-        "disagreement": "whop_later, webhooks_later, no_webhook_access or no_whop_access",
-    },
-}
-
+# What each view's columns mean, in the order it returns them (the words live in memberpulse.contracts.views).
+VIEW_COLUMNS: dict[str, dict[str, str]] = {view.name: dict(view.columns) for view in SNAPSHOT_VIEW_DEFINITIONS}

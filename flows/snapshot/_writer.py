@@ -24,6 +24,7 @@ from memberpulse.contracts.tables import (
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import InvalidInput, StorageUnavailable
 from memberpulse.flows.snapshot import _files
+from memberpulse.flows.snapshot._comments import comment_snapshot
 from memberpulse.flows.snapshot._history import history_file_time
 from memberpulse.flows.snapshot._schema import HISTORY_REQUIRED, MEMBER_ACTIVITY_REQUIRED, VIEWS
 from memberpulse.flows.snapshot._views import ANALYST_VIEWS
@@ -155,6 +156,7 @@ def _build(
         _load("whop_member_access", lambda: _load_whop_access(con, whop_access))
         for name, sql in {**VIEWS, **ANALYST_VIEWS}.items():
             con.execute(f"CREATE VIEW {quote_ident(name)} AS {sql}")
+        comment_snapshot(con)
         con.execute("COMMIT")
         # Everything into the main file now, so the closed file stands alone with no .wal beside it.
         con.execute("CHECKPOINT")

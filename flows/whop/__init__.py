@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from memberpulse.flows.whop._records import (
     MEMBERS_SCHEMA,
     MEMBERSHIPS_SCHEMA,
-    RESOURCES,
     Resource,
     members_batch,
     memberships_batch,
@@ -47,7 +46,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "MEMBERSHIPS_SCHEMA",
     "MEMBERS_SCHEMA",
-    "RESOURCES",
     "BackfillSnapshot",
     "Page",
     "ParquetSink",

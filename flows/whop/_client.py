@@ -96,6 +96,7 @@ class WhopBackfillClient:
         policy: RetryPolicy | None = None,
         on_retry: Callable[[RetryEvent], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.company_id = company_id
         self.base_url = base_url.rstrip("/")
@@ -104,7 +105,8 @@ class WhopBackfillClient:
         self.policy = policy or RetryPolicy()
         self._on_retry = on_retry
         self._sleep = sleep
-        self._http = httpx.Client(timeout=timeout, follow_redirects=True)
+        # ``transport``: where requests go (default: the network); tests pass an in-process one.
+        self._http = httpx.Client(timeout=timeout, follow_redirects=True, transport=transport)
         vault = (
             WhopEnvironment.PRODUCTION.vault if self.base_url == WhopEnvironment.PRODUCTION.api else base_url
         )
@@ -118,7 +120,12 @@ class WhopBackfillClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, on_retry: Callable[[RetryEvent], None] | None = None
+        cls,
+        settings: Settings,
+        *,
+        on_retry: Callable[[RetryEvent], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
     ) -> WhopBackfillClient:
         reason = backfill_skip_reason(settings)
         if reason is not None:
@@ -133,6 +140,8 @@ class WhopBackfillClient:
             timeout=settings.whop_timeout_seconds,
             policy=RetryPolicy.from_settings(settings),
             on_retry=on_retry,
+            sleep=sleep,
+            transport=transport,
         )
 
     def __enter__(self) -> WhopBackfillClient:

@@ -14,7 +14,6 @@ import pyarrow as pa
 from memberpulse.errors import InvalidInput
 
 Resource = Literal["memberships", "members"]
-RESOURCES: tuple[Resource, ...] = ("memberships", "members")
 
 _TS = pa.timestamp("us", tz="UTC")
 

@@ -226,10 +226,6 @@ class SnapshotWriter:
     def path_for(self, resource: Resource) -> Path:
         return self.tmp_dir / f"{resource}.parquet"
 
-    def sink(self, resource: Resource) -> ParquetSink:
-        """A fresh sink for ``resource`` (a retried task starts the file over)."""
-        return ParquetSink(self.path_for(resource), SCHEMAS[resource])
-
     def abort(self) -> None:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 

@@ -24,7 +24,8 @@ from tests.flows.reconcile_testkit import (
     snapshot_members,
 )
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+# slow: Prefect's test harness and the real PostgreSQL server
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def _design_score(days: float, half_life: float = 7.0) -> int:

@@ -21,6 +21,8 @@ from memberpulse.testing.kill_points import FAULT_ENV, KILL_POINTS
 from tests.flows.reconcile_testkit import AS_OF, COMPARED, append_raw, make_settings, scenario, snapshot_members
 from tests.support.postgres import PostgresServer
 
+pytestmark = pytest.mark.slow  # Prefect, PostgreSQL and killed child processes
+
 
 def _published(dsn: str) -> pl.DataFrame:
     with psycopg.connect(dsn) as con:

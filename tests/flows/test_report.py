@@ -12,7 +12,8 @@ from memberpulse.flows.reconcile import reconcile_flow
 from memberpulse.flows.report import CHART_NAMES, REPORT_NAME, build_report, write_run_report
 from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, scenario
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+# slow: runs the reconcile flow under Prefect's test harness
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 
 def test_every_run_writes_the_report_beside_its_snapshot_and_an_artifact_points_to_it(tmp_path: Path) -> None:

@@ -490,6 +490,7 @@ def _start_reader(mode: str, snapshots: Path, base: int, stop: Path) -> subproce
     return proc
 
 
+@pytest.mark.slow
 def test_readers_in_other_processes_never_block_the_writer_nor_see_a_partial_file(tmp_path: Path) -> None:
     snapshots, work, stop, base = tmp_path / "snapshots", tmp_path / "work", tmp_path / "stop", 3000
     write_run(snapshots, work, 0, base=base)
@@ -520,6 +521,7 @@ write_run(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), base=int(sys.a
 
 
 @pytest.mark.parametrize("delay", [0.0, 0.15])
+@pytest.mark.slow
 def test_sigkill_mid_write_leaves_latest_intact_and_the_next_write_clean(tmp_path: Path, delay: float) -> None:
     snapshots, work, base = tmp_path / "snapshots", tmp_path / "work", 150_000
     write_run(snapshots, work, 0, base=10)

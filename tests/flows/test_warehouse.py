@@ -25,9 +25,3 @@ def test_commit_is_the_only_thing_that_makes_files_count(tmp_path: Path) -> None
     store.commit(loaded.with_(run_id="run3"))
     assert sorted(p.name for p in (store.root / "events").iterdir()) == ["run1.parquet"]
 
-
-def test_reset_forgets_everything(tmp_path: Path) -> None:
-    store = ReconcileStore(tmp_path)
-    store.commit(Manifest(run_id="r", offsets={"f": 10}))
-    store.reset()
-    assert store.load_manifest() == Manifest()

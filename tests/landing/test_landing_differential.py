@@ -26,6 +26,8 @@ from whop_sdk.lib.verify_webhook import unwrap
 from memberpulse.landing.mock_events import MockMember, encode, mock_event, new_webhook_id
 from memberpulse.landing.verify import sign_standard
 
+pytestmark = pytest.mark.slow  # the landing served by uvicorn on 127.0.0.1
+
 SERVER_SECRETS = (SECRET, OTHER_SECRET)
 HEADER_TEXT = st.text(
     alphabet=st.characters(min_codepoint=0x20, max_codepoint=0xFF, blacklist_characters="\x7f"),

@@ -33,6 +33,8 @@ from memberpulse.landing.mock_events import (
     standard_headers,
 )
 
+pytestmark = pytest.mark.slow  # the landing served by uvicorn on 127.0.0.1
+
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RunningServer]:

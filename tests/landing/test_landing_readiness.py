@@ -26,6 +26,7 @@ def _post(client: httpx.Client, url: str, membership_id: str) -> httpx.Response:
     return client.post(url, content=body, headers=headers)
 
 
+@pytest.mark.slow
 def test_health_reports_storage_ok_with_the_seeds_fields(tmp_path: Path) -> None:
     with running_server(make_settings(tmp_path / "data")) as server, httpx.Client(timeout=10) as client:
         response = client.get(server.url)
@@ -35,6 +36,7 @@ def test_health_reports_storage_ok_with_the_seeds_fields(tmp_path: Path) -> None
     assert body["webhook_endpoint"] == "/api/webhooks/whop" and "membership.went_valid" in body["supported_events"]
 
 
+@pytest.mark.slow
 def test_a_failed_write_degrades_health_until_a_write_succeeds(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -55,6 +57,7 @@ def test_a_failed_write_degrades_health_until_a_write_succeeds(tmp_path: Path) -
     assert len(read_records(data / "landing")) == 1
 
 
+@pytest.mark.slow
 def test_below_the_free_space_floor_health_is_degraded_but_webhooks_are_still_stored(tmp_path: Path) -> None:
     data = tmp_path / "data"
     settings = make_settings(data, MEMBERPULSE_MIN_FREE_BYTES=str(1 << 62))  # more than any disk here has

@@ -14,6 +14,7 @@ from memberpulse.errors import ConfigError, InvalidInput
 from memberpulse.landing.send_test import send_test
 
 
+@pytest.mark.slow
 def test_all_sends_every_mock_event_and_prints_the_seed_sections(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data")
     with running_server(settings) as server:
@@ -51,6 +52,7 @@ def test_all_sends_every_mock_event_and_prints_the_seed_sections(tmp_path: Path)
     assert bodies["membership.deactivated"]["data"]["status"] == "canceled"
 
 
+@pytest.mark.slow
 def test_a_secret_mismatch_fails_with_a_non_zero_exit(tmp_path: Path) -> None:
     with running_server(make_settings(tmp_path / "data")) as server:
         out = io.StringIO()

@@ -75,6 +75,7 @@ def test_population_is_deterministic_and_consistent() -> None:
     assert any(m.last_accessed_at is None for m in a.members)  # some never opened anything
 
 
+@pytest.mark.slow
 def test_every_answer_parses_in_the_real_sdk(base_url: str, population: Population) -> None:
     client = sdk(base_url)
     memberships = list(client.memberships.list(account_id=COMPANY, first=10))
@@ -94,6 +95,7 @@ def test_every_answer_parses_in_the_real_sdk(base_url: str, population: Populati
     )
 
 
+@pytest.mark.slow
 def test_cursor_pagination(http: httpx.Client, population: Population) -> None:
     seen, after, pages = [], None, []
     while True:
@@ -117,6 +119,7 @@ def test_cursor_pagination(http: httpx.Client, population: Population) -> None:
     assert http.get("/members", params={"after": cursor}).status_code == 400
 
 
+@pytest.mark.slow
 def test_bearer_auth_and_company(base_url: str, http: httpx.Client) -> None:
     assert httpx.get(f"{base_url}/members", params={"company_id": COMPANY}).status_code == 401
     wrong = httpx.get(f"{base_url}/members", headers={"Authorization": "Bearer nope"})
@@ -130,6 +133,7 @@ def test_bearer_auth_and_company(base_url: str, http: httpx.Client) -> None:
     ).data
 
 
+@pytest.mark.slow
 def test_rate_limit_faults(http: httpx.Client, faults: Faults) -> None:
     faults.rate_limit(2, retry_after=3)
     for _ in range(2):
@@ -147,6 +151,7 @@ def test_rate_limit_faults(http: httpx.Client, faults: Faults) -> None:
     assert limited.json()["error"]["message"] == "Try again in 0.5 seconds."
 
 
+@pytest.mark.slow
 def test_server_error_slow_and_never_ending_faults(http: httpx.Client, faults: Faults) -> None:
     faults.server_error(2, status=503, after=1)
     assert [http.get("/members").status_code for _ in range(4)] == [200, 503, 503, 200]
@@ -165,6 +170,7 @@ def test_server_error_slow_and_never_ending_faults(http: httpx.Client, faults: F
     assert faults.rules == [] and http.get("/memberships").status_code == 200
 
 
+@pytest.mark.slow
 def test_request_log_and_page_cap(population: Population, faults: Faults) -> None:
     app = create_app(population, api_key=KEY, intercept=faults, max_page_size=20)
     with serve_in_thread(app) as url:
@@ -174,6 +180,7 @@ def test_request_log_and_page_cap(population: Population, faults: Faults) -> Non
     assert [r.first for r in log] == [50, 50, 50] and log[0].after is None and log[1].after is not None
 
 
+@pytest.mark.slow
 def test_mutations_show_up_in_a_running_app(base_url: str, population: Population) -> None:
     client = sdk(base_url)
     target = next(m for m in population.memberships if m.status == "active")
@@ -189,6 +196,7 @@ def test_mutations_show_up_in_a_running_app(base_url: str, population: Populatio
     assert members[population.memberships[1].member_id].last_accessed_at == "2026-11-27T12:05:00.000Z"
 
 
+@pytest.mark.slow
 def test_serve_in_thread_stops_when_the_block_ends(population: Population) -> None:
     with serve_in_thread(create_app(population, api_key=KEY)) as url:
         assert url.startswith("http://127.0.0.1:") and url.endswith("/api/v1")

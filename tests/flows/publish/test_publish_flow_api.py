@@ -62,6 +62,7 @@ def test_without_a_target_nothing_is_sent_but_updated_at_stays_stable(tmp_path: 
     assert not (tmp_path / "warehouse" / "published" / "member_activity.parquet").exists()
 
 
+@pytest.mark.slow
 def test_with_postgres_the_outcome_reports_the_target(migrated_postgres_dsn: str, tmp_path: Path) -> None:
     settings = _settings(tmp_path, SUPABASE_DB_URL=migrated_postgres_dsn.replace("postgres@", "postgres:pw9@"))
     assert target_name(settings) is not None and "pw9" not in str(target_name(settings))

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import polars as pl
 import psycopg
+import pytest
 
 from memberpulse.flows.publish import PostgresPublisher, PublishedState
 from tests.support.publish_data import T0, members, read_members
+
+pytestmark = pytest.mark.slow  # the real PostgreSQL server and a killed child process
 
 ROOT = Path(__file__).resolve().parents[3]
 T1, T2, T3 = T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(hours=3)

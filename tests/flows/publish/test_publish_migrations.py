@@ -8,11 +8,14 @@ import psycopg
 import pytest
 
 from memberpulse import cli
+from memberpulse.contracts.tables import PUBLISHED_TABLES
 from memberpulse.errors import ConfigError, ExitCode, InvalidInput
 from memberpulse.flows.publish import PostgresPublisher, PublishedState
 from memberpulse.flows.publish.migrations import applied_versions, apply_migrations, list_migrations, migrate_cli
 from memberpulse.settings import Settings
 from tests.support.publish_data import T0, members
+
+pytestmark = pytest.mark.slow  # the real PostgreSQL server
 
 REPO = Path(__file__).resolve().parents[3]
 TABLES = ("member_activity", "webhook_failures", "pipeline_runs")
@@ -25,7 +28,8 @@ LIMIT 10;"""
 def test_migration_files_follow_the_supabase_cli_naming_and_are_packaged_once() -> None:
     found = list_migrations()
     assert [m.filename for m in found] == sorted(p.name for p in (REPO / "supabase" / "migrations").glob("*.sql"))
-    assert [m.name for m in found] == ["member_activity", "webhook_failures", "pipeline_runs"]
+    assert [m.name for m in found][:3] == ["member_activity", "webhook_failures", "pipeline_runs"]
+    assert {m.name for m in found[3:]} == {"column_comments"}  # generated: scripts/data_dictionary.py
     # The package reaches the SQL through a symlink: one source of truth, nothing to keep in sync.
     packaged = REPO / "flows" / "publish" / "sql"
     assert packaged.is_symlink() and packaged.resolve() == (REPO / "supabase" / "migrations").resolve()
@@ -159,3 +163,17 @@ def test_memberpulse_migrate_with_the_database_down_exits_transient(
     assert cli.main(["migrate"]) == ExitCode.TRANSIENT
     err = capsys.readouterr().err
     assert "hunter2-secret" not in err and "applying migrations" in err
+
+
+def test_every_published_table_and_column_carries_its_description(migrated_postgres_dsn: str) -> None:
+    with psycopg.connect(migrated_postgres_dsn) as conn:
+        for table in PUBLISHED_TABLES:
+            oid = f"public.{table.name}"
+            got = conn.execute("SELECT obj_description(%s::regclass, 'pg_class')", (oid,)).fetchone()
+            assert got == (table.description,), table.name
+            rows = conn.execute(
+                "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute"
+                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (oid,),
+            ).fetchall()
+            assert dict(rows) == {c.name: c.description for c in table.columns}, table.name

@@ -23,6 +23,8 @@ from memberpulse.settings import Settings
 from tests.support.postgres import free_port
 from tests.support.publish_data import T0, SleepRecorder, members, read_members
 
+pytestmark = pytest.mark.slow  # the real PostgreSQL server
+
 T1, T2, T3 = T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(hours=3)
 
 

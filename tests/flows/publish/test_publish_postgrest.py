@@ -21,6 +21,8 @@ from tests.support.postgres import PostgresServer, free_port
 from tests.support.postgrest_standin import PostgrestStandIn, run_postgrest_standin
 from tests.support.publish_data import T0, SleepRecorder, members, read_members
 
+pytestmark = pytest.mark.slow  # a PostgREST stand-in server over the real PostgreSQL
+
 SERVICE_KEY = "test-service-role-key"
 ANON_KEY = "test-anon-key"
 T1, T2 = T0 + timedelta(hours=1), T0 + timedelta(hours=2)

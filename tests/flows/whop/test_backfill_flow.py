@@ -26,7 +26,8 @@ from memberpulse.flows.backfill import (
 from memberpulse.flows.whop import backfill_dir, latest_snapshot, list_snapshots
 from memberpulse.settings import Settings
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+# slow: Prefect's test harness, the simulator server and CLI processes
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 PAGES = -(-POPULATION_SIZE // PAGE_SIZE)
 
 

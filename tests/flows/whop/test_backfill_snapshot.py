@@ -16,6 +16,7 @@ from whop_testkit import COMPANY_ID, POPULATION_SIZE, Simulator
 from memberpulse.errors import InvalidInput, WhopGaveUp
 from memberpulse.flows.backfill import fetch_resource
 from memberpulse.flows.whop import (
+    ParquetSink,
     SnapshotWriter,
     backfill_dir,
     clean_stale_tmp,
@@ -24,6 +25,8 @@ from memberpulse.flows.whop import (
     members_batch,
     memberships_batch,
 )
+from memberpulse.flows.whop._records import Resource
+from memberpulse.flows.whop._snapshot import SCHEMAS
 from memberpulse.settings import Settings
 from memberpulse.whop_simulator._app import _member_json, _membership_json
 
@@ -64,6 +67,11 @@ def backfill_into_snapshot(settings: Settings, fetched_at: datetime) -> Path:
         return writer.commit().path
 
 
+def _sink(writer: SnapshotWriter, resource: Resource) -> ParquetSink:
+    return ParquetSink(writer.path_for(resource), SCHEMAS[resource])
+
+
+@pytest.mark.slow
 def test_snapshot_has_the_contract_schemas_and_whops_values(simulator: Simulator, settings: Settings) -> None:
     fetched_at = datetime(2026, 11, 27, 12, 30, 1, 123456, tzinfo=UTC)
     path = backfill_into_snapshot(settings, fetched_at)
@@ -114,6 +122,7 @@ def test_snapshot_has_the_contract_schemas_and_whops_values(simulator: Simulator
     assert members["fetched_at"].unique().to_list() == [fetched_at]
 
 
+@pytest.mark.slow
 def test_a_failed_backfill_leaves_no_partial_snapshot(simulator: Simulator, settings: Settings) -> None:
     first = backfill_into_snapshot(settings, datetime(2026, 11, 27, 1, tzinfo=UTC))
     simulator.faults.server_error(None, status=500, endpoint="members", after=2)  # members page 3: forever
@@ -133,8 +142,8 @@ def test_list_snapshots_sees_only_complete_ones_oldest_first(tmp_path: Path) -> 
     times = [datetime(2026, 11, day, tzinfo=UTC) for day in (3, 1, 2)]
     for t in times:
         with SnapshotWriter(warehouse, fetched_at=t, company_id=COMPANY_ID) as writer:
-            writer.sink("memberships").close()
-            writer.sink("members").close()
+            _sink(writer, "memberships").close()
+            _sink(writer, "members").close()
             writer.commit()
     root = backfill_dir(warehouse)
     (root / "20261130T000000000000Z").mkdir()  # a dir without _SUCCESS is not a snapshot
@@ -167,11 +176,12 @@ def test_writer_aborts_on_error(tmp_path: Path) -> None:
         pytest.raises(RuntimeError, match="boom"),
         SnapshotWriter(tmp_path, fetched_at=datetime.now(UTC), company_id=COMPANY_ID) as writer,
     ):
-        writer.sink("memberships").close()
+        _sink(writer, "memberships").close()
         raise RuntimeError("boom")
     assert not writer.tmp_dir.exists() and list(backfill_dir(tmp_path).iterdir()) == []
 
 
+@pytest.mark.slow
 def test_memberships_without_a_user_object_get_it_from_members(simulator: Simulator, tmp_path: Path) -> None:
     """whop-sdk's ``Membership`` has no user; when Whop leaves it out, the snapshot fills it from members."""
     population = simulator.population
@@ -185,10 +195,10 @@ def test_memberships_without_a_user_object_get_it_from_members(simulator: Simula
     from whop_sdk import Member
 
     with SnapshotWriter(tmp_path, fetched_at=fetched_at, company_id=COMPANY_ID) as writer:
-        sink = writer.sink("memberships")
+        sink = _sink(writer, "memberships")
         sink.write(memberships_batch(bare, company_id=COMPANY_ID, fetched_at=fetched_at))
         sink.close()
-        sink = writer.sink("members")
+        sink = _sink(writer, "members")
         sink.write(members_batch([Member.model_validate(m) for m in members], fetched_at=fetched_at))
         sink.close()
         snapshot = writer.commit()
@@ -204,8 +214,8 @@ def test_a_snapshot_is_never_overwritten(tmp_path: Path) -> None:
     fetched_at = datetime(2026, 11, 27, 9, tzinfo=UTC)
     for attempt in range(2):
         with SnapshotWriter(tmp_path, fetched_at=fetched_at, company_id=COMPANY_ID) as writer:
-            writer.sink("memberships").close()
-            writer.sink("members").close()
+            _sink(writer, "memberships").close()
+            _sink(writer, "members").close()
             if attempt == 0:
                 first = writer.commit()
             else:

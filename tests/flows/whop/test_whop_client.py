@@ -1,4 +1,5 @@
-"""The backfill's Whop client against the simulator on 127.0.0.1, through the real whop-sdk."""
+"""The backfill's Whop client against the simulator on 127.0.0.1, through the real whop-sdk (slow: a server per
+test; test_whop_client_inprocess.py checks the same rules in-process)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def client_for(settings: Settings, events: list[RetryEvent]) -> WhopBackfillClie
     return WhopBackfillClient.from_settings(settings, on_retry=events.append)
 
 
+@pytest.mark.slow
 def test_reads_every_page_of_both_resources(simulator: Simulator, settings: Settings) -> None:
     events: list[RetryEvent] = []
     with client_for(settings, events) as client:
@@ -49,6 +51,7 @@ def test_reads_every_page_of_both_resources(simulator: Simulator, settings: Sett
     assert events == []
 
 
+@pytest.mark.slow
 def test_follows_cursors_when_the_server_caps_the_page_size(simulator: Simulator, settings: Settings) -> None:
     simulator.state.max_page_size = 25
     with client_for(settings, []) as client:
@@ -57,6 +60,7 @@ def test_follows_cursors_when_the_server_caps_the_page_size(simulator: Simulator
     assert sum(len(p.items) for p in pages) == POPULATION_SIZE
 
 
+@pytest.mark.slow
 def test_waits_out_a_rate_limit_storm_as_told(simulator: Simulator, settings: Settings) -> None:
     simulator.faults.rate_limit(3, retry_after=0.1, after=2)  # pages 1-2 fine, then three 429s on page 3
     events: list[RetryEvent] = []
@@ -70,6 +74,7 @@ def test_waits_out_a_rate_limit_storm_as_told(simulator: Simulator, settings: Se
     assert len(simulator.state.served("memberships", status=429)) == 3
 
 
+@pytest.mark.slow
 def test_reads_the_wait_from_the_body_when_there_is_no_retry_after(simulator: Simulator, settings: Settings) -> None:
     simulator.faults.rate_limit(1, retry_after=0.25, header=False)
     events: list[RetryEvent] = []
@@ -79,6 +84,7 @@ def test_reads_the_wait_from_the_body_when_there_is_no_retry_after(simulator: Si
     assert [(e.status, e.wait) for e in events] == [(429, 0.25)]
 
 
+@pytest.mark.slow
 def test_retries_server_errors_with_backoff_then_succeeds(simulator: Simulator, settings: Settings) -> None:
     simulator.faults.server_error(2, status=500, after=1)
     events: list[RetryEvent] = []
@@ -92,6 +98,7 @@ def test_retries_server_errors_with_backoff_then_succeeds(simulator: Simulator, 
     assert base <= events[1].wait <= 2 * base
 
 
+@pytest.mark.slow
 def test_retries_a_timeout(simulator: Simulator, tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path, simulator.base_url, MEMBERPULSE_WHOP_TIMEOUT_SECONDS=0.5, MEMBERPULSE_WHOP_MAX_ATTEMPTS=5
@@ -105,6 +112,7 @@ def test_retries_a_timeout(simulator: Simulator, tmp_path: Path) -> None:
     assert events and all(e.status is None and "timed out" in e.reason for e in events)
 
 
+@pytest.mark.slow
 def test_gives_up_on_a_server_error_that_never_ends(simulator: Simulator, settings: Settings) -> None:
     simulator.faults.server_error(None, status=503, after=3)  # page 4 onwards: 503 forever
     started = time.monotonic()
@@ -117,6 +125,7 @@ def test_gives_up_on_a_server_error_that_never_ends(simulator: Simulator, settin
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_gives_up_on_a_rate_limit_that_never_ends_within_the_wait_bound(simulator: Simulator, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, simulator.base_url, MEMBERPULSE_WHOP_MAX_RATE_LIMIT_WAIT_SECONDS=0.5)
     simulator.faults.rate_limit(None, retry_after=0.2)
@@ -137,6 +146,7 @@ def test_gives_up_when_whop_cannot_be_reached(tmp_path: Path) -> None:
     assert caught.value.last_status is None and "connection error" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_a_wrong_api_key_fails_at_once_naming_the_variable(simulator: Simulator, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, simulator.base_url, WHOP_API_KEY="wrong")
     with client_for(settings, []) as client, pytest.raises(WhopAuthError) as caught:
@@ -146,6 +156,7 @@ def test_a_wrong_api_key_fails_at_once_naming_the_variable(simulator: Simulator,
     assert len(simulator.state.served()) == 1  # no retries on 401
 
 
+@pytest.mark.slow
 def test_an_unknown_company_fails_at_once_naming_the_variable(simulator: Simulator, tmp_path: Path) -> None:
     settings = make_settings(
         tmp_path, simulator.base_url, NEXT_PUBLIC_WHOP_COMPANY_ID="biz_other", WHOP_COMPANY_ID=None
@@ -157,6 +168,7 @@ def test_an_unknown_company_fails_at_once_naming_the_variable(simulator: Simulat
     assert len(simulator.state.served()) == 1
 
 
+@pytest.mark.slow
 def test_a_wrong_base_url_is_a_config_error(simulator: Simulator, tmp_path: Path) -> None:
     settings = make_settings(tmp_path, simulator.base_url.removesuffix("/api/v1") + "/nope")
     with client_for(settings, []) as client, pytest.raises(ConfigError) as caught:
