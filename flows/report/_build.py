@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,11 +75,11 @@ def write_run_report(
 
 
 def _link_artifact(path: Path, logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
-    from prefect.artifacts import create_link_artifact
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is None:
+    context = sys.modules.get("prefect.context")  # not imported: not a flow run (the CLI's one-off run)
+    if context is None or context.FlowRunContext.get() is None:
         return
+    from prefect.artifacts import create_link_artifact
+
     try:
         create_link_artifact(path.resolve().as_uri(), link_text=str(path), key="analyst-report",
                              description="The analysts' report of this run's snapshot (open in a browser)")  # fmt: skip
