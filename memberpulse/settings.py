@@ -76,6 +76,14 @@ class Settings(BaseSettings):
     # --- storage -------------------------------------------------------------------------------------------
     data_dir: Path = Field(default=Path("./data"), validation_alias="MEMBERPULSE_DATA_DIR")
     snapshots_keep: int = Field(default=10, validation_alias="MEMBERPULSE_SNAPSHOTS_KEEP")
+    # --- raw history retention -----------------------------------------------------------------------------
+    raw_retention_days: float = Field(
+        default=7.0,
+        ge=0,
+        validation_alias="MEMBERPULSE_RAW_RETENTION_DAYS",
+        description="Landing segments older than this many days (and fully ingested) are compacted into the "
+        "daily Parquet raw archive and their NDJSON removed.",
+    )
 
     # --- scoring -------------------------------------------------------------------------------------------
     half_life_days: float = Field(default=7.0, gt=0, validation_alias="MEMBERPULSE_HALF_LIFE_DAYS")

@@ -19,7 +19,15 @@ from memberpulse.flows.reconcile._ingest import scoring_state
 from memberpulse.flows.reconcile._lock import run_lock
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.flows.reconcile._score import drift, score
-from memberpulse.flows.reconcile._steps import Logger, ingest_task, note_ingested, note_scored, publish, snapshot
+from memberpulse.flows.reconcile._steps import (
+    Logger,
+    compact_raw_history,
+    ingest_task,
+    note_ingested,
+    note_scored,
+    publish,
+    snapshot,
+)
 from memberpulse.flows.warehouse import ReconcileStore
 from memberpulse.settings import Settings
 
@@ -91,6 +99,8 @@ def _run_steps(settings: Settings, report: RunReport, *, run_at: datetime, logge
     with report.step("snapshot"):
         snapshot(settings, report, store, ingested, run_at=run_at, published=published, drift=drift_frame, runs=runs)
     logger.info("snapshot written: %s", report.snapshot_path)
+    with report.step("compact"):
+        compact_raw_history(settings, store, logger)
 
 
 def run_once(settings: Settings, *, as_of: datetime | None, full_refresh: bool) -> int:

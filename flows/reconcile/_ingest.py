@@ -14,7 +14,7 @@ import polars as pl
 
 from memberpulse import transforms
 from memberpulse.contracts.quarantine import decode_quarantine_entry
-from memberpulse.flows import raw_reader
+from memberpulse.flows import raw_archive, raw_reader
 from memberpulse.flows.warehouse import Manifest, ReconcileStore
 from memberpulse.flows.whop import BackfillSnapshot, list_snapshots
 from memberpulse.settings import Settings
@@ -101,7 +101,10 @@ def landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
 
 def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refresh: bool) -> Ingested:
     base = Manifest() if full_refresh else store.load_manifest()
-    new = parse_new(raw_reader.iter_new(settings.landing_dir, base.offsets))
+    # A full refresh re-reads all history, compacted or not; an incremental run reads only live segments (a
+    # compacted segment was fully ingested before it was archived).
+    landing = settings.landing_dir
+    new = parse_new(raw_archive.iter_history(landing) if full_refresh else raw_reader.iter_new(landing, base.offsets))
     refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
     events, rejects = store.drop_known_events(base, new.events), new.rejects
     pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
@@ -112,7 +115,7 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
 
     manifest = base.with_(
         run_id=run_id,
-        offsets={**base.offsets, **new.new_offsets},
+        offsets=raw_archive.live_offsets(settings.landing_dir, {**base.offsets, **new.new_offsets}),
         quarantine_offsets={**base.quarantine_offsets, **refused.new_offsets},
         # A quiet run (nothing new) keeps the files it has instead of writing copies of them.
         state_file=store.stage_frame("state", run_id, state) if changed else base.state_file,

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from memberpulse.flows.publish import PublishOutcome, publish_members
+from memberpulse.flows.raw_archive import compact
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.flows.retry_policy import TRANSIENT_RETRY
@@ -104,3 +106,23 @@ def snapshot(
         keep=settings.snapshots_keep,
     )
     report.snapshot_path = str(path)
+
+
+def compact_raw_history(settings: Settings, store: ReconcileStore, logger: Logger) -> None:
+    """Step 5: landing segments past the retention window into the daily raw archive (after the commit, under
+    the run lock, so only what a committed manifest has read to the end can go). Housekeeping: a failure is
+    logged, never fails a run whose outputs are written; the next run tries again."""
+    try:
+        result = compact(
+            settings.landing_dir, store.load_manifest().offsets, retention_days=settings.raw_retention_days
+        )
+    except (OSError, pa.ArrowException) as exc:
+        logger.warning("raw history compaction failed (retried next run): %s", exc)
+        return
+    if result.segments:
+        logger.info(
+            "compacted %d raw segment(s), %d bytes, into the archive for %s",
+            result.segments,
+            result.bytes,
+            ", ".join(result.days),
+        )
