@@ -142,14 +142,18 @@ def _write_day(landing_dir: Path, target: Path, fresh: list[Segment]) -> dict[st
 
 
 def _lines_table(chunk: RawChunk) -> pa.Table:
-    """One chunk of whole lines as archive rows, without copying the bytes line by line."""
-    data = pa.py_buffer(chunk.data)
-    octets = pa.Array.from_buffers(pa.uint8(), len(chunk.data), [None, data])
-    ends = pc.cast(pc.add(pc.indices_nonzero(pc.equal(octets, 10)), 1), pa.int64())
-    bounds = pa.concat_arrays([pa.array([0], pa.int64()), ends])
-    lines = pa.Array.from_buffers(pa.large_binary(), len(ends), [None, bounds.buffers()[1], data])
-    starts = pc.add(bounds.slice(0, len(ends)), chunk.start)
-    files = pa.array([chunk.relpath], pa.string()).take(pa.array([0] * len(ends), pa.int32()))
+    """One chunk of whole lines as archive rows; the line values share the chunk's buffer (no copy per line)."""
+    data = chunk.data
+    bounds = [0]
+    cut = data.find(b"\n")
+    while cut >= 0:  # str.find runs at memchr speed: far faster here than a vectorised compare + nonzero
+        bounds.append(cut + 1)
+        cut = data.find(b"\n", cut + 1)
+    count = len(bounds) - 1
+    offsets = pa.array(bounds, pa.int64())
+    lines = pa.Array.from_buffers(pa.large_binary(), count, [None, offsets.buffers()[1], pa.py_buffer(data)])
+    starts = pc.add(offsets.slice(0, count), chunk.start)
+    files = pa.array([chunk.relpath], pa.string()).take(pa.array([0] * count, pa.int32()))
     return pa.table([files, starts, lines], schema=_SCHEMA)
 
 
