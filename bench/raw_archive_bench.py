@@ -35,7 +35,7 @@ from memberpulse.contracts.raw_record import raw_archive_dir, segment_path  # no
 SEGMENT_BYTES = 64 * 1024 * 1024
 
 
-def write_history(landing: Path, *, members: int, events: int, days: int, chunk: int = 500_000) -> tuple[int, int]:
+def write_history(landing: Path, *, members: int, events: int, days: int, chunk: int = 130_000) -> tuple[int, int]:
     """Raw records as landing segments (rotated at 64 MiB), day by day; returns (records, bytes)."""
     first_day = date(2026, 1, 1)
     per_day = -(-events // days)
