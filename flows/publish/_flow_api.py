@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import polars as pl
 
-from memberpulse.contracts.tables import PIPELINE_RUNS
+from memberpulse.contracts.tables import PIPELINE_RUNS, WEBHOOK_FAILURES
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.fsio import atomic_write_parquet
@@ -27,6 +27,8 @@ from memberpulse.flows.publish._schema import (
     KEY,
     MEMBER_ACTIVITY_SCHEMA,
     PIPELINE_RUN_COLUMNS,
+    WEBHOOK_FAILURE_COLUMNS,
+    summarise_webhook_failures,
 )
 from memberpulse.flows.publish.changes import PublishedState, plan_publish
 from memberpulse.settings import Settings
@@ -34,6 +36,7 @@ from memberpulse.settings import Settings
 log = logging.getLogger(__name__)
 SNAPSHOT_ONLY_STATE: Final = "member_activity.snapshot-only"
 RUNS_LOG: Final = "pipeline_runs"
+FAILURES_LOG: Final = "webhook_failures"
 PIPELINE_RUNS_SCHEMA: Final[dict[str, pl.DataType]] = dict(PIPELINE_RUNS.schema)
 
 
@@ -90,11 +93,13 @@ def publish_members(settings: Settings, scored: pl.DataFrame, *, run_at: datetim
     return PublishOutcome(result, published, newly_at_risk(scored, last))
 
 
-def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
+def failures_from_rejects(rejects: pl.DataFrame, *, seen_at: datetime | None = None) -> pl.DataFrame:
     """The reconcile flow's rejects (transforms.REJECT_SCHEMA) as webhook_failures input rows.
 
-    A reject without a webhook id (an unreadable line) is keyed by the sha256 of its body, as the landing
-    keys legacy webhooks; an unreadable received_at falls back to null and the row is dropped.
+    A reject without a webhook id (an unreadable line) is keyed by the sha256 of its body excerpt, as the
+    landing keys legacy webhooks, and its reason names the segment and byte offset where it lies (two equal
+    garbage lines in different places stay two rows). A reject whose received_at is missing or unreadable is
+    dated ``seen_at`` (the run that found it); without ``seen_at`` such a row is dropped.
     """
     if rejects.height == 0:
         return pl.DataFrame(schema={"webhook_id": pl.Utf8, "event_type": pl.Utf8, "reason": pl.Utf8,
@@ -106,8 +111,8 @@ def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
     frame = rejects.select(
         pl.col("webhook_id").cast(pl.Utf8) if "webhook_id" in rejects.columns else pl.lit(None, pl.Utf8),
         (pl.col("event_type") if "event_type" in rejects.columns else pl.lit(None)).cast(pl.Utf8),
-        pl.col("reason").cast(pl.Utf8),
-        received.cast(UTC_US).alias("received_at"),
+        _located_reason(rejects),
+        pl.coalesce(received.cast(UTC_US), pl.lit(seen_at, UTC_US)).alias("received_at"),
         body.cast(pl.Utf8).str.slice(0, BODY_PREFIX_CHARS).alias("body_prefix"),
         body.cast(pl.Utf8).alias("__body"),
     )
@@ -118,6 +123,16 @@ def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
         .alias("webhook_id")
     )
     return frame.drop("__body").filter(pl.col("received_at").is_not_null() & pl.col("reason").is_not_null())
+
+
+def _located_reason(rejects: pl.DataFrame) -> pl.Expr:
+    """``reason``, plus ``(<segment> byte <offset>)`` for a line that carried no webhook id."""
+    reason = pl.col("reason").cast(pl.Utf8)
+    if not {"webhook_id", "source_file", "source_offset"} <= set(rejects.columns):
+        return reason.alias("reason")
+    where = pl.format(" ({} byte {})", pl.col("source_file"), pl.col("source_offset"))
+    located = pl.col("webhook_id").is_null() & pl.col("source_file").is_not_null()
+    return pl.when(located).then(reason + where).otherwise(reason).alias("reason")
 
 
 def _sha256(text: str | None) -> str:
@@ -133,14 +148,17 @@ def record_run(
     ``best_effort``: a target error is logged, not raised (for recording a run that already failed).
     """
     runs = _log_run_locally(settings, run)
+    failures = failures_from_rejects(rejects, seen_at=run.started_at) if rejects is not None else None
+    if failures is not None and failures.height:
+        _log_failures_locally(settings, failures)
     publisher = get_publisher(settings)
     if publisher is None:
         return runs
     try:
         with publisher:
             publisher.record_run(run)
-            if rejects is not None and rejects.height:
-                publisher.record_failures(failures_from_rejects(rejects))
+            if failures is not None and failures.height:
+                publisher.record_failures(failures)
     except MemberpulseError as exc:
         if not best_effort:
             raise
@@ -156,6 +174,35 @@ def _log_run_locally(settings: Settings, run: PipelineRun) -> pl.DataFrame:
     runs = runs.sort("started_at").select(PIPELINE_RUN_COLUMNS)
     atomic_write_parquet(runs, state.path)
     return runs
+
+
+def _log_failures_locally(settings: Settings, failures: pl.DataFrame) -> None:
+    """Merge ``failures`` into the warehouse's own webhook_failures table (the snapshot's copy), with the same
+    rule as the target's upsert: one row per (webhook_id, reason), first and last time seen."""
+    state = PublishedState(settings.warehouse_dir, name=FAILURES_LOG)
+    rows = summarise_webhook_failures(failures)
+    previous = pl.read_parquet(state.path) if state.path.exists() else None
+    merged = rows if previous is None else pl.concat([previous.select(rows.columns), rows], how="vertical_relaxed")
+    merged = (
+        merged.group_by("webhook_id", "reason", maintain_order=True)
+        .agg(
+            pl.col("event_type").drop_nulls().last(),
+            pl.col("body_prefix").drop_nulls().last(),
+            pl.col("first_seen").min(),
+            pl.col("last_seen").max(),
+        )
+        .sort("first_seen", "webhook_id", "reason")
+        .select(rows.columns)
+    )
+    atomic_write_parquet(merged, state.path)
+
+
+def load_failures_log(settings: Settings) -> pl.DataFrame:
+    """Every webhook failure runs have recorded in this warehouse (the snapshot's ``webhook_failures``)."""
+    state = PublishedState(settings.warehouse_dir, name=FAILURES_LOG)
+    if state.path.exists():
+        return pl.read_parquet(state.path)
+    return pl.DataFrame(schema={c: WEBHOOK_FAILURES.schema[c] for c in WEBHOOK_FAILURE_COLUMNS})
 
 
 def get_publisher(settings: Settings) -> Publisher | None:

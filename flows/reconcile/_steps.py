@@ -12,7 +12,7 @@ import pyarrow as pa
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from memberpulse.flows.publish import PublishOutcome, publish_members
+from memberpulse.flows.publish import PublishOutcome, load_failures_log, publish_members
 from memberpulse.flows.raw_archive import compact
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
@@ -104,6 +104,7 @@ def snapshot(
         drift=drift,
         pipeline_runs=runs,
         keep=settings.snapshots_keep,
+        webhook_failures=load_failures_log(settings),
     )
     report.snapshot_path = str(path)
 

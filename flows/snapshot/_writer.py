@@ -13,7 +13,13 @@ import polars as pl
 
 from memberpulse import transforms
 from memberpulse.contracts.checkpoints import checkpoint
-from memberpulse.contracts.tables import MEMBER_ACTIVITY, MEMBER_ACTIVITY_HISTORY, SNAPSHOT_INFO, quote_ident
+from memberpulse.contracts.tables import (
+    MEMBER_ACTIVITY,
+    MEMBER_ACTIVITY_HISTORY,
+    SNAPSHOT_INFO,
+    WEBHOOK_FAILURES,
+    quote_ident,
+)
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import InvalidInput, StorageUnavailable
 from memberpulse.flows.snapshot import _files
@@ -37,13 +43,15 @@ def write_snapshot(
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
     keep: int,
+    webhook_failures: pl.DataFrame | None = None,
 ) -> Path:
     """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``.
 
     ``events`` (a frame) or ``events_parquet`` (files, loaded by DuckDB without passing through Python) gives
     the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
-    Returns the timestamped file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
+    ``webhook_failures``: the failures recorded so far (none: an empty table). Returns the timestamped file's
+    path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
     """
     _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
                   drift=drift, pipeline_runs=pipeline_runs)  # fmt: skip
@@ -63,6 +71,7 @@ def write_snapshot(
                 history_files=history_files,
                 drift=drift,
                 pipeline_runs=pipeline_runs,
+                webhook_failures=webhook_failures,
             )
             _files.point_latest_at(final)
             _files.apply_retention(snapshots_dir, keep=keep, protect=final)
@@ -116,6 +125,7 @@ def _build(
     history_files: list[tuple[Path, datetime | None]],
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
+    webhook_failures: pl.DataFrame | None,
 ) -> None:
     con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     try:
@@ -126,6 +136,7 @@ def _build(
         _load("member_activity_history", lambda: _load_history(con, history_files))
         _load("reconciliation_drift", lambda: _load_frame(con, "reconciliation_drift", drift))
         _load("pipeline_runs", lambda: _load_frame(con, "pipeline_runs", pipeline_runs))
+        _load("webhook_failures", lambda: _load_failures(con, webhook_failures))
         con.execute(f"CREATE TABLE snapshot_info ({SNAPSHOT_INFO.duckdb_columns()})")
         con.execute(
             "INSERT INTO snapshot_info VALUES (?, ?, ?, ?)",
@@ -225,6 +236,20 @@ def _load_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame)
     con.register(view, frame)
     con.execute(f"CREATE TABLE {quote_ident(table)} AS SELECT * FROM {quote_ident(view)}")
     con.unregister(view)
+
+
+def _load_failures(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame | None) -> None:
+    """The declared columns; ``recorded_at`` is when the row was last merged, which the snapshot does not keep."""
+    con.execute(f"CREATE TABLE webhook_failures ({WEBHOOK_FAILURES.duckdb_columns()})")
+    if frame is None or frame.height == 0:
+        return
+    names = [c.name for c in WEBHOOK_FAILURES.columns if c.name in frame.columns]
+    con.register("_webhook_failures_in", frame.select(names))
+    con.execute(
+        f"INSERT INTO webhook_failures ({', '.join(map(quote_ident, names))}) "
+        f"SELECT {', '.join(map(quote_ident, names))} FROM _webhook_failures_in"
+    )
+    con.unregister("_webhook_failures_in")
 
 
 def _dated_history_files(paths: Sequence[Path]) -> list[tuple[Path, datetime | None]]:
