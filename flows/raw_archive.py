@@ -66,14 +66,15 @@ def compactable(
     for path in list_segments(landing_dir):
         rel = path.relative_to(landing_dir).as_posix()
         day = segment_day(rel)
+        if day is None:
+            continue
         stat = path.stat()
         old = (
-            day is not None
-            and datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) <= cutoff
+            datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) <= cutoff
             and datetime.fromtimestamp(stat.st_mtime, UTC) <= cutoff
         )
         if old and committed.get(rel, 0) == stat.st_size:
-            days.setdefault(day, []).append(Segment(rel, path, stat.st_size))  # type: ignore[arg-type]
+            days.setdefault(day, []).append(Segment(rel, path, stat.st_size))
     return days
 
 

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     snapshots_keep: int = Field(default=10, validation_alias="MEMBERPULSE_SNAPSHOTS_KEEP")
     # --- raw history retention -----------------------------------------------------------------------------
     raw_retention_days: float = Field(
-        default=7.0,
+        default=7,
         ge=0,
         validation_alias="MEMBERPULSE_RAW_RETENTION_DAYS",
         description="Landing segments older than this many days (and fully ingested) are compacted into the "
