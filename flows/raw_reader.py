@@ -65,24 +65,28 @@ def iter_new(
     rule (``QUARANTINE_FILES``)."""
     for path in list_segments(landing_dir, pattern):
         rel = path.relative_to(landing_dir).as_posix()
-        start = offsets.get(rel, 0)
-        try:
-            fh = open(path, "rb")  # noqa: SIM115 - closed below; a file removed since listing is skipped
-        except FileNotFoundError:
-            continue  # the landing removes a segment a failed first write left empty
-        with fh:
-            fh.seek(start)
-            pending = b""
-            while True:
-                data = fh.read(slice_bytes)
-                if not data:
-                    break
-                data = pending + data
-                cut = data.rfind(b"\n") + 1
-                pending = data[cut:]  # a line longer than a slice, or the torn tail of a write in flight
-                if cut:
-                    yield RawChunk(relpath=rel, start=start, end=start + cut, data=data[:cut])
-                    start += cut
+        yield from iter_file(landing_dir, rel, offsets.get(rel, 0), slice_bytes=slice_bytes)
+
+
+def iter_file(landing_dir: Path, rel: str, start: int = 0, *, slice_bytes: int = SLICE_BYTES) -> Iterator[RawChunk]:
+    """Complete lines of one file (``rel`` under ``landing_dir``) from byte ``start`` on, in slices."""
+    try:
+        fh = open(landing_dir / rel, "rb")  # noqa: SIM115 - closed below; a file removed since listing is skipped
+    except FileNotFoundError:
+        return  # the landing removes a segment a failed first write left empty
+    with fh:
+        fh.seek(start)
+        pending = b""
+        while True:
+            data = fh.read(slice_bytes)
+            if not data:
+                break
+            data = pending + data
+            cut = data.rfind(b"\n") + 1
+            pending = data[cut:]  # a line longer than a slice, or the torn tail of a write in flight
+            if cut:
+                yield RawChunk(relpath=rel, start=start, end=start + cut, data=data[:cut])
+                start += cut
 
 
 def read_new(landing_dir: Path, offsets: Mapping[str, int], pattern: str = RAW_SEGMENTS) -> RawBatch:

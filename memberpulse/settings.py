@@ -191,6 +191,12 @@ class Settings(BaseSettings):
         description="Score and publish the `send-test` mock webhooks (ids starting `test_`) like real ones; "
         "by default they are kept in the raw store and counted, never published.",
     )
+    raw_retention_days: float = Field(
+        default=7,
+        ge=0,
+        description="Landing segments older than this many days (and fully ingested) are compacted into the "
+        "daily Parquet raw archive and their NDJSON removed.",
+    )
 
     # --- scoring -------------------------------------------------------------------------------------------
     half_life_days: float = Field(default=7.0, gt=0, description="Days after which an engagement score halves.")

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -181,12 +182,23 @@ def _parse_lines_slowly(data: bytes, *, source_file: str | None, base_offset: in
                 "received_at": _text_or_none(record_fields.get("received_at")),
                 "event_type": _text_or_none(record_fields.get("event_type")),
                 "reason": f"invalid raw record: {problem}",
-                "body": _prefix(line.decode("utf-8", "replace")),
+                "body": _excerpt(line),
                 "source_file": source_file,
                 "source_offset": base_offset + start,
             }
         )
     return RawLines(pl.DataFrame(good, schema=RAW_SCHEMA), pl.DataFrame(bad, schema=REJECT_SCHEMA))
+
+
+# Control characters (NUL included) are not text a database column or a terminal should receive.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _excerpt(line: bytes) -> str:
+    """The start of an unreadable line as plain text, at most REJECT_BODY_BYTES: invalid UTF-8 and control
+    characters written as ``\\xNN`` escapes, so a human can still recognise binary garbage."""
+    text = line[:REJECT_BODY_BYTES].decode("utf-8", "backslashreplace")
+    return _prefix(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)) or ""
 
 
 def _check_raw_line(line: bytes) -> tuple[dict[str, Any] | None, str]:

@@ -12,11 +12,12 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Final
 
 import polars as pl
 
-from memberpulse.contracts.tables import PIPELINE_RUNS
+from memberpulse.contracts.tables import PIPELINE_RUNS, WEBHOOK_FAILURES
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.fsio import atomic_write_parquet, read_parquet_checked
@@ -27,6 +28,8 @@ from memberpulse.flows.publish._schema import (
     KEY,
     MEMBER_ACTIVITY_SCHEMA,
     PIPELINE_RUN_COLUMNS,
+    WEBHOOK_FAILURE_COLUMNS,
+    summarise_webhook_failures,
 )
 from memberpulse.flows.publish._text import storable_members, storable_text
 from memberpulse.flows.publish.changes import PublishedState, plan_publish
@@ -35,6 +38,7 @@ from memberpulse.settings import Settings
 log = logging.getLogger(__name__)
 SNAPSHOT_ONLY_STATE: Final = "member_activity.snapshot-only"
 RUNS_LOG: Final = "pipeline_runs"
+FAILURES_LOG: Final = "webhook_failures"
 PIPELINE_RUNS_SCHEMA: Final[dict[str, pl.DataType]] = dict(PIPELINE_RUNS.schema)
 
 
@@ -92,11 +96,13 @@ def publish_members(settings: Settings, scored: pl.DataFrame, *, run_at: datetim
     return PublishOutcome(result, published, newly_at_risk(scored, last))
 
 
-def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
+def failures_from_rejects(rejects: pl.DataFrame, *, seen_at: datetime | None = None) -> pl.DataFrame:
     """The reconcile flow's rejects (transforms.REJECT_SCHEMA) as webhook_failures input rows.
 
-    A reject without a webhook id (an unreadable line) is keyed by the sha256 of its body, as the landing
-    keys legacy webhooks; an unreadable received_at falls back to null and the row is dropped.
+    A reject without a webhook id (an unreadable line) is keyed by the sha256 of its body excerpt, as the
+    landing keys legacy webhooks, and its reason names the segment and byte offset where it lies (two equal
+    garbage lines in different places stay two rows). A reject whose received_at is missing or unreadable is
+    dated ``seen_at`` (the run that found it); without ``seen_at`` such a row is dropped.
     """
     if rejects.height == 0:
         return pl.DataFrame(schema={"webhook_id": pl.Utf8, "event_type": pl.Utf8, "reason": pl.Utf8,
@@ -108,8 +114,8 @@ def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
     frame = rejects.select(
         pl.col("webhook_id").cast(pl.Utf8) if "webhook_id" in rejects.columns else pl.lit(None, pl.Utf8),
         (pl.col("event_type") if "event_type" in rejects.columns else pl.lit(None)).cast(pl.Utf8),
-        pl.col("reason").cast(pl.Utf8),
-        received.cast(UTC_US).alias("received_at"),
+        _located_reason(rejects),
+        pl.coalesce(received.cast(UTC_US), pl.lit(seen_at, UTC_US)).alias("received_at"),
         body.cast(pl.Utf8).str.slice(0, BODY_PREFIX_CHARS).alias("body_prefix"),
         body.cast(pl.Utf8).alias("__body"),
     )
@@ -121,6 +127,16 @@ def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:
     )
     frame = frame.drop("__body").filter(pl.col("received_at").is_not_null() & pl.col("reason").is_not_null())
     return storable_text(frame)  # anyone can put a NUL in a refused body
+
+
+def _located_reason(rejects: pl.DataFrame) -> pl.Expr:
+    """``reason``, plus ``(<segment> byte <offset>)`` for a line that carried no webhook id."""
+    reason = pl.col("reason").cast(pl.Utf8)
+    if not {"webhook_id", "source_file", "source_offset"} <= set(rejects.columns):
+        return reason.alias("reason")
+    where = pl.format(" ({} byte {})", pl.col("source_file"), pl.col("source_offset"))
+    located = pl.col("webhook_id").is_null() & pl.col("source_file").is_not_null()
+    return pl.when(located).then(reason + where).otherwise(reason).alias("reason")
 
 
 def _sha256(text: str | None) -> str:
@@ -143,6 +159,9 @@ def record_run(
     """
     runs = runs_with(settings, run)
     atomic_write_parquet(runs, PublishedState(settings.warehouse_dir, name=RUNS_LOG).path)
+    failures = failures_from_rejects(rejects, seen_at=run.started_at) if rejects is not None else None
+    if rejects is not None:
+        atomic_write_parquet(failures_with(settings, rejects, seen_at=run.started_at), _failures_log_path(settings))
     # Recording a run that already failed gets one attempt: the run's outcome is decided, its exit not delayed.
     publisher = None if local_only else get_publisher(settings, max_attempts=1 if best_effort else None)
     if publisher is None:
@@ -150,8 +169,8 @@ def record_run(
     try:
         with publisher:
             publisher.record_run(run)
-            if rejects is not None and rejects.height:
-                publisher.record_failures(failures_from_rejects(rejects))
+            if failures is not None and failures.height:
+                publisher.record_failures(failures)
     except MemberpulseError as exc:
         if not best_effort:
             raise
@@ -182,6 +201,38 @@ def preview_publish(settings: Settings, scored: pl.DataFrame, *, run_at: datetim
     changed, seen = plan.changed.height, plan.seen_before
     result = PublishResult(changed - seen, seen, plan.marked.height - changed, published=plan.published)
     return PublishOutcome(result, plan.published, newly_at_risk(scored, last))
+
+
+def failures_with(settings: Settings, rejects: pl.DataFrame, *, seen_at: datetime) -> pl.DataFrame:
+    """The warehouse's own webhook_failures table (the snapshot's copy) with this run's ``rejects`` merged in
+    by the target's upsert rule: one row per (webhook_id, reason), first and last time seen. Writes nothing."""
+    rows = summarise_webhook_failures(failures_from_rejects(rejects, seen_at=seen_at))
+    previous = load_failures_log(settings)
+    merged = pl.concat([previous.select(rows.columns), rows], how="vertical_relaxed")
+    return (
+        merged.group_by("webhook_id", "reason", maintain_order=True)
+        .agg(
+            pl.col("event_type").drop_nulls().last(),
+            pl.col("body_prefix").drop_nulls().last(),
+            pl.col("first_seen").min(),
+            pl.col("last_seen").max(),
+        )
+        .sort("first_seen", "webhook_id", "reason")
+        .select(rows.columns)
+    )
+
+
+def _failures_log_path(settings: Settings) -> Path:
+    return PublishedState(settings.warehouse_dir, name=FAILURES_LOG).path
+
+
+def load_failures_log(settings: Settings) -> pl.DataFrame:
+    """Every webhook failure runs have recorded in this warehouse (the snapshot's ``webhook_failures``)."""
+    path = _failures_log_path(settings)
+    if path.exists():
+        hint = "delete it: only the snapshot's copy of older failures is lost"
+        return read_parquet_checked(path, what="the webhook failures log", hint=hint)
+    return pl.DataFrame(schema={c: WEBHOOK_FAILURES.schema[c] for c in WEBHOOK_FAILURE_COLUMNS})
 
 
 def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Publisher | None:

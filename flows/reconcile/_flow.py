@@ -21,6 +21,7 @@ from memberpulse.flows.reconcile._report import RunMode, RunReport
 from memberpulse.flows.reconcile._score import drift, score
 from memberpulse.flows.reconcile._steps import (
     Logger,
+    compact_raw_history,
     ingest_step,
     note_ingested,
     note_scored,
@@ -128,6 +129,8 @@ def _run_steps(
                 best_effort=failure is not None,
                 local_only=isinstance(failure, TransientError),  # the target is down: do not wait on it again
             )
+        with report.step("compact"):
+            compact_raw_history(settings, store, logger)
 
 
 def run_once(

@@ -15,7 +15,7 @@ import polars as pl
 
 from memberpulse import transforms
 from memberpulse.contracts.quarantine import decode_quarantine_entry
-from memberpulse.flows import raw_reader
+from memberpulse.flows import raw_archive, raw_reader
 from memberpulse.flows.warehouse import Manifest, ReconcileStore
 from memberpulse.flows.whop import BackfillSnapshot, list_snapshots
 from memberpulse.settings import Settings
@@ -114,7 +114,7 @@ def ingest(
 ) -> Ingested:
     """Read, parse and fold what is new; with ``commit``, stage and commit it (recording ``as_of``)."""
     base = Manifest() if full_refresh else store.load_manifest()
-    new = parse_new(raw_reader.iter_new(settings.landing_dir, base.offsets))
+    new = parse_new(_raw_lines(settings, base, full_refresh=full_refresh))
     refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
     events, rejects = store.drop_known_events(base, new.events), new.rejects
     events, test_webhooks = _without_test_webhooks(settings, events)
@@ -141,7 +141,7 @@ def ingest(
     manifest = base.with_(
         run_id=run_id,
         as_of=as_of.isoformat() if as_of else base.as_of,
-        offsets={**base.offsets, **new.new_offsets},
+        offsets=raw_archive.live_offsets(settings.landing_dir, {**base.offsets, **new.new_offsets}),
         quarantine_offsets={**base.quarantine_offsets, **refused.new_offsets},
         # A quiet run (nothing new) keeps the files it has instead of writing copies of them.
         state_file=store.stage_frame("state", run_id, state) if changed else base.state_file,
@@ -152,6 +152,13 @@ def ingest(
     manifest = store.compact_events(manifest, run_id)
     store.commit(manifest)
     return replace(ingested, manifest=manifest, uncommitted_events=None)
+
+
+def _raw_lines(settings: Settings, base: Manifest, *, full_refresh: bool) -> Iterator[raw_reader.RawChunk]:
+    """A full refresh re-reads all history, compacted or not; an incremental run reads only live segments (a
+    compacted segment was fully ingested before it was archived)."""
+    landing = settings.landing_dir
+    return raw_archive.iter_history(landing) if full_refresh else raw_reader.iter_new(landing, base.offsets)
 
 
 def _without_test_webhooks(settings: Settings, events: pl.DataFrame) -> tuple[pl.DataFrame, int]:

@@ -9,10 +9,12 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 import polars as pl
+import pyarrow as pa
 
 from memberpulse.contracts.times import file_time
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.publish import PublishOutcome, plan_publish, preview_publish, publish_members
+from memberpulse.flows.publish import PublishOutcome, failures_with, plan_publish, preview_publish, publish_members
+from memberpulse.flows.raw_archive import compact
 from memberpulse.flows.reconcile._ingest import Ingested, all_events, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.flows.snapshot import thin_history, whop_access, write_snapshot
@@ -163,5 +165,26 @@ def snapshot(
         keep=settings.snapshots_keep,
         whop_access=whop_access(settings.warehouse_dir),
         own_file=f"{file_time(report.as_of)}.duckdb" if backdated else None,
+        webhook_failures=failures_with(settings, ingested.failures, seen_at=report.started_at),
     )
     report.snapshot_path = str(path)
+
+
+def compact_raw_history(settings: Settings, store: ReconcileStore, logger: Logger) -> None:
+    """Step 5: landing segments past the retention window into the daily raw archive (after the commit, under
+    the run lock, so only what a committed manifest has read to the end can go). Housekeeping: a failure is
+    logged, never fails a run whose outputs are written; the next run tries again."""
+    try:
+        result = compact(
+            settings.landing_dir, store.load_manifest().offsets, retention_days=settings.raw_retention_days
+        )
+    except (OSError, pa.ArrowException) as exc:
+        logger.warning("raw history compaction failed (retried next run): %s", exc)
+        return
+    if result.segments:
+        logger.info(
+            "compacted %d raw segment(s), %d bytes, into the archive for %s",
+            result.segments,
+            result.bytes,
+            ", ".join(result.days),
+        )

@@ -18,6 +18,7 @@ from memberpulse.contracts.tables import (
     MEMBER_ACTIVITY,
     MEMBER_ACTIVITY_HISTORY,
     SNAPSHOT_INFO,
+    WEBHOOK_FAILURES,
     WHOP_MEMBER_ACCESS,
     quote_ident,
 )
@@ -48,6 +49,7 @@ def write_snapshot(
     keep: int,
     whop_access: pl.DataFrame | None = None,
     own_file: str | None = None,
+    webhook_failures: pl.DataFrame | None = None,
 ) -> Path:
     """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``;
     or to ``snapshots_dir/<own_file>`` alone, no swap and no retention (a backdated run's own file).
@@ -55,8 +57,8 @@ def write_snapshot(
     ``events`` (a frame) or ``events_parquet`` (files, loaded by DuckDB without passing through Python) gives
     the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
-    ``whop_access`` (membership_id, last_accessed_at, ...) is Whop's view of last access, from the latest backfill.
-    Returns the file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
+    ``whop_access`` is Whop's view of last access (latest backfill); ``webhook_failures`` the failures recorded
+    so far (None: an empty table). Returns the file's path; older timestamped snapshots past ``keep`` are deleted.
     """
     _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
                   drift=drift, pipeline_runs=pipeline_runs)  # fmt: skip
@@ -76,6 +78,7 @@ def write_snapshot(
                 drift=drift,
                 pipeline_runs=pipeline_runs,
                 whop_access=whop_access,
+                webhook_failures=webhook_failures,
             )
             if own_file is None:
                 _files.point_latest_at(final)
@@ -138,6 +141,7 @@ def _build(
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
     whop_access: pl.DataFrame | None = None,
+    webhook_failures: pl.DataFrame | None = None,
 ) -> None:
     con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     try:
@@ -148,6 +152,7 @@ def _build(
         _load("member_activity_history", lambda: _load_history(con, history_files))
         _load("reconciliation_drift", lambda: _load_frame(con, "reconciliation_drift", drift))
         _load("pipeline_runs", lambda: _load_frame(con, "pipeline_runs", pipeline_runs))
+        _load("webhook_failures", lambda: _load_failures(con, webhook_failures))
         con.execute(f"CREATE TABLE snapshot_info ({SNAPSHOT_INFO.duckdb_columns()})")
         con.execute(
             "INSERT INTO snapshot_info VALUES (?, ?, ?, ?)",
@@ -264,6 +269,20 @@ def _load_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame)
     con.register(view, frame)
     con.execute(f"CREATE TABLE {quote_ident(table)} AS SELECT * FROM {quote_ident(view)}")
     con.unregister(view)
+
+
+def _load_failures(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame | None) -> None:
+    """The declared columns; ``recorded_at`` is when the row was last merged, which the snapshot does not keep."""
+    con.execute(f"CREATE TABLE webhook_failures ({WEBHOOK_FAILURES.duckdb_columns()})")
+    if frame is None or frame.height == 0:
+        return
+    names = [c.name for c in WEBHOOK_FAILURES.columns if c.name in frame.columns]
+    con.register("_webhook_failures_in", frame.select(names))
+    con.execute(
+        f"INSERT INTO webhook_failures ({', '.join(map(quote_ident, names))}) "
+        f"SELECT {', '.join(map(quote_ident, names))} FROM _webhook_failures_in"
+    )
+    con.unregister("_webhook_failures_in")
 
 
 def _dated_history_files(paths: Sequence[Path]) -> list[tuple[Path, datetime | None]]:

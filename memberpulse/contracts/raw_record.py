@@ -9,6 +9,12 @@ Written by the landing before it answers 200 (one line, ``\\n``-terminated, keys
 Unix time (integer or null), ``scheme`` ``standard``/``legacy`` (or null), ``event_type`` the body's ``type`` or
 ``action`` (or null). Records live in segment files ``<landing_dir>/dt=YYYY-MM-DD/<writer>-<seq>.ndjson``,
 one writer per process, append-only; a reader takes whole lines only.
+
+Segments past the retention window are compacted into the raw archive, one zstd Parquet file per UTC day:
+``<data_dir>/archive/landing/dt=YYYY-MM-DD.parquet`` with the columns of :data:`RAW_ARCHIVE_SCHEMA`, one row per
+line exactly as it was on disk (its ``\\n`` included), sorted by (``source_file``, ``source_offset``). Each row
+group holds lines of one segment only, so the segment's bytes ``[start, end)`` are the concatenation of its
+rows' ``line`` values.
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ REQUIRED_FIELDS: Final = ("webhook_id", "received_at", "body")
 
 #: Segment files relative to the landing directory (what a reader globs).
 SEGMENT_GLOB: Final = "dt=*/*.ndjson"
+
+#: One compacted line: the segment it came from (relative to the landing directory), its byte offset there, and
+#: its exact bytes including the ending newline.
+RAW_ARCHIVE_SCHEMA: Final = pl.Schema({"source_file": pl.String(), "source_offset": pl.Int64(), "line": pl.Binary()})
+#: Archive files relative to the archive directory.
+ARCHIVE_GLOB: Final = "dt=*.parquet"
 
 
 class InvalidRawRecord(ValueError):
@@ -95,3 +107,22 @@ def segment_dir(landing_dir: Path, day: date) -> Path:
 def segment_path(landing_dir: Path, day: date, writer: str, seq: int) -> Path:
     """Segment number ``seq`` of ``writer`` for ``day``; matches :data:`SEGMENT_GLOB`."""
     return segment_dir(landing_dir, day) / f"{writer}-{seq:06d}.ndjson"
+
+
+def segment_day(relpath: str) -> date | None:
+    """The UTC day of a segment from its partition (``dt=YYYY-MM-DD/...``), or None for a foreign path."""
+    head = relpath.split("/", 1)[0]
+    try:
+        return date.fromisoformat(head.removeprefix("dt=")) if head.startswith("dt=") else None
+    except ValueError:
+        return None
+
+
+def raw_archive_dir(landing_dir: Path) -> Path:
+    """Where the segments of ``landing_dir`` are compacted to (a sibling, never globbed as segments)."""
+    return landing_dir.parent / "archive" / landing_dir.name
+
+
+def archive_path(archive_dir: Path, day: date) -> Path:
+    """The archive file of the lines received on ``day`` (UTC); matches :data:`ARCHIVE_GLOB`."""
+    return archive_dir / f"dt={day.isoformat()}.parquet"

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from polars.testing import assert_frame_equal
 
+from memberpulse.contracts.raw_record import raw_archive_dir
 from memberpulse.flows.reconcile import reconcile_flow
 from memberpulse.testing.kill_points import FAULT_ENV, KILL_POINTS
 from tests.flows.reconcile_testkit import AS_OF, COMPARED, append_raw, make_settings, scenario, snapshot_members
@@ -68,6 +69,7 @@ def test_killed_run_then_rerun_equals_uninterrupted_run(
         "MEMBERPULSE_DATA_DIR": str(data_dir),
         "SUPABASE_DB_URL": migrated_postgres_dsn,
         FAULT_ENV: point,
+        "MEMBERPULSE_RAW_RETENTION_DAYS": "0",  # so the run reaches its raw-history compaction too
         "PREFECT_HOME": str(cli_prefect_home),
     }
     env.pop("PREFECT_API_URL", None)  # the killed run uses Prefect's ephemeral mode, like the CLI does
@@ -89,9 +91,14 @@ def test_killed_run_then_rerun_equals_uninterrupted_run(
     assert "completed" not in _statuses_recorded(migrated_postgres_dsn, data_dir)
     assert not (data_dir / "snapshots" / "latest.duckdb").exists()
 
-    settings = make_settings(data_dir, SUPABASE_DB_URL=migrated_postgres_dsn)
+    settings = make_settings(data_dir, SUPABASE_DB_URL=migrated_postgres_dsn, MEMBERPULSE_RAW_RETENTION_DAYS=0)
+    segments = list(settings.landing_dir.rglob("*.ndjson"))
+    if point == "archive_before_unlink":  # killed with the archive written and the NDJSON still there
+        assert segments and list(raw_archive_dir(settings.landing_dir).glob("*.parquet"))
     rerun = reconcile_flow(as_of=AS_OF, settings=settings)
     assert rerun["status"] == "completed"
+    assert not list(settings.landing_dir.rglob("*.ndjson"))  # compacted by the rerun at the latest
+    assert reconcile_flow(as_of=AS_OF, full_refresh=True, settings=settings)["records_read"] == len(scenario())
 
     assert_frame_equal(snapshot_members(settings), snapshot_members(reference))
     assert_frame_equal(_published(migrated_postgres_dsn), _published(reference_dsn))

@@ -82,7 +82,8 @@ def test_with_postgres_the_outcome_reports_the_target(migrated_postgres_dsn: str
         ]
         failures = conn.execute("SELECT webhook_id, reason FROM webhook_failures ORDER BY reason").fetchall()
     assert failures[0] == ("wh_9", "invalid json")
-    assert failures[1][1] == "unreadable line" and len(failures[1][0]) == 64  # keyed by sha256(body)
+    # keyed by sha256(body), located by segment and offset
+    assert failures[1][1] == "unreadable line (a.ndjson byte 10)" and len(failures[1][0]) == 64
 
 
 def test_record_run_best_effort_swallows_a_down_target_but_keeps_the_local_log(tmp_path: Path) -> None:
@@ -100,3 +101,11 @@ def test_failures_from_rejects_maps_the_transforms_reject_schema() -> None:
     assert frame.columns == ["webhook_id", "event_type", "reason", "received_at", "body_prefix"]
     assert frame["received_at"].to_list() == [T1, T1 + timedelta(minutes=5)]
     assert frame["body_prefix"].to_list() == ["{oops", "garbage"]
+
+
+def test_a_reject_without_a_readable_received_at_is_dated_by_the_run_that_found_it() -> None:
+    undated = REJECTS.with_columns(pl.lit(None, pl.Utf8).alias("received_at"))
+    assert failures_from_rejects(undated).height == 0  # nothing to date it by
+    frame = failures_from_rejects(undated, seen_at=T2)
+    assert frame["received_at"].to_list() == [T2, T2]
+    assert frame["reason"].to_list() == ["invalid json", "unreadable line (a.ndjson byte 10)"]

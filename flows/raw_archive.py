@@ -1,0 +1,251 @@
+"""Raw history that does not grow without bound: old landing segments compacted into one Parquet file per day.
+
+A segment is compacted only when nothing can still change it or still needs it as NDJSON: its day partition
+and its last write are older than the retention window (the landing never appends to a past day's segment),
+and the committed reconcile manifest has read it to its last byte (offset == size, so it ends on a newline).
+Lines are kept byte-exact with their segment name and offset (layout: ``memberpulse.contracts.raw_record``).
+
+Crash safety: a day's archive file is written whole through ``fsio.atomic_target`` (the old file, if any, is
+copied into the new one), and only then are its segments unlinked. A crash before the rename leaves the old
+archive and every segment; a crash after it leaves segments that are also archived: readers prefer the
+archive, and the next compaction unlinks them after checking the archive holds all their bytes.
+
+Incremental runs never read the archive (compacted segments were fully ingested); ``--full-refresh`` reads it
+through :func:`iter_history`, interleaved with the live segments in the same order as if none were compacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path, PurePosixPath
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from memberpulse.contracts.checkpoints import checkpoint
+from memberpulse.contracts.raw_record import ARCHIVE_GLOB, archive_path, raw_archive_dir, segment_day
+from memberpulse.flows.fsio import atomic_target, fsync_path
+from memberpulse.flows.raw_reader import RawChunk, iter_file, list_segments
+
+log = logging.getLogger("memberpulse.raw_archive")
+
+_SCHEMA = pa.schema([("source_file", pa.string()), ("source_offset", pa.int64()), ("line", pa.large_binary())])
+
+
+@dataclass(frozen=True)
+class Segment:
+    relpath: str
+    path: Path
+    size: int
+
+
+@dataclass
+class CompactionResult:
+    segments: int = 0
+    bytes: int = 0
+    days: list[str] = field(default_factory=list)
+    #: Segments found in the archive already (a crash between write and unlink) whose bytes did not match.
+    kept: list[str] = field(default_factory=list)
+
+
+# --- which segments may go ---------------------------------------------------------------------------------
+
+
+def compactable(
+    landing_dir: Path, committed: Mapping[str, int], *, retention_days: float, now: datetime | None = None
+) -> dict[date, list[Segment]]:
+    """Segments old enough and fully committed, by day."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    days: dict[date, list[Segment]] = {}
+    for path in list_segments(landing_dir):
+        rel = path.relative_to(landing_dir).as_posix()
+        day = segment_day(rel)
+        if day is None:
+            continue
+        stat = path.stat()
+        old = (
+            datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) <= cutoff
+            and datetime.fromtimestamp(stat.st_mtime, UTC) <= cutoff
+        )
+        if old and committed.get(rel, 0) == stat.st_size:
+            days.setdefault(day, []).append(Segment(rel, path, stat.st_size))
+    return days
+
+
+# --- compaction -------------------------------------------------------------------------------------------
+
+
+def compact(
+    landing_dir: Path, committed: Mapping[str, int], *, retention_days: float, now: datetime | None = None
+) -> CompactionResult:
+    """Move every compactable segment into its day's archive file, then remove the NDJSON. The caller holds
+    the reconcile lock and passes the offsets of the committed manifest."""
+    result = CompactionResult()
+    archive_dir = raw_archive_dir(landing_dir)
+    for day, segments in sorted(compactable(landing_dir, committed, retention_days=retention_days, now=now).items()):
+        target = archive_path(archive_dir, day)
+        already = _archived_sources(target)
+        fresh = [s for s in segments if s.relpath not in already and s.size]
+        held = {s.relpath: 0 for s in segments if not s.size}
+        held |= _archived_bytes(target, only={s.relpath for s in segments} & already)
+        if fresh:
+            held |= _write_day(landing_dir, target, fresh)
+        checkpoint("archive_before_unlink")
+        for seg in segments:
+            if held.get(seg.relpath) != seg.size:
+                result.kept.append(seg.relpath)  # never delete bytes the archive does not hold
+                log.warning("raw archive %s does not hold all of %s; the segment is kept", target, seg.relpath)
+                continue
+            seg.path.unlink(missing_ok=True)
+            result.segments += 1
+            result.bytes += seg.size
+        _tidy_partition(landing_dir / f"dt={day.isoformat()}")
+        result.days.append(day.isoformat())
+    return result
+
+
+def _write_day(landing_dir: Path, target: Path, fresh: list[Segment]) -> dict[str, int]:
+    """The day's archive: its previous row groups plus ``fresh`` segments, merged in segment order. Returns
+    the bytes written per fresh segment."""
+    previous = pq.ParquetFile(target) if target.exists() else None
+    items: list[tuple[PurePosixPath, int | Segment]] = [(PurePosixPath(s.relpath), s) for s in fresh]
+    if previous is not None:
+        items += [(PurePosixPath(rel), i) for i, rel in enumerate(_row_group_sources(previous))]
+    items.sort(key=lambda item: (item[0], isinstance(item[1], Segment)))
+    written = {s.relpath: 0 for s in fresh}
+    try:
+        with (
+            atomic_target(target) as tmp,
+            pq.ParquetWriter(
+                tmp, _SCHEMA, compression="zstd", write_statistics=["source_file", "source_offset"]
+            ) as writer,
+        ):
+            for _, item in items:
+                if isinstance(item, Segment):
+                    for chunk in iter_file(landing_dir, item.relpath):
+                        table = _lines_table(chunk)
+                        writer.write_table(table, row_group_size=table.num_rows)
+                        written[item.relpath] += len(chunk.data)
+                else:
+                    assert previous is not None
+                    group = previous.read_row_group(item)
+                    writer.write_table(group.cast(_SCHEMA), row_group_size=max(group.num_rows, 1))
+    finally:
+        if previous is not None:
+            previous.close()
+    return written
+
+
+def _lines_table(chunk: RawChunk) -> pa.Table:
+    """One chunk of whole lines as archive rows; the line values share the chunk's buffer (no copy per line)."""
+    data = chunk.data
+    bounds = [0]
+    cut = data.find(b"\n")
+    while cut >= 0:  # str.find runs at memchr speed: far faster here than a vectorised compare + nonzero
+        bounds.append(cut + 1)
+        cut = data.find(b"\n", cut + 1)
+    count = len(bounds) - 1
+    offsets = pa.array(bounds, pa.int64())
+    lines = pa.Array.from_buffers(pa.large_binary(), count, [None, offsets.buffers()[1], pa.py_buffer(data)])
+    starts = pc.add(offsets.slice(0, count), chunk.start)
+    files = pa.array([chunk.relpath], pa.string()).take(pa.array([0] * count, pa.int32()))
+    return pa.table([files, starts, lines], schema=_SCHEMA)
+
+
+def _tidy_partition(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not empty (a segment kept) or already gone
+        directory.rmdir()
+    with contextlib.suppress(OSError):
+        fsync_path(directory.parent)
+
+
+# --- reading ----------------------------------------------------------------------------------------------
+
+
+def _row_group_sources(pf: pq.ParquetFile) -> list[str]:
+    """The segment each row group holds (one per group, from the statistics; the column when absent)."""
+    sources = []
+    for i in range(pf.metadata.num_row_groups):
+        stats = pf.metadata.row_group(i).column(0).statistics
+        if stats is not None and stats.has_min_max and stats.min == stats.max:
+            sources.append(str(stats.min))
+        else:
+            sources.append(str(pf.read_row_group(i, columns=["source_file"]).column(0)[0].as_py()))
+    return sources
+
+
+def _archived_sources(target: Path) -> set[str]:
+    if not target.exists():
+        return set()
+    with pq.ParquetFile(target) as pf:
+        return set(_row_group_sources(pf))
+
+
+def _archived_bytes(target: Path, *, only: set[str]) -> dict[str, int]:
+    """Bytes one archive file holds of each segment in ``only`` (read only when a compaction was cut short)."""
+    held: dict[str, int] = {}
+    if not only:
+        return held
+    with pq.ParquetFile(target) as pf:
+        for i, rel in enumerate(_row_group_sources(pf)):
+            if rel in only:
+                chunk = _row_group_chunk(pf, i, rel)
+                held[rel] = held.get(rel, 0) + (chunk.end - chunk.start)
+    return held
+
+
+def _row_group_chunk(pf: pq.ParquetFile, index: int, rel: str) -> RawChunk:
+    group = pf.read_row_group(index, columns=["source_offset", "line"])
+    lines = group.column("line").combine_chunks()
+    bounds = pa.Array.from_buffers(pa.int64(), len(lines) + 1, [None, lines.buffers()[1]], offset=lines.offset)
+    first, last = bounds[0].as_py(), bounds[len(lines)].as_py()
+    data = lines.buffers()[2][first:last].to_pybytes()
+    start = group.column("source_offset")[0].as_py()
+    return RawChunk(relpath=rel, start=start, end=start + len(data), data=data)
+
+
+def archived_segments(landing_dir: Path) -> dict[str, tuple[Path, list[int]]]:
+    """Every segment in the archive: relative path → (archive file, its row groups in order)."""
+    found: dict[str, tuple[Path, list[int]]] = {}
+    archive_dir = raw_archive_dir(landing_dir)
+    if not archive_dir.is_dir():
+        return found
+    for path in sorted(archive_dir.glob(ARCHIVE_GLOB)):
+        with pq.ParquetFile(path) as pf:
+            for i, rel in enumerate(_row_group_sources(pf)):
+                found.setdefault(rel, (path, []))[1].append(i)
+    return found
+
+
+def iter_history(landing_dir: Path) -> Iterator[RawChunk]:
+    """Every complete line ever landed: archived segments and live ones, in segment order (as
+    ``raw_reader.iter_new`` from no offsets would give them had nothing been compacted). A segment that is
+    both archived and still on disk (a compaction interrupted before its unlink) is read once, from the
+    archive."""
+    archived = archived_segments(landing_dir)
+    live = {p.relative_to(landing_dir).as_posix() for p in list_segments(landing_dir)}
+    open_files: dict[Path, pq.ParquetFile] = {}
+    try:
+        for rel in sorted(live | archived.keys(), key=PurePosixPath):
+            if rel not in archived:
+                yield from iter_file(landing_dir, rel)
+                continue
+            path, groups = archived[rel]
+            pf = open_files.get(path) or open_files.setdefault(path, pq.ParquetFile(path))
+            for index in groups:
+                yield _row_group_chunk(pf, index, rel)
+    finally:
+        for pf in open_files.values():
+            pf.close()
+
+
+def live_offsets(landing_dir: Path, offsets: Mapping[str, int]) -> dict[str, int]:
+    """``offsets`` without segments that no longer exist on disk (compacted ones), so the manifest stays
+    proportional to the live landing store."""
+    return {rel: end for rel, end in offsets.items() if os.path.exists(landing_dir / rel)}
