@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from memberpulse.flows.reconcile import reconcile_flow
+from memberpulse.flows.reconcile import reconcile
 from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, scenario
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory, prefect_harness: str) -> Path:
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data dir after one good run (no publish target): manifest, state, published state, run log."""
     root = tmp_path_factory.mktemp("pristine")
     append_raw(root, scenario())
-    reconcile_flow(as_of=AS_OF, settings=make_settings(root))
+    reconcile(make_settings(root), as_of=AS_OF, full_refresh=False)  # the same steps the CLI runs
     return root
 
 
