@@ -63,11 +63,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def landing_process(data_dir: Path, secret: str) -> Iterator[str]:
-    """A real ``memberpulse serve`` on a free port; yields its webhook URL, stops it on exit."""
-    port = _free_port()
+def landing_process(data_dir: Path, secret: str, port: int | None = None) -> Iterator[str]:
+    """A real ``memberpulse serve`` on ``port`` (default: a free one); yields its webhook URL, stops it on exit."""
+    port = port or _free_port()
     env = {**os.environ, "WHOP_WEBHOOK_SECRET": secret, "MEMBERPULSE_DATA_DIR": str(data_dir)}
-    log = open(data_dir / "landing.log", "wb")  # noqa: SIM115 - closed below, after the process ends
+    log = open(data_dir / "landing.log", "ab")  # noqa: SIM115 - closed below, after the process ends
     proc = subprocess.Popen(
         [sys.executable, "-m", "memberpulse", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,

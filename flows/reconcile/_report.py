@@ -42,6 +42,10 @@ class RunReport:
     updated: int = 0
     unchanged: int = 0
     drift_count: int = 0
+    # Whop's delivery log as the last recovery read it (None: recovery never ran).
+    whop_failed_deliveries: int | None = None
+    whop_unlogged_failures: int | None = None  # failed attempts for messages the landing has no trace of
+    whop_unlogged_messages: int = 0
     snapshot_path: str | None = None
     newly_at_risk_count: int = 0
     newly_at_risk: list[dict[str, Any]] = field(default_factory=list)  # the first AT_RISK_LISTED of them
@@ -88,6 +92,9 @@ class RunReport:
         ]
         if self.publish_target:
             rows.append(("rows inserted / updated / unchanged", f"{self.inserted} / {self.updated} / {self.unchanged}"))
+        if self.whop_failed_deliveries is not None:
+            rows.append(("failed deliveries in Whop's log (last recovery)", self.whop_failed_deliveries))
+            rows.append(("  of them never reached the landing", self.unlogged_text))
         rows += [
             ("drift (API vs webhooks)", self.drift_count),
             ("newly at risk", self.newly_at_risk_count),
@@ -95,6 +102,13 @@ class RunReport:
             ("seconds per step", ", ".join(f"{k} {v}" for k, v in self.seconds.items())),
         ]
         return [(name, str(value)) for name, value in rows]
+
+    @property
+    def unlogged_text(self) -> str:
+        n, messages = self.whop_unlogged_failures or 0, self.whop_unlogged_messages
+        if not n:
+            return "0"
+        return f"{n} attempt(s), {messages} message(s): Whop saw failures the landing never logged"
 
     @property
     def title(self) -> str:

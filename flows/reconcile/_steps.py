@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from memberpulse.flows.publish import PublishOutcome, publish_members
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
+from memberpulse.flows.recover import RecoveryStore
 from memberpulse.flows.retry_policy import TRANSIENT_RETRY
 from memberpulse.flows.snapshot import thin_history, write_snapshot
 from memberpulse.flows.warehouse import ReconcileStore
@@ -92,6 +93,7 @@ def snapshot(
     runs: pl.DataFrame,
 ) -> None:
     """Step 4: a new DuckDB file swapped in as ``snapshots/latest.duckdb``."""
+    deliveries = note_delivery_health(settings, report)
     path = snapshot_task(
         snapshots_dir=settings.snapshots_dir,
         run_id=report.run_id,
@@ -102,5 +104,18 @@ def snapshot(
         drift=drift,
         pipeline_runs=runs,
         keep=settings.snapshots_keep,
+        webhook_deliveries=deliveries,
     )
     report.snapshot_path = str(path)
+
+
+def note_delivery_health(settings: Settings, report: RunReport) -> pl.DataFrame | None:
+    """Whop's side of delivery, as the last recovery read it (None when recovery never ran)."""
+    recovery = RecoveryStore(settings.warehouse_dir, settings.landing_dir, settings.quarantine_dir)
+    state = recovery.load_state()
+    if state.recovered_at is None:
+        return None
+    report.whop_failed_deliveries = state.failed_attempts
+    report.whop_unlogged_failures = state.unlogged_failures
+    report.whop_unlogged_messages = state.unlogged_messages
+    return recovery.deliveries()

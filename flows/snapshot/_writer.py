@@ -13,7 +13,14 @@ import polars as pl
 
 from memberpulse import transforms
 from memberpulse.contracts.checkpoints import checkpoint
-from memberpulse.contracts.tables import MEMBER_ACTIVITY, MEMBER_ACTIVITY_HISTORY, SNAPSHOT_INFO, quote_ident
+from memberpulse.contracts.tables import (
+    MEMBER_ACTIVITY,
+    MEMBER_ACTIVITY_HISTORY,
+    SNAPSHOT_INFO,
+    WEBHOOK_DELIVERIES,
+    Table,
+    quote_ident,
+)
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import InvalidInput, StorageUnavailable
 from memberpulse.flows.snapshot import _files
@@ -37,12 +44,14 @@ def write_snapshot(
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
     keep: int,
+    webhook_deliveries: pl.DataFrame | None = None,
 ) -> Path:
     """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``.
 
     ``events`` (a frame) or ``events_parquet`` (files, loaded by DuckDB without passing through Python) gives
     the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
+    ``webhook_deliveries`` is Whop's delivery log as recovery last read it (none: an empty table).
     Returns the timestamped file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
     """
     _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
@@ -63,6 +72,7 @@ def write_snapshot(
                 history_files=history_files,
                 drift=drift,
                 pipeline_runs=pipeline_runs,
+                webhook_deliveries=webhook_deliveries,
             )
             _files.point_latest_at(final)
             _files.apply_retention(snapshots_dir, keep=keep, protect=final)
@@ -116,6 +126,7 @@ def _build(
     history_files: list[tuple[Path, datetime | None]],
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
+    webhook_deliveries: pl.DataFrame | None,
 ) -> None:
     con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     try:
@@ -126,6 +137,7 @@ def _build(
         _load("member_activity_history", lambda: _load_history(con, history_files))
         _load("reconciliation_drift", lambda: _load_frame(con, "reconciliation_drift", drift))
         _load("pipeline_runs", lambda: _load_frame(con, "pipeline_runs", pipeline_runs))
+        _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
         con.execute(f"CREATE TABLE snapshot_info ({SNAPSHOT_INFO.duckdb_columns()})")
         con.execute(
             "INSERT INTO snapshot_info VALUES (?, ?, ?, ?)",
@@ -225,6 +237,16 @@ def _load_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame)
     con.register(view, frame)
     con.execute(f"CREATE TABLE {quote_ident(table)} AS SELECT * FROM {quote_ident(view)}")
     con.unregister(view)
+
+
+def _load_declared(con: duckdb.DuckDBPyConnection, table: Table, frame: pl.DataFrame | None) -> None:
+    """A table with its declared column types, filled from ``frame`` (None: left empty)."""
+    con.execute(f"CREATE TABLE {quote_ident(table.name)} ({table.duckdb_columns()})")
+    if frame is not None and frame.height:
+        view = f"_{table.name}_in"
+        con.register(view, frame.select(table.names))
+        con.execute(f"INSERT INTO {quote_ident(table.name)} SELECT * FROM {quote_ident(view)}")
+        con.unregister(view)
 
 
 def _dated_history_files(paths: Sequence[Path]) -> list[tuple[Path, datetime | None]]:
