@@ -152,18 +152,9 @@ def _store_recovered(
     started: datetime,
 ) -> RecoveryResult:
     known, offsets = store.known_ids(state)
-    known_ids = set(known["webhook_id"].to_list())
     landed_ids = set(known.filter(pl.col("landed"))["webhook_id"].to_list())
     now = datetime.now(UTC)
-    lines: dict[str, bytes] = {}
-    without_id = 0
-    for attempt in reversed(attempts):  # oldest first: the earliest attempt of a message is its record
-        webhook_id = _envelope_id(attempt)
-        if webhook_id is None:
-            without_id += 1
-        elif webhook_id not in known_ids and webhook_id not in lines:
-            body = orjson.dumps(attempt.request_body).decode()
-            lines[webhook_id] = encode_raw_record(webhook_id, now, None, SCHEME_DELIVERY_LOG, attempt.event, body)
+    lines, without_id = _missing_records(attempts, set(known["webhook_id"].to_list()), now)
     segment = store.write_records(list(lines.values()), now)
 
     refused = store.quarantined_ids()
@@ -195,6 +186,20 @@ def _store_recovered(
         segment=str(segment) if segment else None,
         seconds=(datetime.now(UTC) - started).total_seconds(),
     )
+
+
+def _missing_records(attempts: list[Any], known_ids: set[str], now: datetime) -> tuple[dict[str, bytes], int]:
+    """Raw-record lines for the messages the raw store lacks (by webhook id), and how many attempts had no id."""
+    lines: dict[str, bytes] = {}
+    without_id = 0
+    for attempt in reversed(attempts):  # oldest first: the earliest attempt of a message is its record
+        webhook_id = _envelope_id(attempt)
+        if webhook_id is None:
+            without_id += 1
+        elif webhook_id not in known_ids and webhook_id not in lines:
+            body = orjson.dumps(attempt.request_body).decode()
+            lines[webhook_id] = encode_raw_record(webhook_id, now, None, SCHEME_DELIVERY_LOG, attempt.event, body)
+    return lines, without_id
 
 
 def deliveries_frame(attempts: list[Any]) -> pl.DataFrame:

@@ -51,9 +51,8 @@ def write_snapshot(
     ``events`` (a frame) or ``events_parquet`` (files, loaded by DuckDB without passing through Python) gives
     the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
-    ``webhook_deliveries`` is Whop's delivery log as recovery last read it (none: an empty table).
-    Returns the timestamped file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
-    """
+    ``webhook_deliveries``: Whop's delivery log as recovery last read it. Returns the file's path; older ones
+    beyond the newest ``keep`` are deleted."""
     _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
                   drift=drift, pipeline_runs=pipeline_runs)  # fmt: skip
     final = snapshots_dir / _files.snapshot_name(run_at, run_id)
