@@ -86,7 +86,7 @@ def recover(
     store = RecoveryStore(settings.warehouse_dir, settings.landing_dir, settings.quarantine_dir)
     state = store.load_state()
     window_start = _window_start(since, state, started)
-    with WhopBackfillClient.from_settings(settings, on_retry=on_retry) as client:
+    with WhopBackfillClient.from_settings(settings, on_retry=on_retry, job="recover") as client:
         hook_id = find_webhook(client, settings)
         if replay:
             request = client.sdk.webhooks.replay

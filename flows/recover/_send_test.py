@@ -24,7 +24,7 @@ def send_test_via_whop(event: str, *, settings: Settings, out: TextIO | None = N
             f"Whop cannot send a sample of {event!r}", value=event, hint=f"use one of {', '.join(WHOP_TEST_EVENTS)}"
         )
     require_recovery_settings(settings)
-    with WhopBackfillClient.from_settings(settings) as client:
+    with WhopBackfillClient.from_settings(settings, job="send-test") as client:
         hook_id = find_webhook(client, settings)
         hook, _ = client.call("webhook", 1, lambda: client.sdk.webhooks.retrieve(hook_id))
         print(f"🧪 Asking Whop to send its {event} sample to webhook {hook_id}", file=stream)

@@ -36,6 +36,11 @@ MAX_PAGE_SIZE = 1000
 # Whop may answer 429 with "Try again in 0 seconds"; never hammer it faster than this.
 MIN_RATE_LIMIT_WAIT = 0.1
 _COMPANY_VARS = "WHOP_COMPANY_ID (or NEXT_PUBLIC_WHOP_COMPANY_ID)"
+_KEPT = {
+    "backfill": "the previous snapshot stays latest",
+    "recover": "nothing was written",
+    "send-test": "nothing sent",
+}
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class WhopBackfillClient:
         policy: RetryPolicy | None = None,
         on_retry: Callable[[RetryEvent], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        job: str = "backfill",
     ) -> None:
         self.company_id = company_id
         self.base_url = base_url.rstrip("/")
@@ -128,6 +134,7 @@ class WhopBackfillClient:
         self.policy = policy or RetryPolicy()
         self._on_retry = on_retry
         self._sleep = sleep
+        self._job = job  # what the hints tell a person to run again later
         self._http = httpx.Client(timeout=timeout, follow_redirects=True)
         vault = WhopEnvironment.PRODUCTION.vault if self.base_url == WhopEnvironment.PRODUCTION.api else base_url
         self._sdk = Whop(
@@ -140,7 +147,7 @@ class WhopBackfillClient:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, on_retry: Callable[[RetryEvent], None] | None = None
+        cls, settings: Settings, *, on_retry: Callable[[RetryEvent], None] | None = None, job: str = "backfill"
     ) -> WhopBackfillClient:
         reason = backfill_skip_reason(settings)
         if reason is not None:
@@ -156,6 +163,7 @@ class WhopBackfillClient:
             timeout=settings.whop_timeout_seconds,
             policy=RetryPolicy.from_settings(settings),
             on_retry=on_retry,
+            job=job,
         )
 
     def __enter__(self) -> WhopBackfillClient:
@@ -276,7 +284,7 @@ class WhopBackfillClient:
                 f"still rate limited after {tries.rate_limited} answers and "
                 f"{tries.waited_for_rate_limit:.1f} s of waiting; the next wait ({wait:.1f} s) would "
                 f"pass the {self.policy.max_rate_limit_wait:g} s bound",
-                hint="run the backfill later, or raise MEMBERPULSE_WHOP_MAX_RATE_LIMIT_WAIT_SECONDS",
+                hint=f"run the {self._job} later, or raise MEMBERPULSE_WHOP_MAX_RATE_LIMIT_WAIT_SECONDS",
             ) from None
         tries.waited_for_rate_limit += wait
         self._retry(resource, number, tries.rate_limited, 429, "rate limited", wait)
@@ -307,7 +315,7 @@ class WhopBackfillClient:
             company_id=self.company_id,
             page=number,
             last_status=status,
-            hint=hint or "Whop seems down; run the backfill later (the previous snapshot stays latest)",
+            hint=hint or f"Whop seems down; run the {self._job} later ({_KEPT.get(self._job, 'nothing was written')})",
         )
 
     def _auth_error(self, resource: str, status: int) -> WhopAuthError:
