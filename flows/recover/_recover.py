@@ -120,6 +120,7 @@ def _read_log(
     )
     list_deliveries = client.sdk.webhooks.list_deliveries
     attempts: list[Any] = []
+    seen: set[str] = set()
     after: str | None = None
     page = 0
     while True:
@@ -132,7 +133,9 @@ def _read_log(
         )
         items = list(pager.items or [])
         fresh = [d for d in items if _parse_time(d.sent_at) >= since]
-        attempts += fresh
+        # New attempts logged while we page shift the pages: an attempt may come twice, keep it once.
+        attempts += [d for d in fresh if d.id not in seen]
+        seen.update(d.id for d in fresh)
         oldest = _parse_time(items[-1].sent_at) if items else None
         if on_page is not None:
             on_page(page, len(attempts), oldest)

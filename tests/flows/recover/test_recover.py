@@ -263,3 +263,26 @@ def test_simulator_delivery_log_reads_in_whop_sdk_newest_first_with_cursors(tmp_
     assert seen[-1].request_body["id"] == "msg_stream_001_0" and seen[-1].sent_at.endswith("Z")
     assert [h.id for h in hooks] == [w.hook.id] and hooks[0].last_failure_at is not None
     assert queued.queued is True
+
+
+def test_a_crash_after_the_records_before_the_state_repeats_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payloads = stream()
+    with world(tmp_path / "w") as w:
+        lost = send_with_outage(w, payloads)
+
+        def crash(*args: object, **kwargs: object) -> None:
+            raise OSError("killed before the state was written")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(RecoveryStore, "commit", crash)
+            with pytest.raises(OSError):
+                recover(w.settings)
+        after_crash = [r for r in read_records(w.settings.landing_dir) if r["scheme"] == SCHEME_DELIVERY_LOG]
+        rerun = recover(w.settings)
+        report = reconcile_flow(as_of=AS_OF, settings=w.settings)
+
+    assert len(after_crash) == len(lost)  # the records were durable before the crash
+    assert rerun.recovered == 0 and rerun.already_stored == len(payloads)
+    assert report["events_ingested"] == len(payloads) and report["records_read"] == len(payloads)
