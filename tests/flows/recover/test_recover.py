@@ -33,7 +33,7 @@ from tests.flows.reconcile_testkit import COMPARED
 from tests.landing.landing_testkit import read_records
 from tests.support.net import free_port
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
 AS_OF = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 COMPANY = "biz_recover"
