@@ -41,14 +41,18 @@ def quiet_prefect() -> None:
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
 
-def _parse_as_of(text: str) -> datetime:
+def _parse_as_of(text: str, flag: str = "--as-of") -> datetime:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--as-of {text!r} is not an ISO 8601 time, e.g. 2026-11-27T12:00:00Z"
+            f"{flag} {text!r} is not an ISO 8601 time, e.g. 2026-11-27T12:00:00Z"
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _parse_since(text: str) -> datetime:
+    return _parse_as_of(text, "--since")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send-test", help="sign a mock webhook with the configured secret and post it")
     send.add_argument("event", help="an event type (e.g. membership.went_valid) or 'all'")
     send.add_argument("--url", default=DEFAULT_WEBHOOK_URL)
+    send.add_argument(
+        "--via-whop", action="store_true", help="ask Whop to send its own sample to the configured webhook instead"
+    )
 
     run = sub.add_parser("run", help="one reconcile flow run: ingest, score, publish, snapshot")
     run.add_argument("--as-of", type=_parse_as_of, default=None, help="score as of this ISO 8601 time")
@@ -86,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="table prints; csv, json and parquet export every row to --out")  # fmt: skip
     sql.add_argument("--out", type=Path, default=None, help="export to this file (DuckDB COPY)")
 
+    recover = sub.add_parser("recover", help="bring back webhooks the landing missed, from Whop's delivery log")
+    recover.add_argument(
+        "--since", type=_parse_since, default=None, help="read back to this ISO 8601 time (default: where the "
+        "last recovery stopped, at most 30 days)",
+    )  # fmt: skip
+    recover.add_argument("--replay", action="store_true", help="ask Whop to re-send the failed deliveries instead")
     sub.add_parser("migrate", help="apply supabase/migrations through SUPABASE_DB_URL")
     sub.add_parser("demo", help="the whole loop on this machine, no credentials needed")
     return parser
@@ -99,10 +112,18 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         serve(settings, host=args.host, port=args.port)
         return ExitCode.OK
+    if args.command == "send-test" and args.via_whop:
+        from memberpulse.flows.recover import send_test_via_whop
+
+        return send_test_via_whop(args.event, settings=settings)
     if args.command == "send-test":
         from memberpulse.landing.send_test import send_test
 
         return send_test(args.event, url=args.url, settings=settings)
+    if args.command == "recover":
+        from memberpulse.flows.recover import run_once as recover_once
+
+        return recover_once(settings, since=args.since, replay=args.replay)
     if args.command == "run":
         from memberpulse.flows.reconcile import run_once
 

@@ -25,19 +25,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+import orjson
 from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
 from memberpulse.settings import Settings
 
+if TYPE_CHECKING:
+    from memberpulse.whop_simulator import WebhookHub
+
 DEMO_COMPANY = "biz_memberpulse_demo"
 DEMO_MEMBERS = 300
 WEBHOOK_PATH = "/api/webhooks/whop"
 MISSED_SHARE = 0.04  # deliveries Whop "never made": reconciliation must notice them as drift
 DUPLICATE_SHARE = 0.05  # at-least-once delivery: the same webhook twice, counted once
+OUTAGE_SHARE = 0.04  # webhooks Whop sends while the landing is down: recovery brings them back
+OUTAGE_SECONDS = 3.0
+WHOP_SENT = 20  # webhooks the simulated Whop delivers itself before the outage (the rest are posted directly)
 
 
 @dataclass(frozen=True)
@@ -63,11 +71,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def landing_process(data_dir: Path, secret: str) -> Iterator[str]:
-    """A real ``memberpulse serve`` on a free port; yields its webhook URL, stops it on exit."""
-    port = _free_port()
+def landing_process(data_dir: Path, secret: str, port: int | None = None) -> Iterator[str]:
+    """A real ``memberpulse serve`` on ``port`` (default: a free one); yields its webhook URL, stops it on exit."""
+    port = port or _free_port()
     env = {**os.environ, "WHOP_WEBHOOK_SECRET": secret, "MEMBERPULSE_DATA_DIR": str(data_dir)}
-    log = open(data_dir / "landing.log", "wb")  # noqa: SIM115 - closed below, after the process ends
+    log = open(data_dir / "landing.log", "ab")  # noqa: SIM115 - closed below, after the process ends
     proc = subprocess.Popen(
         [sys.executable, "-m", "memberpulse", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
@@ -236,10 +244,39 @@ def _print_findings(console: Console, snapshot: Path) -> None:
     console.print(seed_query)
 
 
+def _print_recovery(console: Console, snapshot: Path, lost: list[str]) -> bool:
+    """Whether every webhook of the outage is in the events table (then the scores are those of a run without
+    the outage: scoring is a function of the events and the API facts), and Whop's side of delivery health."""
+    import duckdb
+    import polars as pl
+
+    with duckdb.connect(str(snapshot), read_only=True) as con:
+        con.register("lost", pl.DataFrame({"webhook_id": lost}, schema={"webhook_id": pl.String()}))
+        back = con.execute("SELECT count(*) FROM lost JOIN events USING (webhook_id)").fetchall()[0][0]
+        health = con.execute(
+            "SELECT hour, attempts, failed, success_rate_pct, failures_by_status, p95_seconds "
+            "FROM webhook_delivery_health ORDER BY hour"
+        ).fetchall()
+    table = Table(title="Delivery health, Whop's side (webhook_delivery_health)")
+    for column in ("hour", "attempts", "failed", "success %", "failures by status", "p95 s"):
+        table.add_column(column)
+    for row in health:
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+    if back != len(lost):
+        console.print(f"[red]outage: only {back} of the {len(lost)} webhooks lost in the outage came back")
+        return False
+    console.print(
+        f"outage: {len(lost)} webhooks failed while the landing was down; all of them are in the events table, "
+        "recovered from Whop's delivery log, so the scores equal a run without the outage."
+    )
+    return True
+
+
 def main(settings: Settings) -> int:
     from memberpulse.flows.backfill import run_once as backfill_once
     from memberpulse.flows.reconcile import run_once as reconcile_once
-    from memberpulse.whop_simulator import Population, create_app, serve_in_thread
+    from memberpulse.whop_simulator import Population, WebhookHub, create_app, serve_in_thread
 
     console = Console()
     started = time.monotonic()
@@ -252,38 +289,78 @@ def main(settings: Settings) -> int:
 
     console.rule("[bold]memberpulse demo")
     population = Population.generate(seed=7, n=DEMO_MEMBERS, company_id=DEMO_COMPANY, now=now)
-    app = create_app(population, api_key=api_key)
-    with serve_in_thread(app) as base_url, landing_process(root, secret) as webhook_url:
-        console.print(f"Whop API simulator (a stand-in for api.whop.com): {base_url}")
-        console.print(f"landing endpoint (memberpulse serve):             {webhook_url}")
+    hub = WebhookHub(DEMO_COMPANY, timeout=2.0)
+    port = _free_port()
+    with serve_in_thread(create_app(population, api_key=api_key, webhooks=hub)) as base_url:
         deliveries = plan_deliveries(population, secret, now)
-        stats = send_webhooks(webhook_url, deliveries, secret)
-        console.print(
-            f"webhooks: {stats.sent} sent, {stats.accepted} answered 200, {stats.rejected} rejected (the forgery), "
-            f"{stats.duplicates} delivered twice, {stats.missed} never delivered"
-        )
-        # After the webhooks, Whop's view moves on: a few members cancel and the webhooks for it go missing.
-        for membership in population.memberships[:5]:
-            if membership.valid:
-                population.set_status(membership.id, "canceled", at=now)
-
-        demo = _demo_settings(settings, root, secret, api_key, base_url)
-        console.rule("backfill (Whop API → warehouse snapshot)")
-        code = backfill_once(demo)
-        if code != 0:
-            return code
+        outage_share = max(1, int(len(deliveries) * OUTAGE_SHARE))
+        in_outage, calm = deliveries[:outage_share], deliveries[outage_share:]
+        hook_id = _send_calm(console, hub, root, secret, port, base_url, calm)
+        lost = _outage(console, hub, hook_id, in_outage)
+        with landing_process(root, secret, port):
+            # After the webhooks, Whop's view moves on: a few members cancel and the webhooks for it go missing.
+            for membership in population.memberships[:5]:
+                if membership.valid:
+                    population.set_status(membership.id, "canceled", at=now)
+            demo = _demo_settings(settings, root, secret, api_key, base_url).model_copy(
+                update={"whop_webhook_id": hook_id}
+            )
+            console.rule("backfill (Whop API → warehouse snapshot; Whop's delivery log → missed webhooks)")
+            code = backfill_once(demo)
+            if code != 0:
+                return code
     console.rule("reconcile (raw webhooks + API → scores → snapshot)")
     code = reconcile_once(demo, as_of=None, full_refresh=False)
     if code != 0:
         return code
 
-    _print_outro(console, demo.snapshots_dir / "latest.duckdb", deliveries, started)
-    return 0
+    recovered = _print_outro(console, demo.snapshots_dir / "latest.duckdb", deliveries, started, lost)
+    return 0 if recovered else 1
 
 
-def _print_outro(console: Console, snapshot: Path, deliveries: list[Delivery], started: float) -> None:
-    """What the demo found, how long it took, and how to look at the snapshot."""
+def _send_calm(
+    console: Console, hub: WebhookHub, root: Path, secret: str, port: int, base_url: str, calm: list[Delivery]
+) -> str:
+    """Before the outage: the landing up, the webhook registered with the simulated Whop, the stream sent.
+    Returns the webhook's id."""
+    with landing_process(root, secret, port) as webhook_url:
+        hook = hub.register(webhook_url, secret=secret)
+        console.print(f"Whop API simulator (a stand-in for api.whop.com): {base_url}")
+        console.print(f"landing endpoint (memberpulse serve):             {webhook_url}")
+        # Whop's own sends (signed by the simulator, in its delivery log) for part of the stream.
+        for delivery in calm[:WHOP_SENT]:
+            hub.send(hook.id, orjson.loads(delivery.body))
+        stats = send_webhooks(webhook_url, calm[WHOP_SENT:], secret)
+        console.print(
+            f"webhooks: {WHOP_SENT} sent by the simulated Whop, then {stats.sent} posted: {stats.accepted} "
+            f"answered 200, {stats.rejected} rejected (the forgery), {stats.duplicates} delivered twice, "
+            f"{stats.missed} never delivered"
+        )
+    return hook.id
+
+
+def _outage(console: Console, hub: WebhookHub, hook_id: str, deliveries: list[Delivery]) -> list[str]:
+    """The landing is down for a few seconds while Whop keeps sending: every one of those deliveries fails.
+    Returns their webhook ids."""
+    started = time.monotonic()
+    lost = []
+    for n, delivery in enumerate(deliveries, 1):
+        attempt = hub.send(hook_id, orjson.loads(delivery.body))
+        lost.append(attempt.webhook_id)
+        time.sleep(max(0.0, started + OUTAGE_SECONDS * n / len(deliveries) - time.monotonic()))
+    failed = sum(not a.success for a in hub.deliveries(hook_id))
+    console.print(
+        f"outage: the landing was stopped for {time.monotonic() - started:.1f} s while Whop sent "
+        f"{len(deliveries)} webhooks; {failed} deliveries failed (connection refused), as Whop's log shows"
+    )
+    return lost
+
+
+def _print_outro(console: Console, snapshot: Path, deliveries: list[Delivery], started: float, lost: list[str]) -> bool:
+    """What the demo found, how long it took, and how to look at the snapshot; False if the outage was not
+    fully recovered."""
     _print_findings(console, snapshot)
+    recovered = _print_recovery(console, snapshot, lost)
     counts = Counter(d.membership_id for d in deliveries)
     console.print(
         f"\n{len(counts)} simulated members, {len(deliveries)} webhooks planned; finished in "
@@ -295,3 +372,4 @@ def _print_outro(console: Console, snapshot: Path, deliveries: list[Delivery], s
         f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{snapshot}', read_only=True)"
         f".sql('SELECT * FROM members_at_risk_now LIMIT 10'))\""
     )
+    return recovered

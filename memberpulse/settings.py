@@ -141,6 +141,20 @@ class Settings(BaseSettings):
         "capped at 30 s).",
     )
 
+    # --- recovery from Whop's delivery log (memberpulse recover) -------------------------------------------------
+    whop_webhook_id: str | None = Field(
+        default=None,
+        validation_alias="WHOP_WEBHOOK_ID",
+        description="The company's webhook (hook_...) whose delivery log recovery reads; unset: found by "
+        "MEMBERPULSE_PUBLIC_WEBHOOK_URL.",
+    )
+    public_webhook_url: str | None = Field(
+        default=None,
+        validation_alias="MEMBERPULSE_PUBLIC_WEBHOOK_URL",
+        description="The landing's public URL as configured in Whop (https://.../api/webhooks/whop); used to "
+        "find the webhook when WHOP_WEBHOOK_ID is unset.",
+    )
+
     # --- Supabase ------------------------------------------------------------------------------------------
     supabase_db_url: SecretStr | None = Field(
         default=None,

@@ -47,7 +47,9 @@ def run_once(settings: Settings) -> int:
         f"memberpulse backfill: wrote {result.snapshot.path} ({counts}) in {result.seconds:.1f} s, "
         f"{rate(result.records, result.seconds)}"
     )
-    return ExitCode.OK
+    if result.recovery_note:
+        print(f"memberpulse backfill: {result.recovery_note}", file=sys.stderr if result.recovery_error else sys.stdout)
+    return result.recovery_error.exit_code if result.recovery_error else ExitCode.OK
 
 
 def _safe_url(settings: Settings) -> str:

@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
+from memberpulse.errors import MemberpulseError
 from memberpulse.flows.backfill._fetch import fetch_members, fetch_memberships
 from memberpulse.flows.backfill._progress import ResourceResult, rate
+from memberpulse.flows.recover import RecoveryResult, recover, recovery_skip_reason
 from memberpulse.flows.whop import (
     BackfillSnapshot,
     SnapshotWriter,
@@ -34,6 +37,9 @@ class BackfillResult:
     snapshot: BackfillSnapshot | None = None
     resources: dict[str, ResourceResult] = field(default_factory=dict)
     seconds: float = 0.0
+    recovery: RecoveryResult | None = None  # the delivery-log step (None: skipped or failed)
+    recovery_note: str | None = None  # why it was skipped, or what stopped it
+    recovery_error: MemberpulseError | None = None
 
     @property
     def records(self) -> int:
@@ -67,15 +73,40 @@ def backfill_flow(settings: Settings | None = None) -> BackfillResult:
         wait(futures)
         results = [f.result() for f in futures]
         snapshot = writer.commit(pages={r.resource: r.pages for r in results})
+    recovery, note, error = _recover_step(settings)
     result = BackfillResult(
         status="written",
         message=f"snapshot {snapshot.path}",
         snapshot=snapshot,
         resources={r.resource: r for r in results},
         seconds=time.monotonic() - started,
+        recovery=recovery,
+        recovery_note=note,
+        recovery_error=error,
     )
     _summary_artifact(result)
     return result
+
+
+@task(name="recover", cache_policy=NO_CACHE)
+def recover_task(settings: Settings) -> RecoveryResult:
+    return recover(settings)
+
+
+def _recover_step(settings: Settings) -> tuple[RecoveryResult | None, str | None, MemberpulseError | None]:
+    """The last step: events the landing missed, from Whop's delivery log. Its failure never undoes the
+    snapshot already written; it is reported (and the CLI exits with its code)."""
+    reason = recovery_skip_reason(settings)
+    if reason is not None:
+        log.info(reason)
+        return None, reason, None
+    try:
+        result = recover_task(settings)
+    except MemberpulseError as exc:
+        log.warning("recovery from Whop's delivery log failed: %s", exc)
+        return None, f"recovery failed: {exc}", exc
+    log.info("recovery: %s", result.summary())
+    return result, result.summary(), None
 
 
 def _summary_artifact(result: BackfillResult) -> None:
@@ -89,7 +120,7 @@ def _summary_artifact(result: BackfillResult) -> None:
         )
         create_markdown_artifact(
             key="backfill-summary",
-            markdown=f"## Backfill\n\n{result.message}\n\n"
+            markdown=f"## Backfill\n\n{result.message}\n\n{result.recovery_note or ''}\n\n"
             f"| resource | pages | records | rate |\n|---|---|---|---|\n{rows}\n",
             description="memberpulse backfill",
         )

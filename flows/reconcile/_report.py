@@ -50,6 +50,10 @@ class RunReport:
     updated: int = 0
     unchanged: int = 0
     drift_count: int = 0
+    # Whop's delivery log as the last recovery read it (None: recovery never ran).
+    whop_failed_deliveries: int | None = None
+    whop_unlogged_failures: int | None = None  # failed attempts for messages the landing has no trace of
+    whop_unlogged_messages: int = 0
     snapshot_path: str | None = None
     analyst_report: str | None = None  # its path, or "not written: <why>" (a report never fails the run)
     newly_at_risk_count: int = 0
@@ -109,6 +113,9 @@ class RunReport:
             rows.append(("rows it would insert / update / leave unchanged", counts))
         elif self.publish_target and self.mode == "run" and not self.publish_error:
             rows.append(("rows inserted / updated / unchanged", counts))
+        if self.whop_failed_deliveries is not None:
+            rows.append(("failed deliveries in Whop's log (last recovery)", self.whop_failed_deliveries))
+            rows.append(("  of them never reached the landing", self.unlogged_text))
         rows += [
             ("drift (API vs webhooks)", self.drift_count),
             ("newly at risk", self.newly_at_risk_count),
@@ -135,6 +142,13 @@ class RunReport:
         if self.mode == "backdated":
             return f"{self.snapshot_path} (its own file; latest.duckdb unchanged)"
         return str(self.snapshot_path)
+
+    @property
+    def unlogged_text(self) -> str:
+        n, messages = self.whop_unlogged_failures or 0, self.whop_unlogged_messages
+        if not n:
+            return "0"
+        return f"{n} attempt(s), {messages} message(s): Whop saw failures the landing never logged"
 
     @property
     def title(self) -> str:

@@ -17,6 +17,7 @@ from memberpulse.flows.publish import PublishOutcome, failures_with, plan_publis
 from memberpulse.flows.raw_archive import compact
 from memberpulse.flows.reconcile._ingest import Ingested, all_events, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
+from memberpulse.flows.recover import RecoveryStore
 from memberpulse.flows.snapshot import thin_history, whop_access, write_snapshot
 from memberpulse.flows.warehouse import ReconcileStore
 from memberpulse.settings import Settings
@@ -146,6 +147,7 @@ def snapshot(
 ) -> None:
     """Step 5: a new DuckDB file swapped in as ``snapshots/latest.duckdb``; for a backdated run, a file of its
     own named for its as-of (``snapshots/as-of/<as_of>.duckdb``), with the history up to that time."""
+    deliveries = note_delivery_health(settings, report)
     backdated = report.mode == "backdated"
     history = store.history_paths()
     if backdated:
@@ -166,6 +168,7 @@ def snapshot(
         whop_access=whop_access(settings.warehouse_dir),
         own_file=f"{file_time(report.as_of)}.duckdb" if backdated else None,
         webhook_failures=failures_with(settings, ingested.failures, seen_at=report.started_at),
+        webhook_deliveries=deliveries,
     )
     report.snapshot_path = str(path)
 
@@ -188,3 +191,15 @@ def compact_raw_history(settings: Settings, store: ReconcileStore, logger: Logge
             result.bytes,
             ", ".join(result.days),
         )
+
+
+def note_delivery_health(settings: Settings, report: RunReport) -> pl.DataFrame | None:
+    """Whop's side of delivery, as the last recovery read it (None when recovery never ran)."""
+    recovery = RecoveryStore(settings.warehouse_dir, settings.landing_dir, settings.quarantine_dir)
+    state = recovery.load_state()
+    if state.recovered_at is None:
+        return None
+    report.whop_failed_deliveries = state.failed_attempts
+    report.whop_unlogged_failures = state.unlogged_failures
+    report.whop_unlogged_messages = state.unlogged_messages
+    return recovery.deliveries()

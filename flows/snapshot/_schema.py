@@ -49,6 +49,27 @@ VIEWS: dict[str, str] = {
         GROUP BY ALL
         ORDER BY week_start
     """,
+    # Whop's side of delivery health, per UTC hour: what Whop tried, what failed and how, how slow.
+    "webhook_delivery_health": """
+        WITH per_code AS (
+            SELECT date_trunc('hour', timezone('UTC', sent_at)) AS hour, response_code, count(*) AS n
+            FROM webhook_deliveries WHERE NOT success GROUP BY ALL
+        ), failures AS (
+            SELECT hour, string_agg(response_code || ': ' || n, ', ' ORDER BY response_code) AS failures_by_status
+            FROM per_code GROUP BY ALL
+        )
+        SELECT date_trunc('hour', timezone('UTC', d.sent_at)) AS hour,
+               count(*) AS attempts,
+               count(*) FILTER (WHERE d.success) AS succeeded,
+               count(*) FILTER (WHERE NOT d.success) AS failed,
+               round(100.0 * count(*) FILTER (WHERE d.success) / count(*), 1) AS success_rate_pct,
+               any_value(f.failures_by_status) AS failures_by_status,
+               round(quantile_cont(d.total_time, 0.95), 3) AS p95_seconds
+        FROM webhook_deliveries AS d
+        LEFT JOIN failures AS f ON f.hour = date_trunc('hour', timezone('UTC', d.sent_at))
+        GROUP BY ALL
+        ORDER BY hour
+    """,
 }
 
 

@@ -18,8 +18,10 @@ from memberpulse.contracts.tables import (
     MEMBER_ACTIVITY,
     MEMBER_ACTIVITY_HISTORY,
     SNAPSHOT_INFO,
+    WEBHOOK_DELIVERIES,
     WEBHOOK_FAILURES,
     WHOP_MEMBER_ACCESS,
+    Table,
     quote_ident,
 )
 from memberpulse.contracts.times import UTC_US
@@ -50,6 +52,7 @@ def write_snapshot(
     whop_access: pl.DataFrame | None = None,
     own_file: str | None = None,
     webhook_failures: pl.DataFrame | None = None,
+    webhook_deliveries: pl.DataFrame | None = None,
 ) -> Path:
     """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``;
     or to ``snapshots_dir/<own_file>`` alone, no swap and no retention (a backdated run's own file).
@@ -57,9 +60,8 @@ def write_snapshot(
     ``events`` (a frame) or ``events_parquet`` (files, loaded by DuckDB without passing through Python) gives
     the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
-    ``whop_access`` is Whop's view of last access (latest backfill); ``webhook_failures`` the failures recorded
-    so far (None: an empty table). Returns the file's path; older timestamped snapshots past ``keep`` are deleted.
-    """
+    ``whop_access``, ``webhook_failures``, ``webhook_deliveries``: the tables of those names (None: empty).
+    Returns the file's path; older timestamped snapshots past ``keep`` are deleted."""
     _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
                   drift=drift, pipeline_runs=pipeline_runs)  # fmt: skip
     final = snapshots_dir / (own_file or _files.snapshot_name(run_at, run_id))
@@ -79,6 +81,7 @@ def write_snapshot(
                 pipeline_runs=pipeline_runs,
                 whop_access=whop_access,
                 webhook_failures=webhook_failures,
+                webhook_deliveries=webhook_deliveries,
             )
             if own_file is None:
                 _files.point_latest_at(final)
@@ -142,6 +145,7 @@ def _build(
     pipeline_runs: pl.DataFrame,
     whop_access: pl.DataFrame | None = None,
     webhook_failures: pl.DataFrame | None = None,
+    webhook_deliveries: pl.DataFrame | None = None,
 ) -> None:
     con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     try:
@@ -153,6 +157,7 @@ def _build(
         _load("reconciliation_drift", lambda: _load_frame(con, "reconciliation_drift", drift))
         _load("pipeline_runs", lambda: _load_frame(con, "pipeline_runs", pipeline_runs))
         _load("webhook_failures", lambda: _load_failures(con, webhook_failures))
+        _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
         con.execute(f"CREATE TABLE snapshot_info ({SNAPSHOT_INFO.duckdb_columns()})")
         con.execute(
             "INSERT INTO snapshot_info VALUES (?, ?, ?, ?)",
@@ -283,6 +288,16 @@ def _load_failures(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame | None) -
         f"SELECT {', '.join(map(quote_ident, names))} FROM _webhook_failures_in"
     )
     con.unregister("_webhook_failures_in")
+
+
+def _load_declared(con: duckdb.DuckDBPyConnection, table: Table, frame: pl.DataFrame | None) -> None:
+    """A table with its declared column types, filled from ``frame`` (None: left empty)."""
+    con.execute(f"CREATE TABLE {quote_ident(table.name)} ({table.duckdb_columns()})")
+    if frame is not None and frame.height:
+        view = f"_{table.name}_in"
+        con.register(view, frame.select(table.names))
+        con.execute(f"INSERT INTO {quote_ident(table.name)} SELECT * FROM {quote_ident(view)}")
+        con.unregister(view)
 
 
 def _dated_history_files(paths: Sequence[Path]) -> list[tuple[Path, datetime | None]]:

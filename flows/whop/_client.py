@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from whop_sdk import Whop
@@ -29,10 +29,16 @@ from memberpulse.flows.whop._retry import RetryPolicy, retry_after_seconds
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.backfill")
+T = TypeVar("T")
 
 # Whop may answer 429 with "Try again in 0 seconds"; never hammer it faster than this.
 MIN_RATE_LIMIT_WAIT = 0.1
 _COMPANY_VARS = "WHOP_COMPANY_ID (or NEXT_PUBLIC_WHOP_COMPANY_ID)"
+_KEPT = {
+    "backfill": "the previous snapshot stays latest",
+    "recover": "nothing was written",
+    "send-test": "nothing sent",
+}
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class Page:
 class RetryEvent:
     """A page attempt failed and will be retried after ``wait`` seconds (for progress output and logs)."""
 
-    resource: Resource
+    resource: str  # a Resource for the backfill; what else was asked (e.g. "deliveries") otherwise
     page: int
     attempt: int
     status: int | None  # HTTP status, None for a timeout or a connection error
@@ -97,6 +103,7 @@ class WhopBackfillClient:
         on_retry: Callable[[RetryEvent], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        job: str = "backfill",
     ) -> None:
         self.company_id = company_id
         self.base_url = base_url.rstrip("/")
@@ -105,11 +112,10 @@ class WhopBackfillClient:
         self.policy = policy or RetryPolicy()
         self._on_retry = on_retry
         self._sleep = sleep
+        self._job = job  # what the hints tell a person to run again later
         # ``transport``: where requests go (default: the network); tests pass an in-process one.
         self._http = httpx.Client(timeout=timeout, follow_redirects=True, transport=transport)
-        vault = (
-            WhopEnvironment.PRODUCTION.vault if self.base_url == WhopEnvironment.PRODUCTION.api else base_url
-        )
+        vault = WhopEnvironment.PRODUCTION.vault if self.base_url == WhopEnvironment.PRODUCTION.api else base_url
         self._sdk = Whop(
             token=api_key,
             environment=WhopEnvironment(api=self.base_url, vault=vault),
@@ -126,6 +132,7 @@ class WhopBackfillClient:
         on_retry: Callable[[RetryEvent], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
+        job: str = "backfill",
     ) -> WhopBackfillClient:
         reason = backfill_skip_reason(settings)
         if reason is not None:
@@ -142,6 +149,7 @@ class WhopBackfillClient:
             on_retry=on_retry,
             sleep=sleep,
             transport=transport,
+            job=job,
         )
 
     def __enter__(self) -> WhopBackfillClient:
@@ -179,42 +187,54 @@ class WhopBackfillClient:
 
     def fetch_page(self, resource: Resource, *, after: str | None, number: int) -> Page:
         """One page, retried within the policy's bounds."""
+        pager, attempts = self.call(resource, number, lambda: self._list(resource, after))
+        page_info = pager.response.page_info
+        end_cursor = page_info.end_cursor or None
+        items: Sequence[Any] = pager.items or []
+        return Page(
+            resource=resource,
+            number=number,
+            items=items,
+            end_cursor=end_cursor,
+            has_next=end_cursor is not None and bool(page_info.has_next_page),
+            attempts=attempts,
+        )
+
+    @property
+    def sdk(self) -> Whop:
+        """The whop-sdk client (its own retries off): pass calls on it through :meth:`call`."""
+        return self._sdk
+
+    def call(
+        self, what: str, number: int, request: Callable[[], T], *, not_found: ConfigError | None = None
+    ) -> tuple[T, int]:
+        """``request()`` (one whop-sdk call) retried within the policy's bounds, and the HTTP attempts it took.
+        ``what``/``number`` name it in messages (``memberships`` page 3); ``not_found`` is the error a 404
+        means (default: a wrong WHOP_API_BASE_URL)."""
         tries = _Tries()
         while True:
             tries.attempts += 1
             try:
-                pager = self._list(resource, after)
+                return request(), tries.attempts + tries.rate_limited
             except ApiError as exc:
-                self._after_api_error(exc, resource, number, tries)
-                continue
+                if exc.status_code == 404 and not_found is not None:
+                    raise not_found from None
+                self._after_api_error(exc, what, number, tries)
             except ParsingError as exc:
                 raise self._gave_up(
-                    resource,
+                    what,
                     number,
                     exc.status_code,
                     "the response did not match whop-sdk's model",
                     hint="upgrade whop-sdk; Whop may have changed the response shape",
                 ) from None
             except httpx.TimeoutException:
-                self._backoff_or_give_up(resource, number, tries.attempts, None, f"timed out after {self.timeout:g} s")
-                continue
+                self._backoff_or_give_up(what, number, tries.attempts, None, f"timed out after {self.timeout:g} s")
             except httpx.TransportError as exc:
                 reason = f"connection error ({type(exc).__name__})"
-                self._backoff_or_give_up(resource, number, tries.attempts, None, reason)
-                continue
-            page_info = pager.response.page_info
-            end_cursor = page_info.end_cursor or None
-            items: Sequence[Any] = pager.items or []
-            return Page(
-                resource=resource,
-                number=number,
-                items=items,
-                end_cursor=end_cursor,
-                has_next=end_cursor is not None and bool(page_info.has_next_page),
-                attempts=tries.attempts + tries.rate_limited,
-            )
+                self._backoff_or_give_up(what, number, tries.attempts, None, reason)
 
-    def _after_api_error(self, exc: ApiError, resource: Resource, number: int, tries: _Tries) -> None:
+    def _after_api_error(self, exc: ApiError, resource: str, number: int, tries: _Tries) -> None:
         """Wait before the next try, or raise the error this answer calls for."""
         # 2.6.0's list endpoints raise typed errors only for 400/401/403/404 and a bare ApiError for
         # 429/5xx (other endpoints raise TooManyRequestsError, an ApiError too): decide by status.
@@ -237,7 +257,7 @@ class WhopBackfillClient:
         reason = f"HTTP {status}" if status >= 300 else "unreadable response body"
         self._backoff_or_give_up(resource, number, tries.attempts, status, reason)
 
-    def _wait_for_rate_limit(self, exc: ApiError, resource: Resource, number: int, tries: _Tries) -> None:
+    def _wait_for_rate_limit(self, exc: ApiError, resource: str, number: int, tries: _Tries) -> None:
         """Wait as long as a 429 asked (at least MIN_RATE_LIMIT_WAIT), unless that passes the summed bound."""
         tries.rate_limited += 1
         told = retry_after_seconds(exc.headers, exc.body)
@@ -250,7 +270,7 @@ class WhopBackfillClient:
                 f"still rate limited after {tries.rate_limited} answers and "
                 f"{tries.waited_for_rate_limit:.1f} s of waiting; the next wait ({wait:.1f} s) would "
                 f"pass the {self.policy.max_rate_limit_wait:g} s bound",
-                hint="run the backfill later, or raise MEMBERPULSE_WHOP_MAX_RATE_LIMIT_WAIT_SECONDS",
+                hint=f"run the {self._job} later, or raise MEMBERPULSE_WHOP_MAX_RATE_LIMIT_WAIT_SECONDS",
             ) from None
         tries.waited_for_rate_limit += wait
         self._retry(resource, number, tries.rate_limited, 429, "rate limited", wait)
@@ -260,38 +280,31 @@ class WhopBackfillClient:
         api = self._sdk.memberships if resource == "memberships" else self._sdk.members
         return api.list(account_id=self.company_id, first=self.page_size, after=after)
 
-    def _backoff_or_give_up(
-        self, resource: Resource, number: int, attempts: int, status: int | None, reason: str
-    ) -> None:
+    def _backoff_or_give_up(self, resource: str, number: int, attempts: int, status: int | None, reason: str) -> None:
         if attempts >= self.policy.max_attempts:
             raise self._gave_up(resource, number, status, f"{reason} on all {attempts} attempts")
         self._retry(resource, number, attempts, status, reason, self.policy.backoff(attempts))
 
-    def _retry(
-        self, resource: Resource, number: int, attempt: int, status: int | None, reason: str, wait: float
-    ) -> None:
+    def _retry(self, resource: str, number: int, attempt: int, status: int | None, reason: str, wait: float) -> None:
         event = RetryEvent(resource, number, attempt, status, reason, wait)
-        log.warning(
-            "whop %s page %d: %s; retrying in %.2f s (attempt %d)", resource, number, reason, wait, attempt
-        )
+        log.warning("whop %s page %d: %s; retrying in %.2f s (attempt %d)", resource, number, reason, wait, attempt)
         if self._on_retry is not None:
             self._on_retry(event)
         self._sleep(wait)
 
     def _gave_up(
-        self, resource: Resource, number: int, status: int | None, detail: str, *, hint: str | None = None
+        self, resource: str, number: int, status: int | None, detail: str, *, hint: str | None = None
     ) -> WhopGaveUp:
         last = f"last status {status}" if status else "last status: no HTTP answer"
         return WhopGaveUp(
-            f"gave up fetching Whop {resource} for company {self.company_id} at page {number}: "
-            f"{detail} ({last})",
+            f"gave up fetching Whop {resource} for company {self.company_id} at page {number}: {detail} ({last})",
             company_id=self.company_id,
             page=number,
             last_status=status,
-            hint=hint or "Whop seems down; run the backfill later (the previous snapshot stays latest)",
+            hint=hint or f"Whop seems down; run the {self._job} later ({_KEPT.get(self._job, 'nothing was written')})",
         )
 
-    def _auth_error(self, resource: Resource, status: int) -> WhopAuthError:
+    def _auth_error(self, resource: str, status: int) -> WhopAuthError:
         if status == 401:
             return WhopAuthError(
                 f"Whop rejected the API key (401) reading {resource} of company {self.company_id}",

@@ -6,9 +6,16 @@ Written by the landing before it answers 200 (one line, ``\\n``-terminated, keys
      "scheme": "standard", "event_type": "membership.went_valid", "body": "<the exact body text>"}
 
 ``webhook_id``, ``received_at`` and ``body`` are required non-empty strings; ``signed_at`` is the signature's
-Unix time (integer or null), ``scheme`` ``standard``/``legacy`` (or null), ``event_type`` the body's ``type`` or
-``action`` (or null). Records live in segment files ``<landing_dir>/dt=YYYY-MM-DD/<writer>-<seq>.ndjson``,
-one writer per process, append-only; a reader takes whole lines only.
+Unix time (integer or null), ``scheme`` how the record arrived (:data:`SCHEMES`, or null), ``event_type`` the
+body's ``type`` or ``action`` (or null). Records live in segment files
+``<landing_dir>/dt=YYYY-MM-DD/<writer>-<seq>.ndjson``, one writer per process, append-only; a reader takes whole
+lines only.
+
+Scheme ``delivery_log``: the record was recovered from Whop's delivery log through the authenticated API (no
+signature, so ``signed_at`` is null). ``webhook_id`` is the envelope's ``id`` (Whop's ``webhook-id``),
+``received_at`` when recovery stored it, ``body`` the delivery's ``request_body`` as compact JSON (what Whop
+POSTs). Recovery writes its own segment files (writer name starting ``delivery-log-``), whole and fsync'd,
+and the reconcile reads them like any other and dedupes by webhook id.
 
 Segments past the retention window are compacted into the raw archive, one zstd Parquet file per UTC day:
 ``<data_dir>/archive/landing/dt=YYYY-MM-DD.parquet`` with the columns of :data:`RAW_ARCHIVE_SCHEMA`, one row per
@@ -37,6 +44,15 @@ RAW_RECORD_SCHEMA: Final = pl.Schema(
     }
 )
 REQUIRED_FIELDS: Final = ("webhook_id", "received_at", "body")
+
+#: ``standard``/``legacy``: the landing verified that signature scheme; ``delivery_log``: recovered from Whop's
+#: delivery log through the authenticated API.
+SCHEME_STANDARD: Final = "standard"
+SCHEME_LEGACY: Final = "legacy"
+SCHEME_DELIVERY_LOG: Final = "delivery_log"
+SCHEMES: Final = (SCHEME_STANDARD, SCHEME_LEGACY, SCHEME_DELIVERY_LOG)
+#: The writer name prefix of recovery's segment files.
+DELIVERY_LOG_WRITER: Final = "delivery-log"
 
 #: Segment files relative to the landing directory (what a reader globs).
 SEGMENT_GLOB: Final = "dt=*/*.ndjson"

@@ -22,6 +22,7 @@ _DUCKDB_TYPES: Final[dict[pl.DataType, str]] = {
     pl.Int64(): "BIGINT",
     pl.Boolean(): "BOOLEAN",
     UTC_US: "TIMESTAMPTZ",
+    pl.Float64(): "DOUBLE",
 }
 
 
@@ -188,7 +189,7 @@ EVENTS: Final = Table(
         _req("webhook_id", _S, "text", "The webhook's id (webhook-id header, or sha256 of the body)."),
         _req("received_at", UTC_US, "timestamptz", "When the landing stored the webhook."),
         _col("signed_at", _I64, "bigint", "The Unix time in the webhook's signature."),
-        _col("scheme", _S, "text", "The signature scheme it came with: standard or legacy."),
+        _col("scheme", _S, "text", "How it arrived: standard or legacy signature, or delivery_log (recovered)."),
         _col("event_type", _S, "text", "The body's type or action (else the one the landing recorded)."),
         _req("kind", _S, "text", "What the event means for a member: joined, accessed, left or other."),
         _req("event_at", UTC_US, "timestamptz", "When the event happened, from the best time the webhook carries."),
@@ -221,6 +222,22 @@ RECONCILIATION_DRIFT: Final = Table(
         _col("webhook_last_at", UTC_US, "timestamptz", "The latest webhook fact about the membership."),
         _col("api_fetched_at", UTC_US, "timestamptz", "When the API snapshot was fetched."),
     ),
+)
+
+WEBHOOK_DELIVERIES: Final = Table(
+    "webhook_deliveries",
+    "Every delivery attempt Whop logged for the company's webhook, as recovery last read it (Whop's side).",
+    (
+        _req("delivery_id", _S, "text", "Whop's id of the attempt (whdel_...)."),
+        _col("event", _S, "text", "The event type the attempt carried."),
+        _col("webhook_id", _S, "text", "The message's webhook-id (the envelope id); the same across retries."),
+        _req("sent_at", UTC_US, "timestamptz", "When Whop sent the attempt."),
+        _req("response_code", _I32, "integer", "The HTTP status the endpoint answered; 0 when it was not reached."),
+        _req("success", _B, "boolean", "Whether the endpoint answered 2xx."),
+        _col("total_time", pl.Float64(), "double precision", "Seconds the attempt took."),
+        _col("replayed_from", _S, "text", "The attempt this one replayed; null for an original delivery."),
+    ),
+    key=("delivery_id",),
 )
 
 MEMBER_ACTIVITY_HISTORY: Final = Table(
@@ -259,5 +276,5 @@ PUBLISHED_TABLES: Final = (MEMBER_ACTIVITY, WEBHOOK_FAILURES, PIPELINE_RUNS)
 #: Tables in every DuckDB snapshot, in load order.
 SNAPSHOT_TABLES: Final = (
     MEMBER_ACTIVITY, EVENTS, MEMBER_ACTIVITY_HISTORY, RECONCILIATION_DRIFT, PIPELINE_RUNS, WEBHOOK_FAILURES,
-    SNAPSHOT_INFO, WHOP_MEMBER_ACCESS,
+    WEBHOOK_DELIVERIES, SNAPSHOT_INFO, WHOP_MEMBER_ACCESS,
 )  # fmt: skip

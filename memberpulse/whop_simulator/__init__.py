@@ -9,7 +9,10 @@ It is a stand-in for Whop (named as such everywhere): never point it at real dat
         ...
 
 Served: ``GET {base}/memberships`` and ``GET {base}/members`` (bearer auth: 401 on a wrong key, 403 on an
-unknown ``company_id``/``account_id``), cursor pagination with ``first``/``after``. An ``intercept`` hook runs
+unknown ``company_id``/``account_id``), cursor pagination with ``first``/``after``. With a :class:`WebhookHub`
+(``create_app(..., webhooks=hub)``) it also sends: signed webhooks POSTed to a URL, every attempt in a delivery
+log, served at ``/webhooks`` (list, retrieve, deliveries, replay, replay one delivery, test) as whop-sdk 2.6.0
+reads them. An ``intercept`` hook runs
 before each request is served (tests inject rate limits and outages with it: ``memberpulse.testing.whop_faults``).
 """
 
@@ -30,9 +33,11 @@ from memberpulse.whop_simulator._population import (
     SimUser,
 )
 from memberpulse.whop_simulator._server import serve_in_thread
+from memberpulse.whop_simulator._webhooks import DeliveryAttempt, SimWebhook, WebhookHub, standard_webhook_headers
 
 __all__ = [
     "VALID_STATUSES",
+    "DeliveryAttempt",
     "Endpoint",
     "Intercept",
     "LoggedRequest",
@@ -40,9 +45,12 @@ __all__ = [
     "SimMember",
     "SimMembership",
     "SimUser",
+    "SimWebhook",
     "SimulatedAnswer",
     "SimulatorState",
+    "WebhookHub",
     "create_app",
     "serve_in_thread",
     "simulator_state",
+    "standard_webhook_headers",
 ]

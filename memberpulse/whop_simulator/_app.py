@@ -21,10 +21,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from memberpulse.whop_simulator._population import Population, SimMember, SimMembership
+from memberpulse.whop_simulator._webhooks import WebhookHub
 
 DEFAULT_PAGE_SIZE = 25
 
-Endpoint = Literal["memberships", "members"]
+Endpoint = Literal["memberships", "members", "webhooks", "deliveries", "replay", "test"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class SimulatorState:
     api_key: str
     intercept: Intercept | None = None
     max_page_size: int | None = None  # Whop caps ``first``; None: no cap
+    webhooks: WebhookHub | None = None  # the sending side and its delivery log (``/webhooks`` endpoints)
     requests: list[LoggedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -82,9 +84,11 @@ def create_app(
     intercept: Intercept | None = None,
     max_page_size: int | None = None,
     base_path: str = "/api/v1",
+    webhooks: WebhookHub | None = None,
 ) -> FastAPI:
-    """A simulator for one company (``population.company_id``) that accepts one bearer ``api_key``."""
-    state = SimulatorState(population, api_key, intercept, max_page_size)
+    """A simulator for one company (``population.company_id``) that accepts one bearer ``api_key``; with
+    ``webhooks``, it also serves that hub's ``/webhooks`` endpoints (list, retrieve, deliveries, replay, test)."""
+    state = SimulatorState(population, api_key, intercept, max_page_size, webhooks or WebhookHub(population.company_id))
     app = FastAPI(title="Whop API simulator (memberpulse tests and demo)", docs_url=None, redoc_url=None)
     app.state.whop_simulator = state
     base = base_path.rstrip("/")
@@ -97,6 +101,9 @@ def create_app(
     async def list_members(request: Request) -> Response:
         return await _list(state, request, "members")
 
+    from memberpulse.whop_simulator._webhook_routes import add_webhook_routes
+
+    add_webhook_routes(app, state, base)
     return app
 
 
@@ -115,27 +122,16 @@ async def _list(state: SimulatorState, request: Request, endpoint: Endpoint) -> 
     def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
         first_logged = int(first_raw) if first_raw and first_raw.isdigit() else None
         state.log(LoggedRequest(endpoint, first_logged, after, company_id, status, time.monotonic()))
-        return Response(
-            orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-        )
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
-    if state.intercept is not None:
-        intercepted = await state.intercept(endpoint)
-        if intercepted is not None:
-            return answer(intercepted.status, intercepted.body, intercepted.headers)
-
-    authorization = request.headers.get("authorization", "")
-    token = authorization[7:] if authorization.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(token.encode(), state.api_key.encode()):
-        return answer(401, {"error": {"type": "unauthorized", "message": "Invalid or missing API key."}})
+    refused = await guard(state, request, endpoint, company_id)
+    if refused is not None:
+        return answer(*refused)
     population = state.population
-    if company_id is not None and company_id != population.company_id:
-        message = f"This API key has no access to account {company_id}."
-        return answer(403, {"error": {"type": "forbidden", "message": message}})
 
     try:
         first = int(first_raw) if first_raw is not None else DEFAULT_PAGE_SIZE
-        offset = _decode_cursor(after, endpoint) if after else 0
+        offset = decode_cursor(after, endpoint) if after else 0
     except ValueError as exc:
         return answer(400, {"error": {"type": "bad_request", "message": str(exc)}})
     if first < 1:
@@ -152,19 +148,37 @@ async def _list(state: SimulatorState, request: Request, endpoint: Endpoint) -> 
     has_next = end < len(records)
     data = [_membership_json(r) if isinstance(r, SimMembership) else _member_json(r) for r in chunk]
     page_info = {
-        "start_cursor": _encode_cursor(endpoint, offset) if chunk else None,
-        "end_cursor": _encode_cursor(endpoint, end) if has_next else None,
+        "start_cursor": encode_cursor(endpoint, offset) if chunk else None,
+        "end_cursor": encode_cursor(endpoint, end) if has_next else None,
         "has_next_page": has_next,
         "has_previous_page": offset > 0,
     }
     return answer(200, {"data": data, "page_info": page_info})
 
 
-def _encode_cursor(endpoint: str, offset: int) -> str:
+async def guard(
+    state: SimulatorState, request: Request, endpoint: Endpoint, company_id: str | None
+) -> tuple[int, Any, dict[str, str] | None] | None:
+    """What every endpoint checks first: the fault hook, the bearer key, the account. None: go on."""
+    if state.intercept is not None:
+        intercepted = await state.intercept(endpoint)
+        if intercepted is not None:
+            return intercepted.status, intercepted.body, intercepted.headers
+    authorization = request.headers.get("authorization", "")
+    token = authorization[7:] if authorization.lower().startswith("bearer ") else ""
+    if not hmac.compare_digest(token.encode(), state.api_key.encode()):
+        return 401, {"error": {"type": "unauthorized", "message": "Invalid or missing API key."}}, None
+    if company_id is not None and company_id != state.population.company_id:
+        message = f"This API key has no access to account {company_id}."
+        return 403, {"error": {"type": "forbidden", "message": message}}, None
+    return None
+
+
+def encode_cursor(endpoint: str, offset: int) -> str:
     return base64.urlsafe_b64encode(f"{endpoint}:{offset}".encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, endpoint: str) -> int:
+def decode_cursor(cursor: str, endpoint: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, offset = raw.partition(":")
@@ -175,7 +189,7 @@ def _decode_cursor(cursor: str, endpoint: str) -> int:
         raise ValueError(f"invalid cursor {cursor!r}") from None
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
@@ -188,9 +202,9 @@ def _membership_json(m: SimMembership) -> dict[str, Any]:
     return {
         "id": m.id,
         "status": m.status,
-        "created_at": _iso(m.created_at),
-        "updated_at": _iso(m.updated_at),
-        "canceled_at": _iso(m.canceled_at),
+        "created_at": iso(m.created_at),
+        "updated_at": iso(m.updated_at),
+        "canceled_at": iso(m.canceled_at),
         "cancel_at_period_end": m.cancel_at_period_end,
         "account": {
             "id": m.company_id,
@@ -219,11 +233,11 @@ def _member_json(m: SimMember) -> dict[str, Any]:
         "account_id": m.company_id,
         "access_level": "customer" if m.status == "joined" else "no_access",
         "status": m.status,
-        "created_at": _iso(m.created_at),
-        "joined_at": _iso(m.joined_at),
-        "last_accessed_at": _iso(m.last_accessed_at),
+        "created_at": iso(m.created_at),
+        "joined_at": iso(m.joined_at),
+        "last_accessed_at": iso(m.last_accessed_at),
         "most_recent_action": m.most_recent_action,
-        "most_recent_action_at": _iso(m.most_recent_action_at),
+        "most_recent_action_at": iso(m.most_recent_action_at),
         "display_name": m.user.name or m.user.username,
         "email": m.user.email,
         "phone_number": None,

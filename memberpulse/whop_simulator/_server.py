@@ -32,9 +32,7 @@ def serve_in_thread(
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", timeout_keep_alive=30)
     server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="whop-simulator", daemon=True
-    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="whop-simulator", daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + startup_timeout

@@ -1,0 +1,31 @@
+"""Recovery from Whop's delivery log: the events the landing never stored, brought back through the API.
+
+When the landing is down, unreachable or answers 503, Whop retries for a while and then gives up. Whop keeps
+every delivery attempt (30 days) with its payload; :func:`recover` reads that log for the company's webhook
+and writes each event whose webhook id the raw store lacks as a raw record of scheme ``delivery_log``, which
+the reconcile reads like a landed webhook and dedupes by webhook id. ``replay=True`` instead asks Whop to
+re-send the failed deliveries through the normal signed path. The attempts read also become the snapshot's
+``webhook_deliveries`` (delivery health from Whop's side).
+
+``memberpulse recover`` calls :func:`run_once`; the backfill flow runs :func:`recover` as its last step when
+``WHOP_WEBHOOK_ID`` or ``MEMBERPULSE_PUBLIC_WEBHOOK_URL`` is set.
+"""
+
+from memberpulse.flows.recover._cli import run_once
+from memberpulse.flows.recover._recover import RecoveryResult, deliveries_frame, recover
+from memberpulse.flows.recover._send_test import send_test_via_whop
+from memberpulse.flows.recover._store import RecoveryState, RecoveryStore
+from memberpulse.flows.recover._webhook import find_webhook, recovery_skip_reason, require_recovery_settings
+
+__all__ = [
+    "RecoveryResult",
+    "RecoveryState",
+    "RecoveryStore",
+    "deliveries_frame",
+    "find_webhook",
+    "recover",
+    "recovery_skip_reason",
+    "require_recovery_settings",
+    "run_once",
+    "send_test_via_whop",
+]

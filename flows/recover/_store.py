@@ -1,0 +1,159 @@
+"""What recovery keeps: the index of webhook ids already in the raw store, its own segment files, Whop's
+delivery log as last read, and where the last recovery stopped.
+
+Layout under ``$MEMBERPULSE_DATA_DIR/warehouse/recovery/``::
+
+    state.json              the commit point: where the last recovery stopped, index offsets, its counts
+    known_ids.parquet       every webhook id in the raw store (webhook_id, landed: true = through the landing)
+    deliveries.parquet      Whop's delivery attempts read (the snapshot's webhook_deliveries), last 30 days
+
+Order of writes: recovered records first (a new segment under the landing directory, written whole and
+fsync'd before its name appears), then the delivery log, then the index, then ``state.json``. A crash before
+the end leaves the previous state in force; the next recovery re-reads the raw store from the old offsets,
+finds the ids it already wrote, and does not write them again. The index is incremental: each recovery reads
+only the raw bytes appended since the last one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import polars as pl
+
+from memberpulse.contracts.quarantine import decode_quarantine_entry
+from memberpulse.contracts.raw_record import DELIVERY_LOG_WRITER, SCHEME_DELIVERY_LOG, segment_path
+from memberpulse.contracts.tables import WEBHOOK_DELIVERIES
+from memberpulse.contracts.times import file_time
+from memberpulse.errors import ConfigError
+from memberpulse.flows import raw_reader
+from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet, fsync_path
+
+#: How long Whop keeps delivery attempts.
+RETENTION = timedelta(days=30)
+_KNOWN_SCHEMA = pl.Schema({"webhook_id": pl.String(), "landed": pl.Boolean()})
+
+
+@dataclass
+class RecoveryState:
+    stopped_at: str | None = None  # ISO 8601: the newest delivery the last recovery read
+    index_offsets: dict[str, int] = field(default_factory=dict)
+    recovered_at: str | None = None  # when the last recovery committed
+    recovered: int = 0  # events the last recovery brought in
+    failed_attempts: int = 0  # failed attempts in the last recovery's window
+    unlogged_failures: int = 0  # of those, attempts for messages the landing never logged
+    unlogged_messages: int = 0  # distinct messages behind them
+
+    def stopped_at_time(self) -> datetime | None:
+        return datetime.fromisoformat(self.stopped_at) if self.stopped_at else None
+
+
+class RecoveryStore:
+    def __init__(self, warehouse_dir: Path, landing_dir: Path, quarantine_dir: Path) -> None:
+        self.root = warehouse_dir / "recovery"
+        self.landing_dir = landing_dir
+        self.quarantine_dir = quarantine_dir
+        self.state_path = self.root / "state.json"
+        self.known_path = self.root / "known_ids.parquet"
+        self.deliveries_path = self.root / "deliveries.parquet"
+
+    # --- reading -------------------------------------------------------------------------------------------
+    def load_state(self) -> RecoveryState:
+        if not self.state_path.exists():
+            return RecoveryState()
+        try:
+            values = json.loads(self.state_path.read_text())
+            return RecoveryState(**values)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"the recovery state {self.state_path} is unreadable ({exc})",
+                variable="MEMBERPULSE_DATA_DIR",
+                hint=f"delete {self.state_path} (recovery then reads Whop's last 30 days again; nothing is "
+                "counted twice)",
+            ) from None
+
+    def known_ids(self, state: RecoveryState) -> tuple[pl.DataFrame, dict[str, int]]:
+        """Every webhook id in the raw store (the stored index plus what was appended since), and the new
+        offsets to store with it."""
+        known = pl.read_parquet(self.known_path) if self.known_path.exists() else _KNOWN_SCHEMA.to_frame()
+        frames = [known]
+        offsets = dict(state.index_offsets)
+        for chunk in raw_reader.iter_new(self.landing_dir, state.index_offsets):
+            frames.append(_ids_in(chunk.data))
+            offsets[chunk.relpath] = chunk.end
+        merged = pl.concat(frames).group_by("webhook_id").agg(pl.col("landed").any())
+        return merged, offsets
+
+    def quarantined_ids(self) -> set[str]:
+        """Webhook ids the landing refused and logged (its quarantine)."""
+        batch = raw_reader.read_new(self.quarantine_dir, {}, raw_reader.QUARANTINE_FILES)
+        ids = set()
+        for line in batch.joined().splitlines():
+            entry = decode_quarantine_entry(line)
+            if entry is not None and entry.webhook_id:
+                ids.add(entry.webhook_id)
+        return ids
+
+    def deliveries(self) -> pl.DataFrame:
+        if not self.deliveries_path.exists():
+            return WEBHOOK_DELIVERIES.schema.to_frame()
+        return pl.read_parquet(self.deliveries_path)
+
+    # --- writing -------------------------------------------------------------------------------------------
+    def write_records(self, lines: list[bytes], now: datetime) -> Path | None:
+        """One new segment file holding ``lines`` (raw records), durable before its name appears."""
+        if not lines:
+            return None
+        path = segment_path(self.landing_dir, now.date(), f"{DELIVERY_LOG_WRITER}-{file_time(now)}", 1)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fsync_path(self.landing_dir)
+        # Not atomic_target: its temporary name ends in .ndjson, which a reader would glob half-written.
+        tmp = path.with_name(f".{uuid.uuid4().hex}.partial")
+        try:
+            tmp.write_bytes(b"".join(lines))
+            fsync_path(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_path(path.parent)
+        return path
+
+    def commit(
+        self, state: RecoveryState, known: pl.DataFrame, recovered_ids: Iterable[str], deliveries: pl.DataFrame
+    ) -> None:
+        """Delivery log, index, then the state file (the commit point)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        horizon = datetime.now(UTC) - RETENTION
+        merged = (
+            pl.concat([self.deliveries(), deliveries], how="vertical_relaxed")
+            .unique("delivery_id", keep="last", maintain_order=True)
+            .filter(pl.col("sent_at") >= horizon)
+            .sort("sent_at", "delivery_id")
+        )
+        atomic_write_parquet(merged.select(WEBHOOK_DELIVERIES.names), self.deliveries_path)
+        new = pl.DataFrame({"webhook_id": list(recovered_ids)}, schema={"webhook_id": pl.String()})
+        known = pl.concat([known, new.with_columns(landed=pl.lit(False))]).unique("webhook_id", keep="first")
+        atomic_write_parquet(known, self.known_path)
+        atomic_write_bytes(self.state_path, json.dumps(asdict(state), indent=2).encode())
+
+
+def _ids_in(data: bytes) -> pl.DataFrame:
+    """(webhook_id, landed) of each raw-record line; lines that are not records are skipped (the reconcile
+    reports those)."""
+    ids: list[str] = []
+    landed: list[bool] = []
+    for line in data.splitlines():
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("webhook_id"), str):
+            ids.append(doc["webhook_id"])
+            landed.append(doc.get("scheme") != SCHEME_DELIVERY_LOG)
+    return pl.DataFrame({"webhook_id": ids, "landed": landed}, schema=_KNOWN_SCHEMA)
