@@ -17,6 +17,7 @@ import polars as pl
 
 from memberpulse.errors import PublishUnavailable
 from memberpulse.flows.publish._schema import KEY, summarise_webhook_failures
+from memberpulse.flows.publish._targets import TargetState
 from memberpulse.flows.publish.changes import PublishedState, plan_publish
 
 T = TypeVar("T")
@@ -83,11 +84,13 @@ class Publisher(ABC):
         self,
         *,
         state: PublishedState,
+        target_state: TargetState | None = None,
         max_attempts: int = 4,
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.state = state
+        self.target_state = target_state
         self.max_attempts = max(1, max_attempts)
         self.backoff_seconds = backoff_seconds
         self._sleep = sleep

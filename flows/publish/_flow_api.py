@@ -28,6 +28,7 @@ from memberpulse.flows.publish._schema import (
     MEMBER_ACTIVITY_SCHEMA,
     PIPELINE_RUN_COLUMNS,
 )
+from memberpulse.flows.publish._targets import FailureLog, TargetState, postgres_key, postgrest_key
 from memberpulse.flows.publish.changes import PublishedState, plan_publish
 from memberpulse.settings import Settings
 
@@ -133,19 +134,42 @@ def record_run(
     ``best_effort``: a target error is logged, not raised (for recording a run that already failed).
     """
     runs = _log_run_locally(settings, run)
+    # Every failure is logged here first, target or not, so a target configured later still receives it.
+    failures = FailureLog(settings.warehouse_dir)
+    log_rows = failures.append(failures_from_rejects(rejects)) if rejects is not None else failures.load()
     publisher = get_publisher(settings)
     if publisher is None:
         return runs
     try:
         with publisher:
             publisher.record_run(run)
-            if rejects is not None and rejects.height:
-                publisher.record_failures(failures_from_rejects(rejects))
+            _send_unsent_failures(publisher, log_rows)
     except MemberpulseError as exc:
         if not best_effort:
             raise
         log.warning("could not record run %s in %s: %s", run.run_id, publisher.describe(), exc)
     return runs
+
+
+def _send_unsent_failures(publisher: Publisher, log_rows: pl.DataFrame) -> None:
+    """Send the failure records this target has not received yet (all of them to a new target)."""
+    if publisher.target_state is None:
+        return
+    meta = publisher.target_state.load_meta()
+    sent = min(meta.failures_sent, log_rows.height)
+    if sent == log_rows.height:
+        return
+    publisher.record_failures(log_rows.slice(sent))
+    publisher.target_state.save_meta(publisher.target_state.load_meta().with_(failures_sent=log_rows.height))
+
+
+def target_state(settings: Settings) -> TargetState | None:
+    """The folder keeping what the configured target holds, or None when no target is configured."""
+    if settings.publish_target == "postgres" and settings.supabase_db_url is not None:
+        return TargetState(settings.warehouse_dir, postgres_key(settings.supabase_db_url.get_secret_value()))
+    if settings.publish_target == "postgrest" and settings.supabase_url and settings.supabase_service_role_key:
+        return TargetState(settings.warehouse_dir, postgrest_key(settings.supabase_url))
+    return None
 
 
 def _log_run_locally(settings: Settings, run: PipelineRun) -> pl.DataFrame:
@@ -163,25 +187,30 @@ def get_publisher(settings: Settings) -> Publisher | None:
     from memberpulse.flows.publish._postgres import PostgresPublisher
     from memberpulse.flows.publish._postgrest import PostgrestPublisher
 
-    state = PublishedState(settings.warehouse_dir)
+    state = target_state(settings)
+    if state is None:
+        return None
     retry = {
         "max_attempts": settings.publish_max_attempts,
         "backoff_seconds": settings.publish_backoff_seconds,
     }
+    publisher: Publisher
     if settings.publish_target == "postgres" and settings.supabase_db_url is not None:
-        return PostgresPublisher(
+        publisher = PostgresPublisher(
             settings.supabase_db_url.get_secret_value(),
-            state=state,
+            state=state.members,
             connect_timeout_seconds=settings.publish_timeout_seconds,
             **retry,  # type: ignore[arg-type]
         )
-    if settings.publish_target == "postgrest" and settings.supabase_url and settings.supabase_service_role_key:
-        return PostgrestPublisher(
+    else:
+        assert settings.supabase_url and settings.supabase_service_role_key
+        publisher = PostgrestPublisher(
             settings.supabase_url,
             settings.supabase_service_role_key.get_secret_value(),
-            state=state,
+            state=state.members,
             batch_size=settings.publish_batch_size,
             timeout_seconds=settings.publish_timeout_seconds,
             **retry,  # type: ignore[arg-type]
         )
-    return None
+    publisher.target_state = state
+    return publisher

@@ -112,8 +112,8 @@ def as_published(current: pl.DataFrame, last: pl.DataFrame | None, *, run_at: da
 class PublishedState:
     """The last successfully published ``member_activity`` rows, kept in the warehouse."""
 
-    def __init__(self, warehouse_dir: Path, *, name: str = "member_activity") -> None:
-        self.path = warehouse_dir / "published" / f"{name}.parquet"
+    def __init__(self, warehouse_dir: Path, *, name: str = "member_activity", path: Path | None = None) -> None:
+        self.path = path if path is not None else warehouse_dir / "published" / f"{name}.parquet"
 
     def load(self) -> pl.DataFrame | None:
         if not self.path.exists():
