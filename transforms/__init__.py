@@ -31,7 +31,7 @@ from memberpulse.transforms._schema import (
     SCORE_SCHEMA,
     STATE_SCHEMA,
 )
-from memberpulse.transforms._score import ScoringParams, needs_rebuild, score
+from memberpulse.transforms._score import ScoringParams, moved_between, needs_rebuild, score
 
 __all__ = [
     "DRIFT_SCHEMA",
@@ -52,6 +52,7 @@ __all__ = [
     "drift",
     "empty_state",
     "fold",
+    "moved_between",
     "needs_rebuild",
     "parse_ndjson",
     "parse_raw",

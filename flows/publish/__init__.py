@@ -24,17 +24,25 @@ from memberpulse.flows.publish._flow_api import (
     PublishOutcome,
     failures_from_rejects,
     get_publisher,
-    newly_at_risk,
     publish_members,
     record_run,
     target_name,
 )
 from memberpulse.flows.publish._postgres import PostgresPublisher
 from memberpulse.flows.publish._postgrest import PostgrestPublisher
-from memberpulse.flows.publish.changes import PublishedState, PublishPlan, as_published, diff_published, plan_publish
+from memberpulse.flows.publish.changes import (
+    ChangeHints,
+    PublishedState,
+    PublishPlan,
+    as_published,
+    diff_published,
+    newly_at_risk,
+    plan_publish,
+)
 from memberpulse.flows.publish.migrations import apply_migrations, migrate_cli
 
 __all__ = [
+    "ChangeHints",
     "PipelineRun",
     "PostgresPublisher",
     "PostgrestPublisher",

@@ -19,17 +19,16 @@ import polars as pl
 from memberpulse.contracts.tables import PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.fsio import atomic_write_parquet
+from memberpulse.flows.fsio import atomic_write_parquet, file_version
 from memberpulse.flows.publish._base import PipelineRun, Publisher, PublishResult
 from memberpulse.flows.publish._dsn import mask_dsn
 from memberpulse.flows.publish._schema import (
     BODY_PREFIX_CHARS,
-    KEY,
     MEMBER_ACTIVITY_SCHEMA,
     PIPELINE_RUN_COLUMNS,
 )
 from memberpulse.flows.publish._targets import FailureLog, TargetState, postgres_key, postgrest_key
-from memberpulse.flows.publish.changes import PublishedState, plan_publish
+from memberpulse.flows.publish.changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 from memberpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +46,9 @@ class PublishOutcome:
     result: PublishResult
     as_published: pl.DataFrame
     newly_at_risk: list[dict[str, Any]] = field(default_factory=list)
+    # The published-state file before and after (for building the snapshot from the previous one).
+    version_before: str | None = None
+    version_after: str | None = None
 
 
 def target_name(settings: Settings) -> str | None:
@@ -58,37 +60,45 @@ def target_name(settings: Settings) -> str | None:
     return None
 
 
-def newly_at_risk(current: pl.DataFrame, last: pl.DataFrame | None) -> list[dict[str, Any]]:
-    """Members at_risk now that were not at_risk (or not there) in the last published rows."""
-    now = current.filter(pl.col("status") == "at_risk")
-    if last is not None and last.height:
-        before = last.select(pl.col(KEY), pl.col("status").alias("__status_before"))
-        now = now.join(before, on=KEY, how="left").filter(pl.col("__status_before").ne_missing("at_risk"))
-    cols = [c for c in ("membership_id", "member_name", "email", "engagement_score", "last_active") if c in now.columns]
-    frame = now.select(cols).sort(KEY)
-    return frame.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")).to_dicts()
-
-
 def _empty_members() -> pl.DataFrame:
     return pl.DataFrame(schema=MEMBER_ACTIVITY_SCHEMA)
 
 
-def publish_members(settings: Settings, scored: pl.DataFrame, *, run_at: datetime) -> PublishOutcome:
-    """Publish the changed rows of ``scored`` to the configured target (or nowhere) — see the module doc."""
+def publish_members(
+    settings: Settings, scored: pl.DataFrame, *, run_at: datetime, hints: ChangeHints | None = None
+) -> PublishOutcome:
+    """Publish the changed rows of ``scored`` to the configured target (or nowhere) — see the module doc.
+
+    ``hints`` (from the reconcile flow) lets it compare only the rows that can have changed."""
     publisher = get_publisher(settings)
     if publisher is None:
-        state = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
-        last = state.load()
-        plan = plan_publish(scored, last, run_at=run_at)
-        if plan.changed.height or last is None:
-            state.save(plan.published)
-        published = plan.published if plan.changed.height or last is None else last
-        return PublishOutcome(PublishResult(unchanged=scored.height), published, newly_at_risk(scored, last))
+        return _stamp_without_target(settings, scored, run_at=run_at, hints=hints)
+    before = file_version(publisher.state.path)
     with publisher:
-        last = publisher.state.load()
-        result = publisher.publish_members(scored, run_at=run_at)
+        result = publisher.publish_members(scored, run_at=run_at, hints=hints)
     published = result.published if result.published is not None else _empty_members()
-    return PublishOutcome(result, published, newly_at_risk(scored, last))
+    return PublishOutcome(result, published, result.newly_at_risk, before, file_version(publisher.state.path))
+
+
+def _stamp_without_target(
+    settings: Settings, scored: pl.DataFrame, *, run_at: datetime, hints: ChangeHints | None
+) -> PublishOutcome:
+    state = TargetState(settings.warehouse_dir, "snapshot-only")
+    state.members = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
+    last = state.members.load()
+    before = file_version(state.members.path)
+    meta = state.load_meta()
+    candidates = None if hints is None else hints.candidates(as_of=meta.as_of, token=meta.change_token,
+                                                             scoring=meta.scoring)  # fmt: skip
+    plan = plan_publish(scored, last, run_at=run_at, candidates=candidates)
+    if plan.changed.height or last is None:
+        state.members.save(plan.published)
+    known = hints.published_from() if hints is not None else {"as_of": None, "token": None, "scoring": None}
+    state.save_meta(meta.with_(as_of=known["as_of"], change_token=known["token"], scoring=known["scoring"]))
+    published = plan.published if plan.changed.height or last is None else last
+    result = PublishResult(unchanged=scored.height, changed_keys=plan.changed_keys)
+    after = file_version(state.members.path)
+    return PublishOutcome(result, published, newly_at_risk(plan.changed, last), before, after)
 
 
 def failures_from_rejects(rejects: pl.DataFrame) -> pl.DataFrame:

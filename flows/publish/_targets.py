@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,13 @@ def postgrest_key(url: str) -> str:
 
 @dataclass(frozen=True)
 class TargetMeta:
-    """What one target holds besides its rows. ``as_of``/``change_seq``/``scoring`` describe the scored rows
-    its last member publish came from (None: unknown, compare everything next time)."""
+    """What one target holds besides its rows. ``as_of``/``change_token``/``scoring`` describe the scored
+    rows its last member publish came from (None: unknown, compare everything next time)."""
 
     failures_sent: int = 0
     as_of: str | None = None
-    change_seq: int | None = None
+    change_token: str | None = None
     scoring: list[float] | None = None
-    version: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def with_(self, **changes: Any) -> TargetMeta:
         return replace(self, **changes)

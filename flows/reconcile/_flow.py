@@ -18,7 +18,7 @@ from memberpulse.flows.publish import record_run, target_name
 from memberpulse.flows.reconcile._ingest import scoring_state
 from memberpulse.flows.reconcile._lock import run_lock
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
-from memberpulse.flows.reconcile._score import drift, score
+from memberpulse.flows.reconcile._score import change_hints, drift, score
 from memberpulse.flows.reconcile._steps import Logger, ingest_task, note_ingested, note_scored, publish, snapshot
 from memberpulse.flows.report import write_run_report
 from memberpulse.flows.warehouse import ReconcileStore
@@ -76,12 +76,14 @@ def _run_steps(settings: Settings, report: RunReport, *, run_at: datetime, logge
     checkpoint("after_ingest")
 
     with report.step("score"):
-        scored = score(settings, scoring_state(settings, store, ingested, report.as_of), report.as_of)
-        store.write_history(report.as_of, scored)
+        state = scoring_state(settings, store, ingested, report.as_of)
+        scored = score(settings, state, report.as_of)
+        store.write_history(report.as_of, scored, state_changed=ingested.changed)
     note_scored(report, scored)
 
     with report.step("publish"):
-        published = publish(settings, report, scored, run_at, logger)
+        hints = change_hints(settings, state, ingested, report.as_of)
+        published = publish(settings, report, scored, run_at, logger, hints)
     with report.step("drift"):
         drift_frame = drift(settings, ingested.state)
     report.drift_count = len(drift_frame)

@@ -6,6 +6,7 @@ the commit re-reads the same bytes next time.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,12 @@ class Ingested:
     landing_rejections: pl.DataFrame
     unknown_events: int
     backfills_folded: list[str]
+    changed: bool = True  # the member state took new facts (or was rebuilt) in this run
+    # The members this run's facts touched (None: possibly all, e.g. a backfill or a rebuild), and the
+    # change token of the state this run started from.
+    touched: pl.Series | None = None
+    token_before: str | None = None
+    new_events: pl.DataFrame | None = None  # the events this run added to the log
 
     @property
     def failures(self) -> pl.DataFrame:
@@ -119,6 +126,8 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
         event_files=[*base.event_files, *([store.stage_frame("events", run_id, events)] if events.height else [])],
         reject_files=[*base.reject_files, *([store.stage_frame("rejects", run_id, rejects)] if rejects.height else [])],
         backfills_folded=[*base.backfills_folded, *(s.path.name for s in pending)],
+        change_seq=base.change_seq + 1 if changed else base.change_seq,
+        lineage=base.lineage or uuid.uuid4().hex,
     )
     manifest = store.compact_events(manifest, run_id)
     store.commit(manifest)
@@ -131,7 +140,18 @@ def ingest(settings: Settings, store: ReconcileStore, *, run_id: str, full_refre
         landing_rejections=landing_rejections(refused),
         unknown_events=int((events["kind"] == "other").sum()),
         backfills_folded=[s.path.name for s in pending],
+        changed=changed,
+        touched=_touched(events, pending, previous),
+        token_before=base.change_token,
+        new_events=events,
     )
+
+
+def _touched(events: pl.DataFrame, pending: list[BackfillSnapshot], previous: pl.DataFrame | None) -> pl.Series | None:
+    """Members whose state this run's facts can have changed; None when that may be anyone."""
+    if pending or previous is None:
+        return None
+    return events.get_column("membership_id").drop_nulls().unique()
 
 
 def scoring_state(settings: Settings, store: ReconcileStore, ingested: Ingested, as_of: datetime) -> pl.DataFrame:

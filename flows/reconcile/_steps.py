@@ -11,12 +11,13 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from memberpulse.flows.publish import PublishOutcome, publish_members
+from memberpulse.flows.publish import ChangeHints, PublishOutcome, publish_members
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.flows.retry_policy import TRANSIENT_RETRY
-from memberpulse.flows.snapshot import thin_history, whop_access, write_snapshot
+from memberpulse.flows.snapshot import SnapshotLineage, thin_history, whop_access, write_snapshot
 from memberpulse.flows.warehouse import ReconcileStore
+from memberpulse.flows.whop import latest_snapshot
 from memberpulse.settings import Settings
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -28,8 +29,10 @@ def ingest_task(settings: Settings, store: ReconcileStore, run_id: str, full_ref
 
 
 @task(name="publish", **TRANSIENT_RETRY)
-def publish_task(settings: Settings, scored: pl.DataFrame, run_at: datetime) -> PublishOutcome:
-    return publish_members(settings, scored, run_at=run_at)
+def publish_task(
+    settings: Settings, scored: pl.DataFrame, run_at: datetime, hints: ChangeHints | None = None
+) -> PublishOutcome:
+    return publish_members(settings, scored, run_at=run_at, hints=hints)
 
 
 @task(name="snapshot", cache_policy=NO_CACHE)
@@ -61,10 +64,15 @@ def note_scored(report: RunReport, scored: pl.DataFrame) -> None:
 
 
 def publish(
-    settings: Settings, report: RunReport, scored: pl.DataFrame, run_at: datetime, logger: Logger
-) -> pl.DataFrame:
-    """Step 3: publish the changed rows; returns the table as it now stands (for the snapshot)."""
-    outcome = publish_task(settings, scored, run_at)
+    settings: Settings,
+    report: RunReport,
+    scored: pl.DataFrame,
+    run_at: datetime,
+    logger: Logger,
+    hints: ChangeHints | None = None,
+) -> PublishOutcome:
+    """Step 3: publish the changed rows; the outcome holds the table as it now stands (for the snapshot)."""
+    outcome = publish_task(settings, scored, run_at, hints)
     report.inserted = outcome.result.inserted
     report.updated = outcome.result.updated
     report.unchanged = outcome.result.unchanged
@@ -77,7 +85,7 @@ def publish(
         report.updated,
         report.unchanged,
     )
-    return outcome.as_published
+    return outcome
 
 
 def snapshot(
@@ -87,21 +95,34 @@ def snapshot(
     ingested: Ingested,
     *,
     run_at: datetime,
-    published: pl.DataFrame,
+    published: PublishOutcome,
     drift: pl.DataFrame,
     runs: pl.DataFrame,
 ) -> None:
-    """Step 4: a new DuckDB file swapped in as ``snapshots/latest.duckdb``."""
+    """Step 4: a new DuckDB file swapped in as ``snapshots/latest.duckdb`` — the previous one plus this run's
+    changes when it matches what this run started from, otherwise built from all history."""
+    backfill = latest_snapshot(settings.warehouse_dir)
+    lineage = SnapshotLineage(
+        events_token_before=ingested.token_before,
+        events_token=ingested.manifest.change_token,
+        new_events=ingested.new_events,
+        members_version_before=published.version_before,
+        members_version=published.version_after,
+        changed_members=published.result.changed_keys,
+        whop_access_source=str(backfill.path) if backfill is not None else None,
+        full=report.full_refresh,
+    )
     path = snapshot_task(
         snapshots_dir=settings.snapshots_dir,
         run_id=report.run_id,
         run_at=run_at,
-        member_activity=published,
+        member_activity=published.as_published,
         events_parquet=store.event_paths(ingested.manifest),
         history_parquet=thin_history(store.history_paths()),
         drift=drift,
         pipeline_runs=runs,
         keep=settings.snapshots_keep,
-        whop_access=whop_access(settings.warehouse_dir),
+        whop_access=lambda: whop_access(settings.warehouse_dir),
+        lineage=lineage,
     )
     report.snapshot_path = str(path)

@@ -123,4 +123,3 @@ VIEW_COLUMNS: dict[str, dict[str, str]] = {
         "disagreement": "whop_later, webhooks_later, no_webhook_access or no_whop_access",
     },
 }
-
