@@ -66,34 +66,29 @@ def write_snapshot(
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
     ``whop_access`` (membership_id, last_accessed_at, ...) is Whop's view of last access, from the latest backfill.
     Returns the timestamped file's path. Older timestamped snapshots beyond the newest ``keep`` are deleted.
-    ``lineage`` (what changed since the previous run) lets it update a copy of the previous snapshot instead
-    of building from scratch, with the same result (``_incremental``).
+    ``lineage`` (what changed since the previous run) lets it update a copy of the previous one instead.
     """
     _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
                   drift=drift, pipeline_runs=pipeline_runs)  # fmt: skip
     final = snapshots_dir / _files.snapshot_name(run_at, run_id)
     history_files = _dated_history_files(history_parquet or [])
+    tables: dict[str, Any] = {
+        "run_id": run_id,
+        "run_at": run_at.astimezone(UTC),
+        "member_activity": member_activity,
+        "history_files": history_files,
+        "drift": drift,
+        "pipeline_runs": pipeline_runs,
+        "whop_access": whop_access,
+    }
+    events_files = list(events_parquet) if events_parquet is not None else None
     with _storage_errors(final):
         snapshots_dir.mkdir(parents=True, exist_ok=True)
         with _files.writer_lock(snapshots_dir):
             _files.remove_stray_tmp(snapshots_dir)
-            tables: dict[str, Any] = {
-                "run_id": run_id,
-                "run_at": run_at.astimezone(UTC),
-                "member_activity": member_activity,
-                "history_files": history_files,
-                "drift": drift,
-                "pipeline_runs": pipeline_runs,
-                "whop_access": whop_access,
-            }
             previous = usable_previous(snapshots_dir, lineage)
             if previous is None or not _update_and_swap(final, previous, lineage, **tables):
-                _build_and_swap(
-                    final,
-                    events=events,
-                    events_parquet=list(events_parquet) if events_parquet is not None else None,
-                    **tables,
-                )
+                _build_and_swap(final, events=events, events_parquet=events_files, **tables)
             _files.point_latest_at(final)
             if lineage is not None:
                 write_record(snapshots_dir, final, lineage, history_versions(history_files))
