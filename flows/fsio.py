@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,3 +64,28 @@ def read_parquet_checked(path: Path, *, what: str, hint: str) -> pl.DataFrame:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+def link_atomically(existing: Path, path: Path) -> None:
+    """Make ``path`` another name for ``existing`` (no data copied), replacing ``path`` atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    try:
+        try:
+            os.link(existing, tmp)
+        except OSError:  # a filesystem without hard links: a copy is the same file, only bigger
+            shutil.copyfile(existing, tmp)
+            fsync_path(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_path(path.parent)
+
+
+def file_version(path: Path) -> str | None:
+    """Changes whenever the file is replaced (an atomic write makes a new inode); None when it is absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"

@@ -8,7 +8,9 @@ Layout under ``$MEMBERPULSE_DATA_DIR/warehouse/reconcile/``::
     state/<run>.parquet      member state after that run (transforms.fold output)
     events/<run>.parquet     parsed events ingested by that run (the event log; readers dedupe by webhook_id)
     rejects/<run>.parquet    raw records that could not be parsed
-    history/<as_of>.parquet  scored rows of each run, keyed by its as-of time (re-running an as-of replaces it)
+    history/<as_of>.parquet  scored rows of each run, keyed by its as-of time (re-running an as-of replaces it);
+                             only the runs the snapshot's history reads are kept (snapshot.thin_history), and a
+                             run whose rows equal the previous run's is a hard link to it, not a copy
 
 A run writes its new files first and commits by replacing ``manifest.json`` atomically. A crash before that
 leaves the previous manifest in force and the new files orphaned (removed by the next commit), so nothing is
@@ -30,7 +32,8 @@ import polars as pl
 
 from memberpulse.contracts.times import file_time
 from memberpulse.errors import CorruptState
-from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet, read_parquet_checked
+from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet, link_atomically, read_parquet_checked
+from memberpulse.flows.snapshot import history_file_time, thin_history
 
 MANIFEST_VERSION = 1
 # Past this many event-log files, a commit folds them into one so reads stay cheap.
@@ -50,6 +53,15 @@ class Manifest:
     reject_files: list[str] = field(default_factory=list)
     backfills_folded: list[str] = field(default_factory=list)
     as_of: str | None = None  # ISO 8601 as-of time of the run that committed this manifest
+    # Bumped by every commit whose member state changed: publishers remember the number they last published
+    # from, so a publisher one change behind may diff only the members that change touched.
+    change_seq: int = 0
+    lineage: str | None = None  # a new one whenever the state starts over (first run, full refresh, reset)
+
+    @property
+    def change_token(self) -> str | None:
+        """Names the member state this manifest commits; equal tokens mean the same state."""
+        return f"{self.lineage}/{self.change_seq}" if self.lineage else None
 
     def with_(self, **changes: object) -> Manifest:
         return replace(self, **changes)  # type: ignore[arg-type]
@@ -190,10 +202,39 @@ class ReconcileStore:
         atomic_write_parquet(frame, self.root / rel)
         return rel
 
-    def write_history(self, as_of: datetime, scored: pl.DataFrame) -> Path:
+    def write_history(self, as_of: datetime, scored: pl.DataFrame, *, state_changed: bool = True) -> Path:
+        """Keep this run's scored rows, then drop the runs the snapshot's history no longer reads.
+
+        Rows equal to the newest run's (a quiet run whose scores did not move) are not written again: the new
+        name is a hard link to that file, so many quiet runs take no space. ``state_changed`` (members folded
+        new facts) skips that comparison, which would only fail. What is kept is exactly
+        ``thin_history`` of everything ever written, so the snapshot's history is the same as keeping all.
+        """
         path = self.root / "history" / f"{file_time(as_of)}.parquet"
-        atomic_write_parquet(scored, path)
+        same_as = None if state_changed else self._history_equal_to(scored, besides=path)
+        if same_as is None:
+            atomic_write_parquet(scored, path)
+        else:
+            link_atomically(same_as, path)
+        self._thin_history()
         return path
+
+    def _history_equal_to(self, scored: pl.DataFrame, *, besides: Path) -> Path | None:
+        """The newest history file holding exactly ``scored``, if the newest one does."""
+        others = [p for p in self.history_paths() if p != besides and history_file_time(p) is not None]
+        if not others:
+            return None
+        newest = max(others, key=lambda p: history_file_time(p) or datetime.min.replace(tzinfo=UTC))
+        if pq_rows(newest) != scored.height:
+            return None
+        return newest if pl.read_parquet(newest).equals(scored) else None
+
+    def _thin_history(self) -> None:
+        paths = self.history_paths()
+        keep = set(thin_history(paths))
+        for path in paths:
+            if path not in keep:
+                path.unlink(missing_ok=True)
 
     def compact_events(self, manifest: Manifest, run_id: str) -> Manifest:
         if len(manifest.event_files) < EVENT_LOG_COMPACT_AT:
@@ -206,9 +247,7 @@ class ReconcileStore:
     def commit(self, manifest: Manifest) -> None:
         """Make ``manifest`` the state of record, then drop files no manifest refers to."""
         manifest = manifest.with_(committed_at=datetime.now(UTC).isoformat())
-        atomic_write_bytes(
-            self.manifest_path, json.dumps(asdict(manifest), indent=1, sort_keys=True).encode()
-        )
+        atomic_write_bytes(self.manifest_path, json.dumps(asdict(manifest), indent=1, sort_keys=True).encode())
         self._remove_orphans(manifest)
 
     def _remove_orphans(self, manifest: Manifest) -> None:
@@ -220,3 +259,8 @@ class ReconcileStore:
             for path in folder.iterdir():
                 if f"{kind}/{path.name}" not in keep:
                     path.unlink(missing_ok=True)
+
+
+def pq_rows(path: Path) -> int:
+    """Row count from a parquet file's footer, without reading its data."""
+    return int(pl.scan_parquet(path).select(pl.len()).collect().item())

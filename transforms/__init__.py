@@ -32,7 +32,7 @@ from memberpulse.transforms._schema import (
     SCORE_SCHEMA,
     STATE_SCHEMA,
 )
-from memberpulse.transforms._score import ScoringParams, needs_rebuild, score
+from memberpulse.transforms._score import ScoringParams, moved_between, needs_rebuild, score
 from memberpulse.transforms._test_events import count_test_events, drop_test_events
 
 __all__ = [
@@ -56,6 +56,7 @@ __all__ = [
     "drop_test_events",
     "empty_state",
     "fold",
+    "moved_between",
     "needs_rebuild",
     "parse_ndjson",
     "parse_raw",

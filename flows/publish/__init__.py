@@ -28,7 +28,6 @@ from memberpulse.flows.publish._flow_api import (
     failures_with,
     get_publisher,
     load_failures_log,
-    newly_at_risk,
     preview_publish,
     publish_members,
     record_run,
@@ -36,7 +35,15 @@ from memberpulse.flows.publish._flow_api import (
     target_name,
 )
 from memberpulse.flows.publish._postgres import PostgresPublisher
-from memberpulse.flows.publish.changes import PublishedState, PublishPlan, as_published, diff_published, plan_publish
+from memberpulse.flows.publish.changes import (
+    ChangeHints,
+    PublishedState,
+    PublishPlan,
+    as_published,
+    diff_published,
+    newly_at_risk,
+    plan_publish,
+)
 from memberpulse.flows.publish.migrations import apply_migrations, migrate_cli
 
 if TYPE_CHECKING:
@@ -52,6 +59,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "ChangeHints",
     "PipelineRun",
     "PostgresPublisher",
     "PostgrestPublisher",

@@ -17,8 +17,9 @@ import polars as pl
 
 from memberpulse.errors import PublishUnavailable
 from memberpulse.flows.publish._schema import KEY, summarise_webhook_failures
+from memberpulse.flows.publish._targets import TargetState
 from memberpulse.flows.publish._text import NUL, REPLACEMENT, storable_text
-from memberpulse.flows.publish.changes import PublishedState, plan_publish
+from memberpulse.flows.publish.changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 
 T = TypeVar("T")
 RunStatus = Literal["running", "completed", "failed"]
@@ -39,6 +40,8 @@ class PublishResult:
     updated: int = 0
     unchanged: int = 0
     published: pl.DataFrame | None = field(default=None, compare=False, repr=False)
+    changed_keys: pl.Series | None = field(default=None, compare=False, repr=False)
+    newly_at_risk: list[dict[str, Any]] = field(default_factory=list, compare=False, repr=False)
 
 
 
@@ -84,35 +87,60 @@ class Publisher(ABC):
         self,
         *,
         state: PublishedState,
+        target_state: TargetState | None = None,
         max_attempts: int = 4,
         backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.state = state
+        self.target_state = target_state
         self.max_attempts = max(1, max_attempts)
         self.backoff_seconds = backoff_seconds
         self._sleep = sleep
 
     # --- the surface the flows call ------------------------------------------------------------------------
-    def publish_members(self, rows: pl.DataFrame, *, run_at: datetime) -> PublishResult:
+    def publish_members(
+        self, rows: pl.DataFrame, *, run_at: datetime, hints: ChangeHints | None = None
+    ) -> PublishResult:
         """Send the rows that differ from the last successful publish, then remember them as published.
 
+        ``hints`` lets it compare only the rows that can have changed since this target's last publish.
         Raises PublishUnavailable (after bounded retries) or PublishError; in both cases the warehouse's
         published state is untouched, so the next run sends the same rows again.
         """
         last = self.state.load()
-        plan = plan_publish(rows, last, run_at=run_at)
-        total = plan.marked.height
+        plan = plan_publish(rows, last, run_at=run_at, candidates=self._candidates(hints))
         if plan.changed.height == 0:
-            return PublishResult(unchanged=total, published=last)
+            self._remember(hints)
+            return PublishResult(unchanged=plan.total, published=last, changed_keys=plan.changed_keys)
         written = self._upsert_members(plan.changed, seen_before=plan.seen_before)
         published = plan.published
         if written.kept is not None and written.kept.height:
             # Rows we sent that the target already held: their updated_at is the target's, not run_at.
             published = published.update(written.kept, on=KEY)
         self.state.save(published)  # only now: the target has committed
-        unchanged = total - written.inserted - written.updated
-        return PublishResult(written.inserted, written.updated, unchanged, published=published)
+        self._remember(hints)
+        unchanged = plan.total - written.inserted - written.updated
+        return PublishResult(
+            written.inserted, written.updated, unchanged, published=published, changed_keys=plan.changed_keys,
+            newly_at_risk=newly_at_risk(plan.changed, last),
+        )  # fmt: skip
+
+    def _candidates(self, hints: ChangeHints | None) -> pl.Series | None:
+        if hints is None or self.target_state is None:
+            return None
+        meta = self.target_state.load_meta()
+        return hints.candidates(as_of=meta.as_of, token=meta.change_token, scoring=meta.scoring)
+
+    def _remember(self, hints: ChangeHints | None) -> None:
+        """After the rows are saved: which state and as-of they came from (unknown without hints)."""
+        if self.target_state is None:
+            return
+        known = hints.published_from() if hints is not None else {"as_of": None, "token": None, "scoring": None}
+        meta = self.target_state.load_meta()
+        self.target_state.save_meta(
+            meta.with_(as_of=known["as_of"], change_token=known["token"], scoring=known["scoring"])
+        )
 
     def record_run(self, run: PipelineRun) -> None:
         """Insert or update (by run_id) this run's row in ``pipeline_runs``."""

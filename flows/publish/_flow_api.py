@@ -12,15 +12,14 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final
 
 import polars as pl
 
-from memberpulse.contracts.tables import PIPELINE_RUNS, WEBHOOK_FAILURES
+from memberpulse.contracts.tables import PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.fsio import atomic_write_parquet, read_parquet_checked
+from memberpulse.flows.fsio import atomic_write_parquet, file_version, read_parquet_checked
 from memberpulse.flows.publish._base import PipelineRun, Publisher, PublishResult
 from memberpulse.flows.publish._dsn import mask_dsn
 from memberpulse.flows.publish._schema import (
@@ -28,17 +27,16 @@ from memberpulse.flows.publish._schema import (
     KEY,
     MEMBER_ACTIVITY_SCHEMA,
     PIPELINE_RUN_COLUMNS,
-    WEBHOOK_FAILURE_COLUMNS,
     summarise_webhook_failures,
 )
+from memberpulse.flows.publish._targets import FailureLog, TargetState, postgres_key, postgrest_key
 from memberpulse.flows.publish._text import storable_members, storable_text
-from memberpulse.flows.publish.changes import PublishedState, plan_publish
+from memberpulse.flows.publish.changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 from memberpulse.settings import Settings
 
 log = logging.getLogger(__name__)
 SNAPSHOT_ONLY_STATE: Final = "member_activity.snapshot-only"
 RUNS_LOG: Final = "pipeline_runs"
-FAILURES_LOG: Final = "webhook_failures"
 PIPELINE_RUNS_SCHEMA: Final[dict[str, pl.DataType]] = dict(PIPELINE_RUNS.schema)
 
 
@@ -51,6 +49,9 @@ class PublishOutcome:
     result: PublishResult
     as_published: pl.DataFrame
     newly_at_risk: list[dict[str, Any]] = field(default_factory=list)
+    # The published-state file before and after (for building the snapshot from the previous one).
+    version_before: str | None = None
+    version_after: str | None = None
 
 
 def target_name(settings: Settings) -> str | None:
@@ -62,38 +63,46 @@ def target_name(settings: Settings) -> str | None:
     return None
 
 
-def newly_at_risk(current: pl.DataFrame, last: pl.DataFrame | None) -> list[dict[str, Any]]:
-    """Members at_risk now that were not at_risk (or not there) in the last published rows."""
-    now = current.filter(pl.col("status") == "at_risk")
-    if last is not None and last.height:
-        before = last.select(pl.col(KEY), pl.col("status").alias("__status_before"))
-        now = now.join(before, on=KEY, how="left").filter(pl.col("__status_before").ne_missing("at_risk"))
-    cols = [c for c in ("membership_id", "member_name", "email", "engagement_score", "last_active") if c in now.columns]
-    frame = now.select(cols).sort(KEY)
-    return frame.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6f+00:00")).to_dicts()
-
-
 def _empty_members() -> pl.DataFrame:
     return pl.DataFrame(schema=MEMBER_ACTIVITY_SCHEMA)
 
 
-def publish_members(settings: Settings, scored: pl.DataFrame, *, run_at: datetime) -> PublishOutcome:
-    """Publish the changed rows of ``scored`` to the configured target (or nowhere) — see the module doc."""
+def publish_members(
+    settings: Settings, scored: pl.DataFrame, *, run_at: datetime, hints: ChangeHints | None = None
+) -> PublishOutcome:
+    """Publish the changed rows of ``scored`` to the configured target (or nowhere) — see the module doc.
+
+    ``hints`` (from the reconcile flow) lets it compare only the rows that can have changed."""
     scored = storable_members(scored, KEY)  # the target and the snapshot get the same, storable text
     publisher = get_publisher(settings)
     if publisher is None:
-        state = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
-        last = state.load()
-        plan = plan_publish(scored, last, run_at=run_at)
-        if plan.changed.height or last is None:
-            state.save(plan.published)
-        published = plan.published if plan.changed.height or last is None else last
-        return PublishOutcome(PublishResult(unchanged=scored.height), published, newly_at_risk(scored, last))
+        return _stamp_without_target(settings, scored, run_at=run_at, hints=hints)
+    before = file_version(publisher.state.path)
     with publisher:
-        last = publisher.state.load()
-        result = publisher.publish_members(scored, run_at=run_at)
+        result = publisher.publish_members(scored, run_at=run_at, hints=hints)
     published = result.published if result.published is not None else _empty_members()
-    return PublishOutcome(result, published, newly_at_risk(scored, last))
+    return PublishOutcome(result, published, result.newly_at_risk, before, file_version(publisher.state.path))
+
+
+def _stamp_without_target(
+    settings: Settings, scored: pl.DataFrame, *, run_at: datetime, hints: ChangeHints | None
+) -> PublishOutcome:
+    state = TargetState(settings.warehouse_dir, "snapshot-only")
+    state.members = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
+    last = state.members.load()
+    before = file_version(state.members.path)
+    meta = state.load_meta()
+    candidates = None if hints is None else hints.candidates(as_of=meta.as_of, token=meta.change_token,
+                                                             scoring=meta.scoring)  # fmt: skip
+    plan = plan_publish(scored, last, run_at=run_at, candidates=candidates)
+    if plan.changed.height or last is None:
+        state.members.save(plan.published)
+    known = hints.published_from() if hints is not None else {"as_of": None, "token": None, "scoring": None}
+    state.save_meta(meta.with_(as_of=known["as_of"], change_token=known["token"], scoring=known["scoring"]))
+    published = plan.published if plan.changed.height or last is None else last
+    result = PublishResult(unchanged=scored.height, changed_keys=plan.changed_keys)
+    after = file_version(state.members.path)
+    return PublishOutcome(result, published, newly_at_risk(plan.changed, last), before, after)
 
 
 def failures_from_rejects(rejects: pl.DataFrame, *, seen_at: datetime | None = None) -> pl.DataFrame:
@@ -159,9 +168,10 @@ def record_run(
     """
     runs = runs_with(settings, run)
     atomic_write_parquet(runs, PublishedState(settings.warehouse_dir, name=RUNS_LOG).path)
-    failures = failures_from_rejects(rejects, seen_at=run.started_at) if rejects is not None else None
-    if rejects is not None:
-        atomic_write_parquet(failures_with(settings, rejects, seen_at=run.started_at), _failures_log_path(settings))
+    # Every failure is logged here first, target or not, so a target configured later still receives it.
+    failures = FailureLog(settings.warehouse_dir)
+    new = failures_from_rejects(rejects, seen_at=run.started_at) if rejects is not None else None
+    log_rows = failures.append(new) if new is not None else failures.load()
     # Recording a run that already failed gets one attempt: the run's outcome is decided, its exit not delayed.
     publisher = None if local_only else get_publisher(settings, max_attempts=1 if best_effort else None)
     if publisher is None:
@@ -169,13 +179,33 @@ def record_run(
     try:
         with publisher:
             publisher.record_run(run)
-            if failures is not None and failures.height:
-                publisher.record_failures(failures)
+            _send_unsent_failures(publisher, log_rows)
     except MemberpulseError as exc:
         if not best_effort:
             raise
         log.warning("could not record run %s in %s: %s", run.run_id, publisher.describe(), exc)
     return runs
+
+
+def _send_unsent_failures(publisher: Publisher, log_rows: pl.DataFrame) -> None:
+    """Send the failure records this target has not received yet (all of them to a new target)."""
+    if publisher.target_state is None:
+        return
+    meta = publisher.target_state.load_meta()
+    sent = min(meta.failures_sent, log_rows.height)
+    if sent == log_rows.height:
+        return
+    publisher.record_failures(log_rows.slice(sent))
+    publisher.target_state.save_meta(publisher.target_state.load_meta().with_(failures_sent=log_rows.height))
+
+
+def target_state(settings: Settings) -> TargetState | None:
+    """The folder keeping what the configured target holds, or None when no target is configured."""
+    if settings.publish_target == "postgres" and settings.supabase_db_url is not None:
+        return TargetState(settings.warehouse_dir, postgres_key(settings.supabase_db_url.get_secret_value()))
+    if settings.publish_target == "postgrest" and settings.supabase_url and settings.supabase_service_role_key:
+        return TargetState(settings.warehouse_dir, postgrest_key(settings.supabase_url))
+    return None
 
 
 def runs_with(settings: Settings, run: PipelineRun) -> pl.DataFrame:
@@ -204,35 +234,17 @@ def preview_publish(settings: Settings, scored: pl.DataFrame, *, run_at: datetim
 
 
 def failures_with(settings: Settings, rejects: pl.DataFrame, *, seen_at: datetime) -> pl.DataFrame:
-    """The warehouse's own webhook_failures table (the snapshot's copy) with this run's ``rejects`` merged in
-    by the target's upsert rule: one row per (webhook_id, reason), first and last time seen. Writes nothing."""
-    rows = summarise_webhook_failures(failures_from_rejects(rejects, seen_at=seen_at))
-    previous = load_failures_log(settings)
-    merged = pl.concat([previous.select(rows.columns), rows], how="vertical_relaxed")
-    return (
-        merged.group_by("webhook_id", "reason", maintain_order=True)
-        .agg(
-            pl.col("event_type").drop_nulls().last(),
-            pl.col("body_prefix").drop_nulls().last(),
-            pl.col("first_seen").min(),
-            pl.col("last_seen").max(),
-        )
-        .sort("first_seen", "webhook_id", "reason")
-        .select(rows.columns)
-    )
-
-
-def _failures_log_path(settings: Settings) -> Path:
-    return PublishedState(settings.warehouse_dir, name=FAILURES_LOG).path
+    """The snapshot's ``webhook_failures``: the warehouse's failure log plus this run's ``rejects``, one row per
+    (webhook_id, reason) with first and last time seen (the target's upsert rule). Writes nothing."""
+    logged = FailureLog(settings.warehouse_dir).load()
+    new = failures_from_rejects(rejects, seen_at=seen_at)
+    rows = pl.concat([logged, new.select(logged.columns)], how="vertical_relaxed") if new.height else logged
+    return summarise_webhook_failures(rows).sort("first_seen", "webhook_id", "reason")
 
 
 def load_failures_log(settings: Settings) -> pl.DataFrame:
-    """Every webhook failure runs have recorded in this warehouse (the snapshot's ``webhook_failures``)."""
-    path = _failures_log_path(settings)
-    if path.exists():
-        hint = "delete it: only the snapshot's copy of older failures is lost"
-        return read_parquet_checked(path, what="the webhook failures log", hint=hint)
-    return pl.DataFrame(schema={c: WEBHOOK_FAILURES.schema[c] for c in WEBHOOK_FAILURE_COLUMNS})
+    """Every webhook failure runs have recorded in this warehouse, one row per (webhook_id, reason)."""
+    return summarise_webhook_failures(FailureLog(settings.warehouse_dir).load())
 
 
 def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Publisher | None:
@@ -241,29 +253,34 @@ def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Pub
     ``max_attempts`` overrides ``MEMBERPULSE_PUBLISH_MAX_ATTEMPTS``."""
     from memberpulse.flows.publish._postgres import PostgresPublisher
 
-    state = PublishedState(settings.warehouse_dir)
+    state = target_state(settings)
+    if state is None:
+        return None
     retry = {
         "max_attempts": max_attempts or settings.publish_max_attempts,
         "backoff_seconds": settings.publish_backoff_seconds,
     }
+    publisher: Publisher
     if settings.publish_target == "postgres" and settings.supabase_db_url is not None:
-        return PostgresPublisher(
+        publisher = PostgresPublisher(
             settings.supabase_db_url.get_secret_value(),
-            state=state,
+            state=state.members,
             connect_timeout_seconds=settings.publish_timeout_seconds,
             statement_timeout_seconds=settings.publish_statement_timeout_seconds,
             lock_timeout_seconds=settings.publish_lock_timeout_seconds,
             **retry,  # type: ignore[arg-type]
         )
-    if settings.publish_target == "postgrest" and settings.supabase_url and settings.supabase_service_role_key:
+    else:
+        assert settings.supabase_url and settings.supabase_service_role_key
         from memberpulse.flows.publish._postgrest import PostgrestPublisher  # supabase-py is slow to import
 
-        return PostgrestPublisher(
+        publisher = PostgrestPublisher(
             settings.supabase_url,
             settings.supabase_service_role_key.get_secret_value(),
-            state=state,
+            state=state.members,
             batch_size=settings.publish_batch_size,
             timeout_seconds=settings.publish_timeout_seconds,
             **retry,  # type: ignore[arg-type]
         )
-    return None
+    publisher.target_state = state
+    return publisher

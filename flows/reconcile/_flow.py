@@ -18,7 +18,7 @@ from memberpulse.flows.publish import record_run, runs_with, target_name
 from memberpulse.flows.reconcile._ingest import scoring_state
 from memberpulse.flows.reconcile._lock import run_lock
 from memberpulse.flows.reconcile._report import RunMode, RunReport
-from memberpulse.flows.reconcile._score import drift, score
+from memberpulse.flows.reconcile._score import change_hints, drift, score
 from memberpulse.flows.reconcile._steps import (
     Logger,
     compact_raw_history,
@@ -96,13 +96,15 @@ def _run_steps(
     checkpoint("after_ingest")
 
     with report.step("score"):
-        scored = score(settings, scoring_state(settings, store, ingested, report.as_of), report.as_of)
+        state = scoring_state(settings, store, ingested, report.as_of)
+        scored = score(settings, state, report.as_of)
         if report.mode == "run":
-            store.write_history(report.as_of, scored)
+            store.write_history(report.as_of, scored, state_changed=ingested.changed)
     note_scored(report, scored)
 
     with report.step("publish"):
-        published, report.publish_failure = publish(settings, report, scored, run_at, logger)
+        hints = change_hints(settings, state, ingested, report.as_of) if report.mode == "run" else None
+        published, report.publish_failure, outcome = publish(settings, report, scored, run_at, logger, hints)
     with report.step("drift"):
         drift_frame = drift(settings, ingested.state)
     report.drift_count = len(drift_frame)
@@ -116,7 +118,10 @@ def _run_steps(
     # only after the snapshot is in place, so no record says "completed" while an output is missing.
     with report.step("snapshot"):
         runs = runs_with(settings, report.pipeline_run())
-        snapshot(settings, report, store, ingested, run_at=run_at, published=published, drift=drift_frame, runs=runs)
+        snapshot(
+            settings, report, store, ingested,
+            run_at=run_at, published=published, outcome=outcome, drift=drift_frame, runs=runs,
+        )  # fmt: skip
     logger.info("snapshot written: %s", report.snapshot_path)
     if report.mode == "run":
         with report.step("report"):

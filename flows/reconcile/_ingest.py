@@ -7,9 +7,11 @@ as-of earlier than the last commit's) ingests in memory only: nothing staged, no
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import polars as pl
 
@@ -42,6 +44,12 @@ class Ingested:
     # Events read by a run that commits nothing: in memory only, not in the manifest's event log.
     uncommitted_events: pl.DataFrame | None = None
     test_webhooks: int = 0  # send-test's mock webhooks read this run (left out unless the setting includes them)
+    changed: bool = True  # the member state took new facts (or was rebuilt) in this run
+    # The members this run's facts touched (None: possibly all, e.g. a backfill or a rebuild), and the
+    # change token of the state this run started from.
+    touched: pl.Series | None = None
+    token_before: str | None = None
+    new_events: pl.DataFrame | None = None  # the events this run added to the log
 
     @property
     def failures(self) -> pl.DataFrame:
@@ -121,8 +129,7 @@ def ingest(
     pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
     previous = store.load_state(base)
     changed = events.height > 0 or bool(pending) or previous is None
-    state = transforms.fold(previous, events, api_facts(pending)) if changed else previous
-    assert state is not None
+    state = previous if not changed and previous is not None else transforms.fold(previous, events, api_facts(pending))
     ingested = Ingested(
         manifest=base,
         state=state,
@@ -134,20 +141,22 @@ def ingest(
         backfills_folded=[s.path.name for s in pending],
         uncommitted_events=events,
         test_webhooks=test_webhooks,
+        changed=changed,
+        touched=_touched(events, pending, previous),
+        token_before=base.change_token,
+        new_events=events,
     )
     if not commit:
         return ingested
-
     manifest = base.with_(
         run_id=run_id,
         as_of=as_of.isoformat() if as_of else base.as_of,
         offsets=raw_archive.live_offsets(settings.landing_dir, {**base.offsets, **new.new_offsets}),
         quarantine_offsets={**base.quarantine_offsets, **refused.new_offsets},
-        # A quiet run (nothing new) keeps the files it has instead of writing copies of them.
-        state_file=store.stage_frame("state", run_id, state) if changed else base.state_file,
-        event_files=[*base.event_files, *([store.stage_frame("events", run_id, events)] if events.height else [])],
-        reject_files=[*base.reject_files, *([store.stage_frame("rejects", run_id, rejects)] if rejects.height else [])],
+        **_staged(store, run_id, base, state=state if changed else None, events=events, rejects=rejects),
         backfills_folded=[*base.backfills_folded, *(s.path.name for s in pending)],
+        change_seq=base.change_seq + 1 if changed else base.change_seq,
+        lineage=base.lineage or uuid.uuid4().hex,
     )
     manifest = store.compact_events(manifest, run_id)
     store.commit(manifest)
@@ -165,6 +174,32 @@ def _without_test_webhooks(settings: Settings, events: pl.DataFrame) -> tuple[pl
     """send-test's mock webhooks (``test_`` ids) are counted, and kept out unless the setting includes them."""
     count = transforms.count_test_events(events)
     return (events if settings.include_test_webhooks else transforms.drop_test_events(events)), count
+
+
+def _staged(
+    store: ReconcileStore,
+    run_id: str,
+    base: Manifest,
+    *,
+    state: pl.DataFrame | None,
+    events: pl.DataFrame,
+    rejects: pl.DataFrame,
+) -> dict[str, Any]:
+    """This run's files, staged for the manifest. A quiet run (no new state) keeps the files it has."""
+    new_events = [store.stage_frame("events", run_id, events)] if events.height else []
+    new_rejects = [store.stage_frame("rejects", run_id, rejects)] if rejects.height else []
+    return {
+        "state_file": store.stage_frame("state", run_id, state) if state is not None else base.state_file,
+        "event_files": [*base.event_files, *new_events],
+        "reject_files": [*base.reject_files, *new_rejects],
+    }
+
+
+def _touched(events: pl.DataFrame, pending: list[BackfillSnapshot], previous: pl.DataFrame | None) -> pl.Series | None:
+    """Members whose state this run's facts can have changed; None when that may be anyone."""
+    if pending or previous is None:
+        return None
+    return events.get_column("membership_id").drop_nulls().unique()
 
 
 def scoring_state(settings: Settings, store: ReconcileStore, ingested: Ingested, as_of: datetime) -> pl.DataFrame:

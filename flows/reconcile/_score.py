@@ -7,17 +7,38 @@ from datetime import datetime
 import polars as pl
 
 from memberpulse import transforms
+from memberpulse.flows.publish import ChangeHints
+from memberpulse.flows.reconcile._ingest import Ingested
 from memberpulse.flows.whop import latest_snapshot
 from memberpulse.settings import Settings
 
 
-def score(settings: Settings, state: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    params = transforms.ScoringParams(
+def _params(settings: Settings) -> transforms.ScoringParams:
+    return transforms.ScoringParams(
         half_life_days=settings.half_life_days,
         active_days=settings.active_days,
         at_risk_days=settings.at_risk_days,
     )
-    return transforms.score(state, as_of=as_of, params=params)
+
+
+def score(settings: Settings, state: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    return transforms.score(state, as_of=as_of, params=_params(settings))
+
+
+def change_hints(settings: Settings, state: pl.DataFrame, ingested: Ingested, as_of: datetime) -> ChangeHints:
+    """Which scored rows can differ from an earlier publish: this run's touched members, plus those time
+    alone moves (computed from the state). ``state`` is what was scored; a rebuild for a backdated as-of
+    is not the committed state, so its rows are compared in full."""
+    params = _params(settings)
+    return ChangeHints(
+        as_of=as_of,
+        scoring=(params.half_life_days, params.active_days, params.at_risk_days),
+        token_before=ingested.token_before,
+        token_after=ingested.manifest.change_token,
+        touched=ingested.touched,
+        moved=lambda earlier: transforms.moved_between(state, earlier=earlier, later=as_of, params=params),
+        exact=state is ingested.state,
+    )
 
 
 def drift(settings: Settings, state: pl.DataFrame) -> pl.DataFrame:

@@ -13,13 +13,21 @@ import pyarrow as pa
 
 from memberpulse.contracts.times import file_time
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.publish import PublishOutcome, failures_with, plan_publish, preview_publish, publish_members
+from memberpulse.flows.publish import (
+    ChangeHints,
+    PublishOutcome,
+    failures_with,
+    plan_publish,
+    preview_publish,
+    publish_members,
+)
 from memberpulse.flows.raw_archive import compact
 from memberpulse.flows.reconcile._ingest import Ingested, all_events, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.flows.recover import RecoveryStore
-from memberpulse.flows.snapshot import thin_history, whop_access, write_snapshot
+from memberpulse.flows.snapshot import SnapshotLineage, thin_history, whop_access, write_snapshot
 from memberpulse.flows.warehouse import ReconcileStore
+from memberpulse.flows.whop import latest_snapshot
 from memberpulse.settings import Settings
 
 BACKDATED_DIR = "as-of"  # backdated runs' snapshots, beside (never instead of) latest.duckdb
@@ -93,10 +101,15 @@ def note_scored(report: RunReport, scored: pl.DataFrame) -> None:
 
 
 def publish(
-    settings: Settings, report: RunReport, scored: pl.DataFrame, run_at: datetime, logger: Logger
-) -> tuple[pl.DataFrame, MemberpulseError | None]:
-    """Step 3: publish the changed rows; returns the table as it now stands (for the snapshot), and the
-    error if the publish failed.
+    settings: Settings,
+    report: RunReport,
+    scored: pl.DataFrame,
+    run_at: datetime,
+    logger: Logger,
+    hints: ChangeHints | None = None,
+) -> tuple[pl.DataFrame, MemberpulseError | None, PublishOutcome | None]:
+    """Step 3: publish the changed rows; returns the table as it now stands (for the snapshot), the error if
+    the publish failed, and the publish's outcome when it published (what the snapshot may update from).
 
     A dry run only counts what it would send; a backdated run sends nothing (its snapshot holds its own
     rows). A failed publish is noted in the report, not raised: the snapshot is an output of its own and
@@ -104,15 +117,15 @@ def publish(
     put, so the next run sends the same rows again.
     """
     if report.mode == "dry-run":
-        return _note_published(report, preview_publish(settings, scored, run_at=run_at)), None
+        return _note_published(report, preview_publish(settings, scored, run_at=run_at)), None, None
     if report.mode == "backdated":
-        return plan_publish(scored, None, run_at=run_at).published, None
+        return plan_publish(scored, None, run_at=run_at).published, None, None
     try:
-        outcome = run_step("publish", publish_members, settings, scored, run_at=run_at)
+        outcome = run_step("publish", publish_members, settings, scored, run_at=run_at, hints=hints)
     except MemberpulseError as exc:
         report.publish_error = exc.message
         logger.info("publishing failed (%s); writing the snapshot all the same", exc.message)
-        return _note_published(report, preview_publish(settings, scored, run_at=run_at), counts=False), exc
+        return _note_published(report, preview_publish(settings, scored, run_at=run_at), counts=False), exc, None
     _note_published(report, outcome)
     logger.info(
         "published to %s: %d inserted, %d updated, %d unchanged",
@@ -121,7 +134,7 @@ def publish(
         report.updated,
         report.unchanged,
     )
-    return outcome.as_published, None
+    return outcome.as_published, None, outcome
 
 
 def _note_published(report: RunReport, outcome: PublishOutcome, *, counts: bool = True) -> pl.DataFrame:
@@ -142,11 +155,13 @@ def snapshot(
     *,
     run_at: datetime,
     published: pl.DataFrame,
+    outcome: PublishOutcome | None,
     drift: pl.DataFrame,
     runs: pl.DataFrame,
 ) -> None:
-    """Step 5: a new DuckDB file swapped in as ``snapshots/latest.duckdb``; for a backdated run, a file of its
-    own named for its as-of (``snapshots/as-of/<as_of>.duckdb``), with the history up to that time."""
+    """Step 5: a new DuckDB file swapped in as ``snapshots/latest.duckdb`` (the previous one plus this run's
+    changes when it matches what this run started from); for a backdated run, a file of its own named for its
+    as-of (``snapshots/as-of/<as_of>.duckdb``), with the history up to that time."""
     deliveries = note_delivery_health(settings, report)
     backdated = report.mode == "backdated"
     history = store.history_paths()
@@ -165,12 +180,28 @@ def snapshot(
         drift=drift,
         pipeline_runs=runs,
         keep=settings.snapshots_keep,
-        whop_access=whop_access(settings.warehouse_dir),
+        whop_access=lambda: whop_access(settings.warehouse_dir),
         own_file=f"{file_time(report.as_of)}.duckdb" if backdated else None,
         webhook_failures=failures_with(settings, ingested.failures, seen_at=report.started_at),
         webhook_deliveries=deliveries,
+        lineage=None if backdated or outcome is None else _lineage(settings, report, ingested, outcome),
     )
     report.snapshot_path = str(path)
+
+
+def _lineage(settings: Settings, report: RunReport, ingested: Ingested, outcome: PublishOutcome) -> SnapshotLineage:
+    """What changed since the run before: lets the snapshot writer update a copy of the previous file."""
+    backfill = latest_snapshot(settings.warehouse_dir)
+    return SnapshotLineage(
+        events_token_before=ingested.token_before,
+        events_token=ingested.manifest.change_token,
+        new_events=ingested.new_events,
+        members_version_before=outcome.version_before,
+        members_version=outcome.version_after,
+        changed_members=outcome.result.changed_keys,
+        whop_access_source=str(backfill.path) if backfill is not None else None,
+        full=report.full_refresh,
+    )
 
 
 def compact_raw_history(settings: Settings, store: ReconcileStore, logger: Logger) -> None:

@@ -14,7 +14,8 @@ import duckdb
 
 from memberpulse.errors import InvalidInput
 from memberpulse.flows.snapshot._files import LATEST_NAME
-from memberpulse.flows.snapshot._history import thin_history
+from memberpulse.flows.snapshot._history import history_file_time, thin_history
+from memberpulse.flows.snapshot._incremental import SnapshotLineage
 from memberpulse.flows.snapshot._schema import TABLES, VIEWS, quote_literal
 from memberpulse.flows.snapshot._views import ANALYST_VIEWS, VIEW_COLUMNS
 from memberpulse.flows.snapshot._whop_access import whop_access
@@ -57,6 +58,8 @@ __all__ = [
     "SNAPSHOT_TABLES",
     "SNAPSHOT_VIEWS",
     "VIEW_COLUMNS",
+    "SnapshotLineage",
+    "history_file_time",
     "latest_path",
     "open_latest",
     "thin_history",

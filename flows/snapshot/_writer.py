@@ -29,8 +29,19 @@ from memberpulse.errors import InvalidInput, StorageUnavailable
 from memberpulse.flows.snapshot import _files
 from memberpulse.flows.snapshot._comments import comment_snapshot
 from memberpulse.flows.snapshot._history import history_file_time
+from memberpulse.flows.snapshot._incremental import (
+    PreviousBuild,
+    SnapshotLineage,
+    copy_for_update,
+    history_versions,
+    usable_previous,
+    write_record,
+)
 from memberpulse.flows.snapshot._schema import HISTORY_REQUIRED, MEMBER_ACTIVITY_REQUIRED, VIEWS
 from memberpulse.flows.snapshot._views import ANALYST_VIEWS
+
+# Whop's access times, or a function giving them (read only when the table is rebuilt).
+WhopAccess = pl.DataFrame | Callable[[], pl.DataFrame | None] | None
 
 # Analysts open snapshots with whatever DuckDB they have (CLI, DBeaver, an older Python package). DuckDB 2.0's
 # default file format is unreadable before 2.0; this one opens in every DuckDB since 1.1, at no cost measured.
@@ -49,10 +60,11 @@ def write_snapshot(
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
     keep: int,
-    whop_access: pl.DataFrame | None = None,
+    whop_access: WhopAccess = None,
     own_file: str | None = None,
     webhook_failures: pl.DataFrame | None = None,
     webhook_deliveries: pl.DataFrame | None = None,
+    lineage: SnapshotLineage | None = None,
 ) -> Path:
     """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``;
     or to ``snapshots_dir/<own_file>`` alone, no swap and no retention (a backdated run's own file).
@@ -61,30 +73,28 @@ def write_snapshot(
     the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
     included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
     ``whop_access``, ``webhook_failures``, ``webhook_deliveries``: the tables of those names (None: empty).
+    ``lineage`` (what changed since the previous run) lets it update a copy of the previous one instead.
     Returns the file's path; older timestamped snapshots past ``keep`` are deleted."""
     _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
                   drift=drift, pipeline_runs=pipeline_runs)  # fmt: skip
     final = snapshots_dir / (own_file or _files.snapshot_name(run_at, run_id))
+    history_files = _dated_history_files(history_parquet or [])
+    tables: dict[str, Any] = dict(
+        run_id=run_id, run_at=run_at.astimezone(UTC), member_activity=member_activity, history_files=history_files,
+        drift=drift, pipeline_runs=pipeline_runs, whop_access=whop_access, webhook_failures=webhook_failures,
+        webhook_deliveries=webhook_deliveries,
+    )  # fmt: skip
+    events_files = list(events_parquet) if events_parquet is not None else None
     with _storage_errors(final):
         snapshots_dir.mkdir(parents=True, exist_ok=True)
         with _files.writer_lock(snapshots_dir):
             _files.remove_stray_tmp(snapshots_dir)
-            _build_and_swap(
-                final,
-                run_id=run_id,
-                run_at=run_at.astimezone(UTC),
-                member_activity=member_activity,
-                events=events,
-                events_parquet=list(events_parquet) if events_parquet is not None else None,
-                history_files=_dated_history_files(history_parquet or []),
-                drift=drift,
-                pipeline_runs=pipeline_runs,
-                whop_access=whop_access,
-                webhook_failures=webhook_failures,
-                webhook_deliveries=webhook_deliveries,
-            )
-            if own_file is None:
+            previous = usable_previous(snapshots_dir, lineage) if own_file is None else None
+            if previous is None or not _update_and_swap(final, previous, lineage, **tables):
+                _build_and_swap(final, events=events, events_parquet=events_files, **tables)
+            if own_file is None:  # a backdated run's own file is never latest.duckdb
                 _files.point_latest_at(final)
+                write_record(snapshots_dir, final, lineage, history_versions(history_files))
                 _files.apply_retention(snapshots_dir, keep=keep, protect=final)
     return final
 
@@ -132,6 +142,111 @@ def _build_and_swap(final: Path, **tables: Any) -> None:
         _files.discard(tmp)
 
 
+def _update_and_swap(final: Path, previous: PreviousBuild, lineage: SnapshotLineage | None, **tables: Any) -> bool:
+    """Update a copy of the previous snapshot and rename it into place; False (nothing swapped) when the
+    copy cannot be brought up to date, so the caller builds from scratch."""
+    assert lineage is not None
+    tmp = _files.tmp_path_for(final)
+    try:
+        copy_for_update(previous.path, tmp)
+        try:
+            _update(tmp, previous.record, lineage, **tables)
+        except (duckdb.Error, _NotIncremental):
+            return False
+        checkpoint("snapshot_before_swap")
+        _files.publish(tmp, final)
+        return True
+    finally:
+        _files.discard(tmp)
+
+
+class _NotIncremental(Exception):
+    """The previous snapshot cannot be updated to this run's (e.g. a history file without a date)."""
+
+
+def _update(
+    path: Path,
+    record: dict[str, Any],
+    lineage: SnapshotLineage,
+    *,
+    run_id: str,
+    run_at: datetime,
+    member_activity: pl.DataFrame,
+    history_files: list[tuple[Path, datetime | None]],
+    drift: pl.DataFrame,
+    pipeline_runs: pl.DataFrame,
+    whop_access: WhopAccess,
+    webhook_failures: pl.DataFrame | None,
+    webhook_deliveries: pl.DataFrame | None,
+) -> None:
+    con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute("BEGIN TRANSACTION")
+        if record["events_token"] != lineage.events_token and lineage.new_events is not None:
+            _append_events(con, lineage.new_events)
+        if record["members_version"] != lineage.members_version and lineage.changed_members is not None:
+            _replace_members(con, member_activity, lineage.changed_members)
+        _update_history(con, record.get("history") or {}, history_files)
+        for table in _REBUILT_EVERY_RUN:
+            con.execute(f"DROP TABLE {table}")
+        _load_frame(con, "reconciliation_drift", drift)
+        _load_frame(con, "pipeline_runs", pipeline_runs)
+        _load("webhook_failures", lambda: _load_failures(con, webhook_failures))
+        _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
+        _load_info(con, run_id, run_at)
+        if record.get("whop_access_source") != lineage.whop_access_source or lineage.whop_access_source is None:
+            con.execute("DROP TABLE whop_member_access")
+            _load("whop_member_access", lambda: _load_whop_access(con, whop_access))
+        comment_snapshot(con)  # the tables made anew carry their descriptions again
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
+# The small tables an incremental update recreates in full (the big ones are patched).
+_REBUILT_EVERY_RUN = (
+    "reconciliation_drift", "pipeline_runs", "webhook_failures", "webhook_deliveries", "snapshot_info",
+)  # fmt: skip
+
+
+def _append_events(con: duckdb.DuckDBPyConnection, events: pl.DataFrame) -> None:
+    """The run's new events (the ingest already dropped webhook ids the log held, so no duplicates arise)."""
+    if events.height == 0:
+        return
+    con.register("_events_new", events)
+    con.execute("INSERT INTO events BY NAME SELECT * FROM _events_new")
+    con.unregister("_events_new")
+
+
+def _replace_members(con: duckdb.DuckDBPyConnection, member_activity: pl.DataFrame, keys: pl.Series) -> None:
+    if keys.len() == 0:
+        return
+    con.register("_changed_keys", pl.DataFrame({"membership_id": keys.cast(pl.Utf8)}))
+    con.execute("DELETE FROM member_activity WHERE membership_id IN (SELECT membership_id FROM _changed_keys)")
+    con.unregister("_changed_keys")
+    rows = member_activity.filter(pl.col("membership_id").is_in(keys.implode()))
+    _insert_member_activity(con, rows)
+
+
+def _update_history(
+    con: duckdb.DuckDBPyConnection, before: dict[str, Any], files: list[tuple[Path, datetime | None]]
+) -> None:
+    now = history_versions(files)
+    gone = [name for name, version in before.items() if now.get(name) != version]
+    added = [(p, when) for p, when in files if before.get(p.name) != now[p.name]]
+    if any(history_file_time(Path(name)) is None for name in gone) or any(when is None for _, when in added):
+        raise _NotIncremental("history files without a run time in their name")
+    if gone:
+        times = pl.DataFrame({"run_at": [history_file_time(Path(n)) for n in gone]}, schema={"run_at": UTC_US})
+        con.register("_gone_runs", times)
+        con.execute("DELETE FROM member_activity_history WHERE run_at IN (SELECT run_at FROM _gone_runs)")
+        con.unregister("_gone_runs")
+    if added:
+        _load("member_activity_history", lambda: _load_history(con, added, create=False))
+
+
 def _build(
     path: Path,
     *,
@@ -143,7 +258,7 @@ def _build(
     history_files: list[tuple[Path, datetime | None]],
     drift: pl.DataFrame,
     pipeline_runs: pl.DataFrame,
-    whop_access: pl.DataFrame | None = None,
+    whop_access: WhopAccess = None,
     webhook_failures: pl.DataFrame | None = None,
     webhook_deliveries: pl.DataFrame | None = None,
 ) -> None:
@@ -158,11 +273,7 @@ def _build(
         _load("pipeline_runs", lambda: _load_frame(con, "pipeline_runs", pipeline_runs))
         _load("webhook_failures", lambda: _load_failures(con, webhook_failures))
         _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
-        con.execute(f"CREATE TABLE snapshot_info ({SNAPSHOT_INFO.duckdb_columns()})")
-        con.execute(
-            "INSERT INTO snapshot_info VALUES (?, ?, ?, ?)",
-            [run_id, run_at, datetime.now(UTC), _package_version()],
-        )
+        _load_info(con, run_id, run_at)
         _load("whop_member_access", lambda: _load_whop_access(con, whop_access))
         for name, sql in {**VIEWS, **ANALYST_VIEWS}.items():
             con.execute(f"CREATE VIEW {quote_ident(name)} AS {sql}")
@@ -172,6 +283,13 @@ def _build(
         con.execute("CHECKPOINT")
     finally:
         con.close()
+
+
+def _load_info(con: duckdb.DuckDBPyConnection, run_id: str, run_at: datetime) -> None:
+    con.execute(f"CREATE TABLE snapshot_info ({SNAPSHOT_INFO.duckdb_columns()})")
+    con.execute(
+        "INSERT INTO snapshot_info VALUES (?, ?, ?, ?)", [run_id, run_at, datetime.now(UTC), _package_version()]
+    )
 
 
 def _load(table: str, load: Callable[[], None]) -> None:
@@ -188,6 +306,10 @@ def _load(table: str, load: Callable[[], None]) -> None:
 
 def _load_member_activity(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> None:
     con.execute(f"CREATE TABLE member_activity ({MEMBER_ACTIVITY.duckdb_columns()})")
+    _insert_member_activity(con, frame)
+
+
+def _insert_member_activity(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> None:
     present = set(frame.columns)
     select = []
     for column in MEMBER_ACTIVITY.columns:
@@ -224,8 +346,10 @@ def _empty_events() -> pl.DataFrame:
     return pl.DataFrame(schema=transforms.EVENT_SCHEMA)
 
 
-def _load_history(con: duckdb.DuckDBPyConnection, files: list[tuple[Path, datetime | None]]) -> None:
-    if not files:
+def _load_history(
+    con: duckdb.DuckDBPyConnection, files: list[tuple[Path, datetime | None]], *, create: bool = True
+) -> None:
+    if not files and create:
         con.execute(f"CREATE TABLE member_activity_history ({MEMBER_ACTIVITY_HISTORY.duckdb_columns()})")
         return
     params = {"files": [str(p) for p, _ in files]}
@@ -249,13 +373,15 @@ def _load_history(con: duckdb.DuckDBPyConnection, files: list[tuple[Path, dateti
         run_at = "d._mp_run_at"
         source += " JOIN _history_dates AS d USING (_mp_source_file)"
     rest = ", ".join(f"h.{quote_ident(c)}" for c in columns if c not in ("run_at", "_mp_source_file"))
-    con.execute(f"CREATE TABLE member_activity_history AS SELECT {run_at} AS run_at, {rest} FROM {source}", params)
+    into = "CREATE TABLE member_activity_history AS" if create else "INSERT INTO member_activity_history BY NAME"
+    con.execute(f"{into} SELECT {run_at} AS run_at, {rest} FROM {source}", params)
     if "run_at" not in columns:
         con.unregister("_history_dates")
 
 
-def _load_whop_access(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame | None) -> None:
+def _load_whop_access(con: duckdb.DuckDBPyConnection, source: WhopAccess) -> None:
     con.execute(f"CREATE TABLE whop_member_access ({WHOP_MEMBER_ACCESS.duckdb_columns()})")
+    frame = source() if callable(source) else source
     if frame is None:
         return
     _check_columns("whop_member_access", frame.columns, frozenset({"membership_id", "last_accessed_at"}))

@@ -183,3 +183,19 @@ def test_scores_stay_in_range_and_never_rise_without_new_events(
         assert row["status"] in ("active", "at_risk", "inactive")
         if mid in early:
             assert row["engagement_score"] <= early[mid]["engagement_score"]
+
+
+@SETTINGS
+@given(scenarios(), times, st.integers(0, 90), st.integers(0, 90))
+def test_moved_between_names_exactly_the_rows_time_changes(
+    scenario: tuple[list[WebhookEvent], list[Snapshot]], base: int, d1: int, d2: int
+) -> None:
+    events, snaps = scenario
+    state = transforms.fold(None, events_of([raw_record(e) for e in events]), facts_of(snaps))
+    early_us = base + min(d1, d2) * US_PER_DAY // 5
+    late_us = base + max(d1, d2) * US_PER_DAY // 5
+    early = {r["membership_id"]: r for r in score_rows(state, early_us)}
+    late = {r["membership_id"]: r for r in score_rows(state, late_us)}
+    differ = {mid for mid, row in late.items() if early.get(mid) != row}
+    moved = transforms.moved_between(state, earlier=dt(early_us), later=dt(late_us), params=PARAMS)
+    assert set(moved.to_list()) == differ

@@ -195,4 +195,9 @@ def test_get_publisher_picks_the_configured_target(tmp_path: Path) -> None:
     rest = get_publisher(settings(SUPABASE_URL="http://127.0.0.1:9", SUPABASE_SERVICE_ROLE_KEY="k"))
     assert isinstance(rest, PostgrestPublisher)
     rest.close()
-    assert pg.state.path == tmp_path / "warehouse" / "published" / "member_activity.parquet"
+    # Each target keeps its own published state, named without the password.
+    targets = tmp_path / "warehouse" / "published" / "targets"
+    assert pg.state.path.parent.parent == targets and "pw" not in str(pg.state.path)
+    assert rest.state.path.parent.parent == targets and rest.state.path != pg.state.path
+    same_db_other_password = get_publisher(settings(SUPABASE_DB_URL="postgresql://postgres:other@127.0.0.1:5/x"))
+    assert same_db_other_password is not None and same_db_other_password.state.path == pg.state.path
