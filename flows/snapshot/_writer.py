@@ -94,7 +94,8 @@ def write_snapshot(
                 _build_and_swap(final, events=events, events_parquet=events_files, **tables)
             if own_file is None:  # a backdated run's own file is never latest.duckdb
                 _files.point_latest_at(final)
-                write_record(snapshots_dir, final, lineage, history_versions(history_files))
+                if lineage is not None:  # a record that names another file is never used (the writer checks)
+                    write_record(snapshots_dir, final, lineage, history_versions(history_files))
                 _files.apply_retention(snapshots_dir, keep=keep, protect=final)
     return final
 

@@ -103,7 +103,21 @@ ACCESS_TIME_DISAGREEMENTS: Final = View(
 )
 
 #: Views in every DuckDB snapshot, in creation order.
+WEBHOOK_DELIVERY_HEALTH: Final = View(
+    "webhook_delivery_health",
+    "Whop's side of webhook delivery, per UTC hour, from the delivery log the last recovery read.",
+    (
+        ("hour", "The UTC hour Whop sent the attempts in."),
+        ("attempts", "Delivery attempts Whop made in the hour (replays included)."),
+        ("succeeded", "Attempts the landing answered with a 2xx."),
+        ("failed", "Attempts that failed: an error status, a timeout or no connection (status 0)."),
+        ("success_rate_pct", "succeeded / attempts, in percent, one decimal."),
+        ("failures_by_status", "Failed attempts per response code, e.g. '0: 3, 503: 1' (0: the landing was not reached)."),
+        ("p95_seconds", "95th percentile of Whop's delivery time for the hour, in seconds."),
+    ),
+)
+
 SNAPSHOT_VIEW_DEFINITIONS: Final = (
     MEMBERS_AT_RISK_NOW, STATUS_COUNTS_PER_DAY, NEW_MEMBERS_PER_WEEK, WEEKLY_COHORT_RETENTION, STATUS_TRANSITIONS,
-    ACCESS_TIME_DISAGREEMENTS,
+    ACCESS_TIME_DISAGREEMENTS, WEBHOOK_DELIVERY_HEALTH,
 )  # fmt: skip

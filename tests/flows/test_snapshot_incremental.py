@@ -20,7 +20,7 @@ from memberpulse.flows.snapshot import write_snapshot as real_write_snapshot
 from memberpulse.landing import mock_events as mock
 from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, member, raw_record
 
-pytestmark = pytest.mark.usefixtures("prefect_harness")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]  # runs the real flow
 
 STEPS = [timedelta(0), timedelta(minutes=20), timedelta(hours=3), timedelta(days=1), timedelta(days=2, hours=5)]
 
