@@ -112,7 +112,7 @@ WEBHOOK_DELIVERY_HEALTH: Final = View(
         ("succeeded", "Attempts the landing answered with a 2xx."),
         ("failed", "Attempts that failed: an error status, a timeout or no connection (status 0)."),
         ("success_rate_pct", "succeeded / attempts, in percent, one decimal."),
-        ("failures_by_status", "Failed attempts per response code, e.g. '0: 3, 503: 1' (0: the landing was not reached)."),
+        ("failures_by_status", "Failed attempts per response code, e.g. '0: 3, 503: 1' (0: landing not reached)."),
         ("p95_seconds", "95th percentile of Whop's delivery time for the hour, in seconds."),
     ),
 )
