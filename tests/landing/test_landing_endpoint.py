@@ -48,7 +48,7 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-def test_health_answer_is_the_seeds(server: RunningServer, client: httpx.Client) -> None:
+def test_health_answer_is_the_guides(server: RunningServer, client: httpx.Client) -> None:
     response = client.get(server.url)
     assert response.status_code == 200
     body = response.json()
@@ -236,7 +236,7 @@ def test_the_app_refuses_to_exist_without_a_secret(tmp_path: Path) -> None:
     assert caught.value.variable == "WHOP_WEBHOOK_SECRET"
 
 
-def test_logs_are_seed_style_without_secrets_or_bodies(
+def test_logs_are_guide_style_without_secrets_or_bodies(
     server: RunningServer, client: httpx.Client, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO", logger="landing")

@@ -27,7 +27,7 @@ def _post(client: httpx.Client, url: str, membership_id: str) -> httpx.Response:
 
 
 @pytest.mark.slow
-def test_health_reports_storage_ok_with_the_seeds_fields(tmp_path: Path) -> None:
+def test_health_reports_storage_ok_with_the_guides_fields(tmp_path: Path) -> None:
     with running_server(make_settings(tmp_path / "data")) as server, httpx.Client(timeout=10) as client:
         response = client.get(server.url)
     assert response.status_code == 200

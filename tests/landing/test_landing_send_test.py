@@ -15,7 +15,7 @@ from memberpulse.landing.send_test import send_test
 
 
 @pytest.mark.slow
-def test_all_sends_every_mock_event_and_prints_the_seed_sections(tmp_path: Path) -> None:
+def test_all_sends_every_mock_event_and_prints_the_guides_sections(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "data")
     with running_server(settings) as server:
         out = io.StringIO()

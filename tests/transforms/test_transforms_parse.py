@@ -51,7 +51,7 @@ SEED_LEFT = {"action": "membership.went_invalid", "data": {
 
 @pytest.mark.parametrize(("body", "kind"), [(SEED_JOINED, "joined"), (SEED_ACCESSED, "accessed"),
                                             (SEED_LEFT, "left")])
-def test_seed_payloads(body: dict[str, Any], kind: str) -> None:
+def test_guide_payloads(body: dict[str, Any], kind: str) -> None:
     ev = one_event(body)
     assert ev["kind"] == kind
     assert ev["event_type"] == body["action"]

@@ -58,7 +58,7 @@ def test_applying_twice_is_harmless_and_recorded(postgres_dsn: str) -> None:
     assert policies == (3,)  # one service_role policy per table, not one per application
 
 
-def test_the_seeds_check_query_runs_verbatim(migrated_postgres_dsn: str, tmp_path: Path) -> None:
+def test_the_guides_check_query_runs_verbatim(migrated_postgres_dsn: str, tmp_path: Path) -> None:
     frame = members(12)
     frame = frame.with_columns(engagement_score=frame["total_sessions"] * 10)
     PostgresPublisher(migrated_postgres_dsn, state=PublishedState(tmp_path)).publish_members(frame, run_at=T0)
