@@ -196,7 +196,7 @@ def _send_unsent_failures(publisher: Publisher, log_rows: pl.DataFrame) -> None:
     if sent == log_rows.height:
         return
     publisher.record_failures(log_rows.slice(sent))
-    publisher.target_state.save_meta(publisher.target_state.load_meta().with_(failures_sent=log_rows.height))
+    publisher.target_state.save_meta(meta.with_(failures_sent=log_rows.height))
 
 
 def target_state(settings: Settings) -> TargetState | None:
@@ -221,12 +221,8 @@ def runs_with(settings: Settings, run: PipelineRun) -> pl.DataFrame:
 def preview_publish(settings: Settings, scored: pl.DataFrame, *, run_at: datetime) -> PublishOutcome:
     """What :func:`publish_members` would do now, changing nothing and contacting no one: the rows it would
     insert / update against the last published state, and the table as it would then stand."""
-    publisher = get_publisher(settings)
-    if publisher is None:
-        last = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE).load()
-    else:
-        with publisher:
-            last = publisher.state.load()
+    target = target_state(settings)
+    last = (target.members if target else PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)).load()
     plan = plan_publish(scored, last, run_at=run_at)
     changed, seen = plan.changed.height, plan.seen_before
     result = PublishResult(changed - seen, seen, plan.marked.height - changed, published=plan.published)
@@ -240,11 +236,6 @@ def failures_with(settings: Settings, rejects: pl.DataFrame, *, seen_at: datetim
     new = failures_from_rejects(rejects, seen_at=seen_at)
     rows = pl.concat([logged, new.select(logged.columns)], how="vertical_relaxed") if new.height else logged
     return summarise_webhook_failures(rows).sort("first_seen", "webhook_id", "reason")
-
-
-def load_failures_log(settings: Settings) -> pl.DataFrame:
-    """Every webhook failure runs have recorded in this warehouse, one row per (webhook_id, reason)."""
-    return summarise_webhook_failures(FailureLog(settings.warehouse_dir).load())
 
 
 def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Publisher | None:

@@ -25,7 +25,7 @@ import psycopg
 from psycopg import conninfo
 
 from memberpulse.contracts.times import UTC_US
-from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet
+from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet, read_parquet_checked
 from memberpulse.flows.publish.changes import PublishedState
 
 FAILURE_LOG_SCHEMA: dict[str, pl.DataType] = {
@@ -99,7 +99,8 @@ class FailureLog:
     def load(self) -> pl.DataFrame:
         if not self.path.exists():
             return pl.DataFrame(schema=FAILURE_LOG_SCHEMA)
-        return pl.read_parquet(self.path)
+        hint = "delete it: failure records already sent stay in the targets; unsent ones are lost"
+        return read_parquet_checked(self.path, what="the webhook failures log", hint=hint)
 
     def append(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Add ``rows`` (webhook_failures input columns) and return the whole log."""

@@ -193,7 +193,7 @@ def _update(
             con.execute(f"DROP TABLE {table}")
         _load_frame(con, "reconciliation_drift", drift)
         _load_frame(con, "pipeline_runs", pipeline_runs)
-        _load("webhook_failures", lambda: _load_failures(con, webhook_failures))
+        _load("webhook_failures", lambda: _load_declared(con, WEBHOOK_FAILURES, webhook_failures))
         _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
         _load_info(con, run_id, run_at)
         if record.get("whop_access_source") != lineage.whop_access_source or lineage.whop_access_source is None:
@@ -272,7 +272,7 @@ def _build(
         _load("member_activity_history", lambda: _load_history(con, history_files))
         _load("reconciliation_drift", lambda: _load_frame(con, "reconciliation_drift", drift))
         _load("pipeline_runs", lambda: _load_frame(con, "pipeline_runs", pipeline_runs))
-        _load("webhook_failures", lambda: _load_failures(con, webhook_failures))
+        _load("webhook_failures", lambda: _load_declared(con, WEBHOOK_FAILURES, webhook_failures))
         _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
         _load_info(con, run_id, run_at)
         _load("whop_member_access", lambda: _load_whop_access(con, whop_access))
@@ -403,27 +403,15 @@ def _load_frame(con: duckdb.DuckDBPyConnection, table: str, frame: pl.DataFrame)
     con.unregister(view)
 
 
-def _load_failures(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame | None) -> None:
-    """The declared columns; ``recorded_at`` is when the row was last merged, which the snapshot does not keep."""
-    con.execute(f"CREATE TABLE webhook_failures ({WEBHOOK_FAILURES.duckdb_columns()})")
-    if frame is None or frame.height == 0:
-        return
-    names = [c.name for c in WEBHOOK_FAILURES.columns if c.name in frame.columns]
-    con.register("_webhook_failures_in", frame.select(names))
-    con.execute(
-        f"INSERT INTO webhook_failures ({', '.join(map(quote_ident, names))}) "
-        f"SELECT {', '.join(map(quote_ident, names))} FROM _webhook_failures_in"
-    )
-    con.unregister("_webhook_failures_in")
-
-
 def _load_declared(con: duckdb.DuckDBPyConnection, table: Table, frame: pl.DataFrame | None) -> None:
-    """A table with its declared column types, filled from ``frame`` (None: left empty)."""
+    """A table with its declared column types, filled from the columns of ``frame`` it declares (None: left
+    empty; a declared column the frame lacks, e.g. webhook_failures' ``recorded_at``, stays NULL)."""
     con.execute(f"CREATE TABLE {quote_ident(table.name)} ({table.duckdb_columns()})")
     if frame is not None and frame.height:
         view = f"_{table.name}_in"
-        con.register(view, frame.select(table.names))
-        con.execute(f"INSERT INTO {quote_ident(table.name)} SELECT * FROM {quote_ident(view)}")
+        names = ", ".join(quote_ident(c.name) for c in table.columns if c.name in frame.columns)
+        con.register(view, frame)
+        con.execute(f"INSERT INTO {quote_ident(table.name)} ({names}) SELECT {names} FROM {quote_ident(view)}")
         con.unregister(view)
 
 
