@@ -26,12 +26,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from reconcile_bench import peak_rss, write_segments  # noqa: E402
+from reconcile_bench import bench_settings, peak_rss, write_segments  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from transforms_synth import BASE, SPAN_S  # noqa: E402
 
-STEPS = ("ingest", "score", "publish", "drift", "record", "snapshot", "report")
+STEPS = ("ingest", "score", "publish", "drift", "snapshot", "report", "record", "compact")
 
 
 def _body_seconds(result: dict[str, Any]) -> float:
@@ -41,7 +41,6 @@ def _body_seconds(result: dict[str, Any]) -> float:
 
 def bench_size(members: int, events: int, new: int, use_postgres: bool) -> list[tuple[str, float, int, dict[str, Any]]]:
     from memberpulse.flows.reconcile import reconcile_flow
-    from memberpulse.settings import Settings
     from tests.support.postgres import start_server
 
     as_of = BASE + timedelta(seconds=SPAN_S + SPAN_S // 3 + 86_400)
@@ -51,14 +50,7 @@ def bench_size(members: int, events: int, new: int, use_postgres: bool) -> list[
         write_segments(data_dir, members=members, start=0, count=events, name="history")
         server = start_server() if use_postgres else None
         try:
-            env: dict[str, object] = {"MEMBERPULSE_DATA_DIR": str(data_dir), "MEMBERPULSE_SNAPSHOTS_KEEP": 2}
-            if server is not None:
-                from memberpulse.flows.publish import apply_migrations
-
-                db = server.create_database()
-                apply_migrations(server.dsn(db))
-                env["SUPABASE_DB_URL"] = server.dsn(db)
-            settings = Settings(**env)  # type: ignore[arg-type]
+            settings = bench_settings(data_dir, server)
             runs = (("first run (all history)", 0, 0), (f"+{new:,} new events", new, 5), ("nothing new", 0, 10))
             for label, count, minutes in runs:
                 if count:

@@ -25,7 +25,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from reconcile_bench import peak_rss  # noqa: E402
+from reconcile_bench import bench_settings, peak_rss  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from transforms_synth import BASE, SPAN_S, generate_raw, to_ndjson  # noqa: E402
@@ -77,7 +77,6 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from memberpulse.flows.reconcile import reconcile_flow
-    from memberpulse.settings import Settings
     from tests.support.postgres import start_server
 
     as_of = BASE + timedelta(seconds=SPAN_S + SPAN_S // 3 + 86_400)
@@ -90,14 +89,7 @@ def main() -> None:
         )
         server = start_server() if args.postgres else None
         try:
-            env: dict[str, object] = {"MEMBERPULSE_DATA_DIR": str(data_dir), "MEMBERPULSE_SNAPSHOTS_KEEP": 2}
-            if server is not None:
-                from memberpulse.flows.publish import apply_migrations
-
-                db = server.create_database()
-                apply_migrations(server.dsn(db))
-                env["SUPABASE_DB_URL"] = server.dsn(db)
-            settings = Settings(**env)  # type: ignore[arg-type]
+            settings = bench_settings(data_dir, server)
             results = []
             with prefect_test_harness():
                 for label in ("full refresh from NDJSON (then compaction)", "full refresh from the archive"):

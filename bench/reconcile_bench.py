@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -69,6 +70,21 @@ def write_segments(data_dir: Path, *, members: int, start: int, count: int, name
     return written
 
 
+def bench_settings(data_dir: Path, server: Any) -> Any:
+    """Settings for a bench's data dir; with a PostgreSQL ``server`` (tests.support.postgres), a fresh
+    database with the migrations applied, published to."""
+    from memberpulse.settings import Settings  # after the Prefect environment above is set
+
+    env: dict[str, object] = {"MEMBERPULSE_DATA_DIR": str(data_dir), "MEMBERPULSE_SNAPSHOTS_KEEP": 2}
+    if server is not None:
+        from memberpulse.flows.publish import apply_migrations
+
+        db = server.create_database()
+        apply_migrations(server.dsn(db))
+        env["SUPABASE_DB_URL"] = server.dsn(db)
+    return Settings(**env)  # type: ignore[arg-type]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=1_000_000)
@@ -81,7 +97,6 @@ def main() -> None:
     from prefect.testing.utilities import prefect_test_harness
 
     from memberpulse.flows.reconcile import reconcile_flow
-    from memberpulse.settings import Settings
     from tests.support.postgres import start_server
 
     as_of = BASE + timedelta(seconds=SPAN_S + SPAN_S // 3 + 86_400)
@@ -93,14 +108,7 @@ def main() -> None:
 
         server = None if args.no_postgres else start_server()
         try:
-            env: dict[str, object] = {"MEMBERPULSE_DATA_DIR": str(data_dir), "MEMBERPULSE_SNAPSHOTS_KEEP": 2}
-            if server is not None:
-                from memberpulse.flows.publish import apply_migrations
-
-                db = server.create_database()
-                apply_migrations(server.dsn(db))
-                env["SUPABASE_DB_URL"] = server.dsn(db)
-            settings = Settings(**env)  # type: ignore[arg-type]
+            settings = bench_settings(data_dir, server)
             results = []
             with prefect_test_harness():
                 for label, new in (("initial (all history)", 0), (f"+{args.new:,} new events", args.new)):
