@@ -146,14 +146,20 @@ def test_a_flood_of_forged_requests_logs_a_bounded_number_of_lines(landing: Land
 
 def test_the_quarantine_cap_holds_for_the_directory_with_four_landing_processes(tmp_path: Path) -> None:
     cap = 64 * 1024
-    env = {"MEMBERPULSE_LANDING_WORKERS": "4", "MEMBERPULSE_QUARANTINE_MAX_BYTES": str(cap)}
-    with landing_process(tmp_path, **env) as landing:
+    env = {"MEMBERPULSE_LANDING_WORKERS": "2", "MEMBERPULSE_QUARANTINE_MAX_BYTES": str(cap)}
+    # Two servers of two processes each on one data dir: requests alternate between the servers, so at least
+    # two processes write to the quarantine whatever way the kernel spreads connections within a server.
+    with (
+        landing_process(tmp_path, log_name="serve-a.log", **env) as first,
+        landing_process(tmp_path, log_name="serve-b.log", **env) as second,
+    ):
 
-        def flood(_: int) -> list[int]:
+        def flood(i: int) -> list[int]:
+            url = (first, second)[i % 2].url
             statuses = []
             for _ in range(25):  # a fresh connection each time, so the kernel spreads them over the processes
                 with httpx.Client(timeout=10) as client:
-                    statuses.append(client.post(landing.url, content=b"x" * 4096).status_code)
+                    statuses.append(client.post(url, content=b"x" * 4096).status_code)
             return statuses
 
         with ThreadPoolExecutor(8) as pool:

@@ -35,14 +35,14 @@ class LandingProcess:
 
 
 @contextmanager
-def landing_process(data_dir: Path, **env: str) -> Iterator[LandingProcess]:
-    """``memberpulse serve`` with ``MEMBERPULSE_DATA_DIR=data_dir``; its stderr goes to ``data_dir/serve.log``.
+def landing_process(data_dir: Path, log_name: str = "serve.log", **env: str) -> Iterator[LandingProcess]:
+    """``memberpulse serve`` with ``MEMBERPULSE_DATA_DIR=data_dir``; its stderr goes to ``data_dir/<log_name>``.
 
     Stopped with SIGTERM (then SIGKILL) when the block ends."""
     port = free_port()
     full_env = {**os.environ, "WHOP_WEBHOOK_SECRET": SECRET, "MEMBERPULSE_DATA_DIR": str(data_dir), **env}
     data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "serve.log"
+    log_path = data_dir / log_name
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "memberpulse", "serve", "--port", str(port)],
