@@ -6,8 +6,9 @@ No I/O and no clock: the caller passes ``now`` (unix seconds). The Standard Webh
 - the three headers are looked up case-insensitively; an empty value counts as missing;
 - the timestamp is parsed with ``float()`` into a microsecond ``datetime`` and the *signed* timestamp is
   ``floor()`` of that, not the header text (so ``"1700000000.0"`` signs as ``1700000000``);
-- ``webhook-signature`` is split on single spaces and walked in order: a malformed entry rejects the whole
-  header (the SDK raises), a non-``v1`` entry is skipped, the first ``v1`` entry that matches accepts;
+- ``webhook-signature`` is split on single spaces and each entry is compared, whole, with the
+  ``v1,<base64>`` string of the expected HMAC (standardwebhooks 1.3): an entry of any other shape (three
+  fields, unpadded base64, ``v2``) simply does not match, and the header is accepted when any entry matches;
 - the HMAC-SHA256 key is the secret's literal UTF-8 bytes (the SDK passes ``base64(secret)`` to a library that
   base64-decodes it: the same bytes).
 
@@ -18,7 +19,6 @@ Several secrets (rotation) accept when any one of them would. Signatures are com
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -120,18 +120,13 @@ def _verify_standard(
         signed_content = f"{msg_id}.{signed_at}.".encode() + body
     except UnicodeEncodeError:
         raise SignatureRejected("webhook-id is not encodable") from None
-    expected = [hmac.new(key, signed_content, hashlib.sha256).digest() for key in keys]
+    # The SDK compares each space-separated entry, whole, with the ``v1,<base64>`` string it computes: an entry
+    # that is not exactly such a string (three fields, unpadded or non-canonical base64, another version) only
+    # fails to match, and a later entry may still match. Accepting still takes a full HMAC match.
+    expected = [f"v1,{base64.b64encode(hmac.new(key, signed_content, hashlib.sha256).digest()).decode()}".encode()
+                for key in keys]  # fmt: skip
     for entry in msg_signature.split(" "):
-        parts = entry.split(",")
-        if len(parts) != 2:
-            raise SignatureRejected("malformed webhook-signature entry (want 'v1,<base64>')")
-        version, signature = parts
-        if version != "v1":
-            continue
-        try:
-            candidate = base64.b64decode(signature)
-        except (binascii.Error, ValueError):
-            raise SignatureRejected("malformed webhook-signature entry (bad base64)") from None
+        candidate = entry.encode("utf-8", "surrogateescape")
         # Check every key (no early exit per key) so timing does not tell which secret matched.
         matched = False
         for digest in expected:

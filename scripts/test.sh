@@ -47,4 +47,6 @@ echo "== mypy"
 echo "== import-linter (layers: core <- landing, transforms <- flows <- cli, demo)"
 .venv/bin/lint-imports
 echo "== pytest"
+# The same property-test examples on every run (tests/conftest.py): the fast loop searches at random instead.
+export HYPOTHESIS_PROFILE=${HYPOTHESIS_PROFILE:-ci}
 .venv/bin/pytest -q "$@"

@@ -30,6 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # make ``tests.support`` importable however pytest was started
     sys.path.insert(0, str(ROOT))
 
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+# Property tests: the fast loop searches at random (new examples every run, failures remembered in
+# .hypothesis/); the test command (scripts/test.sh, hence CI) sets HYPOTHESIS_PROFILE=ci, the same examples on
+# every machine and no example database, so a fresh clone can never go red by chance.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("dev", print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
 from tests.support.fast_loop import pytest_runtest_call, pytest_runtest_setup  # noqa: E402, F401
 from tests.support.postgres import PostgresServer, start_server  # noqa: E402
 

@@ -208,6 +208,22 @@ def test_endpoint_accepts_exactly_what_the_sdk_accepts(
     assert (response.status_code == 200) == expected, (response.status_code, response.text, headers)
 
 
+@pytest.mark.parametrize(
+    "shape",
+    ["{good},x {good}", "garbage {good}", "{bad}  {good}", "{good},x", "{unpadded}", "v2,{digest} {bad}"],
+)
+def test_signature_lists_once_found_to_diverge_agree(server: RunningServer, client: httpx.Client, shape: str) -> None:
+    """Shapes a random search once found (or could find) where the landing and the SDK disagreed, kept fixed."""
+    now = int(time.time())
+    body, msg_id = encode(mock_event("membership.accessed")), new_webhook_id()
+    good = sign_standard(body, secret=SECRET, webhook_id=msg_id, timestamp=now)
+    bad = "v1," + base64.b64encode(b"x" * 32).decode()
+    value = shape.format(good=good, bad=bad, unpadded=good.rstrip("="), digest=good[3:])
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(now), "webhook-signature": value}
+    expected = oracle_accepts(body, headers)
+    assert (client.post(server.url, content=body, headers=headers).status_code == 200) == expected
+
+
 def test_the_corpus_reaches_both_decisions(server: RunningServer, client: httpx.Client) -> None:
     """Guard against a corpus that only ever rejects: genuine requests of each shape are accepted."""
     now = int(time.time())

@@ -109,7 +109,9 @@ def test_each_standard_header_is_required(missing: str) -> None:
         verify_webhook(BODY, headers, keys=KEYS, now=NOW)
 
 
-def test_signature_list_is_walked_in_order_like_the_sdk() -> None:
+def test_signature_list_is_matched_entry_by_entry_like_the_sdk() -> None:
+    """Each space-separated entry is compared whole with ``v1,<base64>``: any entry matching accepts, entries of
+    other shapes only fail to match (standardwebhooks 1.3, which whop-sdk's ``unwrap`` drives)."""
     good = standard()["webhook-signature"]
     bad = "v1," + base64.b64encode(b"x" * 32).decode()
     base = standard()
@@ -122,13 +124,16 @@ def test_signature_list_is_walked_in_order_like_the_sdk() -> None:
         return True
 
     assert check(f"{bad} {good}")  # a later match accepts
-    assert check(f"v2,whatever {good}")  # other versions are skipped
-    assert check(f"{good} garbage")  # a match before a malformed entry accepts (the SDK returns early)
-    assert not check(f"garbage {good}")  # a malformed entry before the match rejects (the SDK raises)
-    assert not check(f"{bad}  {good}")  # a double space is an empty, malformed entry
-    assert not check(f"v1,{good[3:]},x")  # three fields
+    assert check(f"v2,whatever {good}")  # other versions do not match, the next entry still may
+    assert check(f"{good} garbage")
+    assert check(f"garbage {good}")  # a malformed entry is only a non-match
+    assert check(f"{bad}  {good}")  # a double space is an empty entry, a non-match
+    assert check(f"{good},x {good}")  # the divergence CI once found: a three-field entry, then the match
+    assert not check(f"{good},x")  # three fields alone
+    assert not check(good.rstrip("="))  # unpadded base64 is not the string the SDK computes
     assert not check("v1,!!!!")  # not base64
     assert not check(good.replace("v1,", "v2,"))  # right digest, wrong version
+    assert not check(f"{bad} garbage v2,{good[3:]}")
 
 
 def test_body_must_be_byte_identical() -> None:
