@@ -219,6 +219,14 @@ class ReconcileStore:
         self._thin_history()
         return path
 
+    def drop_history_after(self, as_of: datetime) -> None:
+        """Remove history files of runs dated after ``as_of`` (a full refresh replacing a commit made under a
+        clock that was ahead): the snapshot's per-day history never shows days that have not happened."""
+        for path in self.history_paths():
+            when = history_file_time(path)
+            if when is not None and when > as_of:
+                path.unlink(missing_ok=True)
+
     def _history_equal_to(self, scored: pl.DataFrame, *, besides: Path) -> Path | None:
         """The newest history file holding exactly ``scored``, if the newest one does."""
         others = [p for p in self.history_paths() if p != besides and history_file_time(p) is not None]

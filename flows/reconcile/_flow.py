@@ -10,10 +10,12 @@ import logging
 import sys
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from memberpulse.contracts.checkpoints import checkpoint
-from memberpulse.errors import ExitCode, MemberpulseError, TransientError
+from memberpulse.contracts.times import CLOCK_SKEW_ALLOWANCE
+from memberpulse.errors import ConfigError, CorruptState, ExitCode, MemberpulseError, TransientError
 from memberpulse.flows.publish import record_run, runs_with, target_name
 from memberpulse.flows.reconcile._ingest import scoring_state
 from memberpulse.flows.reconcile._lock import run_lock
@@ -57,8 +59,10 @@ def reconcile(
 ) -> RunReport:
     """One run, in the order the package docstring gives; on failure the run is recorded as failed."""
     started = datetime.now(UTC)
-    as_of = (as_of or started).astimezone(UTC)
-    report = RunReport(run_id=str(uuid.uuid4()), as_of=as_of, started_at=started, full_refresh=full_refresh)
+    if as_of is not None:
+        check_as_of_not_future(as_of, now=started)
+    run_as_of = (as_of or started).astimezone(UTC)
+    report = RunReport(run_id=str(uuid.uuid4()), as_of=run_as_of, started_at=started, full_refresh=full_refresh)
     report.data_dir = str(settings.data_dir.resolve())
     report.test_webhooks_included = settings.include_test_webhooks
     report.publish_target = target_name(settings)
@@ -68,7 +72,8 @@ def reconcile(
     with run_lock(settings.warehouse_dir, create=not dry_run):
         try:
             report.last_as_of = store.last_as_of(tolerate_damage=full_refresh)
-            report.mode = _mode(as_of, report.last_as_of, dry_run=dry_run)
+            report.as_of = _ordinary_as_of(report, explicit=as_of is not None, manifest=store.manifest_path)
+            report.mode = _mode(report, dry_run=dry_run)
             _run_steps(settings, report, store, run_at=started, logger=logger)
         except BaseException as exc:
             report.status = "failed"
@@ -80,11 +85,47 @@ def reconcile(
     return report
 
 
-def _mode(as_of: datetime, last_as_of: datetime | None, *, dry_run: bool) -> RunMode:
+def check_as_of_not_future(as_of: datetime, *, now: datetime) -> None:
+    """An as-of later than now (beyond the clock-skew allowance) is refused before anything is read: scoring
+    the future marks every member inactive, and committing it would put every later run behind it."""
+    if as_of > now + CLOCK_SKEW_ALLOWANCE:
+        raise ConfigError(
+            f"--as-of {as_of.isoformat()} is in the future (now is {now.replace(microsecond=0).isoformat()})",
+            hint="give a time up to now, or leave --as-of out to score as of now",
+        )
+
+
+def _ordinary_as_of(report: RunReport, *, explicit: bool, manifest: Path) -> datetime:
+    """The as-of of a run with no ``--as-of``: now, or the last commit's when that lies within the clock-skew
+    allowance ahead (another host's clock), so an ordinary run never goes back in time and always commits.
+
+    A last commit further ahead than that was made under a clock far ahead (or by an older version that took a
+    future ``--as-of``): every ordinary run would be behind it, so it stops with the remedy instead. A full
+    refresh is that remedy: it rebuilds from the raw store as of now and replaces the future commit.
+    """
+    last, now = report.last_as_of, report.as_of
+    if explicit or last is None or last <= now:
+        return now
+    if last <= now + CLOCK_SKEW_ALLOWANCE:
+        return last
+    if report.full_refresh:
+        report.last_as_of = None  # replaced by this run's commit
+        return now
+    raise CorruptState(
+        f"{manifest}: the last committed reconcile run is as of {last.isoformat()}, later than this machine's "
+        f"clock ({now.replace(microsecond=0).isoformat()}); every run would be behind it",
+        path=str(manifest),
+        hint="if this clock is right, run `memberpulse run --full-refresh` once: it rebuilds from the raw store "
+        "as of now; otherwise fix the clock",
+    )
+
+
+def _mode(report: RunReport, *, dry_run: bool) -> RunMode:
     """Looking back never overwrites the present: an as-of earlier than the last commit's commits nothing."""
     if dry_run:
         return "dry-run"
-    return "backdated" if last_as_of is not None and as_of < last_as_of else "run"
+    last = report.last_as_of
+    return "backdated" if last is not None and report.as_of < last else "run"
 
 
 def _run_steps(
@@ -99,6 +140,8 @@ def _run_steps(
         state = scoring_state(settings, store, ingested, report.as_of)
         scored = score(settings, state, report.as_of)
         if report.mode == "run":
+            if report.full_refresh:  # history from a commit dated after this one (a clock that was ahead) goes
+                store.drop_history_after(report.as_of)
             store.write_history(report.as_of, scored, state_changed=ingested.changed)
     note_scored(report, scored)
 

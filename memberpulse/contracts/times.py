@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 import polars as pl
@@ -18,6 +18,12 @@ UTC_US: Final = pl.Datetime("us", "UTC")
 FILE_TIME_FORMAT: Final = "%Y%m%dT%H%M%S%fZ"
 FILE_TIME_PATTERN: Final = r"\d{8}T\d{12}Z"
 _FILE_TIME = re.compile(f"({FILE_TIME_PATTERN})")
+
+
+#: How far a time may lie ahead of this machine's clock and still count as "now": clocks of two hosts (a
+#: landing, a worker) disagree by a little. An ``--as-of`` beyond it is refused; a committed as-of beyond it is
+#: a warehouse written under a clock that was ahead (or by an older version that allowed a future as-of).
+CLOCK_SKEW_ALLOWANCE: Final = timedelta(minutes=5)
 
 
 def file_time(moment: datetime) -> str:
