@@ -104,7 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that read or write the data dir say which one, first (``run`` says it in its summary).
+_DATA_DIR_SHOWN = ("serve", "backfill", "recover", "report", "sql", "demo")
+
+
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command in _DATA_DIR_SHOWN and settings.log_level in ("DEBUG", "INFO"):
+        print(f"memberpulse {args.command}: data dir {settings.data_dir.resolve()}", file=sys.stderr)
     if args.command in ("run", "backfill", "demo"):
         quiet_prefect()  # before anything imports Prefect: it reads its settings once, at import
     if args.command == "serve":

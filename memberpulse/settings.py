@@ -11,13 +11,19 @@ Secrets are ``SecretStr`` so they never print in a repr, a log line or an error.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from memberpulse.errors import ConfigError
 
@@ -25,16 +31,45 @@ DEFAULT_WHOP_API_BASE_URL = "https://api.whop.com/api/v1"
 ENV_PREFIX = "MEMBERPULSE_"
 MAX_WHOP_PAGE_SIZE = 1000  # Whop's API refuses larger pages
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+#: Names a dotenv file read by every command and flow run, wherever it starts (a Prefect worker runs flows in
+#: a temporary directory, where no ``.env`` is); a ``.env`` in the working directory is read too, under it.
+ENV_FILE_VARIABLE = "MEMBERPULSE_ENV_FILE"
+DATA_DIR_DEFAULT_TEXT = "$XDG_DATA_HOME/memberpulse (~/.local/share/memberpulse)"
+
+
+def default_data_dir() -> Path:
+    """Absolute and per user (as XDG says, like dlt's pipelines directory): ``serve``, ``run``, ``sql`` and the
+    deployment runs of one user on one machine find the same data whatever directory each starts in."""
+    base = os.environ.get("XDG_DATA_HOME", "").strip() or str(Path.home() / ".local" / "share")
+    return Path(base) / "memberpulse"
+
+
+def env_files() -> tuple[Path, ...]:
+    """The dotenv files read, lowest precedence first (the environment itself wins over both)."""
+    named = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    return (Path(".env"), *((Path(named),) if named else ()))
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
-        env_file=".env",
-        env_file_encoding="utf-8",
+        env_file_encoding="utf-8",  # the files: env_files()
         extra="ignore",
         populate_by_name=True,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Read ``MEMBERPULSE_ENV_FILE`` when each Settings is made, not when this module is imported."""
+        dotenv = DotEnvSettingsSource(settings_cls, env_file=env_files())
+        return init_settings, env_settings, dotenv, file_secret_settings
 
     # --- landing -------------------------------------------------------------------------------------------
     whop_webhook_secret: SecretStr | None = Field(
@@ -197,7 +232,9 @@ class Settings(BaseSettings):
 
     # --- storage -------------------------------------------------------------------------------------------
     data_dir: Path = Field(
-        default=Path("./data"), description="Landing files, quarantine, warehouse and snapshots live under it."
+        default_factory=default_data_dir,
+        description="Landing files, quarantine, warehouse and snapshots live under it. A relative path is taken "
+        "from the directory a command starts in (refused in deployment runs, which start in a temporary one).",
     )
     snapshots_keep: int = Field(default=10, ge=1, description="DuckDB snapshot files kept.")
     include_test_webhooks: bool = Field(
@@ -331,6 +368,13 @@ def env_names(field_name: str) -> list[str]:
 
 def load_settings(**overrides: Any) -> Settings:
     """``Settings()`` from the environment, or a :class:`ConfigError` naming the first variable to fix."""
+    named = os.environ.get(ENV_FILE_VARIABLE, "").strip()
+    if named and not Path(named).is_file():
+        raise ConfigError(
+            f"{ENV_FILE_VARIABLE}={named!r} names no readable file",
+            variable=ENV_FILE_VARIABLE,
+            hint="give the absolute path of an existing dotenv file, or unset it",
+        )
     try:
         return Settings(**overrides)
     except ValidationError as exc:

@@ -14,7 +14,7 @@ from pathlib import Path
 import annotated_types
 from pydantic.fields import FieldInfo
 
-from memberpulse.settings import Settings, env_names
+from memberpulse.settings import DATA_DIR_DEFAULT_TEXT, Settings, default_data_dir, env_names
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
@@ -22,6 +22,8 @@ _BOUNDS = ((annotated_types.Ge, "ge", "≥"), (annotated_types.Gt, "gt", ">"), (
 
 
 def _default(field: FieldInfo) -> str:
+    if field.default_factory is default_data_dir:
+        return f"`{DATA_DIR_DEFAULT_TEXT}`"
     value = field.default
     if value is None:
         return "—"

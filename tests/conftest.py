@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,11 @@ import pytest
 # No telemetry from the Prefect servers the suite starts (this machine has no route out anyway).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# The per-user default data dir (and a per-user dotenv file) of every command the suite starts, in-process or
+# as a subprocess, is a directory of this session's: no test reads or writes the account's real one.
+os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="memberpulse-suite-xdg-")
+os.environ.pop("MEMBERPULSE_ENV_FILE", None)
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # make ``tests.support`` importable however pytest was started

@@ -18,6 +18,7 @@ from prefect.futures import wait
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.backfill._fetch import fetch_members, fetch_memberships
 from memberpulse.flows.backfill._progress import ResourceResult, rate
+from memberpulse.flows.deployment_runs import in_deployment, require_absolute_data_dir
 from memberpulse.flows.recover import RecoveryResult, recover, recovery_skip_reason
 from memberpulse.flows.whop import (
     BackfillSnapshot,
@@ -25,7 +26,7 @@ from memberpulse.flows.whop import (
     backfill_skip_reason,
     clean_stale_tmp,
 )
-from memberpulse.settings import Settings
+from memberpulse.settings import Settings, load_settings
 
 log = logging.getLogger("memberpulse.backfill")
 
@@ -53,7 +54,10 @@ def backfill_flow(settings: Settings | None = None) -> BackfillResult:
     Raises :class:`WhopAuthError`/:class:`ConfigError` (fix a variable), :class:`WhopGaveUp` (Whop stayed
     down past the bounds). On any failure no snapshot is written and the previous one stays the latest.
     """
-    settings = settings or Settings()
+    settings = settings or load_settings()
+    log.info("data dir: %s", settings.data_dir.resolve())
+    if in_deployment():
+        require_absolute_data_dir(settings)
     reason = backfill_skip_reason(settings)
     if reason is not None:
         log.warning(reason)

@@ -13,9 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.times import CLOCK_SKEW_ALLOWANCE
 from memberpulse.errors import ConfigError, CorruptState, ExitCode, MemberpulseError, TransientError
+from memberpulse.flows.deployment_runs import require_absolute_data_dir
 from memberpulse.flows.publish import record_run, runs_with, target_name
 from memberpulse.flows.reconcile._ingest import scoring_state
 from memberpulse.flows.reconcile._lock import run_lock
@@ -140,9 +143,7 @@ def _run_steps(
         state = scoring_state(settings, store, ingested, report.as_of)
         scored = score(settings, state, report.as_of)
         if report.mode == "run":
-            if report.full_refresh:  # history from a commit dated after this one (a clock that was ahead) goes
-                store.drop_history_after(report.as_of)
-            store.write_history(report.as_of, scored, state_changed=ingested.changed)
+            _keep_history(store, report, scored, state_changed=ingested.changed)
     note_scored(report, scored)
 
     with report.step("publish"):
@@ -181,6 +182,12 @@ def _run_steps(
             compact_raw_history(settings, store, logger)
 
 
+def _keep_history(store: ReconcileStore, report: RunReport, scored: pl.DataFrame, *, state_changed: bool) -> None:
+    if report.full_refresh:  # history of a commit dated after this one (made under a clock ahead) goes
+        store.drop_history_after(report.as_of)
+    store.write_history(report.as_of, scored, state_changed=state_changed)
+
+
 def run_once(
     settings: Settings, *, as_of: datetime | None, full_refresh: bool, dry_run: bool = False
 ) -> int:
@@ -192,13 +199,12 @@ def run_once(
     """
     if not full_refresh:
         ReconcileStore(settings.warehouse_dir).check_readable()  # damaged state: say so before any work
-    if not has_received_data(settings):
-        print(
-            f"memberpulse run: warning: {settings.data_dir.resolve()} has never received a webhook or a backfill "
-            "(hint: check MEMBERPULSE_DATA_DIR or the directory you run from)",
-            file=sys.stderr,
-        )
+    warning = check_data_dir(settings, deployment=False)
+    if warning:
+        print(f"memberpulse run: warning: {warning}", file=sys.stderr)
     report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run)
+    if warning:
+        report.warnings.append(warning)
     report.print_summary()
     failure = report.publish_failure
     if failure is None:
@@ -213,9 +219,42 @@ def run_once(
     return int(failure.exit_code)
 
 
-def has_received_data(settings: Settings) -> bool:
-    """Whether the data dir has ever held a raw webhook, a refused one, or a backfill snapshot."""
-    for directory in (settings.landing_dir, settings.quarantine_dir):
-        if directory.is_dir() and next((p for p in directory.rglob("*") if p.is_file()), None) is not None:
-            return True
-    return bool(list_snapshots(settings.warehouse_dir))
+def data_dir_unused(settings: Settings) -> str | None:
+    """Why the data dir looks like one no one writes to, or None when something has: a landing started on
+    it (``serve`` creates ``landing/`` at start), a webhook stored or refused, a backfill, a recovery."""
+    in_use = (
+        settings.landing_dir.is_dir()
+        or settings.quarantine_dir.is_dir()
+        or (settings.warehouse_dir / "recovery").is_dir()
+        or bool(list_snapshots(settings.warehouse_dir))
+    )
+    if in_use:
+        return None
+    return (
+        f"{settings.data_dir.resolve()} has never received a webhook, a backfill or a recovery, and no landing "
+        "was ever started on it"
+    )
+
+
+def check_data_dir(settings: Settings, *, deployment: bool) -> str | None:
+    """Before a run reads anything: a warning to put in the run's report, or a ConfigError (exit 2) where a
+    deployment run would otherwise read an empty directory and say Completed.
+
+    A deployment run starts in a temporary directory, so a relative ``MEMBERPULSE_DATA_DIR`` is refused there;
+    and with a landing or a backfill configured (its secret, its key), a data dir no one has written to means
+    the worker looks elsewhere than they write.
+    """
+    if deployment:
+        require_absolute_data_dir(settings)
+    unused = data_dir_unused(settings)
+    if unused is None:
+        return None
+    configured = settings.whop_webhook_secret is not None or settings.whop_api_key is not None
+    if deployment and configured:
+        raise ConfigError(
+            f"{unused}, though a webhook secret or a Whop API key is configured",
+            variable="MEMBERPULSE_DATA_DIR",
+            hint="give the worker the same MEMBERPULSE_DATA_DIR as the landing (its environment, or "
+            "MEMBERPULSE_ENV_FILE), or start the landing first",
+        )
+    return f"{unused} (hint: check MEMBERPULSE_DATA_DIR, or start `memberpulse serve` first)"

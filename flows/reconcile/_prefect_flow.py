@@ -13,10 +13,11 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from memberpulse.flows.deployment_runs import in_deployment
 from memberpulse.flows.event_runs import landed_since_last_commit, supersede_queued_runs
-from memberpulse.flows.reconcile._flow import OutputFailed, reconcile
+from memberpulse.flows.reconcile._flow import OutputFailed, check_data_dir, reconcile
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
-from memberpulse.settings import Settings
+from memberpulse.settings import Settings, load_settings
 
 
 @flow(name="reconcile", log_prints=False)
@@ -39,8 +40,12 @@ def reconcile_flow(
     that long), each pass first superseding the queued event-triggered runs it covers
     (:mod:`memberpulse.flows.event_runs`).
     """
-    settings = settings or Settings()
+    settings = settings or load_settings()
     logger = get_run_logger()
+    logger.info("data dir: %s", settings.data_dir.resolve())
+    warning = check_data_dir(settings, deployment=in_deployment())
+    if warning:
+        logger.warning(warning)
     if only_new and not full_refresh and as_of is None and not landed_since_last_commit(settings):
         superseded = supersede_queued_runs(logger)
         logger.info("nothing landed since the last reconcile: skipped")
@@ -52,6 +57,7 @@ def reconcile_flow(
         superseded += supersede_queued_runs(logger) if follow else 0
         first = passes == 0
         report = reconcile(settings, as_of=as_of, full_refresh=full_refresh and first, dry_run=dry_run, logger=logger)
+        report.warnings += [warning] if warning else []
         passes += 1
         _create_artifacts(report)
         if report.publish_failure is not None:

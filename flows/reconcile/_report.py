@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.publish import PipelineRun, RunStatus
@@ -22,6 +23,7 @@ from memberpulse.flows.publish import PipelineRun, RunStatus
 AT_RISK_LISTED = 1000
 _TIMES = ("as_of", "started_at", "finished_at", "last_as_of")
 RunMode = Literal["run", "dry-run", "backdated"]
+BELOW_TABLE = ("data dir", "snapshot", "analyst report", "WARNING")  # printed whole, under the table
 
 
 @dataclass
@@ -63,6 +65,7 @@ class RunReport:
     # The publish error itself, for the flow to raise once the other outputs are written (not serialised).
     publish_failure: MemberpulseError | None = field(default=None, repr=False, compare=False)
     data_dir: str | None = None  # absolute
+    warnings: list[str] = field(default_factory=list)  # what a person should look at although the run completed
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
 
     @contextmanager
@@ -120,9 +123,10 @@ class RunReport:
             ("drift (API vs webhooks)", self.drift_count),
             ("newly at risk", self.newly_at_risk_count),
             ("snapshot", self._snapshot_text()),
-            ("analyst report", self.analyst_report),
+            ("analyst report", self._analyst_report_text()),
             ("seconds per step", ", ".join(f"{k} {v}" for k, v in self.seconds.items())),
         ]
+        rows += [("WARNING", warning) for warning in self.warnings]
         return [(name, str(value)) for name, value in rows]
 
     def _published_to(self) -> str:
@@ -142,6 +146,13 @@ class RunReport:
         if self.mode == "backdated":
             return f"{self.snapshot_path} (its own file; latest.duckdb unchanged)"
         return str(self.snapshot_path)
+
+    def _analyst_report_text(self) -> str:
+        if self.analyst_report is not None:
+            return self.analyst_report
+        return {"dry-run": "none written (dry run)", "backdated": "not written (backdated run)"}.get(
+            self.mode, "not written"
+        )
 
     @property
     def unlogged_text(self) -> str:
@@ -166,16 +177,24 @@ class RunReport:
         )
 
     def print_summary(self, console: Console | None = None) -> None:
-        """The terminal view: the same rows, members per status indented under "members"."""
-        table = Table(title=self.title, show_lines=False)
+        """The terminal view: the same rows, members per status indented under "members"; paths whole below
+        the table (a table cell would cut them with "…"). Every value is plain text, never rich markup."""
+        table = Table(title=Text(self.title), show_lines=False)
         table.add_column("measure")
         table.add_column("value", justify="right")
+        paths = []
         for name, value in self.summary_rows():
-            table.add_row(name, value)
+            if name in BELOW_TABLE:
+                paths.append((name, value))
+                continue
+            table.add_row(Text(name), Text(value))
             if name == "members":
                 for status, n in sorted(self.members_by_status.items()):
-                    table.add_row(f"  {status}", str(n))
-        (console or Console()).print(table)
+                    table.add_row(Text(f"  {status}"), Text(str(n)))
+        console = console or Console()
+        console.print(table)
+        for name, value in paths:
+            console.print(Text(f"{name}: {value}"), soft_wrap=True)
 
     # --- the flow's return value ----------------------------------------------------------------------------
 

@@ -285,3 +285,55 @@ def test_deployments_run_on_a_worker_outside_the_directory_that_deployed_them(tm
         with open_latest(data_dir / "snapshots") as con:
             assert con.execute("SELECT count(*) FROM snapshot_info").fetchone() == (1,)
     assert list(worker_dir.iterdir()) == []  # the runs wrote only where they were told
+
+
+def test_schedule_it_as_written_reads_the_landings_data_and_never_completes_on_an_empty_dir(tmp_path: Path) -> None:
+    """The README's "Schedule it" with no MEMBERPULSE_DATA_DIR anywhere: the worker's runs (started in a
+    temporary directory) use the same per-user data dir as `serve` and `run`, and say which; a run that would
+    read a directory no one writes to fails in its own state instead of saying Completed."""
+    from tests.flows.reconcile_testkit import append_raw, scenario
+
+    xdg = tmp_path / "xdg-data"
+    default_dir = xdg / "memberpulse"
+    append_raw(default_dir, scenario())  # what `memberpulse serve` stored, under its default data dir
+    dotenv = tmp_path / "worker.env"
+    dotenv.write_text(f"MEMBERPULSE_DATA_DIR={tmp_path / 'from-env-file'}\n")
+    append_raw(tmp_path / "from-env-file", scenario()[:2])
+    worker_dir = tmp_path / "worker-cwd"
+    worker_dir.mkdir()
+
+    with _prefect_server(tmp_path) as stack:
+        del stack.env["MEMBERPULSE_DATA_DIR"]
+        stack.env["XDG_DATA_HOME"] = str(xdg)
+        _cli(stack, "work-pool", "create", POOL, "--type", "process")
+        _cli(stack, "--no-prompt", "deploy", "--name", "reconcile")
+        with _started(stack, "worker", ["worker", "start", "--pool", POOL], worker_dir), _client(stack) as client:
+            [deployment] = client.read_deployments()
+
+            def run(env: dict[str, str]) -> tuple[FlowRun, UUID]:
+                run_id = client.create_flow_run_from_deployment(deployment.id, job_variables={"env": env}).id
+                return _wait_final(client, run_id, stack, timeout=120), run_id
+
+            default_run, default_id = run({})
+            relative_run, relative_id = run({"MEMBERPULSE_DATA_DIR": "data"})
+            unused_run, unused_id = run(
+                {"MEMBERPULSE_DATA_DIR": str(tmp_path / "nobody-writes-here"), "WHOP_WEBHOOK_SECRET": "ws_x"}
+            )
+            env_file_run, _ = run({"MEMBERPULSE_ENV_FILE": str(dotenv)})
+            said = _wait_for_log(client, [default_id], f"data dir: {default_dir}", timeout=30)
+            relative_said = _wait_for_log(client, [relative_id], "is relative", timeout=30)
+            unused_said = _wait_for_log(client, [unused_id], "has never received a webhook", timeout=30)
+
+    worker_log = _tail(tmp_path / "worker.log")
+    assert default_run.state is not None and default_run.state.is_completed(), f"{default_run.state}\n{worker_log}"
+    assert said, "the run logs the absolute data dir it used"
+    with open_latest(default_dir / "snapshots") as con:
+        assert con.execute("SELECT count(*) FROM member_activity").fetchone() == (4,)
+    assert relative_run.state is not None and relative_run.state.is_failed(), relative_run.state
+    assert unused_run.state is not None and unused_run.state.is_failed(), unused_run.state
+    assert relative_said and unused_said
+    assert not (tmp_path / "nobody-writes-here" / "snapshots").exists()
+    assert env_file_run.state is not None and env_file_run.state.is_completed(), env_file_run.state
+    with open_latest(tmp_path / "from-env-file" / "snapshots") as con:
+        assert con.execute("SELECT count(*) FROM member_activity").fetchone() == (1,)
+    assert list(worker_dir.iterdir()) == []
