@@ -54,7 +54,7 @@ def read_parquet_checked(path: Path, *, what: str, hint: str) -> pl.DataFrame:
     """Read a parquet file memberpulse wrote itself; a missing, truncated or foreign file is CorruptState
     naming it (with ``hint``: how to rebuild it), not a reader's traceback."""
     try:
-        return pl.read_parquet(path)
+        return pl.read_parquet(path, glob=False)
     except (pl.exceptions.PolarsError, OSError, ValueError) as exc:
         raise CorruptState(
             f"{what} {path} is damaged or missing: {_first_line(exc)}", path=str(path), hint=hint

@@ -57,6 +57,9 @@ class Manifest:
     # from, so a publisher one change behind may diff only the members that change touched.
     change_seq: int = 0
     lineage: str | None = None  # a new one whenever the state starts over (first run, full refresh, reset)
+    # The settings that change what is folded, as the state was first built (first run, full refresh); a run
+    # under other values folds only what it reads under them, so it says a full refresh would apply them.
+    fold_settings: dict[str, str] = field(default_factory=dict)
 
     @property
     def change_token(self) -> str | None:
@@ -92,6 +95,9 @@ def _manifest_problem(data: Any) -> str | None:
         value = data.get(name, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return f"{name!r} is not a list of file names"
+    folds = data.get("fold_settings", {})
+    if not isinstance(folds, dict) or not all(isinstance(v, str) for v in folds.values()):
+        return "'fold_settings' is not a map of setting names to values"
     for name in _OFFSETS:
         value = data.get(name, {})
         if not isinstance(value, dict) or not all(type(v) is int and v >= 0 for v in value.values()):
@@ -150,7 +156,7 @@ class ReconcileStore:
         if manifest.state_file:
             path = self.root / manifest.state_file
             try:
-                pl.read_parquet_schema(path)
+                pl.scan_parquet(path, glob=False).collect_schema()
             except (pl.exceptions.PolarsError, OSError, ValueError):
                 read_parquet_checked(path, what="the reconcile state", hint=REBUILD_HINT)  # names the damage
 
@@ -183,7 +189,7 @@ class ReconcileStore:
         batch_ids = events.get_column("webhook_id").unique()
         try:
             known = (
-                pl.scan_parquet(paths)
+                pl.scan_parquet(paths, glob=False)
                 .select("webhook_id")
                 .filter(pl.col("webhook_id").is_in(batch_ids.implode()))
                 .unique()
@@ -235,7 +241,7 @@ class ReconcileStore:
         newest = max(others, key=lambda p: history_file_time(p) or datetime.min.replace(tzinfo=UTC))
         if pq_rows(newest) != scored.height:
             return None
-        return newest if pl.read_parquet(newest).equals(scored) else None
+        return newest if pl.read_parquet(newest, glob=False).equals(scored) else None
 
     def _thin_history(self) -> None:
         paths = self.history_paths()
@@ -271,4 +277,4 @@ class ReconcileStore:
 
 def pq_rows(path: Path) -> int:
     """Row count from a parquet file's footer, without reading its data."""
-    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+    return int(pl.scan_parquet(path, glob=False).select(pl.len()).collect().item())

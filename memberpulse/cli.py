@@ -51,56 +51,99 @@ def _parse_as_of(text: str, flag: str = "--as-of") -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number ≥ 0")
+    return value
+
+
 def _parse_since(text: str) -> datetime:
     return _parse_as_of(text, "--since")
+
+
+def version() -> str:
+    """The installed distribution's version: pyproject.toml is its one source."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("memberpulse")
+    except PackageNotFoundError:  # imported from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default (none shown for flags and options without one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or isinstance(action, argparse._VersionAction):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memberpulse",
         description="Keep a Whop creator's member activity true, fresh and queryable.",
-        epilog="exit codes: 0 ok, 1 failed, 2 fix your configuration, 3 transient failure (try again)",
+        epilog="exit codes: 0 ok, 1 failed, 2 fix your configuration, 3 transient failure (try again), "
+        "130 interrupted",
+        formatter_class=_HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the webhook landing endpoint")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=3000)
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
 
-    send = sub.add_parser("send-test", help="sign a mock webhook with the configured secret and post it")
+    serve = command("serve", "run the webhook landing endpoint")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=3000, help="TCP port to listen on")
+
+    send = command("send-test", "sign a mock webhook with the configured secret and post it")
     send.add_argument("event", help="an event type (e.g. membership.went_valid) or 'all'")
-    send.add_argument("--url", default=DEFAULT_WEBHOOK_URL)
+    send.add_argument("--url", default=DEFAULT_WEBHOOK_URL, help="the landing endpoint to post to")
     send.add_argument(
         "--via-whop", action="store_true", help="ask Whop to send its own sample to the configured webhook instead"
     )
 
-    run = sub.add_parser("run", help="one reconcile flow run: ingest, score, publish, snapshot")
-    run.add_argument("--as-of", type=_parse_as_of, default=None, help="score as of this ISO 8601 time")
+    run = command("run", "one reconcile run: ingest, score, publish, snapshot")
+    run.add_argument("--as-of", type=_parse_as_of, default=None, help="score as of this ISO 8601 time (default: now)")
     run.add_argument("--full-refresh", action="store_true", help="rebuild from all raw data")
     run.add_argument(
         "--dry-run",
         action="store_true",
-        help="ingest and score in memory, print what would be published; commit, publish and write nothing",
+        help="ingest and score in memory, print the rows it would insert or update; commit, publish and write "
+        "nothing",
     )
+    run.add_argument("--limit", type=_non_negative, default=20, help="rows a --dry-run lists in its table")
+    run.add_argument(
+        "--format", choices=("table", "csv", "json"), default="table",
+        help="how a --dry-run gives its rows: a table of --limit rows, or every row as csv or json on stdout",
+    )  # fmt: skip
+    run.add_argument("--json", action="store_true", help="print the run's report as one JSON object, no table")
 
-    sub.add_parser("backfill", help="one backfill flow run from Whop's REST API")
-    report = sub.add_parser("report", help="write the analysts' HTML report of the latest snapshot")
+    command("backfill", "one backfill flow run from Whop's REST API")
+    report = command("report", "write the analysts' HTML report of the latest snapshot")
     report.add_argument("--out", type=Path, default=None, help="where to write it (default: snapshots/report.html)")
 
-    sql = sub.add_parser("sql", help="run one read-only SQL query against the latest snapshot")
+    sql = command("sql", "run one read-only SQL query against the latest snapshot")
     sql.add_argument("query", help='e.g. "SELECT status, count(*) FROM member_activity GROUP BY ALL"')
     sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
                      help="table prints; csv, json and parquet export every row to --out")  # fmt: skip
     sql.add_argument("--out", type=Path, default=None, help="export to this file (DuckDB COPY)")
 
-    recover = sub.add_parser("recover", help="bring back webhooks the landing missed, from Whop's delivery log")
+    recover = command("recover", "bring back webhooks the landing missed, from Whop's delivery log")
     recover.add_argument(
         "--since", type=_parse_since, default=None, help="read back to this ISO 8601 time (default: where the "
         "last recovery stopped, at most 30 days)",
     )  # fmt: skip
     recover.add_argument("--replay", action="store_true", help="ask Whop to re-send the failed deliveries instead")
-    sub.add_parser("migrate", help="apply supabase/migrations through SUPABASE_DB_URL")
-    sub.add_parser("demo", help="the whole loop on this machine, no credentials needed")
+    command("migrate", "apply supabase/migrations through SUPABASE_DB_URL")
+    command("demo", "the whole loop on this machine, no credentials needed")
     return parser
 
 
@@ -133,7 +176,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
         from memberpulse.flows.reconcile import run_once
 
-        return run_once(settings, as_of=args.as_of, full_refresh=args.full_refresh, dry_run=args.dry_run)
+        return run_once(
+            settings,
+            as_of=args.as_of,
+            full_refresh=args.full_refresh,
+            dry_run=args.dry_run,
+            rows_format=args.format,
+            limit=args.limit,
+            as_json=args.json,
+        )
     if args.command == "backfill":
         from memberpulse.flows.backfill import run_once as backfill_once
 

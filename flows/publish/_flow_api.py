@@ -52,6 +52,8 @@ class PublishOutcome:
     # The published-state file before and after (for building the snapshot from the previous one).
     version_before: str | None = None
     version_after: str | None = None
+    # A preview only: the rows it would send, each with ``action`` "insert" or "update".
+    changes: pl.DataFrame | None = None
 
 
 def target_name(settings: Settings) -> str | None:
@@ -226,7 +228,10 @@ def preview_publish(settings: Settings, scored: pl.DataFrame, *, run_at: datetim
     plan = plan_publish(scored, last, run_at=run_at)
     changed, seen = plan.changed.height, plan.seen_before
     result = PublishResult(changed - seen, seen, plan.marked.height - changed, published=plan.published)
-    return PublishOutcome(result, plan.published, newly_at_risk(scored, last))
+    known = last.get_column("membership_id") if last is not None else pl.Series("membership_id", [], pl.String)
+    action = pl.when(pl.col("membership_id").is_in(known.implode())).then(pl.lit("update")).otherwise(pl.lit("insert"))
+    changes = plan.changed.select(action.alias("action"), pl.all()).sort("action", "membership_id")
+    return PublishOutcome(result, plan.published, newly_at_risk(scored, last), changes=changes)
 
 
 def failures_with(settings: Settings, rejects: pl.DataFrame, *, seen_at: datetime) -> pl.DataFrame:

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from memberpulse.flows.reconcile._flow import OutputFailed, reconcile, run_once
+from memberpulse.flows.reconcile._cli import run_once
+from memberpulse.flows.reconcile._flow import OutputFailed, reconcile
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._lock import run_lock
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport

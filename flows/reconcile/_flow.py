@@ -7,7 +7,6 @@ left running); deployments run ``reconcile_flow`` (``_prefect_flow``), where the
 from __future__ import annotations
 
 import logging
-import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,10 +16,10 @@ import polars as pl
 
 from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.times import CLOCK_SKEW_ALLOWANCE
-from memberpulse.errors import ConfigError, CorruptState, ExitCode, MemberpulseError, TransientError
+from memberpulse.errors import ConfigError, CorruptState, MemberpulseError, TransientError
 from memberpulse.flows.deployment_runs import require_absolute_data_dir
 from memberpulse.flows.publish import record_run, runs_with, target_name
-from memberpulse.flows.reconcile._ingest import scoring_state
+from memberpulse.flows.reconcile._ingest import fold_settings_changed, scoring_state
 from memberpulse.flows.reconcile._lock import run_lock
 from memberpulse.flows.reconcile._report import RunMode, RunReport
 from memberpulse.flows.reconcile._score import change_hints, drift, score
@@ -77,6 +76,8 @@ def reconcile(
             report.last_as_of = store.last_as_of(tolerate_damage=full_refresh)
             report.as_of = _ordinary_as_of(report, explicit=as_of is not None, manifest=store.manifest_path)
             report.mode = _mode(report, dry_run=dry_run)
+            changed = None if full_refresh else fold_settings_changed(settings, store.load_manifest())
+            report.warnings += [changed] if changed else []
             _run_steps(settings, report, store, run_at=started, logger=logger)
         except BaseException as exc:
             report.status = "failed"
@@ -186,37 +187,6 @@ def _keep_history(store: ReconcileStore, report: RunReport, scored: pl.DataFrame
     if report.full_refresh:  # history of a commit dated after this one (made under a clock ahead) goes
         store.drop_history_after(report.as_of)
     store.write_history(report.as_of, scored, state_changed=state_changed)
-
-
-def run_once(
-    settings: Settings, *, as_of: datetime | None, full_refresh: bool, dry_run: bool = False
-) -> int:
-    """``memberpulse run``: one run of the same steps, without Prefect (no API server to start or leave
-    behind; deployments keep full Prefect tracking), then a summary table.
-
-    A failed publish prints the summary (the snapshot was written) and a few lines saying what failed and
-    what to do, and returns the publish error's exit code (3 when the target may heal).
-    """
-    if not full_refresh:
-        ReconcileStore(settings.warehouse_dir).check_readable()  # damaged state: say so before any work
-    warning = check_data_dir(settings, deployment=False)
-    if warning:
-        print(f"memberpulse run: warning: {warning}", file=sys.stderr)
-    report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run)
-    if warning:
-        report.warnings.append(warning)
-    report.print_summary()
-    failure = report.publish_failure
-    if failure is None:
-        return int(ExitCode.OK)
-    what_to_do = (failure.hint or "fix the publish target").rstrip(".")
-    print(
-        f"memberpulse run: publish failed: {failure.message}\n"
-        f"  the snapshot was written all the same: {report.snapshot_path}\n"
-        f"  what to do: {what_to_do} — then run `memberpulse run` again; it sends every pending row",
-        file=sys.stderr,
-    )
-    return int(failure.exit_code)
 
 
 def data_dir_unused(settings: Settings) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from memberpulse import transforms
+from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.quarantine import decode_quarantine_entry
 from memberpulse.flows import raw_archive, raw_reader
 from memberpulse.flows.warehouse import Manifest, ReconcileStore
@@ -157,10 +158,30 @@ def ingest(
         backfills_folded=[*base.backfills_folded, *(s.path.name for s in pending)],
         change_seq=base.change_seq + 1 if changed else base.change_seq,
         lineage=base.lineage or uuid.uuid4().hex,
+        fold_settings=base.fold_settings or fold_settings(settings),
     )
     manifest = store.compact_events(manifest, run_id)
+    checkpoint("ingest_before_commit")
     store.commit(manifest)
     return replace(ingested, manifest=manifest, uncommitted_events=None)
+
+
+def fold_settings(settings: Settings) -> dict[str, str]:
+    """The settings that change which events are folded (not how members are scored: scoring reads the whole
+    state every run), by variable name."""
+    return {"MEMBERPULSE_INCLUDE_TEST_WEBHOOKS": str(settings.include_test_webhooks).lower()}
+
+
+def fold_settings_changed(settings: Settings, manifest: Manifest) -> str | None:
+    """A warning when the committed state was built under other fold settings than this run's."""
+    built, now = manifest.fold_settings, fold_settings(settings)
+    changed = [f"{k} {built[k]} → {v}" for k, v in now.items() if k in built and built[k] != v]
+    if not changed:
+        return None
+    return (
+        f"{', '.join(changed)} since the state was built: it applies to what is read from now on; run "
+        "`memberpulse run --full-refresh` to apply it to what was already read"
+    )
 
 
 def _raw_lines(settings: Settings, base: Manifest, *, full_refresh: bool) -> Iterator[raw_reader.RawChunk]:

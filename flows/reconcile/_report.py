@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import polars as pl
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -64,6 +65,8 @@ class RunReport:
     publish_error: str | None = None  # the publish failed; every other output was still written
     # The publish error itself, for the flow to raise once the other outputs are written (not serialised).
     publish_failure: MemberpulseError | None = field(default=None, repr=False, compare=False)
+    # A dry run's rows it would insert or update (``action`` first); not serialised (the CLI prints them).
+    would_publish: pl.DataFrame | None = field(default=None, repr=False, compare=False)
     data_dir: str | None = None  # absolute
     warnings: list[str] = field(default_factory=list)  # what a person should look at although the run completed
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
@@ -200,8 +203,9 @@ class RunReport:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values (times as ISO 8601), as the flow returns and Prefect records them."""
-        values = dataclasses.asdict(dataclasses.replace(self, publish_failure=None))
+        values = dataclasses.asdict(dataclasses.replace(self, publish_failure=None, would_publish=None))
         values.pop("publish_failure")
+        values.pop("would_publish")
         return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values.items()}
 
     @classmethod

@@ -117,7 +117,9 @@ def publish(
     put, so the next run sends the same rows again.
     """
     if report.mode == "dry-run":
-        return _note_published(report, preview_publish(settings, scored, run_at=run_at)), None, None
+        preview = preview_publish(settings, scored, run_at=run_at)
+        report.would_publish = preview.changes
+        return _note_published(report, preview), None, None
     if report.mode == "backdated":
         return plan_publish(scored, None, run_at=run_at).published, None, None
     try:

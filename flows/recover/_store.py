@@ -81,7 +81,7 @@ class RecoveryStore:
     def known_ids(self, state: RecoveryState) -> tuple[pl.DataFrame, dict[str, int]]:
         """Every webhook id in the raw store (the stored index plus what was appended since), and the new
         offsets to store with it."""
-        known = pl.read_parquet(self.known_path) if self.known_path.exists() else _KNOWN_SCHEMA.to_frame()
+        known = pl.read_parquet(self.known_path, glob=False) if self.known_path.exists() else _KNOWN_SCHEMA.to_frame()
         frames = [known]
         offsets = dict(state.index_offsets)
         for chunk in raw_reader.iter_new(self.landing_dir, state.index_offsets):
@@ -103,7 +103,7 @@ class RecoveryStore:
     def deliveries(self) -> pl.DataFrame:
         if not self.deliveries_path.exists():
             return WEBHOOK_DELIVERIES.schema.to_frame()
-        return pl.read_parquet(self.deliveries_path)
+        return pl.read_parquet(self.deliveries_path, glob=False)
 
     # --- writing -------------------------------------------------------------------------------------------
     def write_records(self, lines: list[bytes], now: datetime) -> Path | None:

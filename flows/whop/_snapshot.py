@@ -75,10 +75,10 @@ class BackfillSnapshot:
         return self.path / MANIFEST_NAME
 
     def read_memberships(self) -> pl.DataFrame:
-        return pl.read_parquet(self.memberships_path)
+        return pl.read_parquet(self.memberships_path, glob=False)
 
     def read_members(self) -> pl.DataFrame:
-        return pl.read_parquet(self.members_path)
+        return pl.read_parquet(self.members_path, glob=False)
 
     @classmethod
     def open(cls, path: Path) -> BackfillSnapshot:
@@ -274,11 +274,13 @@ class SnapshotWriter:
         """Memberships whose list item carried no ``user`` get username/name/email from the members list (by
         member id), so both tables are complete whichever shape Whop answered with."""
         memberships = self.path_for("memberships")
-        missing = pl.scan_parquet(memberships).filter(pl.col("username").is_null()).select(pl.len()).collect()
+        missing = (
+            pl.scan_parquet(memberships, glob=False).filter(pl.col("username").is_null()).select(pl.len()).collect()
+        )
         if missing.item() == 0:
             return
         people = (
-            pl.scan_parquet(self.path_for("members"))
+            pl.scan_parquet(self.path_for("members"), glob=False)
             .select(
                 "member_id",
                 pl.col("username").alias("_username"),
@@ -289,7 +291,7 @@ class SnapshotWriter:
         )
         filled_path = self.tmp_dir / "memberships.filled.parquet"
         (
-            pl.scan_parquet(memberships)
+            pl.scan_parquet(memberships, glob=False)
             .join(people, on="member_id", how="left", maintain_order="left")
             .with_columns(
                 pl.coalesce("username", "_username").alias("username"),

@@ -6,7 +6,8 @@ reads this module's variable. Run a command with the kill point armed::
     MEMBERPULSE_FAULT_KILL_AT=after_ingest python -m memberpulse.testing.kill_points run --as-of ...
 
 This installs an audit hook that SIGKILLs the process when the named checkpoint is reached (no cleanup, no
-``finally``), then runs the ``memberpulse`` CLI with the remaining arguments.
+``finally``), then runs the ``memberpulse`` CLI with the remaining arguments. ``MEMBERPULSE_FAULT_SIGNAL=SIGINT``
+sends that signal instead (a person's Ctrl-C at that moment).
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from typing import Final
 from memberpulse.contracts.checkpoints import AUDIT_EVENT, CHECKPOINTS
 
 FAULT_ENV: Final = "MEMBERPULSE_FAULT_KILL_AT"
+SIGNAL_ENV: Final = "MEMBERPULSE_FAULT_SIGNAL"
 KILL_POINTS: Final = CHECKPOINTS
 
 
-def install(point: str) -> None:
-    """From now on, this process SIGKILLs itself on reaching checkpoint ``point``."""
+def install(point: str, signum: int = signal.SIGKILL) -> None:
+    """From now on, this process sends itself ``signum`` (SIGKILL) on reaching checkpoint ``point``."""
     if point not in KILL_POINTS:
         raise ValueError(f"unknown kill point {point!r}; one of: {', '.join(KILL_POINTS)}")
 
     def hook(event: str, args: tuple[object, ...]) -> None:
         if event == AUDIT_EVENT and args == (point,):
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), signum)
 
     sys.addaudithook(hook)
 
@@ -37,7 +39,7 @@ def install(point: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     point = os.environ.get(FAULT_ENV)
     if point:
-        install(point)
+        install(point, signal.Signals[os.environ.get(SIGNAL_ENV, "SIGKILL")])
     from memberpulse.cli import main as cli_main
 
     return cli_main(argv if argv is not None else sys.argv[1:])

@@ -90,7 +90,7 @@ def test_neither_target_nor_backfill_set_runs_and_names_its_data_dir(tmp_path: P
     assert done.returncode == 0, done.stderr
     data_dir = str((tmp_path / "data").resolve())
     assert "nowhere" in done.stdout and data_dir in done.stdout
-    assert f"warning: {data_dir} has never received a webhook or a backfill" in done.stderr
+    assert f"warning: {data_dir} has never received a webhook, a backfill or a recovery" in done.stderr
     skipped = _cli(tmp_path, "backfill")
     assert skipped.returncode == 0 and "skipped" in skipped.stdout
 

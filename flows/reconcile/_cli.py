@@ -1,0 +1,135 @@
+"""``memberpulse run``: one reconcile run without Prefect, and what it shows a person or a program.
+
+The terminal gets the summary table (stdout; none at ``MEMBERPULSE_LOG_LEVEL=WARNING`` or above), warnings
+and failures (stderr, always), and for a dry run the rows it would send. ``--json`` prints the run's report
+as one JSON object instead; a dry run's ``--format csv|json`` prints every row it would send to stdout (the
+summary then goes to stderr), so either can be piped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import Literal
+
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from memberpulse.errors import ConfigError, CorruptState, ExitCode
+from memberpulse.flows.reconcile._flow import check_data_dir, reconcile
+from memberpulse.flows.reconcile._report import RunReport
+from memberpulse.flows.warehouse import Manifest, ReconcileStore
+from memberpulse.settings import Settings
+
+RowsFormat = Literal["table", "csv", "json"]
+DRY_RUN_LIMIT = 20  # rows a dry run lists by default; --limit, or --format csv|json for all of them
+_SHOWN = ("action", "membership_id", "member_name", "status", "engagement_score", "last_active")
+INTERRUPTED = 130  # a shell's code for SIGINT
+
+
+def run_once(
+    settings: Settings,
+    *,
+    as_of: datetime | None,
+    full_refresh: bool,
+    dry_run: bool = False,
+    rows_format: RowsFormat = "table",
+    limit: int = DRY_RUN_LIMIT,
+    as_json: bool = False,
+) -> int:
+    """One run of the reconcile steps as plain calls (no Prefect API server to start or leave behind), then
+    its output. A failed publish prints the summary (the snapshot was written) and what to do, and returns
+    the publish error's exit code (3 when the target may heal); Ctrl-C says what was committed, 130."""
+    if rows_format != "table" and not dry_run:
+        raise ConfigError("--format is for the rows of a --dry-run", hint="add --dry-run, or leave --format out")
+    if rows_format != "table" and as_json:
+        raise ConfigError("--json and --format csv|json both write to stdout", hint="give one of them")
+    store = ReconcileStore(settings.warehouse_dir)
+    if not full_refresh:
+        store.check_readable()  # damaged state: say so before any work
+    warning = check_data_dir(settings, deployment=False)
+    if warning:
+        print(f"memberpulse run: warning: {warning}", file=sys.stderr)
+    try:
+        before: Manifest | None = store.load_manifest()
+    except CorruptState:  # a full refresh replaces it
+        before = None
+    try:
+        report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run)
+    except KeyboardInterrupt:
+        print(f"memberpulse run: interrupted: {_what_was_committed(store, before)}", file=sys.stderr)
+        return INTERRUPTED
+    if warning:
+        report.warnings.append(warning)
+    _show(report, settings, rows_format=rows_format, limit=limit, as_json=as_json)
+    return _outcome(report)
+
+
+def _what_was_committed(store: ReconcileStore, before: Manifest | None) -> str:
+    """One line: whether this run's ingest was committed, and where the next run starts."""
+    try:
+        after = store.load_manifest()
+    except CorruptState:  # named by the next run's own check
+        return "the reconcile state could not be read back; the next run checks it first"
+    if after == before or after.as_of is None:
+        where = f"the last commit (as of {after.as_of})" if after.as_of else "the beginning of the raw store"
+        return f"nothing of this run was committed; the next run starts from {where}"
+    return (
+        f"this run's ingest was committed (as of {after.as_of}); the next run publishes and snapshots what "
+        "this one did not, and reads raw webhooks from where it stopped"
+    )
+
+
+def _show(report: RunReport, settings: Settings, *, rows_format: RowsFormat, limit: int, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.as_dict(), sort_keys=True, default=str))
+        return
+    rows_to_stdout = report.mode == "dry-run" and rows_format != "table"
+    console = Console(stderr=rows_to_stdout)
+    if settings.log_level in ("DEBUG", "INFO"):
+        report.print_summary(console)
+    else:
+        for warning in report.warnings:  # quiet, but never silent about what needs a look
+            print(f"memberpulse run: warning: {warning}", file=sys.stderr)
+    if report.mode != "dry-run" or report.would_publish is None:
+        return
+    if rows_to_stdout:
+        _write_rows(report.would_publish, rows_format)
+    elif settings.log_level in ("DEBUG", "INFO"):
+        _print_rows(console, report.would_publish, limit)
+
+
+def _write_rows(rows: pl.DataFrame, rows_format: RowsFormat) -> None:
+    if rows_format == "csv":
+        rows.write_csv(sys.stdout)
+    else:
+        sys.stdout.write(rows.write_json() + "\n")
+    sys.stdout.flush()
+
+
+def _print_rows(console: Console, rows: pl.DataFrame, limit: int) -> None:
+    table = Table(title=Text(f"Rows it would insert or update ({rows.height})"))
+    for column in _SHOWN:
+        table.add_column(column)
+    for row in rows.head(limit).select(_SHOWN).iter_rows():
+        table.add_row(*(Text("" if value is None else str(value)) for value in row))
+    console.print(table)
+    if rows.height > limit:
+        console.print(Text(f"… and {rows.height - limit} more: --limit N shows more, --format csv|json all of them"))
+
+
+def _outcome(report: RunReport) -> int:
+    failure = report.publish_failure
+    if failure is None:
+        return int(ExitCode.OK)
+    what_to_do = (failure.hint or "fix the publish target").rstrip(".")
+    print(
+        f"memberpulse run: publish failed: {failure.message}\n"
+        f"  the snapshot was written all the same: {report.snapshot_path}\n"
+        f"  what to do: {what_to_do} — then run `memberpulse run` again; it sends every pending row",
+        file=sys.stderr,
+    )
+    return int(failure.exit_code)
