@@ -55,6 +55,27 @@ def _parse_since(text: str) -> datetime:
     return _parse_as_of(text, "--since")
 
 
+def _add_landing_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = sub.add_parser("serve", help="run the webhook landing endpoint")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=3000, help="TCP port to listen on (default: %(default)s)")
+
+    send = sub.add_parser("send-test", help="sign a mock webhook with the configured secret and post it")
+    send.add_argument("event", help="an event type (e.g. membership.went_valid) or 'all'")
+    send.add_argument("--url", default=DEFAULT_WEBHOOK_URL, help="where to post it (default: %(default)s)")
+    send.add_argument(
+        "--cacert",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="trust the CA certificates in this PEM file for an https:// --url, e.g. Caddy's local root.crt "
+        "(default: SSL_CERT_FILE if set, else the public CAs httpx trusts)",
+    )
+    send.add_argument(
+        "--via-whop", action="store_true", help="ask Whop to send its own sample to the configured webhook instead"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memberpulse",
@@ -62,17 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 ok, 1 failed, 2 fix your configuration, 3 transient failure (try again)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = sub.add_parser("serve", help="run the webhook landing endpoint")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=3000)
-
-    send = sub.add_parser("send-test", help="sign a mock webhook with the configured secret and post it")
-    send.add_argument("event", help="an event type (e.g. membership.went_valid) or 'all'")
-    send.add_argument("--url", default=DEFAULT_WEBHOOK_URL)
-    send.add_argument(
-        "--via-whop", action="store_true", help="ask Whop to send its own sample to the configured webhook instead"
-    )
+    _add_landing_commands(sub)
 
     run = sub.add_parser("run", help="one reconcile flow run: ingest, score, publish, snapshot")
     run.add_argument("--as-of", type=_parse_as_of, default=None, help="score as of this ISO 8601 time")
@@ -119,7 +130,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "send-test":
         from memberpulse.landing.send_test import send_test
 
-        return send_test(args.event, url=args.url, settings=settings)
+        return send_test(args.event, url=args.url, settings=settings, cacert=args.cacert)
     if args.command == "recover":
         from memberpulse.flows.recover import run_once as recover_once
 
