@@ -4,24 +4,46 @@ the TypeScript webhook guide this project started from.
 Builds a mock event, signs it with the first configured secret (Standard Webhooks, as Whop signs), posts it,
 and prints the same sections as that guide: payload, signature, where it went, response status and body, and a
 success or failure line. Exit code 0 only when every post was answered 200.
+
+Over HTTPS it trusts ``--cacert`` (``cacert``), else ``SSL_CERT_FILE``, else httpx's default CAs; a
+certificate or handshake failure is reported as what it is, with what to change, not as an unreachable endpoint.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import ssl
 import sys
+from pathlib import Path
 from typing import TextIO
 
 import httpx
 
 from memberpulse.contracts.events import SUPPORTED_EVENTS
-from memberpulse.errors import ExitCode, InvalidInput
+from memberpulse.errors import ConfigError, ExitCode, InvalidInput
 from memberpulse.landing.mock_events import TEST_MEMBER, encode, mock_event, new_test_webhook_id, standard_headers
 from memberpulse.settings import Settings
 
+# OpenSSL's verify codes (X509_V_ERR_*), which the ssl module does not name.
+_UNKNOWN_ISSUER = frozenset({2, 18, 19, 20, 21})  # no trusted CA issued it (self-signed, a private CA, …)
+_WRONG_HOST = frozenset({62, 64})  # issued for another host name / IP address
+_HINT_TRUST_THE_CA = "Trust the CA that issued it: pass --cacert PATH (e.g. Caddy's root.crt) or set SSL_CERT_FILE."
+_HINT_FIX_THE_URL = "Use a host name the certificate was issued for in --url (the domain the proxy serves)."
+_HINT_FIX_THE_CERTIFICATE = "The server's certificate itself must be fixed: renew or reissue it."
+_HINT_NOT_HTTPS = "Is it an HTTPS endpoint? memberpulse serve itself speaks plain http:// (HTTPS is the proxy's job)."
+# "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)" -> "wrong version number"
+_OPENSSL_DECORATION = re.compile(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$")
 
-def send_test(event: str, *, url: str, settings: Settings, out: TextIO | None = None) -> int:
-    """Send one mock ``event`` (or ``all`` of them) to ``url``; 0 when every answer was 200, else 1."""
+
+def send_test(
+    event: str, *, url: str, settings: Settings, out: TextIO | None = None, cacert: Path | None = None
+) -> int:
+    """Send one mock ``event`` (or ``all`` of them) to ``url``; 0 when every answer was 200, else 1.
+
+    ``cacert``: a PEM file of the CAs to trust for an ``https://`` URL (see :func:`trusted_cas`).
+    """
     stream = out or sys.stdout
     events = list(SUPPORTED_EVENTS) if event == "all" else [event]
     unknown = [e for e in events if e not in SUPPORTED_EVENTS]
@@ -30,8 +52,9 @@ def send_test(event: str, *, url: str, settings: Settings, out: TextIO | None = 
             f"unknown event {unknown[0]!r}", value=unknown[0], hint=f"use one of {', '.join(SUPPORTED_EVENTS)} or all"
         )
     secret = settings.require_webhook_secrets()[0]
+    verify = trusted_cas(cacert)  # before anything is printed or sent: a bad CA file is exit 2, one line
     failures = 0
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, verify=verify) as client:
         for name in events:
             failures += not _send_one(client, name, url=url, secret=secret, out=stream)
     if len(events) > 1:
@@ -54,8 +77,7 @@ def _send_one(client: httpx.Client, event: str, *, url: str, secret: str, out: T
     try:
         response = client.post(url, content=body, headers=headers)
     except httpx.HTTPError as exc:
-        print(f"❌ Could not reach {url}: {exc.__class__.__name__}: {exc}", file=out)
-        print("   Is the endpoint running? Start it with: memberpulse serve\n", file=out)
+        _report_transport_error(url, exc, out)
         return False
     print(f"📊 Response Status: {response.status_code}", file=out)
     print("📋 Response Body:", file=out)
@@ -69,3 +91,68 @@ def _send_one(client: httpx.Client, event: str, *, url: str, secret: str, out: T
     hint = " (check that WHOP_WEBHOOK_SECRET matches the server's)" if response.status_code == 403 else ""
     print(f"\n❌ Webhook failed with status {response.status_code}{hint}\n", file=out)
     return False
+
+
+def trusted_cas(cacert: Path | None) -> ssl.SSLContext | bool:
+    """What the client trusts: ``cacert``, else the file ``SSL_CERT_FILE`` names, else httpx's default (``True``).
+
+    The context is built here rather than left to httpx so that a file that cannot be used is a one-line
+    ``ConfigError`` naming it, whichever httpx version is installed and whatever it does with ``SSL_CERT_FILE``.
+    Either file replaces the default CAs, as ``curl --cacert`` and OpenSSL's ``SSL_CERT_FILE`` do.
+    """
+    if cacert is not None:
+        hint = "give a PEM file of the CA that issued the server's certificate, e.g. Caddy's local root.crt"
+        return _ca_context(cacert, source=f"--cacert {cacert}", hint=hint)
+    from_env = os.environ.get("SSL_CERT_FILE")
+    if from_env:
+        hint = "point SSL_CERT_FILE at a PEM file of CA certificates, or unset it"
+        return _ca_context(Path(from_env), source=f"SSL_CERT_FILE={from_env}", hint=hint)
+    return True
+
+
+def _ca_context(path: Path, *, source: str, hint: str) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except OSError as exc:  # missing, unreadable, a directory (OSError), or no certificate in it (ssl.SSLError)
+        raise ConfigError(f"{source}: cannot use it as CA certificates: {_error_text(exc)}", hint=hint) from exc
+
+
+def _error_text(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return _OPENSSL_DECORATION.sub("", str(exc.args[1] if len(exc.args) > 1 else exc))
+    return exc.strerror or str(exc)
+
+
+def _tls_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The ``ssl.SSLError`` behind an httpx error (httpx wraps httpcore's error, which wraps the ssl one)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def describe_tls_failure(url: str, error: ssl.SSLError) -> tuple[str, str]:
+    """(what went wrong, what to change) for a TLS failure talking to ``url``."""
+    if not isinstance(error, ssl.SSLCertVerificationError):
+        return f"The TLS handshake with {url} failed: {_error_text(error)}", _HINT_NOT_HTTPS
+    problem = f"The certificate of {url} is not trusted: {error.verify_message}"
+    if error.verify_code in _UNKNOWN_ISSUER:
+        return problem, _HINT_TRUST_THE_CA
+    if error.verify_code in _WRONG_HOST:
+        return problem, _HINT_FIX_THE_URL
+    return problem, _HINT_FIX_THE_CERTIFICATE
+
+
+def _report_transport_error(url: str, exc: httpx.HTTPError, out: TextIO) -> None:
+    tls_error = _tls_cause(exc)
+    if tls_error is not None:  # the server answered, but TLS failed: "is it running?" would mislead
+        problem, hint = describe_tls_failure(url, tls_error)
+        print(f"❌ {problem}", file=out)
+        print(f"   {hint}\n", file=out)
+        return
+    print(f"❌ Could not reach {url}: {exc.__class__.__name__}: {exc}", file=out)
+    print("   Is the endpoint running? Start it with: memberpulse serve\n", file=out)

@@ -1,13 +1,17 @@
 """``memberpulse serve``: the landing app under uvicorn (uvloop + httptools, no access log).
 
-With ``MEMBERPULSE_LANDING_WORKERS`` > 1, uvicorn's process manager runs that many processes on one listening
-socket; each builds its own app, so each has its own writer name, segments and metrics.
+``serve`` binds and listens on its one socket itself, before it logs that it listens: a port that is taken is
+a ``ConfigError`` naming the address (CLI exit 2, one line), not uvicorn's error after a success line. With
+``MEMBERPULSE_LANDING_WORKERS`` > 1, uvicorn's process manager runs that many processes on that socket; each
+builds its own app, so each has its own writer name, segments and metrics.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import socket
 import sys
 from collections.abc import Callable
 
@@ -15,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
+from memberpulse.errors import ConfigError
 from memberpulse.landing.app import create_app
 from memberpulse.landing.protocol import ConnectionLimits, GuardedHttpToolsProtocol
 from memberpulse.landing.readiness import probe_writable
@@ -69,9 +74,46 @@ def run_server(app_factory: Callable[[Settings], FastAPI], settings: Settings, *
         workers=workers,
         timeout_graceful_shutdown=10,
     )
-    log.info("[Webhook] Listening on http://%s:%d/api/webhooks/whop (%d worker(s))", host, port, workers)
-    if workers == 1:
-        uvicorn.Server(config).run()
-        return
-    socket = config.bind_socket()
-    Multiprocess(config, sockets=[socket]).run()
+    listener = bind_listener(host, port, backlog=config.backlog)
+    bound_port = listener.getsockname()[1]  # the OS's choice when port is 0
+    log.info("[Webhook] Listening on http://%s:%d/api/webhooks/whop (%d worker(s))", host, bound_port, workers)
+    try:
+        if workers == 1:
+            uvicorn.Server(config).run(sockets=[listener])
+        else:
+            Multiprocess(config, sockets=[listener]).run()
+    finally:
+        listener.close()
+
+
+def bind_listener(host: str, port: int, *, backlog: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening, for every worker; ``ConfigError`` when that fails.
+
+    SO_REUSEADDR as uvicorn sets it (a restart is not refused over the last run's TIME_WAIT connections), and
+    never SO_REUSEPORT: Linux would then let a second ``memberpulse serve``, or any program that set it too,
+    share the port and split the webhooks between them. So a port something already listens on is an error.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(backlog)
+    except OSError as exc:
+        listener.close()
+        raise _bind_error(host, port, exc) from exc
+    listener.set_inheritable(True)  # uvicorn's worker processes serve from it
+    return listener
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> ConfigError:
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(f"{address} is already in use", hint="stop the other process or pass --port")
+    if exc.errno == errno.EACCES:
+        return ConfigError(
+            f"no permission to listen on {address}", hint="ports below 1024 need privileges: pass a higher --port"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"{host} is not an address of this machine", hint="pass --host with one of its addresses")
+    return ConfigError(f"cannot listen on {address}: {exc.strerror or exc}", hint="check --host and --port")

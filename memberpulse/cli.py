@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,6 +85,30 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+Command = Callable[[str, str], argparse.ArgumentParser]
+
+
+def _add_landing_commands(command: Command) -> None:
+    serve = command("serve", "run the webhook landing endpoint")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=3000, help="TCP port to listen on")
+
+    send = command("send-test", "sign a mock webhook with the configured secret and post it")
+    send.add_argument("event", help="an event type (e.g. membership.went_valid) or 'all'")
+    send.add_argument("--url", default=DEFAULT_WEBHOOK_URL, help="the landing endpoint to post to")
+    send.add_argument(
+        "--cacert",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="trust the CA certificates in this PEM file for an https:// --url, e.g. Caddy's local root.crt "
+        "(default: SSL_CERT_FILE if set, else the public CAs httpx trusts)",
+    )
+    send.add_argument(
+        "--via-whop", action="store_true", help="ask Whop to send its own sample to the configured webhook instead"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="memberpulse",
@@ -99,16 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
 
-    serve = command("serve", "run the webhook landing endpoint")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=3000, help="TCP port to listen on")
-
-    send = command("send-test", "sign a mock webhook with the configured secret and post it")
-    send.add_argument("event", help="an event type (e.g. membership.went_valid) or 'all'")
-    send.add_argument("--url", default=DEFAULT_WEBHOOK_URL, help="the landing endpoint to post to")
-    send.add_argument(
-        "--via-whop", action="store_true", help="ask Whop to send its own sample to the configured webhook instead"
-    )
+    _add_landing_commands(command)
 
     run = command("run", "one reconcile run: ingest, score, publish, snapshot")
     run.add_argument("--as-of", type=_parse_as_of, default=None, help="score as of this ISO 8601 time (default: now)")
@@ -168,7 +183,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "send-test":
         from memberpulse.landing.send_test import send_test
 
-        return send_test(args.event, url=args.url, settings=settings)
+        return send_test(args.event, url=args.url, settings=settings, cacert=args.cacert)
     if args.command == "recover":
         from memberpulse.flows.recover import run_once as recover_once
 

@@ -41,6 +41,8 @@ class Stack:
     http: str
     data_dir: Path
     client: httpx.Client
+    root_cert: Path  # Caddy's local CA
+    env: dict[str, str]  # the landing's environment (its secret, no TLS trust settings)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -80,7 +82,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     assert CADDY, "caddy is not installed (scripts/test.sh installs Debian's caddy package)"
     landing_port, http_port, https_port = free_port(), free_port(), free_port()
     data_dir = tmp_path / "data"
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMBERPULSE_", "WHOP_"))}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMBERPULSE_", "WHOP_", "SSL_CERT_"))}
     landing_env = {
         **base_env,
         "WHOP_WEBHOOK_SECRET": SECRET,
@@ -118,7 +120,14 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             _until(
                 lambda: client.get(https + "/api/webhooks/whop").status_code == 200, proxy, caddy_log, "caddy https"
             )
-            yield Stack(https=https, http=f"http://localhost:{http_port}", data_dir=data_dir, client=client)
+            yield Stack(
+                https=https,
+                http=f"http://localhost:{http_port}",
+                data_dir=data_dir,
+                client=client,
+                root_cert=root_cert,
+                env=landing_env,
+            )
 
 
 def _stored(data_dir: Path) -> list[dict[str, object]]:
@@ -177,3 +186,25 @@ def test_plain_http_redirects_to_https(stack: Stack) -> None:
         response = plain.get(stack.http + "/api/webhooks/whop")
     assert response.status_code in (301, 308)
     assert response.headers["location"].startswith("https://localhost")
+
+
+def test_send_test_through_caddy_needs_its_local_ca_and_says_so(stack: Stack, tmp_path: Path) -> None:
+    url = stack.https + "/api/webhooks/whop"
+
+    def send_test(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "memberpulse", "send-test", "membership.went_valid", "--url", url, *args],
+            env=stack.env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    untrusted = send_test()
+    assert untrusted.returncode == 1, untrusted.stdout + untrusted.stderr
+    assert f"❌ The certificate of {url} is not trusted: " in untrusted.stdout
+    assert "Is the endpoint running" not in untrusted.stdout
+    trusted = send_test("--cacert", str(stack.root_cert))  # as docs/deploy.md shows it
+    assert trusted.returncode == 0, trusted.stdout + trusted.stderr
+    assert [r["event_type"] for r in _stored(stack.data_dir)] == ["membership.went_valid"]

@@ -20,6 +20,7 @@ import uvicorn
 from memberpulse.landing.app import create_app
 from memberpulse.settings import Settings
 from tests.support.net import free_port
+from tests.support.tls import ServerCert
 
 SECRET = "ws_test_5f3c0a9e1b7d4c2a"
 OTHER_SECRET = "ws_rotated_8e2b6d1f0a3c"
@@ -41,12 +42,23 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(settings: Settings) -> Iterator[RunningServer]:
-    """``create_app(settings)`` under uvicorn (uvloop + httptools, as in production) on 127.0.0.1."""
+def running_server(settings: Settings, *, tls: ServerCert | None = None) -> Iterator[RunningServer]:
+    """``create_app(settings)`` under uvicorn (uvloop + httptools, as in production) on 127.0.0.1.
+
+    ``tls``: serve HTTPS with that certificate instead of plain HTTP (the URLs then say ``https://127.0.0.1``).
+    """
     app = create_app(settings)
     port = free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning"
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        ssl_certfile=None if tls is None else str(tls.cert),
+        ssl_keyfile=None if tls is None else str(tls.key),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -56,7 +68,7 @@ def running_server(settings: Settings) -> Iterator[RunningServer]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("test server did not start")
         time.sleep(0.01)
-    base = f"http://127.0.0.1:{port}"
+    base = f"{'http' if tls is None else 'https'}://127.0.0.1:{port}"
     try:
         yield RunningServer(url=base + WEBHOOK_PATH, base=base, settings=settings, app=app)
     finally:

@@ -68,6 +68,14 @@ def test_an_unreachable_endpoint_fails_clearly(tmp_path: Path) -> None:
     assert f"❌ Could not reach {url}" in out.getvalue() and "memberpulse serve" in out.getvalue()
 
 
+def test_a_refused_https_connection_is_still_could_not_reach(tmp_path: Path) -> None:
+    out = io.StringIO()  # no TLS was ever spoken: this is not a certificate problem
+    url = f"https://127.0.0.1:{free_port()}/api/webhooks/whop"
+    assert send_test("membership.went_valid", url=url, settings=make_settings(tmp_path), out=out) == 1
+    assert f"❌ Could not reach {url}" in out.getvalue() and "memberpulse serve" in out.getvalue()
+    assert "certificate" not in out.getvalue()
+
+
 def test_unknown_event_and_missing_secret_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match=r"membership\.nope"):
         send_test("membership.nope", url="http://127.0.0.1:9/x", settings=make_settings(tmp_path))

@@ -1,4 +1,5 @@
-"""Real ``memberpulse serve`` processes: crash safety under SIGKILL, several workers, refusing to start."""
+"""Real ``memberpulse serve`` processes: crash safety under SIGKILL, several workers, refusing to start
+(no secret, a port already in use)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -187,3 +189,60 @@ def test_serve_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "WHOP_WEBHOOK_SECRET" in result.stderr
     assert not (tmp_path / "data").exists()
+
+
+def _serve_once(cwd: Path, port: int, *, workers: int = 1) -> subprocess.CompletedProcess[str]:
+    """``memberpulse serve`` on 127.0.0.1:``port`` at log level INFO (so a start-up line would show), expected
+    to exit by itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEMBERPULSE_", "WHOP_"))}
+    env.update(
+        WHOP_WEBHOOK_SECRET=SECRET,
+        MEMBERPULSE_DATA_DIR=str(cwd / "data"),
+        MEMBERPULSE_LANDING_WORKERS=str(workers),
+        MEMBERPULSE_LOG_LEVEL="INFO",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "memberpulse", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,  # generous: a serve that did start would be killed here and the test would fail
+    )
+
+
+def _in_use_line(port: int) -> str:
+    return f"memberpulse serve: 127.0.0.1:{port} is already in use (hint: stop the other process or pass --port)\n"
+
+
+@pytest.mark.parametrize(
+    ("workers", "holder_reuses_port"),
+    [(1, False), (2, False), (1, True)],
+    ids=["one-worker", "two-workers", "holder-with-SO_REUSEPORT"],
+)
+def test_serve_on_a_port_another_program_listens_on_exits_2_before_claiming_to_listen(
+    tmp_path: Path, workers: int, holder_reuses_port: bool
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        if holder_reuses_port:  # a program that would share the port with anyone who asks the same: we do not
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))  # the OS picks a free port
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = _serve_once(tmp_path, port, workers=workers)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == _in_use_line(port)
+    assert "Listening" not in result.stdout + result.stderr
+
+
+def test_a_second_serve_on_the_same_port_exits_2_and_the_first_keeps_serving(tmp_path: Path) -> None:
+    (tmp_path / "first").mkdir()
+    with serve_process(tmp_path / "first" / "data") as (_process, url), httpx.Client(timeout=5) as client:
+        port = httpx.URL(url).port
+        assert port is not None
+        result = _serve_once(tmp_path, port)
+        assert client.get(url).status_code == 200
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == _in_use_line(port)
+    assert "Listening" not in result.stdout + result.stderr
