@@ -4,13 +4,18 @@ Query results are data, whatever a signed webhook put in them. The table view sh
 column name) as plain text: never read as rich markup or emoji codes, and with every character that would
 drive the terminal or reorder the line written as a visible escape (:func:`display_text`). It folds long
 values over several lines rather than cutting them, and grows past the terminal's width rather than squeezing
-a column to nothing. Exports are DuckDB's COPY output.
+a column to nothing. csv and json are DuckDB's COPY output byte for byte, to ``--out FILE`` or standard output;
+parquet only to a file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import duckdb
 from rich.cells import cell_len
@@ -18,12 +23,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from memberpulse.errors import ConfigError, QueryError
+from memberpulse.errors import ConfigError, OutputClosed, QueryError
 from memberpulse.flows.fsio import atomic_target
 from memberpulse.flows.snapshot._files import LATEST_NAME
 from memberpulse.flows.snapshot._schema import quote_literal
 
 EXPORT_FORMATS = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json, ARRAY true", "parquet": "FORMAT parquet"}
+TEXT_FORMATS = ("csv", "json")  # what may go to standard output; parquet is binary, so only to a file
 PRINTED_ROWS = 1000
 # The table view never narrows a column below this (or below its widest value, when that is narrower).
 MIN_COLUMN_WIDTH = 10
@@ -59,10 +65,15 @@ def display_text(value: object, *, keep_newlines: bool = False) -> str:
 
 
 class _DataConsole(Console):
-    """Prints text as given: no markup, emoji codes or highlighting."""
+    """Prints text as given (no markup, emoji codes or highlighting); a closed standard output raises
+    :class:`OutputClosed` for the CLI to end quietly, instead of rich's own ``SystemExit(1)``."""
 
     def __init__(self) -> None:
         super().__init__(markup=False, emoji=False, highlight=False)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # drop whatever is still buffered
+        raise OutputClosed("standard output was closed")
 
 
 def connect_latest(snapshots_dir: Path) -> duckdb.DuckDBPyConnection:
@@ -89,7 +100,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statemen
     if kind not in _READ_ONLY:
         raise QueryError(
             f"refused: {kind.name} statements are not run, the snapshot is read-only",
-            hint="memberpulse sql runs SELECT (and EXPLAIN); export with --format csv|json|parquet --out FILE",
+            hint="memberpulse sql runs SELECT (and EXPLAIN); export with --format csv|json, or --out FILE",
         )
     return kind
 
@@ -113,8 +124,10 @@ def query(
     return columns, rows[:limit], len(rows) > limit, kind
 
 
-def export(snapshots_dir: Path, sql: str, *, fmt: str, out: Path) -> int:
-    """Write every row of ``sql`` to ``out`` with DuckDB's COPY (replaced atomically); returns the row count."""
+def _copy(snapshots_dir: Path, sql: str, *, fmt: str, target: contextlib.AbstractContextManager[Path]) -> int:
+    """Run ``sql`` read-only and COPY every row, as ``fmt``, to the path ``target`` yields; returns the count.
+
+    ``target`` is entered only once the query is known to be allowed (no file or folder made for a refused one)."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(EXPORT_FORMATS)}")
     con = connect_latest(snapshots_dir)
@@ -122,7 +135,7 @@ def export(snapshots_dir: Path, sql: str, *, fmt: str, out: Path) -> int:
         con.execute("SET TimeZone = 'UTC'")
         check_read_only(con, sql)
         body = sql.strip().rstrip(";")
-        with atomic_target(out) as tmp:
+        with target as tmp:
             try:
                 done = con.execute(f"COPY ({body}) TO {quote_literal(str(tmp))} ({EXPORT_FORMATS[fmt]})").fetchone()
             except duckdb.Error as exc:
@@ -130,6 +143,26 @@ def export(snapshots_dir: Path, sql: str, *, fmt: str, out: Path) -> int:
     finally:
         con.close()
     return int(done[0]) if done else 0
+
+
+def export(snapshots_dir: Path, sql: str, *, fmt: str, out: Path) -> int:
+    """Write every row of ``sql`` to ``out`` with DuckDB's COPY (replaced atomically); returns the row count."""
+    return _copy(snapshots_dir, sql, fmt=fmt, target=atomic_target(out))
+
+
+def export_to_stream(snapshots_dir: Path, sql: str, *, fmt: str, stream: BinaryIO) -> int:
+    """Write every row of ``sql`` to ``stream``: DuckDB COPYs them to a temporary file, whose bytes are then
+    copied unchanged. A reader that stops early (a closed pipe) is :class:`OutputClosed`."""
+    with tempfile.TemporaryDirectory(prefix="memberpulse-sql-") as tmp_dir:
+        path = Path(tmp_dir) / f"rows.{fmt}"
+        rows = _copy(snapshots_dir, sql, fmt=fmt, target=contextlib.nullcontext(path))  # in a temporary dir: no rename
+        try:
+            with path.open("rb") as rows_file:
+                shutil.copyfileobj(rows_file, stream)
+            stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed("standard output was closed") from None
+    return rows
 
 
 def build_table(columns: list[str], rows: list[tuple[Any, ...]], *, keep_newlines: bool = False) -> tuple[Table, int]:
@@ -156,7 +189,8 @@ def _width(text: Text) -> int:
 
 
 def run_sql(snapshots_dir: Path, sql: str, *, fmt: str, out: Path | None, console: Console | None = None) -> int:
-    """``memberpulse sql``: print the rows as a table, or export them all with ``--format ... --out FILE``."""
+    """``memberpulse sql``: print the rows as a table; or export them all with ``--format csv|json`` (to
+    standard output) or ``--out FILE`` (any export format, from ``--format`` or the file's extension)."""
     console = console or _DataConsole()
     if out is not None:
         fmt = fmt if fmt != "table" else out.suffix.lstrip(".").lower()
@@ -165,8 +199,17 @@ def run_sql(snapshots_dir: Path, sql: str, *, fmt: str, out: Path | None, consol
         rows = export(snapshots_dir, sql, fmt=fmt, out=out)
         console.print(f"{rows} rows written to {out}", markup=False, emoji=False, highlight=False)
         return 0
+    if fmt in TEXT_FORMATS:
+        try:
+            sys.stdout.flush()  # anything printed before goes first
+        except BrokenPipeError:
+            raise OutputClosed("standard output was closed") from None
+        export_to_stream(snapshots_dir, sql, fmt=fmt, stream=sys.stdout.buffer)
+        return 0
+    if fmt in EXPORT_FORMATS:  # parquet: binary, of no use on a terminal; a file says what it is
+        raise ConfigError(f"--format {fmt} writes a binary file, not text for standard output", hint="add --out FILE")
     if fmt != "table":
-        raise ConfigError(f"--format {fmt} writes a file", hint="add --out FILE")
+        raise ConfigError(f"unknown format {fmt!r}", hint="use table, csv, json or parquet")
     columns, found, more, kind = query(snapshots_dir, sql)
     table, needed = build_table(columns, found, keep_newlines=kind == duckdb.StatementType.EXPLAIN)
     # Wider than the terminal: print it at the width it needs (the terminal wraps the lines) rather than let
@@ -175,7 +218,7 @@ def run_sql(snapshots_dir: Path, sql: str, *, fmt: str, out: Path | None, consol
     console.print(table)
     if more:
         console.print(
-            f"(first {len(found)} rows shown; export them all with --format csv --out FILE)",
+            f"(first {len(found)} rows shown; every row, verbatim: --format csv or json, or --out FILE)",
             markup=False,
             emoji=False,
             highlight=False,

@@ -1,5 +1,6 @@
 """``memberpulse sql`` prints query results as data: hostile member names (rich markup, emoji codes, control
-characters, NUL, bidi controls, 10 kB) are shown visibly escaped, never interpreted, in the table view.
+characters, NUL, bidi controls, 10 kB) come out verbatim through ``--format csv|json`` on standard output and
+visibly escaped, never interpreted, in the table view; a reader that stops early (``| head``) ends it quietly.
 
 The snapshot is written with ``write_snapshot``, like ``test_cli_analysts.py``; names go in as a signed webhook
 could carry them (the snapshot writer does not clean them).
@@ -7,6 +8,12 @@ could carry them (the snapshot writer does not clean them).
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
 import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +24,7 @@ import pytest
 from memberpulse.cli import main
 from memberpulse.flows.publish import PipelineRun
 from memberpulse.flows.snapshot import latest_path, write_snapshot
+from memberpulse.settings import Settings, env_names
 
 RUN_AT = datetime(2026, 11, 18, 12, tzinfo=UTC)
 TS = pl.Datetime("us", "UTC")
@@ -39,6 +47,7 @@ HOSTILE: dict[str, str] = {
     "mem_long": LONG,
 }
 BIDI_CONTROLS = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+BY_ID = "SELECT membership_id, member_name FROM member_activity ORDER BY membership_id"
 SHORT_ONES = "SELECT membership_id, member_name FROM member_activity WHERE membership_id <> 'mem_long' ORDER BY 1"
 
 
@@ -91,6 +100,35 @@ def _table_cells(out: str) -> list[list[str]]:
     """The body rows of a printed table, each line split into its cells (borders and padding removed)."""
     body = out.split("┡", 1)[1].splitlines()[1:]  # after the rule under the header
     return [[cell.strip() for cell in line.split("│")[1:-1]] for line in body if line.startswith("│")]
+
+
+def test_csv_on_stdout_is_every_value_verbatim(hostile: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    assert main(["sql", BY_ID, "--format", "csv"]) == 0
+    out = capsysbinary.readouterr().out
+    rows = list(csv.reader(io.StringIO(out.decode("utf-8"), newline="")))
+    assert rows[0] == ["membership_id", "member_name"]
+    assert dict(rows[1:]) == HOSTILE  # each row is [membership_id, member_name]
+
+
+def test_json_on_stdout_is_every_value_verbatim(hostile: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+    assert main(["sql", BY_ID, "--format", "json"]) == 0
+    rows = json.loads(capsysbinary.readouterr().out.decode("utf-8"))
+    assert {row["membership_id"]: row["member_name"] for row in rows} == HOSTILE
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_stdout_is_exactly_duckdbs_copy_output(
+    hostile: Path, tmp_path: Path, fmt: str, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    # The same bytes as the --out file, which DuckDB's COPY writes: no re-encoding, no row limit.
+    sql = "SELECT range AS n, 'r' || range AS label FROM range(2500) ORDER BY n"
+    out = tmp_path / f"all.{fmt}"
+    assert main(["sql", sql, "--format", fmt, "--out", str(out)]) == 0
+    capsysbinary.readouterr()
+    assert main(["sql", sql, "--format", fmt]) == 0
+    printed = capsysbinary.readouterr().out
+    assert printed == out.read_bytes()
+    assert printed.count(b'"r2499"' if fmt == "json" else b"2499,r2499\n") == 1  # past the table's 1000 rows
 
 
 def test_table_shows_markup_and_emoji_codes_literally(hostile: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,3 +185,52 @@ def test_explain_keeps_its_plan_on_lines_and_literals_verbatim(
     out = capsys.readouterr().out
     assert "'[bold]x[/bold]'" in out  # the plan quotes the query's literal; it is text, not markup
     assert r"\n" not in out and len(out.splitlines()) > 6  # the plan's lines stay lines
+
+
+class _ClosedPipe(io.RawIOBase):
+    """A standard output whose reader has gone: every write fails as a closed pipe does."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_a_closed_stdout_ends_quietly_with_141(
+    hostile: Path, fmt: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    closed = io.TextIOWrapper(io.BufferedWriter(_ClosedPipe()), encoding="utf-8")
+    monkeypatch.setattr(sys, "stdout", closed)
+    assert main(["sql", BY_ID, "--format", fmt]) == 141  # 128 + SIGPIPE, as a shell reports `cat | head`
+    assert capsys.readouterr().err == ""
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    """This process's environment without any memberpulse setting, plus the data dir."""
+    ours = {env for field in Settings.model_fields for env in env_names(field)}
+    env = {k: v for k, v in os.environ.items() if k not in ours and not k.startswith("MEMBERPULSE_")}
+    return {**env, "MEMBERPULSE_DATA_DIR": str(data_dir)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["table", "csv", "json"])
+def test_a_reader_that_stops_early_ends_it_quietly(hostile: Path, data_dir: Path, fmt: str) -> None:
+    # Far more than a pipe holds (64 KiB), so the writer is certain to meet the closed pipe.
+    sql = "SELECT range AS n, repeat('x', 100) AS pad FROM range(200000)"
+    with subprocess.Popen(
+        [sys.executable, "-m", "memberpulse", "sql", sql, "--format", fmt],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=_env(data_dir),
+        cwd=data_dir,  # no .env file here
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()  # what `| head -1` reads before it exits
+        proc.stdout.close()
+        err = proc.stderr.read()
+        code = proc.wait(timeout=120)
+    assert first.strip() != b""
+    assert err == b"", err.decode(errors="replace")
+    assert code == 141
