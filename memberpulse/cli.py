@@ -2,7 +2,8 @@
 
 Exit codes (``memberpulse.errors.ExitCode``): 0 success; 1 the job ran and failed (e.g. send-test got a
 non-200); 2 bad usage or configuration (a person must fix something); 3 a transient failure (retrying later
-may succeed). An error that stops a command carries its code (``exit_code``); :func:`main` maps it, here only.
+may succeed); 141 standard output closed early (``memberpulse sql ... | head``), quietly. An error that stops a
+command carries its code (``exit_code``); :func:`main` maps it, here only.
 Each subcommand imports its stage lazily so ``memberpulse send-test`` does not pay for Prefect's import.
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from memberpulse.errors import ExitCode, MemberpulseError
+from memberpulse.errors import ExitCode, MemberpulseError, OutputClosed
 from memberpulse.settings import Settings, load_settings
 
 DEFAULT_WEBHOOK_URL = "http://localhost:3000/api/webhooks/whop"
@@ -114,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="memberpulse",
         description="Keep a Whop creator's member activity true, fresh and queryable.",
         epilog="exit codes: 0 ok, 1 failed, 2 fix your configuration, 3 transient failure (try again), "
-        "130 interrupted",
+        "130 interrupted, 141 standard output closed early (e.g. by | head)",
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
@@ -147,9 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = command("sql", "run one read-only SQL query against the latest snapshot")
     sql.add_argument("query", help='e.g. "SELECT status, count(*) FROM member_activity GROUP BY ALL"')
-    sql.add_argument("--format", choices=("table", "csv", "json", "parquet"), default="table",
-                     help="table prints; csv, json and parquet export every row to --out")  # fmt: skip
-    sql.add_argument("--out", type=Path, default=None, help="export to this file (DuckDB COPY)")
+    sql.add_argument(
+        "--format",
+        choices=("table", "csv", "json", "parquet"),
+        default="table",
+        help="table: up to 1000 rows as plain text, control and bidi characters escaped "
+        r"(\x1b, \x00, \n, \u202e; a backslash shown as \\), long values folded, never cut; "
+        "csv, json: every row exactly as DuckDB's COPY writes it, to standard output or --out; parquet: needs --out",
+    )
+    sql.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write every row to FILE with DuckDB's COPY, replacing it atomically, in --format's format or else "
+        "FILE's extension's (default: no file; csv and json go to standard output)",
+    )
 
     recover = command("recover", "bring back webhooks the landing missed, from Whop's delivery log")
     recover.add_argument(
@@ -224,10 +238,27 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def _detach_stdout() -> None:
+    """Point standard output at the null device once its reader is gone: Python flushes it at exit, and that
+    flush would print a BrokenPipeError of its own (the recipe in the ``signal`` module's note on SIGPIPE)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (captured in tests): nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _dispatch(args, load_settings())
+    except OutputClosed as exc:  # the reader stopped early (`| head`): nothing to say, and no one to say it to
+        _detach_stdout()
+        return exc.exit_code
     except MemberpulseError as exc:
         if os.environ.get("MEMBERPULSE_LOG_LEVEL", "").strip().upper() == "DEBUG":
             traceback.print_exc()

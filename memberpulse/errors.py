@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # the job ran and failed (e.g. send-test got a non-200 answer)
     CONFIG = 2  # a person must fix something: usage, configuration, credentials, input
     TRANSIENT = 3  # the outside world may heal: run it again later
+    OUTPUT_CLOSED = 141  # 128 + SIGPIPE: the reader of standard output stopped early (`... | head`)
 
 
 class MemberpulseError(Exception):
@@ -152,6 +153,7 @@ __all__ = [
     "FatalError",
     "InvalidInput",
     "MemberpulseError",
+    "OutputClosed",
     "PublishError",
     "PublishUnavailable",
     "QueryError",
@@ -170,3 +172,16 @@ __all__ = [
 
 class QueryError(MemberpulseError):
     """An analyst's query against a snapshot failed (DuckDB's message) or was refused (it would write)."""
+
+
+# --- the reader went away: exit 141, quietly -----------------------------------------------------------------
+
+
+class OutputClosed(MemberpulseError):
+    """Standard output was closed before the command finished writing to it (``memberpulse sql ... | head``).
+
+    Not a failure to report: the CLI prints nothing more and exits 141, what a shell shows for a tool that
+    SIGPIPE stopped (``cat big.csv | head``), so a script under ``set -o pipefail`` sees it the same way.
+    """
+
+    exit_code = ExitCode.OUTPUT_CLOSED

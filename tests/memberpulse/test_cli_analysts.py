@@ -119,9 +119,12 @@ def test_no_snapshot_yet_exits_2_with_the_fix(data_dir: Path, capsys: pytest.Cap
     assert "no snapshot yet" in capsys.readouterr().err
 
 
-def test_export_format_without_a_file_exits_2(snapshot: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_parquet_without_a_file_exits_2(snapshot: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # csv and json go to standard output without --out; binary parquet does not, redirected or not.
     assert main(["sql", QUERY, "--format", "parquet"]) == 2
-    assert "--out FILE" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("memberpulse sql: ") and captured.err.count("\n") == 1
+    assert "--out FILE" in captured.err
 
 
 def test_report_writes_where_asked(snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
