@@ -110,22 +110,7 @@ def _add_landing_commands(command: Command) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="memberpulse",
-        description="Keep a Whop creator's member activity true, fresh and queryable.",
-        epilog="exit codes: 0 ok, 1 failed, 2 fix your configuration, 3 transient failure (try again), "
-        "130 interrupted, 141 standard output closed early (e.g. by | head)",
-        formatter_class=_HelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
-
-    _add_landing_commands(command)
-
+def _add_run_command(command: Command) -> None:
     run = command("run", "one reconcile run: ingest, score, publish, snapshot")
     run.add_argument("--as-of", type=_parse_as_of, default=None, help="score as of this ISO 8601 time (default: now)")
     run.add_argument("--full-refresh", action="store_true", help="rebuild from all raw data")
@@ -142,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     run.add_argument("--json", action="store_true", help="print the run's report as one JSON object, no table")
 
-    command("backfill", "one backfill flow run from Whop's REST API")
+
+def _add_analyst_commands(command: Command) -> None:
     report = command("report", "write the analysts' HTML report of the latest snapshot")
     report.add_argument("--out", type=Path, default=None, help="where to write it (default: snapshots/report.html)")
 
@@ -165,6 +151,28 @@ def build_parser() -> argparse.ArgumentParser:
         "FILE's extension's (default: no file; csv and json go to standard output)",
     )
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="memberpulse",
+        description="Keep a Whop creator's member activity true, fresh and queryable.",
+        epilog="exit codes: 0 ok, 1 failed, 2 fix your configuration, 3 transient failure (try again), "
+        "130 interrupted, 141 standard output closed early (e.g. by | head)",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+    _add_landing_commands(command)
+
+    _add_run_command(command)
+
+    command("backfill", "one backfill flow run from Whop's REST API")
+    _add_analyst_commands(command)
+
     recover = command("recover", "bring back webhooks the landing missed, from Whop's delivery log")
     recover.add_argument(
         "--since", type=_parse_since, default=None, help="read back to this ISO 8601 time (default: where the "
@@ -176,13 +184,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands that read or write the data dir say which one, first (``run`` says it in its summary).
-_DATA_DIR_SHOWN = ("serve", "backfill", "recover", "report", "sql", "demo")
+# Commands that read or write the data dir say which one on stderr (``run`` in its summary): the long-running
+# ones first, the analysts' ones once they succeeded (so an error stays one line, and stdout stays the data).
+_DATA_DIR_FIRST = ("serve", "backfill", "recover", "demo")
+_DATA_DIR_AFTER = ("report", "sql")
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command in _DATA_DIR_SHOWN and settings.log_level in ("DEBUG", "INFO"):
+    say = settings.log_level in ("DEBUG", "INFO") and args.command in (*_DATA_DIR_FIRST, *_DATA_DIR_AFTER)
+    if say and args.command in _DATA_DIR_FIRST:
         print(f"memberpulse {args.command}: data dir {settings.data_dir.resolve()}", file=sys.stderr)
+    code = _run_command(args, settings)
+    if say and args.command in _DATA_DIR_AFTER and code == ExitCode.OK:
+        print(f"memberpulse {args.command}: data dir {settings.data_dir.resolve()}", file=sys.stderr)
+    return code
+
+
+def _run_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command in ("run", "backfill", "demo"):
         quiet_prefect()  # before anything imports Prefect: it reads its settings once, at import
     if args.command == "serve":
@@ -205,15 +223,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "run":
         from memberpulse.flows.reconcile import run_once
 
-        return run_once(
-            settings,
-            as_of=args.as_of,
-            full_refresh=args.full_refresh,
-            dry_run=args.dry_run,
-            rows_format=args.format,
-            limit=args.limit,
-            as_json=args.json,
-        )
+        options = {"rows_format": args.format, "limit": args.limit, "as_json": args.json}
+        return run_once(settings, as_of=args.as_of, full_refresh=args.full_refresh, dry_run=args.dry_run, **options)
     if args.command == "backfill":
         from memberpulse.flows.backfill import run_once as backfill_once
 
@@ -227,6 +238,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from memberpulse.flows.snapshot._query import run_sql
 
         return run_sql(settings.snapshots_dir, args.query, fmt=args.format, out=args.out)
+    return _run_other_command(args, settings)
+
+
+def _run_other_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "migrate":
         from memberpulse.flows.publish.migrations import migrate_cli
 

@@ -160,10 +160,15 @@ def ingest(
         lineage=base.lineage or uuid.uuid4().hex,
         fold_settings=base.fold_settings or fold_settings(settings),
     )
+    manifest = _commit(store, manifest, run_id)
+    return replace(ingested, manifest=manifest, uncommitted_events=None)
+
+
+def _commit(store: ReconcileStore, manifest: Manifest, run_id: str) -> Manifest:
     manifest = store.compact_events(manifest, run_id)
     checkpoint("ingest_before_commit")
     store.commit(manifest)
-    return replace(ingested, manifest=manifest, uncommitted_events=None)
+    return manifest
 
 
 def fold_settings(settings: Settings) -> dict[str, str]:
