@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from memberpulse.flows.publish import PostgresPublisher, PublishedState  # noqa: E402
+from memberpulse.flows.publish._migrations import apply_migrations  # noqa: E402
 from memberpulse.flows.publish._schema import MEMBER_ACTIVITY_COLUMNS  # noqa: E402
-from memberpulse.flows.publish.migrations import apply_migrations  # noqa: E402
 from tests.support.postgres import PostgresServer, start_server  # noqa: E402
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)

@@ -243,7 +243,7 @@ def _run_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_other_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "migrate":
-        from memberpulse.flows.publish.migrations import migrate_cli
+        from memberpulse.flows.publish._migrations import migrate_cli
 
         return migrate_cli(settings)
     if args.command == "demo":

@@ -62,7 +62,7 @@ def postgres_server() -> Iterator[PostgresServer]:
 
 @pytest.fixture(scope="session")
 def _migrated_template(postgres_server: PostgresServer) -> str:
-    from memberpulse.flows.publish.migrations import apply_migrations
+    from memberpulse.flows.publish._migrations import apply_migrations
 
     postgres_server.create_database(MIGRATED_TEMPLATE)
     apply_migrations(postgres_server.dsn(MIGRATED_TEMPLATE))

@@ -21,8 +21,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from memberpulse.flows.publish._base import PipelineRun, Publisher, PublishResult, RunStatus
-from memberpulse.flows.publish._flow_api import (
+from memberpulse.flows.publish._changes import (
+    ChangeHints,
+    PublishedState,
+    PublishPlan,
+    as_published,
+    diff_published,
+    newly_at_risk,
+    plan_publish,
+)
+from memberpulse.flows.publish._migrations import apply_migrations, migrate_cli
+from memberpulse.flows.publish._postgres import PostgresPublisher
+from memberpulse.flows.publish._publish_step import (
     PublishOutcome,
     failures_from_rejects,
     failures_with,
@@ -33,17 +43,7 @@ from memberpulse.flows.publish._flow_api import (
     runs_with,
     target_name,
 )
-from memberpulse.flows.publish._postgres import PostgresPublisher
-from memberpulse.flows.publish.changes import (
-    ChangeHints,
-    PublishedState,
-    PublishPlan,
-    as_published,
-    diff_published,
-    newly_at_risk,
-    plan_publish,
-)
-from memberpulse.flows.publish.migrations import apply_migrations, migrate_cli
+from memberpulse.flows.publish._publisher import PipelineRun, Publisher, PublishResult, RunStatus
 
 if TYPE_CHECKING:
     from memberpulse.flows.publish._postgrest import PostgrestPublisher

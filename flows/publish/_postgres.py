@@ -17,8 +17,9 @@ from psycopg import sql
 
 from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.times import UTC_US
-from memberpulse.flows.publish._base import Publisher, Written
+from memberpulse.flows.publish._changes import PublishedState
 from memberpulse.flows.publish._dsn import mask_dsn, translate_error
+from memberpulse.flows.publish._publisher import Publisher, Written
 from memberpulse.flows.publish._schema import (
     COMPARED_COLUMNS,
     KEY,
@@ -26,7 +27,6 @@ from memberpulse.flows.publish._schema import (
     PIPELINE_RUN_COLUMNS,
     WEBHOOK_FAILURE_COLUMNS,
 )
-from memberpulse.flows.publish.changes import PublishedState
 
 STAGE: Final = "member_activity_stage"
 SET_LOCAL_TIMEOUTS: Final = "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)"

@@ -19,9 +19,9 @@ from postgrest.types import ReturnMethod
 
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import ConfigError, PublishError, PublishUnavailable
-from memberpulse.flows.publish._base import Publisher, Written
+from memberpulse.flows.publish._changes import PublishedState
+from memberpulse.flows.publish._publisher import Publisher, Written
 from memberpulse.flows.publish._schema import KEY, MEMBER_ACTIVITY_COLUMNS
-from memberpulse.flows.publish.changes import PublishedState
 from supabase import Client, ClientOptions, create_client
 
 _RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504, 520})

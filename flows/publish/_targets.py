@@ -26,7 +26,7 @@ from psycopg import conninfo
 
 from memberpulse.contracts.times import UTC_US
 from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet, read_parquet_checked
-from memberpulse.flows.publish.changes import PublishedState
+from memberpulse.flows.publish._changes import PublishedState
 
 FAILURE_LOG_SCHEMA: dict[str, pl.DataType] = {
     "webhook_id": pl.Utf8(),

@@ -4,7 +4,7 @@ One run, in order, each step safe to crash in:
 
 1. ingest   read raw lines appended since the last commit, parse, dedupe, fold them (and any backfill snapshot
             not folded yet) into member state; commit state + offsets at once (``_ingest``,
-            ``memberpulse.flows.warehouse``).
+            ``memberpulse.flows.reconcile._store``).
 2. score    every member as of T (now, or ``--as-of``) (``_score``).
 3. publish  only rows that changed since the last successful publish; the target's transaction is the
             commit, and the published-state file advances only after it (``_steps.publish``). A failed

@@ -21,7 +21,7 @@ from rich.text import Text
 from memberpulse.errors import ConfigError, CorruptState, ExitCode
 from memberpulse.flows.reconcile._flow import check_data_dir, reconcile
 from memberpulse.flows.reconcile._report import RunReport
-from memberpulse.flows.warehouse import Manifest, ReconcileStore
+from memberpulse.flows.reconcile._store import Manifest, ReconcileStore
 from memberpulse.settings import Settings
 
 RowsFormat = Literal["table", "csv", "json"]

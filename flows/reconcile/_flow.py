@@ -33,8 +33,8 @@ from memberpulse.flows.reconcile._steps import (
     run_step,
     snapshot,
 )
+from memberpulse.flows.reconcile._store import ReconcileStore
 from memberpulse.flows.report import write_run_report
-from memberpulse.flows.warehouse import ReconcileStore
 from memberpulse.flows.whop import list_snapshots
 from memberpulse.settings import Settings
 

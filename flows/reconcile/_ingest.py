@@ -1,6 +1,6 @@
 """Step 1, ingest: raw lines appended since the last commit → parsed, deduped events folded into member state.
 
-State, offsets and the staged frames are committed at once (``memberpulse.flows.warehouse``): a crash before
+State, offsets and the staged frames are committed at once (``memberpulse.flows.reconcile._store``): a crash before
 the commit re-reads the same bytes next time. A run that must not advance the state (``--dry-run``, or an
 as-of earlier than the last commit's) ingests in memory only: nothing staged, nothing committed.
 """
@@ -18,8 +18,9 @@ import polars as pl
 from memberpulse import transforms
 from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.quarantine import decode_quarantine_entry
-from memberpulse.flows import raw_archive, raw_reader
-from memberpulse.flows.warehouse import Manifest, ReconcileStore
+from memberpulse.flows.raw import archive as raw_archive
+from memberpulse.flows.raw import reader as raw_reader
+from memberpulse.flows.reconcile._store import Manifest, ReconcileStore
 from memberpulse.flows.whop import BackfillSnapshot, list_snapshots
 from memberpulse.settings import Settings
 

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from memberpulse.flows.deployment_runs import in_deployment
-from memberpulse.flows.event_runs import landed_since_last_commit, supersede_queued_runs
+from memberpulse.flows.reconcile._event_runs import landed_since_last_commit, supersede_queued_runs
 from memberpulse.flows.reconcile._flow import OutputFailed, check_data_dir, reconcile
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.settings import Settings, load_settings
@@ -38,7 +38,7 @@ def reconcile_flow(
     Event-driven runs (prefect.yaml): ``only_new`` returns at once when nothing landed since the last commit;
     ``catch_up_seconds`` > 0 makes the run pass again while more webhooks landed during a pass (for at most
     that long), each pass first superseding the queued event-triggered runs it covers
-    (:mod:`memberpulse.flows.event_runs`).
+    (:mod:`memberpulse.flows.reconcile._event_runs`).
     """
     settings = settings or load_settings()
     logger = get_run_logger()

@@ -21,12 +21,12 @@ from memberpulse.flows.publish import (
     preview_publish,
     publish_members,
 )
-from memberpulse.flows.raw_archive import compact
+from memberpulse.flows.raw.archive import compact
 from memberpulse.flows.reconcile._ingest import Ingested, all_events, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
+from memberpulse.flows.reconcile._store import ReconcileStore
 from memberpulse.flows.recover import RecoveryStore
 from memberpulse.flows.snapshot import SnapshotLineage, thin_history, whop_access, write_snapshot
-from memberpulse.flows.warehouse import ReconcileStore
 from memberpulse.flows.whop import latest_snapshot
 from memberpulse.settings import Settings
 

@@ -32,8 +32,8 @@ from memberpulse.contracts.raw_record import DELIVERY_LOG_WRITER, SCHEME_DELIVER
 from memberpulse.contracts.tables import WEBHOOK_DELIVERIES
 from memberpulse.contracts.times import file_time
 from memberpulse.errors import ConfigError
-from memberpulse.flows import raw_reader
 from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet, fsync_path
+from memberpulse.flows.raw import reader as raw_reader
 
 #: How long Whop keeps delivery attempts.
 RETENTION = timedelta(days=30)

@@ -14,7 +14,7 @@ import pytest
 
 from memberpulse.cli import main
 from memberpulse.contracts.times import file_time
-from memberpulse.flows.warehouse import ReconcileStore
+from memberpulse.flows.reconcile._store import ReconcileStore
 from tests.flows.reconcile_testkit import append_raw, scenario
 from tests.flows.test_run_semantics import _tree_digest
 

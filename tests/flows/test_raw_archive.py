@@ -13,9 +13,10 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from memberpulse.contracts.raw_record import RAW_ARCHIVE_SCHEMA, archive_path, raw_archive_dir, segment_path
-from memberpulse.flows import raw_archive, raw_reader
+from memberpulse.flows.raw import archive as raw_archive
+from memberpulse.flows.raw import reader as raw_reader
 from memberpulse.flows.reconcile import reconcile_flow
-from memberpulse.flows.warehouse import ReconcileStore
+from memberpulse.flows.reconcile._store import ReconcileStore
 from memberpulse.landing import mock_events as mock
 from memberpulse.settings import Settings
 from tests.flows.reconcile_testkit import (

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from memberpulse.flows.raw_reader import iter_new, list_segments, read_new
+from memberpulse.flows.raw.reader import iter_new, list_segments, read_new
 
 
 def _segment(root: Path, day: str, name: str, data: bytes) -> Path:

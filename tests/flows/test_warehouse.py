@@ -6,8 +6,8 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from memberpulse.flows.reconcile._store import Manifest, ReconcileStore
 from memberpulse.flows.snapshot import history_file_time, thin_history
-from memberpulse.flows.warehouse import Manifest, ReconcileStore
 
 
 def test_commit_is_the_only_thing_that_makes_files_count(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from memberpulse import cli
 from memberpulse.contracts.tables import PUBLISHED_TABLES
 from memberpulse.errors import ConfigError, ExitCode, InvalidInput
 from memberpulse.flows.publish import PostgresPublisher, PublishedState
-from memberpulse.flows.publish.migrations import applied_versions, apply_migrations, list_migrations, migrate_cli
+from memberpulse.flows.publish._migrations import applied_versions, apply_migrations, list_migrations, migrate_cli
 from memberpulse.settings import Settings
 from tests.support.publish_data import T0, members
 

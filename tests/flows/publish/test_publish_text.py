@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from memberpulse.flows.publish._text import storable_members, storable_text
+from memberpulse.flows.publish._storable_text import storable_members, storable_text
 
 
 def test_nul_becomes_replacement_character_in_every_text_column() -> None:

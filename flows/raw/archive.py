@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.raw_record import ARCHIVE_GLOB, archive_path, raw_archive_dir, segment_day
 from memberpulse.flows.fsio import atomic_target, fsync_path
-from memberpulse.flows.raw_reader import RawChunk, iter_file, list_segments
+from memberpulse.flows.raw.reader import RawChunk, iter_file, list_segments
 
 log = logging.getLogger("memberpulse.raw_archive")
 

@@ -28,8 +28,8 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.responses import SetStateStatus
 from prefect.states import Cancelled
 
-from memberpulse.flows import raw_reader
-from memberpulse.flows.warehouse import ReconcileStore
+from memberpulse.flows.raw import reader as raw_reader
+from memberpulse.flows.reconcile._store import ReconcileStore
 from memberpulse.settings import Settings
 
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]

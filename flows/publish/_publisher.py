@@ -16,10 +16,10 @@ from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 import polars as pl
 
 from memberpulse.errors import PublishUnavailable
+from memberpulse.flows.publish._changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 from memberpulse.flows.publish._schema import KEY, summarise_webhook_failures
+from memberpulse.flows.publish._storable_text import NUL, REPLACEMENT, storable_text
 from memberpulse.flows.publish._targets import TargetState
-from memberpulse.flows.publish._text import NUL, REPLACEMENT, storable_text
-from memberpulse.flows.publish.changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 
 T = TypeVar("T")
 RunStatus = Literal["running", "completed", "failed"]

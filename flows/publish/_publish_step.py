@@ -20,8 +20,9 @@ from memberpulse.contracts.tables import PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.fsio import atomic_write_parquet, file_version, read_parquet_checked
-from memberpulse.flows.publish._base import PipelineRun, Publisher, PublishResult
+from memberpulse.flows.publish._changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 from memberpulse.flows.publish._dsn import mask_dsn
+from memberpulse.flows.publish._publisher import PipelineRun, Publisher, PublishResult
 from memberpulse.flows.publish._schema import (
     BODY_PREFIX_CHARS,
     KEY,
@@ -29,9 +30,8 @@ from memberpulse.flows.publish._schema import (
     PIPELINE_RUN_COLUMNS,
     summarise_webhook_failures,
 )
+from memberpulse.flows.publish._storable_text import storable_members, storable_text
 from memberpulse.flows.publish._targets import FailureLog, TargetState, postgres_key, postgrest_key
-from memberpulse.flows.publish._text import storable_members, storable_text
-from memberpulse.flows.publish.changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 from memberpulse.settings import Settings
 
 log = logging.getLogger(__name__)
