@@ -46,8 +46,9 @@ def run_counts(env: dict[str, str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     offset = 0
     while True:
-        page = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter", json={"limit": 200, "offset": offset},
-                          timeout=30).json()
+        page = httpx.post(
+            f"{env['PREFECT_API_URL']}/flow_runs/filter", json={"limit": 200, "offset": offset}, timeout=30
+        ).json()
         for run in page:
             name = (run.get("state") or {}).get("name", "?")
             counts[name] = counts.get(name, 0) + 1
@@ -112,21 +113,26 @@ def main() -> None:
         logs = open(root / "processes.log", "wb")  # noqa: SIM115 - closed at the end
 
         def start(cmd: list[str]) -> None:
-            procs.append(subprocess.Popen(cmd, cwd=root, env=env, stdout=logs, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(cmd, cwd=root, env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True)
+            )
 
         try:
             start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)])
             wait_http(f"http://127.0.0.1:{prefect_port}/api/health")
-            for cmd in (["work-pool", "create", "memberpulse-process", "--type", "process"],
-                        ["--no-prompt", "deploy", "--name", "reconcile"]):
+            for cmd in (
+                ["work-pool", "create", "memberpulse-process", "--type", "process"],
+                ["--no-prompt", "deploy", "--name", "reconcile"],
+            ):
                 subprocess.run([PREFECT, *cmd], cwd=ROOT, env=env, check=True, capture_output=True)
             start([PREFECT, "worker", "start", "--pool", "memberpulse-process"])
             start([sys.executable, "-m", "memberpulse", "serve", "--port", str(landing_port)])
             url = f"http://127.0.0.1:{landing_port}/api/webhooks/whop"
             wait_http(url)
-            console.print(f"Prefect server, worker and landing up; one webhook every {args.every} s for "
-                          f"{args.duration} s (load average {os.getloadavg()[0]:.1f})")
+            console.print(
+                f"Prefect server, worker and landing up; one webhook every {args.every} s for "
+                f"{args.duration} s (load average {os.getloadavg()[0]:.1f})"
+            )
 
             acked: dict[str, float] = {}
             visible: dict[str, float] = {}
@@ -137,8 +143,9 @@ def main() -> None:
                     while not stop.is_set():
                         pending = [m for m in list(acked) if m not in visible]
                         if pending:
-                            rows = con.execute("SELECT membership_id FROM member_activity "
-                                               "WHERE membership_id = ANY(%s)", [pending]).fetchall()
+                            rows = con.execute(
+                                "SELECT membership_id FROM member_activity WHERE membership_id = ANY(%s)", [pending]
+                            ).fetchall()
                             now = time.time()
                             for (mid,) in rows:
                                 visible.setdefault(mid, now)
@@ -195,15 +202,23 @@ def main() -> None:
     table = Table(title=f"event-driven freshness: one webhook every {args.every} s for {args.duration} s")
     for col in ("webhooks acked", "rows arrived", "p50", "p95", "max", "runs (by state)", "load avg 1/5/15"):
         table.add_column(col, justify="right")
-    table.add_row(str(len(steady)), str(len(delays)), f"{statistics.median(delays):.1f} s",
-                  f"{pct(delays, 0.95):.1f} s", f"{max(delays):.1f} s", str(steady_runs),
-                  " / ".join(f"{x:.1f}" for x in load_steady))
+    table.add_row(
+        str(len(steady)),
+        str(len(delays)),
+        f"{statistics.median(delays):.1f} s",
+        f"{pct(delays, 0.95):.1f} s",
+        f"{max(delays):.1f} s",
+        str(steady_runs),
+        " / ".join(f"{x:.1f}" for x in load_steady),
+    )
     console.print(table)
     burst_runs = {k: v - steady_runs.get(k, 0) for k, v in all_runs.items()}
     arrived = sum(1 for m in burst_ids if m in visible)
-    console.print(f"burst of {args.burst} at once: {sum(1 for m in burst_ids if m in acked)} acked, {arrived} rows "
-                  f"arrived, the last {burst_all_visible:.1f} s after the burst began; runs it caused: {burst_runs}; "
-                  f"load avg {' / '.join(f'{x:.1f}' for x in load_burst)}")
+    console.print(
+        f"burst of {args.burst} at once: {sum(1 for m in burst_ids if m in acked)} acked, {arrived} rows "
+        f"arrived, the last {burst_all_visible:.1f} s after the burst began; runs it caused: {burst_runs}; "
+        f"load avg {' / '.join(f'{x:.1f}' for x in load_burst)}"
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,6 @@ from tests.support.net import free_port  # noqa: E402
 SECRET = "ws_freshness_bench_" + os.urandom(8).hex()
 
 
-
-
 def wait_http(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,12 +88,34 @@ def main() -> None:
         }
         logs = open(root / "processes.log", "wb")  # noqa: SIM115 - closed at the end
         try:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                 str(prefect_port)], env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True))
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "memberpulse", "serve", "--port", str(landing_port)],
-                env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "prefect",
+                        "server",
+                        "start",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(prefect_port),
+                    ],
+                    env=env,
+                    stdout=logs,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "memberpulse", "serve", "--port", str(landing_port)],
+                    env=env,
+                    stdout=logs,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             wait_http(f"http://127.0.0.1:{prefect_port}/api/health")
             url = f"http://127.0.0.1:{landing_port}/api/webhooks/whop"
             wait_http(url)
@@ -104,10 +124,20 @@ def main() -> None:
                 "from memberpulse.flows.reconcile import reconcile_flow\n"
                 f"reconcile_flow.serve(name='freshness-bench', interval=timedelta(seconds={args.interval}), limit=1)\n"
             )
-            procs.append(subprocess.Popen([sys.executable, "-c", serve_code], cwd=ROOT, env=env, stdout=logs,
-                                          stderr=subprocess.STDOUT, start_new_session=True))
-            console.print(f"Prefect server, landing and a {args.interval} s reconcile schedule are up; "
-                          f"sending for {args.duration} s")
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", serve_code],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=logs,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+            console.print(
+                f"Prefect server, landing and a {args.interval} s reconcile schedule are up; "
+                f"sending for {args.duration} s"
+            )
 
             acked: dict[str, float] = {}
             visible: dict[str, float] = {}
@@ -133,8 +163,9 @@ def main() -> None:
                 n = 0
                 while time.monotonic() < end:
                     who = mock.MockMember(membership_id=f"mem_fresh_{n:05d}", user_id=f"user_fresh_{n:05d}")
-                    body, headers = mock.signed_delivery(mock.went_valid(who, created_at=datetime.now(UTC)),
-                                                         secret=SECRET)
+                    body, headers = mock.signed_delivery(
+                        mock.went_valid(who, created_at=datetime.now(UTC)), secret=SECRET
+                    )
                     if client.post(url, content=body, headers=headers).status_code == 200:
                         acked[who.membership_id] = time.time()
                     n += 1
@@ -164,8 +195,15 @@ def main() -> None:
     table = Table(title=f"freshness: webhook 200 → row in Postgres, reconcile every {args.interval} s")
     for col in ("webhooks acked", "visible", "p50", "p95", "max", "reconcile runs", "mean run (flow)"):
         table.add_column(col, justify="right")
-    table.add_row(str(len(acked)), str(len(delays)), f"{statistics.median(delays):.1f} s",
-                  f"{pct(delays, 0.95):.1f} s", f"{max(delays):.1f} s", str(len(durations)), f"{run_mean:.1f} s")
+    table.add_row(
+        str(len(acked)),
+        str(len(delays)),
+        f"{statistics.median(delays):.1f} s",
+        f"{pct(delays, 0.95):.1f} s",
+        f"{max(delays):.1f} s",
+        str(len(durations)),
+        f"{run_mean:.1f} s",
+    )
     console.print(table)
     interval_5m = timedelta(minutes=5).total_seconds()
     console.print(

@@ -124,8 +124,20 @@ def main() -> None:
                 server.stop()
 
     table = Table(title=f"reconcile at {args.members:,} members ({args.events:,} history events)")
-    for col in ("run", "records read", "members", "inserted/updated", "ingest", "score", "publish", "drift",
-                "record", "snapshot", "total (flow)", "peak RSS"):
+    for col in (
+        "run",
+        "records read",
+        "members",
+        "inserted/updated",
+        "ingest",
+        "score",
+        "publish",
+        "drift",
+        "record",
+        "snapshot",
+        "total (flow)",
+        "peak RSS",
+    ):
         table.add_column(col, justify="right")
     for label, wall, peak_bytes, r in results:
         s = r["seconds"]

@@ -121,11 +121,29 @@ def to_reference_events(events: pl.DataFrame) -> list[Any]:
 
     t_us = events["event_at"].dt.epoch("us")
     return [
-        WebhookEvent(webhook_id=w, membership_id=m, kind=k, shape="seed", t_us=t, name=n, email=e, status=s,
-                     user_id=u, company_id=c)  # type: ignore[arg-type]
+        WebhookEvent(
+            webhook_id=w,
+            membership_id=m,
+            kind=k,
+            shape="seed",
+            t_us=t,
+            name=n,
+            email=e,
+            status=s,
+            user_id=u,
+            company_id=c,
+        )  # type: ignore[arg-type]
         for w, m, k, t, n, e, s, u, c in zip(
-            events["webhook_id"], events["membership_id"], events["kind"], t_us, events["member_name"],
-            events["email"], events["membership_status"], events["user_id"], events["company_id"], strict=True,
+            events["webhook_id"],
+            events["membership_id"],
+            events["kind"],
+            t_us,
+            events["member_name"],
+            events["email"],
+            events["membership_status"],
+            events["user_id"],
+            events["company_id"],
+            strict=True,
         )
     ]
 
@@ -145,8 +163,11 @@ def main() -> int:
     members, n_events = int(1_000_000 * args.scale), int(10_000_000 * args.scale)
     chunks = ensure_cache(members, n_events)
     SAMPLER = RssSampler()
-    print(f"polars {pl.__version__}, {pl.thread_pool_size()} threads, {os.cpu_count()} cpus, "
-          f"load avg {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"polars {pl.__version__}, {pl.thread_pool_size()} threads, {os.cpu_count()} cpus, "
+        f"load avg {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
 
     # parse_ndjson on one chunk's landing bytes (the flow's first step).
     first = pl.read_parquet(chunks[0])
@@ -174,11 +195,23 @@ def main() -> int:
         raw_rows += raw.height
         parts.append(parsed.events)
         del raw, parsed
-    RESULTS.append({"phase": "parse_raw (all chunks)", "items": raw_rows, "unit": "records", "seconds": parse_s,
-                    "cpu_seconds": parse_cpu, "per_second": raw_rows / parse_s, "peak_rss_gib": SAMPLER.peak / 2**30})
+    RESULTS.append(
+        {
+            "phase": "parse_raw (all chunks)",
+            "items": raw_rows,
+            "unit": "records",
+            "seconds": parse_s,
+            "cpu_seconds": parse_cpu,
+            "per_second": raw_rows / parse_s,
+            "peak_rss_gib": SAMPLER.peak / 2**30,
+        }
+    )
     peak_gib = SAMPLER.peak / 2**30
-    print(f"{'parse_raw (all chunks)':<48} {parse_s:8.2f} s  cpu {parse_cpu:7.2f} s  peak {peak_gib:.2f} GiB  "
-          f"{raw_rows / parse_s:,.0f} records/s  (parquet load {load_s:.1f} s not counted)", flush=True)
+    print(
+        f"{'parse_raw (all chunks)':<48} {parse_s:8.2f} s  cpu {parse_cpu:7.2f} s  peak {peak_gib:.2f} GiB  "
+        f"{raw_rows / parse_s:,.0f} records/s  (parquet load {load_s:.1f} s not counted)",
+        flush=True,
+    )
     with phase("dedupe_events", raw_rows, "records"):
         events = pl.concat(parts, rechunk=True)
         del parts
@@ -190,11 +223,17 @@ def main() -> int:
     with phase("score (all members)", state.height, "members"):
         scored = transforms.score(state, as_of=AS_OF, params=transforms.ScoringParams())
     fold_s, score_s = RESULTS[-2]["seconds"], RESULTS[-1]["seconds"]
-    RESULTS.append({"phase": "full fold + score", "items": events.height, "unit": "events",
-                    "seconds": fold_s + score_s,
-                    "cpu_seconds": RESULTS[-2]["cpu_seconds"] + RESULTS[-1]["cpu_seconds"],
-                    "per_second": events.height / (fold_s + score_s),
-                    "peak_rss_gib": max(RESULTS[-2]["peak_rss_gib"], RESULTS[-1]["peak_rss_gib"])})
+    RESULTS.append(
+        {
+            "phase": "full fold + score",
+            "items": events.height,
+            "unit": "events",
+            "seconds": fold_s + score_s,
+            "cpu_seconds": RESULTS[-2]["cpu_seconds"] + RESULTS[-1]["cpu_seconds"],
+            "per_second": events.height / (fold_s + score_s),
+            "peak_rss_gib": max(RESULTS[-2]["peak_rss_gib"], RESULTS[-1]["peak_rss_gib"]),
+        }
+    )
     print(f"  {state.height:,} members; statuses {dict(scored.group_by('status').len().iter_rows())}", flush=True)
     del scored, row
 
@@ -229,11 +268,23 @@ def main() -> int:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"process peak RSS (ru_maxrss, includes the reference run): {peak:.2f} GiB")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"transforms_results_scale{args.scale}.json").write_text(json.dumps({
-        "scale": args.scale, "members": members, "events": n_events, "phases": RESULTS,
-        "reference_agrees": agree, "speedup": speedup, "ru_maxrss_gib": peak,
-        "measured_at": datetime.now(UTC).isoformat(), "load_avg": os.getloadavg(),
-    }, indent=2, default=str))
+    (OUT / f"transforms_results_scale{args.scale}.json").write_text(
+        json.dumps(
+            {
+                "scale": args.scale,
+                "members": members,
+                "events": n_events,
+                "phases": RESULTS,
+                "reference_agrees": agree,
+                "speedup": speedup,
+                "ru_maxrss_gib": peak,
+                "measured_at": datetime.now(UTC).isoformat(),
+                "load_avg": os.getloadavg(),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return 0 if agree else 1
 
 

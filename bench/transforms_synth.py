@@ -40,29 +40,59 @@ def _bodies(df: pl.DataFrame) -> pl.Series:
     mid = pl.col("mid")
     t_iso = _iso("t")
     t_str = pl.col("t").cast(pl.Utf8)
-    seed_type = pl.when(pl.col("kind") == "joined").then(pl.lit("membership.went_valid")) \
-        .when(pl.col("kind") == "accessed").then(pl.lit("membership.accessed")) \
-        .when(pl.col("kind") == "left").then(pl.lit("membership.went_invalid")) \
+    seed_type = (
+        pl.when(pl.col("kind") == "joined")
+        .then(pl.lit("membership.went_valid"))
+        .when(pl.col("kind") == "accessed")
+        .then(pl.lit("membership.accessed"))
+        .when(pl.col("kind") == "left")
+        .then(pl.lit("membership.went_invalid"))
         .otherwise(pl.lit("membership.metadata_updated"))
-    seed_field = pl.when(pl.col("kind") == "joined").then(pl.lit("created_at")) \
-        .when(pl.col("kind") == "accessed").then(pl.lit("accessed_at")) \
+    )
+    seed_field = (
+        pl.when(pl.col("kind") == "joined")
+        .then(pl.lit("created_at"))
+        .when(pl.col("kind") == "accessed")
+        .then(pl.lit("accessed_at"))
         .otherwise(pl.lit("expired_at"))
-    v1_type = pl.when(pl.col("kind") == "joined").then(pl.lit("membership.activated")) \
-        .when(pl.col("kind") == "accessed").then(pl.lit("membership.accessed")) \
-        .when(pl.col("kind") == "left").then(pl.lit("membership.deactivated")) \
+    )
+    v1_type = (
+        pl.when(pl.col("kind") == "joined")
+        .then(pl.lit("membership.activated"))
+        .when(pl.col("kind") == "accessed")
+        .then(pl.lit("membership.accessed"))
+        .when(pl.col("kind") == "left")
+        .then(pl.lit("membership.deactivated"))
         .otherwise(pl.lit("membership.updated"))
+    )
     status = pl.when(pl.col("kind") == "left").then(pl.lit("canceled")).otherwise(pl.lit("active"))
     valid = pl.when(pl.col("kind") == "left").then(pl.lit("false")).otherwise(pl.lit("true"))
     seed = _fmt(
         '{"action":"%s","data":{"id":"mem_%s","user_id":"user_%s","company_id":"biz_demo",'
         '"email":"u%s@example.com","username":"member%s","%s":"%s"}}',
-        seed_type, mid, mid, mid, mid, seed_field, t_iso,
+        seed_type,
+        mid,
+        mid,
+        mid,
+        mid,
+        seed_field,
+        t_iso,
     )
     v5 = _fmt(
         '{"action":"%s","api_version":"v5","data":{"id":"mem_%s","product_id":"prod_1","user_id":"user_%s",'
         '"plan_id":"plan_1","created_at":%s,"expires_at":%s,"renewal_period_start":%s,"renewal_period_end":%s,'
         '"status":"%s","valid":%s,"cancel_at_period_end":false,"metadata":%s,"manage_url":"https://whop.com/m/%s"}}',
-        seed_type, mid, mid, pl.col("created"), t_str, pl.col("created"), t_str, status, valid, pl.lit("{}"), mid,
+        seed_type,
+        mid,
+        mid,
+        pl.col("created"),
+        t_str,
+        pl.col("created"),
+        t_str,
+        status,
+        valid,
+        pl.lit("{}"),
+        mid,
     )
     v1u = _fmt(
         '{"id":"msg_%s","api_version":"v1","api_version_date":"2025-01-01","type":"%s","timestamp":"%s",'
@@ -70,17 +100,43 @@ def _bodies(df: pl.DataFrame) -> pl.Series:
         '"renewal_period_end":null,"cancel_at_period_end":false,"company":{"id":"biz_demo","title":"Demo"},'
         '"user":{"id":"user_%s","username":"member%s","name":"Member %s","email":"u%s@example.com"},'
         '"product":{"id":"prod_1"}},"account_id":"biz_demo"}',
-        pl.col("wid"), v1_type, t_iso, mid, status, _iso("created"), _iso("created"), mid, mid, mid, mid,
+        pl.col("wid"),
+        v1_type,
+        t_iso,
+        mid,
+        status,
+        _iso("created"),
+        _iso("created"),
+        mid,
+        mid,
+        mid,
+        mid,
     )
     v1p = _fmt(
         '{"id":"msg_%s","api_version":"v1","api_version_date":"2025-06-01","type":"%s","timestamp":"%s",'
         '"data":{"id":"mem_%s","user_id":"user_%s","member_id":"mber_%s","product_id":"prod_1",'
         '"company_id":"biz_demo","status":"%s","created_at":"%s","current_period_start":"%s",'
         '"current_period_end":null,"updated_at":"%s"}}',
-        pl.col("wid"), v1_type, t_iso, mid, mid, mid, status, _iso("created"), _iso("created"), t_iso,
+        pl.col("wid"),
+        v1_type,
+        t_iso,
+        mid,
+        mid,
+        mid,
+        status,
+        _iso("created"),
+        _iso("created"),
+        t_iso,
     )
-    body = pl.when(pl.col("shape") == 0).then(seed).when(pl.col("shape") == 1).then(v5) \
-        .when(pl.col("shape") == 2).then(v1u).otherwise(v1p)
+    body = (
+        pl.when(pl.col("shape") == 0)
+        .then(seed)
+        .when(pl.col("shape") == 1)
+        .then(v5)
+        .when(pl.col("shape") == 2)
+        .then(v1u)
+        .otherwise(v1p)
+    )
     return df.select(body.alias("body")).to_series()
 
 
@@ -107,12 +163,7 @@ def generate_raw(
     count = n_events - start if count is None else count
     idx = pl.int_range(start, start + count, dtype=pl.Int64)
     u_kind = _uniform(idx, seed + 4, 100)
-    kind_code = (
-        pl.when(idx < n_members).then(0)
-        .when(u_kind < 90).then(1)
-        .when(u_kind < 94).then(2)
-        .otherwise(3)
-    )
+    kind_code = pl.when(idx < n_members).then(0).when(u_kind < 90).then(1).when(u_kind < 94).then(2).otherwise(3)
     df = pl.select(
         wid=idx,
         mid=pl.when(idx < n_members).then(idx).otherwise(_uniform(idx, seed, n_members)),
@@ -126,8 +177,15 @@ def generate_raw(
     shape = (
         pl.when(pl.col("kind_code") == 1)
         .then(pl.when(pl.col("u_shape") < 85).then(0).when(pl.col("u_shape") < 95).then(2).otherwise(3))
-        .otherwise(pl.when(pl.col("u_shape") < 30).then(0).when(pl.col("u_shape") < 60).then(1)
-                   .when(pl.col("u_shape") < 85).then(2).otherwise(3))
+        .otherwise(
+            pl.when(pl.col("u_shape") < 30)
+            .then(0)
+            .when(pl.col("u_shape") < 60)
+            .then(1)
+            .when(pl.col("u_shape") < 85)
+            .then(2)
+            .otherwise(3)
+        )
     )
     df = df.with_columns(
         kind=pl.col("kind_code").replace_strict(list(range(4)), list(KINDS), return_dtype=pl.Utf8),

@@ -2,4 +2,3 @@
 
 if __name__ != "memberpulse.flows":  # flows/ is installed only under the memberpulse namespace
     raise ImportError(f"import memberpulse.flows, not {__name__}")
-

@@ -14,7 +14,6 @@ The web stack (FastAPI, uvicorn) is imported only when ``create_app``/``serve`` 
 ``memberpulse send-test`` and the demo's signer stay light.
 """
 
-
 from __future__ import annotations
 
 if __name__ != "memberpulse.landing":  # landing/ is installed only under the memberpulse namespace

@@ -117,8 +117,7 @@ def _add_run_command(command: Command) -> None:
     run.add_argument(
         "--dry-run",
         action="store_true",
-        help="ingest and score in memory, print the rows it would insert or update; commit, publish and write "
-        "nothing",
+        help="ingest and score in memory, print the rows it would insert or update; commit, publish and write nothing",
     )
     run.add_argument("--limit", type=_non_negative, default=20, help="rows a --dry-run lists in its table")
     run.add_argument(

@@ -42,6 +42,7 @@ fi
 
 echo "== ruff"
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
 echo "== import-linter (layers: core <- landing, transforms <- flows <- cli, demo)"

@@ -19,9 +19,7 @@ from memberpulse.transforms._facts import api_facts
 from memberpulse.transforms._schema import DRIFT_SCHEMA, STATE_SCHEMA
 
 
-def drift(
-    state: pl.DataFrame, memberships: pl.DataFrame | None, members: pl.DataFrame | None = None
-) -> pl.DataFrame:
+def drift(state: pl.DataFrame, memberships: pl.DataFrame | None, members: pl.DataFrame | None = None) -> pl.DataFrame:
     """Drift between ``state`` (from ``fold``) and one backfill snapshot; empty when there is no snapshot."""
     if memberships is None:
         return pl.DataFrame(schema=DRIFT_SCHEMA)
@@ -92,12 +90,14 @@ def _reasons(*, fetched: object, companies: pl.Series) -> list[pl.Expr]:
         & (pl.col("wh_company_id").is_null() | pl.col("wh_company_id").is_in(companies.implode()))
     )
     validity = (
-        in_wh & in_api
+        in_wh
+        & in_api
         & (pl.col("webhook_valid_at") <= pl.col("api_fetched_at"))
         & (pl.col("webhook_valid") != pl.col("api_valid"))
     ).fill_null(False)
     status = (
-        in_wh & in_api
+        in_wh
+        & in_api
         & (pl.col("webhook_status_at") <= pl.col("api_fetched_at"))
         & (pl.col("webhook_status") != pl.col("api_status"))
     ).fill_null(False)

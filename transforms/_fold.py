@@ -129,49 +129,58 @@ def _event_rows(events: pl.DataFrame) -> pl.DataFrame:
     rank = kind.replace_strict(_RANK, default=None, return_dtype=pl.Int64)
     valid_key = pl.when(kind != "accessed").then(t * 4 + _WEBHOOK * 2 + (kind == "left").cast(pl.Int64))
     # Select, then filter: only the fact columns are copied (filtering first would copy every event column).
-    return events.select(
-        (kind.is_in(list(_RANK)) & pl.col("membership_id").is_not_null()).alias("_fact"),
-        "membership_id",
-        "company_id",
-        "user_id",
-        t.alias("t"),
-        valid_key.alias("valid_key"),
-        valid_key.alias("webhook_valid_key"),
-        t.alias("webhook_t"),
-        pl.lit(None, dtype=pl.Int64).alias("api_t"),
-        pl.when(kind == "joined").then(t).alias("joined"),
-        pl.when(kind != "left").then(t).alias("active"),
-        pl.when(kind == "accessed").then(t).alias("instant"),
-        (t * 8 + _WEBHOOK * 4 + rank).alias("attr_key"),
-        "member_name",
-        "email",
-        "membership_status",
-        pl.col("membership_status").alias("webhook_status"),
-    ).filter(pl.col("_fact")).drop("_fact").cast(_ROW_SCHEMA)
+    return (
+        events.select(
+            (kind.is_in(list(_RANK)) & pl.col("membership_id").is_not_null()).alias("_fact"),
+            "membership_id",
+            "company_id",
+            "user_id",
+            t.alias("t"),
+            valid_key.alias("valid_key"),
+            valid_key.alias("webhook_valid_key"),
+            t.alias("webhook_t"),
+            pl.lit(None, dtype=pl.Int64).alias("api_t"),
+            pl.when(kind == "joined").then(t).alias("joined"),
+            pl.when(kind != "left").then(t).alias("active"),
+            pl.when(kind == "accessed").then(t).alias("instant"),
+            (t * 8 + _WEBHOOK * 4 + rank).alias("attr_key"),
+            "member_name",
+            "email",
+            "membership_status",
+            pl.col("membership_status").alias("webhook_status"),
+        )
+        .filter(pl.col("_fact"))
+        .drop("_fact")
+        .cast(_ROW_SCHEMA)
+    )
 
 
 def _api_rows(facts: pl.DataFrame) -> pl.DataFrame:
     t = pl.col("fact_at").dt.epoch("us")
     created = pl.col("created_at").dt.epoch("us")
     accessed = pl.col("last_accessed_at").dt.epoch("us")
-    return facts.cast({k: v for k, v in FACT_SCHEMA.items() if k in facts.columns}).select(
-        "membership_id",
-        "company_id",
-        "user_id",
-        t.alias("t"),
-        (t * 4 + _API * 2 + (~pl.col("valid")).cast(pl.Int64)).alias("valid_key"),
-        pl.lit(None, dtype=pl.Int64).alias("webhook_valid_key"),
-        pl.lit(None, dtype=pl.Int64).alias("webhook_t"),
-        t.alias("api_t"),
-        created.alias("joined"),
-        pl.max_horizontal(created, accessed).alias("active"),
-        accessed.alias("instant"),
-        (t * 8 + _API * 4).alias("attr_key"),
-        "member_name",
-        "email",
-        "membership_status",
-        pl.lit(None, dtype=pl.Utf8).alias("webhook_status"),
-    ).cast(_ROW_SCHEMA)
+    return (
+        facts.cast({k: v for k, v in FACT_SCHEMA.items() if k in facts.columns})
+        .select(
+            "membership_id",
+            "company_id",
+            "user_id",
+            t.alias("t"),
+            (t * 4 + _API * 2 + (~pl.col("valid")).cast(pl.Int64)).alias("valid_key"),
+            pl.lit(None, dtype=pl.Int64).alias("webhook_valid_key"),
+            pl.lit(None, dtype=pl.Int64).alias("webhook_t"),
+            t.alias("api_t"),
+            created.alias("joined"),
+            pl.max_horizontal(created, accessed).alias("active"),
+            accessed.alias("instant"),
+            (t * 8 + _API * 4).alias("attr_key"),
+            "member_name",
+            "email",
+            "membership_status",
+            pl.lit(None, dtype=pl.Utf8).alias("webhook_status"),
+        )
+        .cast(_ROW_SCHEMA)
+    )
 
 
 # --- aggregation (facts → partial state) and merging (partial states → partial state) -------------------
@@ -185,9 +194,7 @@ def _groupings() -> tuple[pl.Expr, ...]:
     return pl.col("membership_id").hash(_GID_SEED), pl.col("membership_id")
 
 
-def _reduce(
-    frame: pl.DataFrame, simple: list[pl.Expr], instants: pl.Expr, attr_keys: dict[str, str]
-) -> pl.DataFrame:
+def _reduce(frame: pl.DataFrame, simple: list[pl.Expr], instants: pl.Expr, attr_keys: dict[str, str]) -> pl.DataFrame:
     """Group ``frame`` by membership: ``simple`` aggregations, the set of ``instants``, and for each attribute
     the value with the greatest key (ties: the greatest value).
 
@@ -202,8 +209,11 @@ def _reduce(
     for gid in _groupings():
         work = frame.with_columns(gid.alias("_gid"), check)
         out = work.group_by("_gid").agg(
-            pl.col("membership_id").first(), pl.col("_check").min().alias("_lo"), pl.col("_check").max().alias("_hi"),
-            *simple, instants.alias("access_instants"),
+            pl.col("membership_id").first(),
+            pl.col("_check").min().alias("_lo"),
+            pl.col("_check").max().alias("_hi"),
+            *simple,
+            instants.alias("access_instants"),
         )
         if (out["_lo"] == out["_hi"]).all():
             break
@@ -261,13 +271,26 @@ def _aggregate_rows(rows: pl.DataFrame) -> pl.DataFrame:
 def _partials_from_state(state: pl.DataFrame) -> pl.DataFrame:
     """State rows in the partial (Int64 µs) shape that :func:`_aggregate_rows` produces."""
     keep = [
-        "membership_id", "company_id", "user_id", "valid_key", "webhook_valid_key", "joined_at",
-        "last_active", "access_instants", *(c for a in _ATTRS for c in (a, f"{a}_key")), "min_fact_at",
-        "max_fact_at", "webhook_first_at", "webhook_last_at", "api_last_at",
+        "membership_id",
+        "company_id",
+        "user_id",
+        "valid_key",
+        "webhook_valid_key",
+        "joined_at",
+        "last_active",
+        "access_instants",
+        *(c for a in _ATTRS for c in (a, f"{a}_key")),
+        "min_fact_at",
+        "max_fact_at",
+        "webhook_first_at",
+        "webhook_last_at",
+        "api_last_at",
     ]
-    return state.select(keep).with_columns(
-        pl.col(c).dt.epoch("us") for c in keep if c in _TIME_COLS
-    ).with_columns(pl.col("access_instants").cast(pl.List(pl.Int64)))
+    return (
+        state.select(keep)
+        .with_columns(pl.col(c).dt.epoch("us") for c in keep if c in _TIME_COLS)
+        .with_columns(pl.col("access_instants").cast(pl.List(pl.Int64)))
+    )
 
 
 def _merge_partials(parts: pl.DataFrame) -> pl.DataFrame:
@@ -294,15 +317,28 @@ def _finalize(partial: pl.DataFrame) -> pl.DataFrame:
     out = partial.with_columns(
         valid=(vk % 2) == 0,
         valid_at=to_utc(vk // 4),
-        valid_source=pl.when(vk.is_null()).then(None)
-        .when((vk // 2) % 2 == _WEBHOOK).then(pl.lit("webhook")).otherwise(pl.lit("api")),
+        valid_source=pl.when(vk.is_null())
+        .then(None)
+        .when((vk // 2) % 2 == _WEBHOOK)
+        .then(pl.lit("webhook"))
+        .otherwise(pl.lit("api")),
         webhook_valid=(wvk % 2) == 0,
         webhook_valid_at=to_utc(wvk // 4),
         webhook_status_at=to_utc(pl.col("webhook_status_key") // 8),
         total_sessions=pl.col("access_instants").list.len().cast(pl.Int64),
         access_instants=pl.col("access_instants").cast(pl.List(UTC_US)),
-        **{c: to_utc(pl.col(c)) for c in ("joined_at", "last_active", "min_fact_at", "max_fact_at",
-                                         "webhook_first_at", "webhook_last_at", "api_last_at")},
+        **{
+            c: to_utc(pl.col(c))
+            for c in (
+                "joined_at",
+                "last_active",
+                "min_fact_at",
+                "max_fact_at",
+                "webhook_first_at",
+                "webhook_last_at",
+                "api_last_at",
+            )
+        },
     )
     return out.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)
 

@@ -120,11 +120,7 @@ class ParsedBatch:
 
     def unknown_event_types(self) -> dict[str, int]:
         """Count per unknown event type (a body with no type at all counts as ``(none)``)."""
-        counts = (
-            self.events.filter(pl.col("kind") == "other")
-            .group_by(pl.col("event_type").fill_null("(none)"))
-            .len()
-        )
+        counts = self.events.filter(pl.col("kind") == "other").group_by(pl.col("event_type").fill_null("(none)")).len()
         return dict(zip(counts["event_type"].to_list(), counts["len"].to_list(), strict=True))
 
 
@@ -152,9 +148,10 @@ def parse_ndjson(data: bytes, *, source_file: str | None = None, base_offset: in
         records = pl.read_ndjson(io.BytesIO(data), schema=RAW_SCHEMA)
     except PolarsError:
         records = None
-    if records is not None and records.select(
-        pl.all_horizontal(pl.col("webhook_id", "received_at", "body").is_not_null()).all()
-    ).item():
+    if (
+        records is not None
+        and records.select(pl.all_horizontal(pl.col("webhook_id", "received_at", "body").is_not_null()).all()).item()
+    ):
         return RawLines(records, pl.DataFrame(schema=REJECT_SCHEMA))
     # Some line is bad: read line by line to tell which (rare: the landing writes these files itself).
     return _parse_lines_slowly(data, source_file=source_file, base_offset=base_offset)
@@ -218,8 +215,10 @@ def parse_raw(raw: pl.DataFrame) -> ParsedBatch:
         return ParsedBatch(pl.DataFrame(schema=EVENT_SCHEMA), pl.DataFrame(schema=REJECT_SCHEMA))
     body = pl.col("body")
     route = (
-        pl.when(~body.str.contains(r"^\s*\{").fill_null(False)).then(pl.lit(0))  # not an object: orjson says why
-        .when(body.str.contains("\n", literal=True)).then(pl.lit(1))  # cannot be framed as one NDJSON line
+        pl.when(~body.str.contains(r"^\s*\{").fill_null(False))
+        .then(pl.lit(0))  # not an object: orjson says why
+        .when(body.str.contains("\n", literal=True))
+        .then(pl.lit(1))  # cannot be framed as one NDJSON line
         .otherwise(pl.lit(2))
     )
     routes = raw.select(route.alias("route"))["route"]
@@ -445,21 +444,26 @@ def _with_typed_columns(flat: pl.DataFrame) -> pl.DataFrame:
     own_text = pl.coalesce(*(pl.when(kind == k).then(pl.col(c)) for k, c in _KIND_TIME.items()))
     username = pl.coalesce(_nonempty("u_username"), _nonempty("d_username"))
     # One lazy query, so polars runs the independent columns (the received_at parse among them) in parallel.
-    df = flat.lazy().with_columns(
-        received_fast=iso_offset_us(pl.col("received_at")),
-        event_type=pl.coalesce(_nonempty("b_type"), _nonempty("b_action"), pl.col("event_type")),
-        membership_id=_nonempty("d_id"),
-        user_id=pl.coalesce(_nonempty("d_user_id"), _nonempty("u_id")),
-        company_id=pl.coalesce(_nonempty("d_company_id"), _nonempty("c_id"), _nonempty("b_account_id")),
-        username=username,
-        member_name=pl.coalesce(_nonempty("u_name"), username),
-        email=pl.coalesce(_nonempty("u_email"), _nonempty("d_email")),
-        membership_status=_nonempty("d_status"),
-    ).with_columns(
-        kind=pl.col("event_type").replace_strict(dict(EVENT_KINDS), default="other", return_dtype=pl.Utf8),
-    ).with_columns(time_text=pl.coalesce(pl.col("b_timestamp"), own_text)).with_columns(
-        time_fast=iso_offset_us(pl.col("time_text"))
-    ).collect()
+    df = (
+        flat.lazy()
+        .with_columns(
+            received_fast=iso_offset_us(pl.col("received_at")),
+            event_type=pl.coalesce(_nonempty("b_type"), _nonempty("b_action"), pl.col("event_type")),
+            membership_id=_nonempty("d_id"),
+            user_id=pl.coalesce(_nonempty("d_user_id"), _nonempty("u_id")),
+            company_id=pl.coalesce(_nonempty("d_company_id"), _nonempty("c_id"), _nonempty("b_account_id")),
+            username=username,
+            member_name=pl.coalesce(_nonempty("u_name"), username),
+            email=pl.coalesce(_nonempty("u_email"), _nonempty("d_email")),
+            membership_status=_nonempty("d_status"),
+        )
+        .with_columns(
+            kind=pl.col("event_type").replace_strict(dict(EVENT_KINDS), default="other", return_dtype=pl.Utf8),
+        )
+        .with_columns(time_text=pl.coalesce(pl.col("b_timestamp"), own_text))
+        .with_columns(time_fast=iso_offset_us(pl.col("time_text")))
+        .collect()
+    )
     return df.with_columns(
         time_us=complete_epoch_us(df["time_text"], df["time_fast"]),
         received_us=complete_epoch_us(df["received_at"], df["received_fast"]),
@@ -469,9 +473,12 @@ def _with_typed_columns(flat: pl.DataFrame) -> pl.DataFrame:
 def _event_rows(good: pl.DataFrame) -> pl.DataFrame:
     """The event columns of the rows that parsed; the event time falls back to signed_at, then received_at."""
     time_source = (
-        pl.when(pl.col("b_timestamp").is_not_null()).then(pl.lit("envelope"))
-        .when(pl.col("time_text").is_not_null()).then(pl.lit("payload"))
-        .when(pl.col("signed_at").is_not_null()).then(pl.lit("signed_at"))
+        pl.when(pl.col("b_timestamp").is_not_null())
+        .then(pl.lit("envelope"))
+        .when(pl.col("time_text").is_not_null())
+        .then(pl.lit("payload"))
+        .when(pl.col("signed_at").is_not_null())
+        .then(pl.lit("signed_at"))
         .otherwise(pl.lit("received_at"))
     )
     return good.select(
@@ -481,9 +488,9 @@ def _event_rows(good: pl.DataFrame) -> pl.DataFrame:
         "scheme",
         "event_type",
         "kind",
-        to_utc(
-            pl.coalesce(pl.col("time_us"), pl.col("signed_at") * 1_000_000, pl.col("received_us"))
-        ).alias("event_at"),
+        to_utc(pl.coalesce(pl.col("time_us"), pl.col("signed_at") * 1_000_000, pl.col("received_us"))).alias(
+            "event_at"
+        ),
         time_source.alias("time_source"),
         "membership_id",
         "user_id",
@@ -498,8 +505,10 @@ def _event_rows(good: pl.DataFrame) -> pl.DataFrame:
 def _rejects(bad: pl.DataFrame) -> pl.DataFrame:
     """Reject rows with their reason (the first that applies), worked out only for the few bad rows."""
     kind = pl.col("kind")
-    time_field = pl.when(pl.col("b_timestamp").is_not_null()).then(pl.lit("timestamp")).otherwise(
-        pl.coalesce(*(pl.when(kind == k).then(pl.lit("data." + c[2:])) for k, c in _KIND_TIME.items()))
+    time_field = (
+        pl.when(pl.col("b_timestamp").is_not_null())
+        .then(pl.lit("timestamp"))
+        .otherwise(pl.coalesce(*(pl.when(kind == k).then(pl.lit("data." + c[2:])) for k, c in _KIND_TIME.items())))
     )
     reason = pl.coalesce(
         pl.col("_reason"),

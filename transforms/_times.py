@@ -40,9 +40,7 @@ def to_utc(us: pl.Expr) -> pl.Expr:
 
 def iso_offset_us(text: pl.Expr) -> pl.Expr:
     """The common case of :func:`epoch_us` alone: ISO 8601 with an offset (null for anything else)."""
-    return text.str.to_datetime(_ISO_OFFSET, strict=False, time_unit="us", time_zone="UTC", cache=False).dt.epoch(
-        "us"
-    )
+    return text.str.to_datetime(_ISO_OFFSET, strict=False, time_unit="us", time_zone="UTC", cache=False).dt.epoch("us")
 
 
 def complete_epoch_us(text: pl.Series, fast: pl.Series) -> pl.Series:

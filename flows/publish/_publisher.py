@@ -44,7 +44,6 @@ class PublishResult:
     newly_at_risk: list[dict[str, Any]] = field(default_factory=list, compare=False, repr=False)
 
 
-
 @dataclass(frozen=True)
 class PipelineRun:
     """One row of ``pipeline_runs``. Record it with status "running" at start, again when it ends."""

@@ -177,7 +177,11 @@ def snapshot(
         run_at=run_at,
         member_activity=published,
         # A backdated run's new events are in memory only; a committing run's are in the event log's files.
-        **({"events": all_events(store, ingested)} if backdated else {"events_parquet": store.event_paths(ingested.manifest)}),  # noqa: E501
+        **(
+            {"events": all_events(store, ingested)}
+            if backdated
+            else {"events_parquet": store.event_paths(ingested.manifest)}
+        ),
         history_parquet=thin_history(history),
         drift=drift,
         pipeline_runs=runs,

@@ -56,9 +56,7 @@ def write_report(snapshots_dir: Path, out: Path | None = None) -> Path:
     return target
 
 
-def write_run_report(
-    snapshots_dir: Path, logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log
-) -> str:
+def write_run_report(snapshots_dir: Path, logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> str:
     """The reconcile run's report next to its snapshot; never raises (the run's other outputs stand).
 
     Returns the report's path, or ``"not written: <why>"``. Inside a Prefect flow run, a link artifact points

@@ -17,9 +17,7 @@ NEUTRAL_COLOUR = "#4a6fa5"
 HEIGHT = 360
 
 
-def _layout(
-    fig: go.Figure, title: str, x_title: str, y_title: str, *, height: int = HEIGHT, **extra: Any
-) -> go.Figure:
+def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, *, height: int = HEIGHT, **extra: Any) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 17}},
         template="plotly_white",
@@ -47,8 +45,7 @@ def status_over_time(rows: Rows) -> go.Figure:
     for index, status in enumerate(("active", "at_risk", "inactive"), start=1):
         fig.add_bar(x=days, y=[r[index] for r in rows], name=STATUS_LABELS[status],
                     marker_color=STATUS_COLOURS[status])  # fmt: skip
-    _layout(fig, "Members by status, per day", "day (UTC, the day's last run)", "members", barmode="stack",
-            bargap=0.4)
+    _layout(fig, "Members by status, per day", "day (UTC, the day's last run)", "members", barmode="stack", bargap=0.4)
     fig.update_xaxes(type="category" if len(days) < 3 else "date")
     return _note_if_empty(fig, not rows, "no runs in the history yet")
 

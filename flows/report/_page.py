@@ -46,26 +46,38 @@ def tiles_html(overview: Overview) -> str:
     tiles = [("members", overview.members, "#4a6fa5")]
     tiles += [(s.replace("_", " "), overview.by_status.get(s, 0), c) for s, c in STATUS_COLOURS.items()]
     tiles.append(("memberships drifting", overview.drift, "#8e44ad"))
-    return '<div class="tiles">' + "".join(
-        f'<div class="tile" style="border-left-color:{colour}"><div class="value">{value:,}</div>'
-        f'<div class="label">{escape(label)}</div></div>'
-        for label, value, colour in tiles
-    ) + "</div>"
+    return (
+        '<div class="tiles">'
+        + "".join(
+            f'<div class="tile" style="border-left-color:{colour}"><div class="value">{value:,}</div>'
+            f'<div class="label">{escape(label)}</div></div>'
+            for label, value, colour in tiles
+        )
+        + "</div>"
+    )
 
 
-_AT_RISK_HEAD = (("member", False), ("email", False), ("score", True), ("last active", False),
-                 ("days since active", True))
+_AT_RISK_HEAD = (
+    ("member", False),
+    ("email", False),
+    ("score", True),
+    ("last active", False),
+    ("days since active", True),
+)
 
 
 def at_risk_html(newly: NewlyAtRisk) -> str:
     since = f" who were not at the run of {_when(newly.since)}" if newly.since else " (no earlier run to compare with)"
     listed = f", the {AT_RISK_LISTED} most engaged listed" if newly.total > AT_RISK_LISTED else ""
     head = "".join(f"<th{' class=num' if n else ''}>{h}</th>" for h, n in _AT_RISK_HEAD)
-    body = "".join(
-        f"<tr><td>{_text(name)}</td><td>{_text(email)}</td><td class=num>{_text(score)}</td>"
-        f"<td>{_when(last)}</td><td class=num>{_text(days)}</td></tr>"
-        for name, email, score, last, days in newly.rows
-    ) or '<tr><td colspan="5">nobody newly at risk</td></tr>'
+    body = (
+        "".join(
+            f"<tr><td>{_text(name)}</td><td>{_text(email)}</td><td class=num>{_text(score)}</td>"
+            f"<td>{_when(last)}</td><td class=num>{_text(days)}</td></tr>"
+            for name, email, score, last, days in newly.rows
+        )
+        or '<tr><td colspan="5">nobody newly at risk</td></tr>'
+    )
     return (
         '<section class="card wide" data-table="newly-at-risk"><h2>Members newly at risk this week</h2>'
         f'<p class="note">{newly.total:,} members at risk now{since}{listed}.</p>'

@@ -61,9 +61,7 @@ def parse_time(value: Any, *, field: str) -> datetime | None:
         try:
             parsed = datetime.fromisoformat(str(value))
         except ValueError:
-            raise InvalidInput(
-                f"Whop sent {field}={value!r}, which is not an ISO 8601 time", value=value
-            ) from None
+            raise InvalidInput(f"Whop sent {field}={value!r}, which is not an ISO 8601 time", value=value) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 

@@ -17,9 +17,7 @@ from typing import Any
 
 from memberpulse.settings import Settings
 
-_TRY_AGAIN = re.compile(
-    r"try again in\s+([0-9]+(?:\.[0-9]+)?)\s*(ms|milliseconds?|s|sec|secs|seconds?)?", re.I
-)
+_TRY_AGAIN = re.compile(r"try again in\s+([0-9]+(?:\.[0-9]+)?)\s*(ms|milliseconds?|s|sec|secs|seconds?)?", re.I)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from typing import Final, Literal
 AUDIT_EVENT: Final = "memberpulse.checkpoint"
 
 Checkpoint = Literal[
-    "ingest_before_commit",
-    "after_ingest", "publish_before_commit", "snapshot_before_swap", "archive_before_unlink"]
+    "ingest_before_commit", "after_ingest", "publish_before_commit", "snapshot_before_swap", "archive_before_unlink"
+]
 #: ``after_ingest``: state committed, nothing published; ``publish_before_commit``: rows sent, transaction
 #: open; ``snapshot_before_swap``: new DuckDB file written, ``latest.duckdb`` not yet replaced;
 #: ``archive_before_unlink``: a day's archive file written, its NDJSON segments not yet removed.

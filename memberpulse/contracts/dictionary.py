@@ -120,7 +120,7 @@ def markdown() -> str:
         "Every table and view memberpulse publishes to Supabase or leaves in the DuckDB snapshot, column by "
         "column. The same text is on the objects themselves: `COMMENT`s in every snapshot (DuckDB: "
         "`SELECT table_name, column_name, comment FROM duckdb_columns()`) and on the Supabase tables "
-        "(Postgres: `col_description`, `obj_description`, or the dashboard's table editor). \"Null\" is what "
+        '(Postgres: `col_description`, `obj_description`, or the dashboard\'s table editor). "Null" is what '
         "Postgres allows; snapshots declare only a table's key NOT NULL.",
         "",
         "## Published tables",

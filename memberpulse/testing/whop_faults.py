@@ -80,9 +80,7 @@ class Faults:
         """Answer 429 with Whop's body ``{"error": {"type": "rate_limit_exceeded", "message": "Try again in N
         seconds."}}`` (N = ``retry_after``) and, when ``header``, a ``Retry-After: N`` header."""
         return self._add(
-            FaultRule(
-                "rate_limit", count, endpoint, after, 429, retry_after=retry_after, retry_after_header=header
-            )
+            FaultRule("rate_limit", count, endpoint, after, 429, retry_after=retry_after, retry_after_header=header)
         )
 
     def server_error(

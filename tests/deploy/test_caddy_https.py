@@ -117,9 +117,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         transport = httpx.HTTPTransport(verify=context, local_address=CLIENT_ADDRESS)
         with httpx.Client(transport=transport, timeout=10) as client:
             https = f"https://localhost:{https_port}"
-            _until(
-                lambda: client.get(https + "/api/webhooks/whop").status_code == 200, proxy, caddy_log, "caddy https"
-            )
+            _until(lambda: client.get(https + "/api/webhooks/whop").status_code == 200, proxy, caddy_log, "caddy https")
             yield Stack(
                 https=https,
                 http=f"http://localhost:{http_port}",

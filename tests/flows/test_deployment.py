@@ -60,8 +60,6 @@ class Stack:
     server: subprocess.Popen[bytes] | None = None
 
 
-
-
 def _stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """SIGTERM the process group (the worker's flow-run children too), SIGKILL whatever outlives the grace."""
     if proc.poll() is None:

@@ -116,9 +116,7 @@ def _wait_rows(dsn: str, ids: list[str], timeout: float, stack: Stack) -> float:
     started = time.monotonic()
     with psycopg.connect(dsn, autocommit=True) as con:
         while True:
-            row = con.execute(
-                "SELECT count(*) FROM member_activity WHERE membership_id = ANY(%s)", [ids]
-            ).fetchone()
+            row = con.execute("SELECT count(*) FROM member_activity WHERE membership_id = ANY(%s)", [ids]).fetchone()
             if row is not None and row[0] == len(ids):
                 return time.monotonic() - started
             assert time.monotonic() - started < timeout, (

@@ -20,7 +20,7 @@ def test_reads_only_whole_lines_and_resumes_from_offsets(tmp_path: Path) -> None
     assert first.chunks[0].data == b'{"n":1}\n{"n":2}\n'  # the torn tail waits for its newline
     assert first.new_offsets == {"dt=2026-11-26/a.ndjson": 16, "dt=2026-11-27/b.ndjson": 8}
 
-    _segment(tmp_path, "2026-11-26", "a.ndjson", b'3}\n')
+    _segment(tmp_path, "2026-11-26", "a.ndjson", b"3}\n")
     second = read_new(tmp_path, first.new_offsets)
     assert second.joined() == b'{"n":3}\n'
     assert second.new_offsets == {"dt=2026-11-26/a.ndjson": 24}

@@ -76,9 +76,7 @@ def test_backdated_run_leaves_the_present_alone(tmp_path: Path, migrated_postgre
     assert latest.read_bytes() != latest_bytes
 
 
-def test_dry_run_counts_what_it_would_publish_and_changes_no_file(
-    tmp_path: Path, migrated_postgres_dsn: str
-) -> None:
+def test_dry_run_counts_what_it_would_publish_and_changes_no_file(tmp_path: Path, migrated_postgres_dsn: str) -> None:
     settings = make_settings(tmp_path, SUPABASE_DB_URL=migrated_postgres_dsn)
     append_raw(tmp_path, scenario())
     reconcile_flow(as_of=AS_OF, settings=settings)

@@ -90,9 +90,7 @@ def test_every_answer_parses_in_the_real_sdk(base_url: str, population: Populati
     member = members[0]
     assert member.user is not None and member.user.username == population.members[0].user.username
     last = population.members[0].last_accessed_at
-    assert member.last_accessed_at == (
-        None if last is None else last.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    )
+    assert member.last_accessed_at == (None if last is None else last.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z")
 
 
 @pytest.mark.slow
@@ -128,9 +126,7 @@ def test_bearer_auth_and_company(base_url: str, http: httpx.Client) -> None:
     assert other.status_code == 403
     assert http.get("/memberships", params={"account_id": "biz_someone_else"}).status_code == 403
     assert http.get("/memberships").status_code == 200  # no company: the key's own
-    assert ListMembersResponse.model_validate(
-        http.get("/members", params={"account_id": COMPANY}).json()
-    ).data
+    assert ListMembersResponse.model_validate(http.get("/members", params={"account_id": COMPANY}).json()).data
 
 
 @pytest.mark.slow
@@ -139,9 +135,7 @@ def test_rate_limit_faults(http: httpx.Client, faults: Faults) -> None:
     for _ in range(2):
         limited = http.get("/memberships")
         assert limited.status_code == 429 and limited.headers["retry-after"] == "3"
-        assert limited.json() == {
-            "error": {"type": "rate_limit_exceeded", "message": "Try again in 3 seconds."}
-        }
+        assert limited.json() == {"error": {"type": "rate_limit_exceeded", "message": "Try again in 3 seconds."}}
     assert http.get("/memberships").status_code == 200  # the storm ended
 
     faults.rate_limit(1, retry_after=0.5, header=False, endpoint="members")

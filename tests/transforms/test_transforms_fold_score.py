@@ -27,8 +27,16 @@ PARAMS = transforms.ScoringParams()
 
 
 def ev(i: int, kind: str, at: datetime, mid: str = "mem_1", **kw: Any) -> WebhookEvent:
-    return WebhookEvent(webhook_id=f"wh_{i}", membership_id=mid, kind=kind, shape=kw.pop("shape", "seed"),
-                        t_us=us_of(at), user_id="user_1", company_id="biz_1", **kw)
+    return WebhookEvent(
+        webhook_id=f"wh_{i}",
+        membership_id=mid,
+        kind=kind,
+        shape=kw.pop("shape", "seed"),
+        t_us=us_of(at),
+        user_id="user_1",
+        company_id="biz_1",
+        **kw,
+    )
 
 
 def events(*evs: WebhookEvent) -> pl.DataFrame:
@@ -49,9 +57,15 @@ def scored(state: pl.DataFrame, at: datetime, params: transforms.ScoringParams =
 def test_score_formula_and_status_thresholds() -> None:
     state = transforms.fold(None, events(ev(1, "joined", T0)))
     # days = 0 → 100; 7 days (one half-life) → 50, still active; 7 days + 1 µs → at_risk; 30 d → 5; > 30 d inactive.
-    cases = [(T0, 100, "active"), (T0 + 7 * DAY, 50, "active"),
-             (T0 + 7 * DAY + timedelta(microseconds=1), 50, "at_risk"), (T0 + 14 * DAY, 25, "at_risk"),
-             (T0 + 30 * DAY, 5, "at_risk"), (T0 + 31 * DAY, 5, "inactive"), (T0 + 70 * DAY, 0, "inactive")]
+    cases = [
+        (T0, 100, "active"),
+        (T0 + 7 * DAY, 50, "active"),
+        (T0 + 7 * DAY + timedelta(microseconds=1), 50, "at_risk"),
+        (T0 + 14 * DAY, 25, "at_risk"),
+        (T0 + 30 * DAY, 5, "at_risk"),
+        (T0 + 31 * DAY, 5, "inactive"),
+        (T0 + 70 * DAY, 0, "inactive"),
+    ]
     for at, score, status in cases:
         row = scored(state, at)["mem_1"]
         assert (row["engagement_score"], row["activity_score"], row["status"]) == (score, score, status), at
@@ -72,8 +86,9 @@ def test_left_scores_zero_but_the_row_is_kept() -> None:
 def test_equal_times_left_beats_joined_and_webhook_beats_api() -> None:
     state = transforms.fold(None, events(ev(1, "joined", T0), ev(2, "left", T0)))
     assert scored(state, T0)["mem_1"]["valid"] is False
-    snap = Snapshot(fetched_us=us_of(T0), memberships=(ApiMembership("mem_1", "user_1", "biz_1", "active",
-                                                                     us_of(T0 - DAY)),))
+    snap = Snapshot(
+        fetched_us=us_of(T0), memberships=(ApiMembership("mem_1", "user_1", "biz_1", "active", us_of(T0 - DAY)),)
+    )
     # API says valid at T0, webhook says left at T0: the webhook wins.
     state = transforms.fold(None, events(ev(1, "left", T0)), facts(snap))
     row = state.row(0, named=True)
@@ -94,11 +109,14 @@ def test_no_validity_fact_counts_as_not_valid() -> None:
 def test_distinct_access_instants_across_webhooks_and_api() -> None:
     # Two accesses at the same instant (different webhooks), one more, and the API's last_accessed_at equal to
     # one of them: 2 distinct instants. Re-folding the same snapshot later must not count again.
-    snap = Snapshot(fetched_us=us_of(T0 + 5 * DAY),
-                    memberships=(ApiMembership("mem_1", "user_1", "biz_1", "active", us_of(T0)),),
-                    members=(ApiMember("user_1", us_of(T0 + 2 * DAY)),))
-    evs = events(ev(1, "joined", T0), ev(2, "accessed", T0 + DAY), ev(3, "accessed", T0 + DAY),
-                 ev(4, "accessed", T0 + 2 * DAY))
+    snap = Snapshot(
+        fetched_us=us_of(T0 + 5 * DAY),
+        memberships=(ApiMembership("mem_1", "user_1", "biz_1", "active", us_of(T0)),),
+        members=(ApiMember("user_1", us_of(T0 + 2 * DAY)),),
+    )
+    evs = events(
+        ev(1, "joined", T0), ev(2, "accessed", T0 + DAY), ev(3, "accessed", T0 + DAY), ev(4, "accessed", T0 + 2 * DAY)
+    )
     state = transforms.fold(None, evs, facts(snap))
     assert state["total_sessions"].item() == 2
     again = transforms.fold(state, None, facts(snap))
@@ -109,9 +127,10 @@ def test_distinct_access_instants_across_webhooks_and_api() -> None:
 def test_api_only_member_from_snapshot() -> None:
     snap = Snapshot(
         fetched_us=us_of(T0 + 3 * DAY),
-        memberships=(ApiMembership("mem_9", "user_9", "biz_1", "past_due", us_of(T0), name=None, username="nine",
-                                   email=None),
-                     ApiMembership("mem_8", "user_8", "biz_1", "canceled", us_of(T0)),),
+        memberships=(
+            ApiMembership("mem_9", "user_9", "biz_1", "past_due", us_of(T0), name=None, username="nine", email=None),
+            ApiMembership("mem_8", "user_8", "biz_1", "canceled", us_of(T0)),
+        ),
         members=(ApiMember("user_9", us_of(T0 + 2 * DAY), name="Nine Nines", email="n@x.io"),),
     )
     f = facts(snap)
@@ -119,8 +138,12 @@ def test_api_only_member_from_snapshot() -> None:
     state = transforms.fold(None, None, f)
     rows = scored(state, T0 + 3 * DAY)
     nine = rows["mem_9"]
-    assert (nine["valid"], nine["membership_status"], nine["member_name"], nine["email"]) == \
-        (True, "past_due", "Nine Nines", "n@x.io")
+    assert (nine["valid"], nine["membership_status"], nine["member_name"], nine["email"]) == (
+        True,
+        "past_due",
+        "Nine Nines",
+        "n@x.io",
+    )
     assert (nine["last_active"], nine["joined_at"], nine["total_sessions"]) == (T0 + 2 * DAY, T0, 1)
     assert nine["engagement_score"] == 91  # 1 day: floor(100·0.5^(1/7)+0.5)
     assert (rows["mem_8"]["valid"], rows["mem_8"]["engagement_score"]) == (False, 0)
@@ -133,8 +156,12 @@ def test_latest_name_email_status_by_time() -> None:
         ev(3, "left", T0 + DAY, name="mid", email="mid@x.io", shape="v1u", status="canceled"),
     )
     row = scored(transforms.fold(None, evs), T0 + 2 * DAY)["mem_1"]
-    assert (row["member_name"], row["email"], row["membership_status"], row["valid"]) == \
-        ("new", "mid@x.io", "active", True)
+    assert (row["member_name"], row["email"], row["membership_status"], row["valid"]) == (
+        "new",
+        "mid@x.io",
+        "active",
+        True,
+    )
 
 
 def test_as_of_ignores_later_facts_and_drops_members_without_earlier_ones() -> None:
@@ -177,6 +204,7 @@ def test_a_naive_as_of_is_refused_with_a_hint() -> None:
 
 # --- drift ----------------------------------------------------------------------------------------------
 
+
 def test_drift_reasons() -> None:
     fetched = T0 + 10 * DAY
     evs = events(
@@ -192,9 +220,16 @@ def test_drift_reasons() -> None:
     def ms(mid: str, status: str) -> ApiMembership:
         return ApiMembership(mid, "user_1", "biz_1", status, us_of(T0))
 
-    snap = Snapshot(fetched_us=us_of(fetched), memberships=(
-        ms("mem_same", "active"), ms("mem_missed_join", "active"), ms("mem_status", "active"),
-        ms("mem_api_only", "expired"), ms("mem_late", "active")))
+    snap = Snapshot(
+        fetched_us=us_of(fetched),
+        memberships=(
+            ms("mem_same", "active"),
+            ms("mem_missed_join", "active"),
+            ms("mem_status", "active"),
+            ms("mem_api_only", "expired"),
+            ms("mem_late", "active"),
+        ),
+    )
     state = transforms.fold(None, evs, facts(snap))
     out = transforms.drift(state, *snapshot_frames(snap))
     assert out.schema == transforms.DRIFT_SCHEMA
@@ -206,8 +241,12 @@ def test_drift_reasons() -> None:
         "mem_wh_only": "webhook_only",
     }
     row = out.filter(pl.col("membership_id") == "mem_missed_join").row(0, named=True)
-    assert (row["webhook_valid"], row["api_valid"], row["webhook_status"], row["api_status"]) == \
-        (False, True, "canceled", "active")
+    assert (row["webhook_valid"], row["api_valid"], row["webhook_status"], row["api_status"]) == (
+        False,
+        True,
+        "canceled",
+        "active",
+    )
     # The merged state follows the later API fact, the webhook-only columns keep the webhook's view.
     merged = state.filter(pl.col("membership_id") == "mem_missed_join").row(0, named=True)
     assert (merged["valid"], merged["webhook_valid"]) == (True, False)
@@ -219,14 +258,19 @@ def test_a_hash_collision_between_membership_ids_falls_back_to_grouping_on_the_i
 ) -> None:
     import memberpulse.transforms._fold as fold_module
 
-    evs = events(ev(1, "joined", T0, mid="mem_a", name="A"), ev(2, "accessed", T0 + DAY, mid="mem_b"),
-                 ev(3, "left", T0 + DAY, mid="mem_a"))
+    evs = events(
+        ev(1, "joined", T0, mid="mem_a", name="A"),
+        ev(2, "accessed", T0 + DAY, mid="mem_b"),
+        ev(3, "left", T0 + DAY, mid="mem_a"),
+    )
     expected = transforms.fold(None, evs)
     # Every id "hashes" to the same group: the second hash must notice and the ids decide.
     monkeypatch.setattr(fold_module, "_groupings", lambda: (pl.lit(0, dtype=pl.UInt64), pl.col("membership_id")))
     collided = transforms.fold(None, evs)
     assert collided.height == 2
     key = ["membership_id"]
-    assert collided.with_columns(pl.col("access_instants").list.sort()).sort(key).equals(
-        expected.with_columns(pl.col("access_instants").list.sort()).sort(key)
+    assert (
+        collided.with_columns(pl.col("access_instants").list.sort())
+        .sort(key)
+        .equals(expected.with_columns(pl.col("access_instants").list.sort()).sort(key))
     )

@@ -16,11 +16,22 @@ RECEIVED = "2026-02-01T12:00:05.250000Z"
 SIGNED = 1769947203  # 2026-02-01T12:00:03Z
 
 
-def record(body: str | dict[str, Any] | list[Any] | None, *, webhook_id: str = "wh_1", signed_at: int | None = SIGNED,
-           received_at: str = RECEIVED) -> dict[str, Any]:
+def record(
+    body: str | dict[str, Any] | list[Any] | None,
+    *,
+    webhook_id: str = "wh_1",
+    signed_at: int | None = SIGNED,
+    received_at: str = RECEIVED,
+) -> dict[str, Any]:
     text = body if isinstance(body, str) or body is None else json.dumps(body)
-    return {"webhook_id": webhook_id, "received_at": received_at, "signed_at": signed_at, "scheme": "standard",
-            "event_type": None, "body": text}
+    return {
+        "webhook_id": webhook_id,
+        "received_at": received_at,
+        "signed_at": signed_at,
+        "scheme": "standard",
+        "event_type": None,
+        "body": text,
+    }
 
 
 def parse(*records: dict[str, Any]) -> transforms.ParsedBatch:
@@ -40,17 +51,38 @@ def utc(*args: int) -> datetime:
 
 # --- the guide's shapes (its README's examples, verbatim) ------------------------------------------------
 
-SEED_JOINED = {"action": "membership.went_valid", "data": {
-    "id": "membership_xxx", "user_id": "user_xxx", "company_id": "biz_xxx", "email": "member@example.com",
-    "username": "membername", "created_at": "2025-10-21T10:00:00Z"}}
-SEED_ACCESSED = {"action": "membership.accessed", "data": {
-    "id": "membership_xxx", "user_id": "user_xxx", "company_id": "biz_xxx", "accessed_at": "2025-10-21T10:00:00Z"}}
-SEED_LEFT = {"action": "membership.went_invalid", "data": {
-    "id": "membership_xxx", "user_id": "user_xxx", "company_id": "biz_xxx", "expired_at": "2025-10-21T10:00:00Z"}}
+SEED_JOINED = {
+    "action": "membership.went_valid",
+    "data": {
+        "id": "membership_xxx",
+        "user_id": "user_xxx",
+        "company_id": "biz_xxx",
+        "email": "member@example.com",
+        "username": "membername",
+        "created_at": "2025-10-21T10:00:00Z",
+    },
+}
+SEED_ACCESSED = {
+    "action": "membership.accessed",
+    "data": {
+        "id": "membership_xxx",
+        "user_id": "user_xxx",
+        "company_id": "biz_xxx",
+        "accessed_at": "2025-10-21T10:00:00Z",
+    },
+}
+SEED_LEFT = {
+    "action": "membership.went_invalid",
+    "data": {
+        "id": "membership_xxx",
+        "user_id": "user_xxx",
+        "company_id": "biz_xxx",
+        "expired_at": "2025-10-21T10:00:00Z",
+    },
+}
 
 
-@pytest.mark.parametrize(("body", "kind"), [(SEED_JOINED, "joined"), (SEED_ACCESSED, "accessed"),
-                                            (SEED_LEFT, "left")])
+@pytest.mark.parametrize(("body", "kind"), [(SEED_JOINED, "joined"), (SEED_ACCESSED, "accessed"), (SEED_LEFT, "left")])
 def test_guide_payloads(body: dict[str, Any], kind: str) -> None:
     ev = one_event(body)
     assert ev["kind"] == kind
@@ -65,11 +97,23 @@ def test_guide_payloads(body: dict[str, Any], kind: str) -> None:
 
 # --- Whop legacy v5 -----------------------------------------------------------------------------------
 
+
 def v5(action: str, **data: Any) -> dict[str, Any]:
-    base = {"id": "mem_v5", "product_id": "prod_1", "user_id": "user_v5", "plan_id": "plan_1",
-            "created_at": 1767225600, "expires_at": 1769904000, "renewal_period_start": 1767225600,
-            "renewal_period_end": 1769904000, "status": "active", "valid": True, "cancel_at_period_end": False,
-            "metadata": {"tier": ["gold"]}, "manage_url": "https://whop.com/orders/mem_v5/manage"}
+    base = {
+        "id": "mem_v5",
+        "product_id": "prod_1",
+        "user_id": "user_v5",
+        "plan_id": "plan_1",
+        "created_at": 1767225600,
+        "expires_at": 1769904000,
+        "renewal_period_start": 1767225600,
+        "renewal_period_end": 1769904000,
+        "status": "active",
+        "valid": True,
+        "cancel_at_period_end": False,
+        "metadata": {"tier": ["gold"]},
+        "manage_url": "https://whop.com/orders/mem_v5/manage",
+    }
     return {"action": action, "api_version": "v5", "data": {**base, **data}}
 
 
@@ -95,21 +139,42 @@ def test_v5_fractional_epoch_is_exact() -> None:
 
 # --- Whop v1 (pinned and unpinned) ---------------------------------------------------------------------
 
+
 def v1(type_: str, data: dict[str, Any], timestamp: str | None = "2026-01-15T08:30:00.123Z") -> dict[str, Any]:
-    env: dict[str, Any] = {"id": "msg_1", "api_version": "v1", "api_version_date": "2025-06-01", "type": type_,
-                           "data": data, "account_id": "biz_acct"}
+    env: dict[str, Any] = {
+        "id": "msg_1",
+        "api_version": "v1",
+        "api_version_date": "2025-06-01",
+        "type": type_,
+        "data": data,
+        "account_id": "biz_acct",
+    }
     if timestamp is not None:
         env["timestamp"] = timestamp
     return env
 
 
-UNPINNED = {"id": "mem_v1", "status": "active", "created_at": "2025-12-01T00:00:00Z",
-            "renewal_period_start": None, "cancel_at_period_end": False, "company": {"id": "biz_v1", "title": "Co"},
-            "user": {"id": "user_v1", "username": "ann", "name": "Ann Lee", "email": "ann@example.com"},
-            "product": {"id": "prod_1"}}
-PINNED = {"id": "mem_v1p", "user_id": "user_p", "member_id": "mber_p", "product_id": "prod_1",
-          "company_id": "biz_p", "status": "trialing", "created_at": "2025-12-01T00:00:00+00:00",
-          "current_period_start": None, "updated_at": "2026-01-15T08:30:00Z"}
+UNPINNED = {
+    "id": "mem_v1",
+    "status": "active",
+    "created_at": "2025-12-01T00:00:00Z",
+    "renewal_period_start": None,
+    "cancel_at_period_end": False,
+    "company": {"id": "biz_v1", "title": "Co"},
+    "user": {"id": "user_v1", "username": "ann", "name": "Ann Lee", "email": "ann@example.com"},
+    "product": {"id": "prod_1"},
+}
+PINNED = {
+    "id": "mem_v1p",
+    "user_id": "user_p",
+    "member_id": "mber_p",
+    "product_id": "prod_1",
+    "company_id": "biz_p",
+    "status": "trialing",
+    "created_at": "2025-12-01T00:00:00+00:00",
+    "current_period_start": None,
+    "updated_at": "2026-01-15T08:30:00Z",
+}
 
 
 def test_v1_unpinned_activated() -> None:
@@ -147,22 +212,26 @@ def test_no_time_anywhere_falls_back_to_signed_at_then_received_at() -> None:
     assert one_event(body, signed_at=None)["event_at"] == utc(2026, 2, 1, 12, 0, 5, 250000)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2026-01-02T03:04:05Z", utc(2026, 1, 2, 3, 4, 5)),
-    ("2026-01-02T03:04:05.5z", utc(2026, 1, 2, 3, 4, 5, 500000)),
-    ("2026-01-02T05:04:05+0200", utc(2026, 1, 2, 3, 4, 5)),
-    ("2026-01-02T03:04:05.123456789Z", utc(2026, 1, 2, 3, 4, 5, 123456)),
-    ("2026-01-02T03:04:05", utc(2026, 1, 2, 3, 4, 5)),
-    ("1767322800", utc(2026, 1, 2, 3)),
-    (1767322800, utc(2026, 1, 2, 3)),
-    (1767322800.000001, utc(2026, 1, 2, 3, 0, 0, 1)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-02T03:04:05Z", utc(2026, 1, 2, 3, 4, 5)),
+        ("2026-01-02T03:04:05.5z", utc(2026, 1, 2, 3, 4, 5, 500000)),
+        ("2026-01-02T05:04:05+0200", utc(2026, 1, 2, 3, 4, 5)),
+        ("2026-01-02T03:04:05.123456789Z", utc(2026, 1, 2, 3, 4, 5, 123456)),
+        ("2026-01-02T03:04:05", utc(2026, 1, 2, 3, 4, 5)),
+        ("1767322800", utc(2026, 1, 2, 3)),
+        (1767322800, utc(2026, 1, 2, 3)),
+        (1767322800.000001, utc(2026, 1, 2, 3, 0, 0, 1)),
+    ],
+)
 def test_time_encodings(text: Any, expected: datetime) -> None:
     ev = one_event({"action": "membership.accessed", "data": {"id": "m", "accessed_at": text}})
     assert ev["event_at"] == expected
 
 
 # --- unknown events: kept and counted -------------------------------------------------------------------
+
 
 def test_unknown_events_are_kept_and_counted() -> None:
     batch = parse(
@@ -175,39 +244,52 @@ def test_unknown_events_are_kept_and_counted() -> None:
     assert batch.rejects.height == 0
     assert batch.events.height == 5
     assert batch.unknown_events == 4
-    assert batch.unknown_event_types() == {"payment.succeeded": 1, "member.created": 1,
-                                           "membership.updated": 1, "(none)": 1}
+    assert batch.unknown_event_types() == {
+        "payment.succeeded": 1,
+        "member.created": 1,
+        "membership.updated": 1,
+        "(none)": 1,
+    }
     assert set(transforms.SUPPORTED_EVENTS) == set(transforms.EVENT_KINDS)
     assert transforms.EVENT_KINDS["membership.deactivated"] == "left"
 
 
 # --- malformed: rejects with reasons, nothing dropped ---------------------------------------------------
 
-@pytest.mark.parametrize(("body", "reason"), [
-    ('{"action": "membership.went_valid", "data": {', "body is not valid JSON"),
-    ("not json at all", "body is not valid JSON"),
-    ('{"a": 1} trailing', "body is not valid JSON"),
-    ("[1, 2]", "body is not a JSON object"),
-    ('"membership.went_valid"', "body is not a JSON object"),
-    ("null", "body is not a JSON object"),
-    ("42", "body is not a JSON object"),
-    ("", "empty body"),
-    ("   ", "empty body"),
-    ({"action": "membership.went_valid", "data": {"user_id": "u"}}, "missing data.id"),
-    ({"action": "membership.accessed", "data": {"id": ""}}, "missing data.id"),
-    ({"action": "membership.went_invalid", "data": "mem_1"}, "missing data.id"),
-    ({"action": "membership.went_valid", "data": {"id": "m", "created_at": "yesterday"}},
-     "unparsable data.created_at: 'yesterday'"),
-    ({"action": "membership.accessed", "data": {"id": "m", "accessed_at": "2026-13-45T00:00:00Z"}},
-     "unparsable data.accessed_at"),
-    (v1("membership.activated", UNPINNED, timestamp="soon"), "unparsable timestamp: 'soon'"),
-])
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ('{"action": "membership.went_valid", "data": {', "body is not valid JSON"),
+        ("not json at all", "body is not valid JSON"),
+        ('{"a": 1} trailing', "body is not valid JSON"),
+        ("[1, 2]", "body is not a JSON object"),
+        ('"membership.went_valid"', "body is not a JSON object"),
+        ("null", "body is not a JSON object"),
+        ("42", "body is not a JSON object"),
+        ("", "empty body"),
+        ("   ", "empty body"),
+        ({"action": "membership.went_valid", "data": {"user_id": "u"}}, "missing data.id"),
+        ({"action": "membership.accessed", "data": {"id": ""}}, "missing data.id"),
+        ({"action": "membership.went_invalid", "data": "mem_1"}, "missing data.id"),
+        (
+            {"action": "membership.went_valid", "data": {"id": "m", "created_at": "yesterday"}},
+            "unparsable data.created_at: 'yesterday'",
+        ),
+        (
+            {"action": "membership.accessed", "data": {"id": "m", "accessed_at": "2026-13-45T00:00:00Z"}},
+            "unparsable data.accessed_at",
+        ),
+        (v1("membership.activated", UNPINNED, timestamp="soon"), "unparsable timestamp: 'soon'"),
+    ],
+)
 def test_malformed_bodies_are_rejected_with_a_reason(body: Any, reason: str) -> None:
     good = record(SEED_ACCESSED, webhook_id="good")
     bad = record(body, webhook_id="bad")
     bad["source_file"], bad["source_offset"] = "dt=2026-02-01/w1.ndjson", 1234
-    frame = pl.DataFrame([good, bad], schema={**transforms.RAW_SCHEMA, "source_file": pl.Utf8,
-                                              "source_offset": pl.Int64})
+    frame = pl.DataFrame(
+        [good, bad], schema={**transforms.RAW_SCHEMA, "source_file": pl.Utf8, "source_offset": pl.Int64}
+    )
     batch = transforms.parse_raw(frame)
     assert batch.events["webhook_id"].to_list() == ["good"]
     assert batch.rejects.schema == transforms.REJECT_SCHEMA
@@ -222,8 +304,16 @@ def test_malformed_bodies_are_rejected_with_a_reason(body: Any, reason: str) -> 
 def test_oddly_typed_fields_count_as_absent_not_as_errors() -> None:
     # data.user as a string, company as a list, status as an object: polars' typed decoder refuses the row,
     # the lenient path keeps the event with those fields missing.
-    body = {"action": "membership.went_valid", "data": {"id": "m1", "user": "user_1", "company": ["x"],
-                                                        "status": {"x": 1}, "created_at": "2026-01-01T00:00:00Z"}}
+    body = {
+        "action": "membership.went_valid",
+        "data": {
+            "id": "m1",
+            "user": "user_1",
+            "company": ["x"],
+            "status": {"x": 1},
+            "created_at": "2026-01-01T00:00:00Z",
+        },
+    }
     batch = parse(record(SEED_JOINED, webhook_id="a"), record(body, webhook_id="b"))
     assert batch.rejects.height == 0
     ev = batch.events.filter(pl.col("webhook_id") == "b").row(0, named=True)
@@ -279,8 +369,7 @@ ODD_BODIES = [
 def test_duckdb_fast_path_equals_the_polars_reader(monkeypatch: pytest.MonkeyPatch) -> None:
     from memberpulse.transforms import _parse
 
-    normal = [SEED_JOINED, SEED_ACCESSED, SEED_LEFT, v5("membership.went_valid"),
-              v1("membership.activated", UNPINNED)]
+    normal = [SEED_JOINED, SEED_ACCESSED, SEED_LEFT, v5("membership.went_valid"), v1("membership.activated", UNPINNED)]
     # Enough rows that a body DuckDB refuses is found by bisection, odd rows scattered among normal ones.
     bodies = [json.dumps(normal[i % len(normal)]) for i in range(240)]
     for i, odd in enumerate(ODD_BODIES):
@@ -289,9 +378,7 @@ def test_duckdb_fast_path_equals_the_polars_reader(monkeypatch: pytest.MonkeyPat
 
     def one_by_one(bodies: pl.Series) -> pl.DataFrame:  # the reader's result for each body on its own,
         # except that a repeated key takes its last value (the reader takes the first)
-        return pl.concat(
-            [_parse._last_key_wins(bodies[i : i + 1], _parse._decode_framed) for i in range(len(bodies))]
-        )
+        return pl.concat([_parse._last_key_wins(bodies[i : i + 1], _parse._decode_framed) for i in range(len(bodies))])
 
     assert _parse._decode_fast(series).equals(one_by_one(series))
     plain = pl.Series("body", [json.dumps(normal[i % len(normal)]) for i in range(50)])
@@ -314,6 +401,7 @@ def test_raw_frame_must_have_the_required_columns() -> None:
 
 
 # --- NDJSON lines ------------------------------------------------------------------------------------
+
 
 def test_parse_ndjson_good_lines() -> None:
     lines = [json.dumps(record(SEED_JOINED, webhook_id=f"w{i}")) for i in range(3)]
@@ -339,10 +427,12 @@ def test_parse_ndjson_bad_lines_become_rejects_with_offsets() -> None:
     assert out.rejects.height == len(bad_lines)
     assert all(r.startswith("invalid raw record: ") for r in out.rejects["reason"].to_list())
     offsets = out.rejects["source_offset"].to_list()
-    assert [data[o - 100:].split(b"\n")[0] for o in offsets] == bad_lines
+    assert [data[o - 100 :].split(b"\n")[0] for o in offsets] == bad_lines
     assert set(out.rejects["source_file"].to_list()) == {"dt=2026-02-01/a.ndjson"}
-    assert out.rejects.filter(pl.col("webhook_id") == "s")["reason"].item() == \
-        "invalid raw record: signed_at is not an integer"
+    assert (
+        out.rejects.filter(pl.col("webhook_id") == "s")["reason"].item()
+        == "invalid raw record: signed_at is not an integer"
+    )
 
 
 def test_parse_ndjson_empty() -> None:
@@ -351,6 +441,7 @@ def test_parse_ndjson_empty() -> None:
 
 
 # --- dedupe -------------------------------------------------------------------------------------------
+
 
 def test_dedupe_keeps_one_per_webhook_id_ordered_by_event_time() -> None:
     def acc(t: str) -> dict[str, Any]:

@@ -91,11 +91,20 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
         )
         for m in listed
     )
-    members = tuple(
-        ApiMember(user_id=USER[m], last_accessed_us=draw(st.one_of(st.none(), times)), name=draw(names),
-                  email=draw(emails))
-        for m in draw(st.lists(st.sampled_from(listed), unique=True)) if listed
-    ) if listed else ()
+    members = (
+        tuple(
+            ApiMember(
+                user_id=USER[m],
+                last_accessed_us=draw(st.one_of(st.none(), times)),
+                name=draw(names),
+                email=draw(emails),
+            )
+            for m in draw(st.lists(st.sampled_from(listed), unique=True))
+            if listed
+        )
+        if listed
+        else ()
+    )
     return Snapshot(fetched_us=fetched, memberships=memberships, members=members)
 
 

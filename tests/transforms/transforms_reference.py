@@ -104,8 +104,15 @@ def body_of(ev: WebhookEvent) -> str:
     in_body = ev.time_mode == "body"
     if ev.kind == "other":
         if ev.shape.startswith("v1"):
-            return json.dumps({"id": "msg_" + ev.webhook_id, "type": ev.other_type, "api_version": "v1",
-                               "timestamp": iso(ev.t_us), "data": {"id": "pay_1"}})
+            return json.dumps(
+                {
+                    "id": "msg_" + ev.webhook_id,
+                    "type": ev.other_type,
+                    "api_version": "v1",
+                    "timestamp": iso(ev.t_us),
+                    "data": {"id": "pay_1"},
+                }
+            )
         return json.dumps({"action": ev.other_type, "data": {"id": "pay_1", "membership_id": ev.membership_id}})
     data: dict[str, Any] = {"id": ev.membership_id}
     if ev.shape == "seed":
@@ -118,8 +125,15 @@ def body_of(ev: WebhookEvent) -> str:
             data[KIND_FIELD[ev.kind]] = iso(ev.t_us, ev.iso_style)
         return json.dumps({"action": SEED_TYPES[ev.kind], "data": data})
     if ev.shape == "v5":
-        data.update(user_id=ev.user_id, product_id="prod_1", plan_id="plan_1", valid=ev.kind != "left",
-                    cancel_at_period_end=False, metadata={"k": [1, 2]}, expires_at=None)
+        data.update(
+            user_id=ev.user_id,
+            product_id="prod_1",
+            plan_id="plan_1",
+            valid=ev.kind != "left",
+            cancel_at_period_end=False,
+            metadata={"k": [1, 2]},
+            expires_at=None,
+        )
         if ev.status is not None:
             data["status"] = ev.status
         if in_body:
@@ -135,10 +149,20 @@ def body_of(ev: WebhookEvent) -> str:
         data["company"] = {"id": ev.company_id, "title": "Co"}
         data["user"] = {"id": ev.user_id, "username": None, "name": ev.name, "email": ev.email}
     else:
-        data.update(user_id=ev.user_id, member_id="mber_" + ev.user_id, company_id=ev.company_id,
-                    product_id="prod_1", updated_at=iso(ev.t_us))
-    envelope: dict[str, Any] = {"id": "msg_" + ev.webhook_id, "api_version": "v1", "type": V1_TYPES[ev.kind],
-                                "data": data, "account_id": ev.company_id}
+        data.update(
+            user_id=ev.user_id,
+            member_id="mber_" + ev.user_id,
+            company_id=ev.company_id,
+            product_id="prod_1",
+            updated_at=iso(ev.t_us),
+        )
+    envelope: dict[str, Any] = {
+        "id": "msg_" + ev.webhook_id,
+        "api_version": "v1",
+        "type": V1_TYPES[ev.kind],
+        "data": data,
+        "account_id": ev.company_id,
+    }
     if in_body:
         envelope["timestamp"] = iso(ev.t_us, ev.iso_style)
     return json.dumps(envelope)
@@ -166,20 +190,39 @@ def raw_record(ev: WebhookEvent, *, delivery: int = 0) -> dict[str, Any]:
 
 def memberships_rows(snap: Snapshot) -> list[dict[str, Any]]:
     return [
-        {"membership_id": m.membership_id, "company_id": m.company_id, "user_id": m.user_id,
-         "member_id": "mber_" + m.user_id, "product_id": "prod_1", "status": m.status,
-         "created_at": dt(m.created_us), "updated_at": None, "canceled_at": None, "username": m.username,
-         "name": m.name, "email": m.email, "fetched_at": dt(snap.fetched_us)}
+        {
+            "membership_id": m.membership_id,
+            "company_id": m.company_id,
+            "user_id": m.user_id,
+            "member_id": "mber_" + m.user_id,
+            "product_id": "prod_1",
+            "status": m.status,
+            "created_at": dt(m.created_us),
+            "updated_at": None,
+            "canceled_at": None,
+            "username": m.username,
+            "name": m.name,
+            "email": m.email,
+            "fetched_at": dt(snap.fetched_us),
+        }
         for m in snap.memberships
     ]
 
 
 def members_rows(snap: Snapshot) -> list[dict[str, Any]]:
     return [
-        {"member_id": "mber_" + m.user_id, "user_id": m.user_id, "username": None, "name": m.name,
-         "email": m.email, "status": "joined", "joined_at": None,
-         "last_accessed_at": None if m.last_accessed_us is None else dt(m.last_accessed_us),
-         "most_recent_action_at": None, "fetched_at": dt(snap.fetched_us)}
+        {
+            "member_id": "mber_" + m.user_id,
+            "user_id": m.user_id,
+            "username": None,
+            "name": m.name,
+            "email": m.email,
+            "status": "joined",
+            "joined_at": None,
+            "last_accessed_at": None if m.last_accessed_us is None else dt(m.last_accessed_us),
+            "most_recent_action_at": None,
+            "fetched_at": dt(snap.fetched_us),
+        }
         for m in snap.members
     ]
 
@@ -206,10 +249,18 @@ def reference_scores(
         seen_ids.add(ev.webhook_id)
         if ev.kind == "other" or ev.t_us > as_of_us:
             continue
-        facts.setdefault(ev.membership_id, []).append({
-            "t": ev.t_us, "src": 1, "kind": ev.kind, "name": ev.name, "email": ev.email, "status": ev.status,
-            "user_id": ev.user_id, "company_id": None if ev.shape == "v5" else ev.company_id,
-        })
+        facts.setdefault(ev.membership_id, []).append(
+            {
+                "t": ev.t_us,
+                "src": 1,
+                "kind": ev.kind,
+                "name": ev.name,
+                "email": ev.email,
+                "status": ev.status,
+                "user_id": ev.user_id,
+                "company_id": None if ev.shape == "v5" else ev.company_id,
+            }
+        )
     for snap in snapshots:
         if snap.fetched_us > as_of_us:
             continue
@@ -217,14 +268,21 @@ def reference_scores(
         for ms in snap.memberships:
             mem = members.get(ms.user_id)
             username = ms.username
-            facts.setdefault(ms.membership_id, []).append({
-                "t": snap.fetched_us, "src": 0, "kind": "api", "status": ms.status,
-                "valid": ms.status in VALID, "created": ms.created_us,
-                "last_accessed": mem.last_accessed_us if mem else None,
-                "name": ms.name or (mem.name if mem else None) or username,
-                "email": ms.email or (mem.email if mem else None),
-                "user_id": ms.user_id, "company_id": ms.company_id,
-            })
+            facts.setdefault(ms.membership_id, []).append(
+                {
+                    "t": snap.fetched_us,
+                    "src": 0,
+                    "kind": "api",
+                    "status": ms.status,
+                    "valid": ms.status in VALID,
+                    "created": ms.created_us,
+                    "last_accessed": mem.last_accessed_us if mem else None,
+                    "name": ms.name or (mem.name if mem else None) or username,
+                    "email": ms.email or (mem.email if mem else None),
+                    "user_id": ms.user_id,
+                    "company_id": ms.company_id,
+                }
+            )
 
     rows: dict[str, dict[str, Any]] = {}
     for mid, fs in facts.items():
@@ -282,6 +340,7 @@ def reference_scores(
 
 # --- frames for the code under test ----------------------------------------------------------------------
 
+
 def raw_frame(records: list[dict[str, Any]]) -> Any:
     import polars as pl
 
@@ -294,11 +353,31 @@ def snapshot_frames(snap: Snapshot) -> tuple[Any, Any]:
     import polars as pl
 
     utc = pl.Datetime("us", "UTC")
-    ms_schema = {"membership_id": pl.Utf8, "company_id": pl.Utf8, "user_id": pl.Utf8, "member_id": pl.Utf8,
-                 "product_id": pl.Utf8, "status": pl.Utf8, "created_at": utc, "updated_at": utc,
-                 "canceled_at": utc, "username": pl.Utf8, "name": pl.Utf8, "email": pl.Utf8, "fetched_at": utc}
-    mem_schema = {"member_id": pl.Utf8, "user_id": pl.Utf8, "username": pl.Utf8, "name": pl.Utf8,
-                  "email": pl.Utf8, "status": pl.Utf8, "joined_at": utc, "last_accessed_at": utc,
-                  "most_recent_action_at": utc, "fetched_at": utc}
-    return (pl.DataFrame(memberships_rows(snap), schema=ms_schema),
-            pl.DataFrame(members_rows(snap), schema=mem_schema))
+    ms_schema = {
+        "membership_id": pl.Utf8,
+        "company_id": pl.Utf8,
+        "user_id": pl.Utf8,
+        "member_id": pl.Utf8,
+        "product_id": pl.Utf8,
+        "status": pl.Utf8,
+        "created_at": utc,
+        "updated_at": utc,
+        "canceled_at": utc,
+        "username": pl.Utf8,
+        "name": pl.Utf8,
+        "email": pl.Utf8,
+        "fetched_at": utc,
+    }
+    mem_schema = {
+        "member_id": pl.Utf8,
+        "user_id": pl.Utf8,
+        "username": pl.Utf8,
+        "name": pl.Utf8,
+        "email": pl.Utf8,
+        "status": pl.Utf8,
+        "joined_at": utc,
+        "last_accessed_at": utc,
+        "most_recent_action_at": utc,
+        "fetched_at": utc,
+    }
+    return (pl.DataFrame(memberships_rows(snap), schema=ms_schema), pl.DataFrame(members_rows(snap), schema=mem_schema))
