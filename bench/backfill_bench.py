@@ -1,6 +1,6 @@
 """Backfill benchmark: 100k memberships + 100k members from the Whop API simulator.
 
-    .venv/bin/python bench/backfill_bench.py [--n 100000] [--page-size 100] [--skip-cli]
+    .venv/bin/python -m bench.backfill_bench [--n 100000] [--page-size 100] [--skip-cli]
 
 The simulator runs in its own process (as Whop would be: another machine), so the client and the server do not
 share a GIL. Measured in one run, same pages, same connection reuse:
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 API_KEY = "sim_bench_key"
 COMPANY_ID = "biz_bench"

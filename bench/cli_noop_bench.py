@@ -1,6 +1,6 @@
 """``memberpulse run`` with nothing new: wall time of the whole command, start-up included.
 
-    .venv/bin/python bench/cli_noop_bench.py [--runs N] [--members N]
+    .venv/bin/python -m bench.cli_noop_bench [--runs N] [--members N]
 
 Builds a throwaway data dir holding raw webhooks for ``--members`` members, runs ``memberpulse run`` once
 to ingest them, then times ``--runs`` further runs in which nothing is new (a fresh interpreter each time,
@@ -27,10 +27,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from memberpulse.landing import mock_events as mock  # noqa: E402
-from tests.flows.reconcile_testkit import append_raw, raw_record  # noqa: E402
+from memberpulse.landing import mock_events as mock
+from tests.flows.reconcile_testkit import append_raw, raw_record
 
 TARGET_SECONDS = 3.0
 

@@ -1,7 +1,7 @@
 """What an incremental reconcile run costs as history grows: 1M members over 5M and 10M history events.
 
-    .venv/bin/python bench/incremental_bench.py                       # 1M members; 5M and 10M events; 1k new
-    .venv/bin/python bench/incremental_bench.py --members 20000 --sizes 50000 100000   # a quick run
+    .venv/bin/python -m bench.incremental_bench                       # 1M members; 5M and 10M events; 1k new
+    .venv/bin/python -m bench.incremental_bench --members 20000 --sizes 50000 100000   # a quick run
 
 For each history size, in one invocation (so the two are measured side by side): raw landing segments from the
 transforms benchmark's generator, a real PostgreSQL server with the migrations applied, and the real reconcile
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -22,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from reconcile_bench import bench_settings, peak_rss, write_segments  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-from transforms_synth import BASE, SPAN_S  # noqa: E402
+from rich.console import Console
+from rich.table import Table
+
+from bench.reconcile_bench import bench_settings, peak_rss, write_segments
+from bench.transforms_synth import BASE, SPAN_S
 
 STEPS = ("ingest", "score", "publish", "drift", "snapshot", "report", "record", "compact")
 

@@ -1,6 +1,6 @@
 """Landing throughput: durable webhooks/s and latency, group commit vs. an inline-fsync baseline.
 
-    .venv/bin/python bench/landing_throughput.py            # needs wrk: apt-get install -y wrk
+    .venv/bin/python -m bench.landing_throughput            # needs wrk: apt-get install -y wrk
 
 For each configuration it starts a server on 127.0.0.1 (a real ``serve`` process, data in a temp dir),
 warms it up, then runs ``wrk -t2 -c32 -d10s --latency`` with a Lua script that cycles through pre-generated,
@@ -31,9 +31,8 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
-from memberpulse.landing.mock_events import MockMember, activated, encode, standard_headers  # noqa: E402
+from memberpulse.landing.mock_events import MockMember, activated, encode, standard_headers
 
 SECRET = "ws_bench_secret_0123456789abcdef"
 PATH = "/api/webhooks/whop"
@@ -213,7 +212,11 @@ def run_one(kind: str, workers: int, args: argparse.Namespace, work: Path, port:
     }
     log = open(work / f"server-{kind}-{workers}.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--port", str(port)], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "bench.landing_throughput", "--serve", kind, "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     try:
         wait_ready(port)

@@ -1,6 +1,6 @@
 """Publish benchmark: the COPY path vs per-row upserts, and a no-change run over 1M rows.
 
-    .venv/bin/python bench/publish_bench.py [--rows N] [--per-row-sample N] [--no-change-rows N]
+    .venv/bin/python -m bench.publish_bench [--rows N] [--per-row-sample N] [--no-change-rows N]
 
 Starts its own throwaway PostgreSQL server (the test harness, but durable: fsync, full_page_writes and
 synchronous_commit ON, with a production-sized WAL) on 127.0.0.1, applies supabase/migrations, and measures:
@@ -37,12 +37,11 @@ import polars as pl
 import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from memberpulse.flows.publish import PostgresPublisher, PublishedState  # noqa: E402
-from memberpulse.flows.publish._migrations import apply_migrations  # noqa: E402
-from memberpulse.flows.publish._schema import MEMBER_ACTIVITY_COLUMNS  # noqa: E402
-from tests.support.postgres import PostgresServer, start_server  # noqa: E402
+from memberpulse.flows.publish import PostgresPublisher, PublishedState
+from memberpulse.flows.publish._migrations import apply_migrations
+from memberpulse.flows.publish._schema import MEMBER_ACTIVITY_COLUMNS
+from tests.support.postgres import PostgresServer, start_server
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 # Durable like a real server, with the WAL room a production server has (no checkpoint storm mid-run).

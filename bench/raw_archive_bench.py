@@ -1,8 +1,8 @@
 """Full refresh from the compacted raw archive vs from NDJSON, at 1M members and 10M raw events.
 
-    .venv/bin/python bench/raw_archive_bench.py                              # 1M members, 10M events, 10 days
-    .venv/bin/python bench/raw_archive_bench.py --members 100000 --events 1000000   # a quick run
-    .venv/bin/python bench/raw_archive_bench.py --postgres                   # publish to a real PostgreSQL too
+    .venv/bin/python -m bench.raw_archive_bench                              # 1M members, 10M events, 10 days
+    .venv/bin/python -m bench.raw_archive_bench --members 100000 --events 1000000   # a quick run
+    .venv/bin/python -m bench.raw_archive_bench --postgres                   # publish to a real PostgreSQL too
 
 Writes the events as landing segments (64 MiB each, spread over ``--days`` UTC days, last written 30 days
 ago), then runs the real reconcile flow (Prefect test harness) twice with ``full_refresh=True``: first from the
@@ -14,23 +14,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from reconcile_bench import bench_settings, peak_rss  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-from transforms_synth import BASE, SPAN_S, generate_raw, to_ndjson  # noqa: E402
+from rich.console import Console
+from rich.table import Table
 
-from memberpulse.contracts.raw_record import raw_archive_dir, segment_path  # noqa: E402
+from bench.reconcile_bench import bench_settings, peak_rss
+from bench.transforms_synth import BASE, SPAN_S, generate_raw, to_ndjson
+from memberpulse.contracts.raw_record import raw_archive_dir, segment_path
 
 SEGMENT_BYTES = 64 * 1024 * 1024
 

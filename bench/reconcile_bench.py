@@ -1,7 +1,7 @@
 """Cost of one reconcile run at scale: 1M members, then 10k new events on top.
 
-    .venv/bin/python bench/reconcile_bench.py                     # 1M members, 3M history events, 10k new
-    .venv/bin/python bench/reconcile_bench.py --members 100000 --events 300000   # a quick run
+    .venv/bin/python -m bench.reconcile_bench                     # 1M members, 3M history events, 10k new
+    .venv/bin/python -m bench.reconcile_bench --members 100000 --events 300000   # a quick run
 
 Builds raw landing segments with the transforms benchmark's generator (all payload shapes, ~3% redeliveries),
 starts a real PostgreSQL server (the test suite's harness) with the migrations applied, and runs the real
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -24,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-from transforms_synth import BASE, SPAN_S, generate_raw, to_ndjson  # noqa: E402
+from rich.console import Console
+from rich.table import Table
+
+from bench.transforms_synth import BASE, SPAN_S, generate_raw, to_ndjson
 
 
 def _rss_bytes() -> int:

@@ -1,6 +1,6 @@
 """Cost of the analysts' report (flows.report.write_report) over a big snapshot: time and file size.
 
-    .venv/bin/python bench/report_bench.py [--members 1000000] [--events 2000000] [--history-days 7]
+    .venv/bin/python -m bench.report_bench [--members 1000000] [--events 2000000] [--history-days 7]
 
 The snapshot is synthesized as in bench/snapshot_write.py (same member and event shapes), with one history run
 per day for ``--history-days`` days, a tenth of the events "left" (churn), drift rows of several kinds and a

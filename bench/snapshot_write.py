@@ -1,6 +1,6 @@
 """Cost of one DuckDB snapshot (flows.snapshot.write_snapshot) at scale, and of an analyst's first queries.
 
-    .venv/bin/python bench/snapshot_write.py [--members 1000000] [--events 2000000] [--history-runs 3]
+    .venv/bin/python -m bench.snapshot_write [--members 1000000] [--events 2000000] [--history-runs 3]
 
 Inputs are synthetic, shaped like the reconcile flow's: the published member frame in memory, the parsed
 event log as parquet files (one per run), one history parquet per run. Prints a markdown table.

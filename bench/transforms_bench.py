@@ -1,8 +1,8 @@
 """Transforms benchmark: parse + dedupe throughput, full fold + score, an incremental step, and the speedup over
 the pure-Python reference (tests/transforms/transforms_reference.py), with peak RSS per phase.
 
-    .venv/bin/python bench/transforms_bench.py              # 1M memberships, 10M events (+3% re-deliveries)
-    .venv/bin/python bench/transforms_bench.py --scale 0.1  # quick: 100k memberships, 1M events
+    .venv/bin/python -m bench.transforms_bench              # 1M memberships, 10M events (+3% re-deliveries)
+    .venv/bin/python -m bench.transforms_bench --scale 0.1  # quick: 100k memberships, 1M events
 
 Synthetic raw records are generated once per size (vectorised polars, in a child process so the generator's
 memory does not count) and cached under bench/out/ (gitignored) as parquet chunks of 1M webhooks. The raw
@@ -30,12 +30,9 @@ from typing import Any
 import polars as pl
 
 ROOT = Path(__file__).resolve().parents[1]
-for extra in (ROOT, ROOT / "bench", ROOT / "tests" / "transforms"):
-    sys.path.insert(0, str(extra))
 
-from transforms_synth import BASE, generate_raw, to_ndjson  # noqa: E402
-
-from memberpulse import transforms  # noqa: E402
+from bench.transforms_synth import BASE, generate_raw, to_ndjson
+from memberpulse import transforms
 
 OUT = ROOT / "bench" / "out"
 CHUNK = 1_000_000
@@ -100,7 +97,11 @@ def ensure_cache(members: int, events: int) -> list[Path]:
     if missing:
         print(f"generating {events:,} events for {members:,} memberships into {folder} …", flush=True)
         t = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--generate", str(members), str(events)], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "bench.transforms_bench", "--generate", str(members), str(events)],
+            cwd=ROOT,
+            check=True,
+        )
         print(f"  generated in {time.perf_counter() - t:.1f} s", flush=True)
     return chunks
 
@@ -117,7 +118,7 @@ def generate(members: int, events: int) -> None:
 
 
 def to_reference_events(events: pl.DataFrame) -> list[Any]:
-    from transforms_reference import WebhookEvent
+    from tests.transforms.transforms_reference import WebhookEvent
 
     t_us = events["event_at"].dt.epoch("us")
     return [
@@ -255,7 +256,7 @@ def main() -> int:
     with phase("polars fold + score (reference slice)", sample.height):
         ref_state = transforms.fold(None, sample)
         polars_rows = transforms.score(ref_state, as_of=AS_OF, params=transforms.ScoringParams())
-    from transforms_reference import reference_scores, us_of
+    from tests.transforms.transforms_reference import reference_scores, us_of
 
     ref_events = to_reference_events(sample)
     with phase("pure-Python reference (same slice)", sample.height):

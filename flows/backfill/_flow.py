@@ -3,7 +3,8 @@
 Prefect loads this file by path for deployments (``prefect.yaml``), so every import here is absolute.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: a runner (``flow.serve()``) cloudpickles the flow by value, and
+# string annotations would then name types its globals no longer hold (Prefect's parameter model fails).
 
 import logging
 import time

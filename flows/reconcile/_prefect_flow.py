@@ -4,7 +4,8 @@ run's summary and newly at-risk members as artifacts.
 Deployments (``prefect.yaml``) name ``memberpulse.flows.reconcile.reconcile_flow``, resolved from the installed package.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: a runner (``flow.serve()``) cloudpickles the flow by value, and
+# string annotations would then name types its globals no longer hold (Prefect's parameter model fails).
 
 import time
 from datetime import datetime
