@@ -21,7 +21,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from memberpulse.flows.publish._base import PipelineRun, Publisher, PublishResult, RunStatus
+from memberpulse.flows.publish._base import (
+    REFUSED_LABEL,
+    REJECTS_LABEL,
+    PipelineRun,
+    Publisher,
+    PublishResult,
+    RunStatus,
+)
 from memberpulse.flows.publish._flow_api import (
     PublishOutcome,
     failures_from_rejects,
@@ -58,6 +65,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
+    "REFUSED_LABEL",
+    "REJECTS_LABEL",
     "ChangeHints",
     "PipelineRun",
     "PostgresPublisher",
