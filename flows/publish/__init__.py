@@ -43,7 +43,14 @@ from memberpulse.flows.publish._publish_step import (
     runs_with,
     target_name,
 )
-from memberpulse.flows.publish._publisher import PipelineRun, Publisher, PublishResult, RunStatus
+from memberpulse.flows.publish._publisher import (
+    REFUSED_LABEL,
+    REJECTS_LABEL,
+    PipelineRun,
+    Publisher,
+    PublishResult,
+    RunStatus,
+)
 
 if TYPE_CHECKING:
     from memberpulse.flows.publish._postgrest import PostgrestPublisher
@@ -59,6 +66,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "REFUSED_LABEL",
+    "REJECTS_LABEL",
     "ChangeHints",
     "PipelineRun",
     "PostgresPublisher",

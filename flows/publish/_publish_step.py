@@ -216,6 +216,10 @@ def runs_with(settings: Settings, run: PipelineRun) -> pl.DataFrame:
     row = pl.DataFrame([run.as_row()], schema=PIPELINE_RUNS_SCHEMA)
     hint = "delete it: only the earlier runs' rows in the snapshot's pipeline_runs table are lost"
     previous = read_parquet_checked(path, what="the run log", hint=hint) if path.exists() else None
+    if previous is not None:  # a log written before a column existed: its runs did not count it (null)
+        previous = previous.with_columns(
+            pl.lit(None, dtype).alias(name) for name, dtype in PIPELINE_RUNS_SCHEMA.items() if name not in previous
+        ).select(row.columns)
     runs = row if previous is None else pl.concat([previous.filter(pl.col("run_id") != run.run_id), row])
     return runs.sort("started_at").select(PIPELINE_RUN_COLUMNS)
 

@@ -25,6 +25,9 @@ T = TypeVar("T")
 RunStatus = Literal["running", "completed", "failed"]
 _MAX_BACKOFF_SECONDS = 30.0
 _MAX_ERROR_CHARS = 2000
+# The two failure counts of a run, named once: the run summaries and the report's pipeline chart all say these.
+REJECTS_LABEL = "rejects (unparseable records)"
+REFUSED_LABEL = "refused by the landing (quarantine)"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class PipelineRun:
     rows_unchanged: int = 0
     drift_count: int = 0
     error: str | None = None
+    landing_rejections: int = 0
 
     def as_row(self) -> dict[str, Any]:
         row = asdict(self)

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.publish import PipelineRun, RunStatus
+from memberpulse.flows.publish import REFUSED_LABEL, REJECTS_LABEL, PipelineRun, RunStatus
 
 # A first run over a big company can put 100k members "newly at risk"; the artifact lists the first ones and
 # the summary says how many (Prefect refuses events of tens of MB, and nobody reads such a table).
@@ -96,6 +96,7 @@ class RunReport:
             rows_unchanged=self.unchanged,
             drift_count=self.drift_count,
             error=self.error,
+            landing_rejections=self.landing_rejections,
         )
 
     def summary_rows(self) -> list[tuple[str, str]]:
@@ -104,8 +105,8 @@ class RunReport:
             ("data dir", self.data_dir),
             ("raw records read", self.records_read),
             ("events ingested", self.events_ingested),
-            ("rejects (unparseable records)", self.rejects),
-            ("refused by the landing (quarantine)", self.landing_rejections),
+            (REJECTS_LABEL, self.rejects),
+            (REFUSED_LABEL, self.landing_rejections),
             ("unknown event types", self.unknown_events),
             (
                 "test webhooks (send-test, test_ ids)",

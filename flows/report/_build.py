@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
-import plotly.graph_objects as go
 
 from memberpulse.errors import ConfigError
 from memberpulse.flows.fsio import atomic_write_bytes
 from memberpulse.flows.report import _charts, _page, _queries
+from memberpulse.flows.report._charts import Chart
 from memberpulse.flows.snapshot import latest_path, open_latest
 
 REPORT_NAME = "report.html"
 log = logging.getLogger("memberpulse.report")
 
-# (name, query, chart, spans both columns)
-_Query = Callable[[duckdb.DuckDBPyConnection], _queries.Rows]
-_CHARTS: tuple[tuple[str, _Query, Callable[..., go.Figure], bool], ...] = (
+# (name, query, chart of the query's result, spans both columns)
+_CHARTS: tuple[tuple[str, Callable[[duckdb.DuckDBPyConnection], Any], Callable[[Any], Chart], bool], ...] = (
     ("status-over-time", _queries.status_over_time, _charts.status_over_time, False),
     ("score-distribution", _queries.score_distribution, _charts.score_distribution, False),
     ("cohort-retention", _queries.cohort_retention, _charts.cohort_heatmap, True),
@@ -31,8 +32,8 @@ _CHARTS: tuple[tuple[str, _Query, Callable[..., go.Figure], bool], ...] = (
 CHART_NAMES: tuple[str, ...] = tuple(name for name, *_ in _CHARTS)
 
 
-def build_report(snapshots_dir: Path) -> str:
-    """The report of ``snapshots_dir/latest.duckdb`` as one self-contained HTML page."""
+@contextmanager
+def _latest(snapshots_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     if not latest_path(snapshots_dir).is_file():
         raise ConfigError(
             f"no snapshot yet at {latest_path(snapshots_dir)}",
@@ -41,11 +42,27 @@ def build_report(snapshots_dir: Path) -> str:
     con = open_latest(snapshots_dir)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        overview = _queries.overview(con)
-        sections = [_page.chart_html(name, chart(query(con)), wide=wide) for name, query, chart, wide in _CHARTS]
-        sections.insert(5, _page.at_risk_html(_queries.newly_at_risk(con)))
+        yield con
     finally:
         con.close()
+
+
+def _charts_of(con: duckdb.DuckDBPyConnection) -> dict[str, Chart]:
+    return {name: chart(query(con)) for name, query, chart, _ in _CHARTS}
+
+
+def report_charts(snapshots_dir: Path) -> dict[str, Chart]:
+    """The charts of the latest snapshot's report by name (heading, note, figure), exactly as the page has them."""
+    with _latest(snapshots_dir) as con:
+        return _charts_of(con)
+
+
+def build_report(snapshots_dir: Path) -> str:
+    """The report of ``snapshots_dir/latest.duckdb`` as one self-contained HTML page."""
+    with _latest(snapshots_dir) as con:
+        overview, charts, at_risk = _queries.overview(con), _charts_of(con), _queries.newly_at_risk(con)
+    sections = [_page.chart_html(name, charts[name], wide=wide) for name, *_, wide in _CHARTS]
+    sections.insert(5, _page.at_risk_html(at_risk))
     return _page.page_html(overview, sections, source=str(latest_path(snapshots_dir)))
 
 

@@ -1,4 +1,5 @@
-"""The report's one HTML page: Plotly's own script inlined once, each chart's div and data after it."""
+"""The report's one HTML page: Plotly's own script inlined once, each chart's card (heading, note, div and data)
+after it."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from memberpulse.flows.report._charts import STATUS_COLOURS
+from memberpulse.flows.report._charts import STATUS_COLOURS, Chart
 from memberpulse.flows.report._queries import AT_RISK_LISTED, NewlyAtRisk, Overview
 
 _CSS = """
@@ -23,7 +23,7 @@ main { max-width: 1440px; margin: 0 auto; padding: 20px 32px 40px; }
 .tile { background: #fff; border-radius: 8px; padding: 12px 16px; border-left: 6px solid #4a6fa5; }
 .tile .value { font-size: 26px; font-weight: 600; }
 .tile .label { font-size: 13px; color: #57606a; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(600px, 1fr)); gap: 16px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(min(600px, 100%), 1fr)); gap: 16px; }
 .card { background: #fff; border-radius: 8px; padding: 8px; box-shadow: 0 1px 2px rgba(0,0,0,.06); min-width: 0; }
 .wide { grid-column: 1 / -1; }
 .card h2 { font-size: 17px; margin: 8px 12px; }
@@ -36,10 +36,31 @@ footer { color: #57606a; font-size: 12px; padding: 0 32px 24px; max-width: 1440p
 """
 
 
-def chart_html(name: str, fig: go.Figure, *, wide: bool = False) -> str:
-    div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
-                      config={"displayModeBar": False, "responsive": True})  # fmt: skip
-    return f'<section class="card chart{" wide" if wide else ""}" data-chart="{name}">{div}</section>'
+# Plotly's "responsive" redraws a chart when the window resizes, not when its card does, and a card changes
+# width while the page lays out: each chart is drawn as its script is parsed, before the cards after it exist
+# and before the page grows a scrollbar. So every chart follows its own box.
+_FIT_TO_CARD = """
+window.memberpulseFit = function (id) {
+  var gd = document.getElementById(id);
+  new ResizeObserver(function () {
+    var svg = gd.querySelector("svg.main-svg");
+    if (svg && gd.offsetWidth && Math.abs(svg.getBoundingClientRect().width - gd.offsetWidth) >= 1) {
+      Plotly.Plots.resize(gd).catch(function () {});  // not displayed (printing, a hidden tab): redrawn later
+    }
+  }).observe(gd);
+};
+"""
+
+
+def chart_html(name: str, chart: Chart, *, wide: bool = False) -> str:
+    div = chart.figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"chart-{name}",
+                               config={"displayModeBar": False, "responsive": True},
+                               post_script="memberpulseFit('{plot_id}');")  # fmt: skip
+    note = f'<p class="note">{escape(chart.note)}</p>' if chart.note else ""
+    return (
+        f'<section class="card chart{" wide" if wide else ""}" data-chart="{name}">'
+        f"<h2>{escape(chart.title)}</h2>{note}{div}</section>"
+    )
 
 
 def tiles_html(overview: Overview) -> str:
@@ -92,7 +113,8 @@ def page_html(overview: Overview, sections: list[str], *, source: str) -> str:
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>memberpulse report — {_when(overview.run_at)}</title>
 <style>{_CSS}</style>
-<script type="text/javascript">{get_plotlyjs()}</script>
+<script type="text/javascript">{get_plotlyjs()}
+{_FIT_TO_CARD}</script>
 </head><body>
 <header><h1>memberpulse: member activity</h1><p>{generated}</p></header>
 <main>{tiles_html(overview)}<div class="grid">{"".join(sections)}</div></main>

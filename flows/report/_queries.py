@@ -9,10 +9,20 @@ from typing import Any
 import duckdb
 
 AT_RISK_LISTED = 20  # rows in the "newly at risk" table; the heading gives the full count
-COHORTS_SHOWN = 26  # weekly cohorts in the retention heatmap (half a year)
+# The heatmap and the runs chart stay readable and the page small however long the history; when a bound cuts
+# something off, the chart says so ("the last N of M").
+COHORTS_SHOWN = 104  # weekly cohorts in the retention heatmap (two years)
 RUNS_SHOWN = 60  # pipeline runs in the health chart
 
 Rows = list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Bounded:
+    """The newest rows of something that may be longer than a chart shows: ``total`` items exist."""
+
+    rows: Rows
+    total: int
 
 
 @dataclass(frozen=True)
@@ -56,9 +66,10 @@ def score_distribution(con: duckdb.DuckDBPyConnection) -> Rows:
     ).fetchall()
 
 
-def cohort_retention(con: duckdb.DuckDBPyConnection) -> Rows:
-    """(cohort_week, week_number, retained_share, retained, members) for the newest cohorts."""
-    return con.execute(
+def cohort_retention(con: duckdb.DuckDBPyConnection) -> Bounded:
+    """(cohort_week, week_number, retained_share, retained, members) for the newest ``COHORTS_SHOWN`` cohorts,
+    and how many cohorts there are."""
+    rows = con.execute(
         f"""
         WITH shown AS (
             SELECT DISTINCT cohort_week FROM weekly_cohort_retention ORDER BY cohort_week DESC LIMIT {COHORTS_SHOWN}
@@ -68,6 +79,7 @@ def cohort_retention(con: duckdb.DuckDBPyConnection) -> Rows:
         ORDER BY cohort_week, week_number
         """
     ).fetchall()
+    return Bounded(rows, _count(con, "SELECT count(DISTINCT cohort_week) FROM weekly_cohort_retention"))
 
 
 def churn_per_week(con: duckdb.DuckDBPyConnection) -> Rows:
@@ -110,25 +122,45 @@ def newly_at_risk(con: duckdb.DuckDBPyConnection) -> NewlyAtRisk:
 
 
 def drift_by_kind(con: duckdb.DuckDBPyConnection) -> Rows:
-    """(kind, memberships): a drift row lists its kinds comma-separated; each counts once."""
+    """(kinds, memberships): each drifting membership once, under the kinds its row lists ("validity, status"
+    stays one bar), so the bars add up to the memberships drifting that the headline counts."""
     return con.execute(
         """
-        SELECT trim(kind) AS kind, count(*) AS memberships
-        FROM reconciliation_drift, unnest(string_split(reason, ',')) AS k(kind)
-        GROUP BY ALL ORDER BY memberships DESC, kind
+        SELECT replace(reason, ',', ' + ') AS kinds, count(*) AS memberships
+        FROM reconciliation_drift GROUP BY ALL ORDER BY memberships DESC, kinds
         """
     ).fetchall()
 
 
-def pipeline_health(con: duckdb.DuckDBPyConnection) -> Rows:
-    """(started_at, status, seconds, rejects, events_ingested) for the latest runs, oldest first."""
-    return con.execute(
+def pipeline_health(con: duckdb.DuckDBPyConnection) -> Bounded:
+    """(started_at, status, seconds, rejects, landing_rejections, events_ingested) for the latest
+    ``RUNS_SHOWN`` runs, oldest first, and how many runs there are.
+
+    A snapshot written before ``landing_rejections`` was recorded lacks the column: its runs show no count
+    (NULL), rather than the report failing on it."""
+    refused = "landing_rejections" if _has_column(con, "pipeline_runs", "landing_rejections") else "NULL"
+    rows = con.execute(
         f"""
         SELECT * FROM (
             SELECT started_at, status,
                    round(date_diff('millisecond', started_at, finished_at) / 1000.0, 2) AS seconds,
-                   coalesce(rejects, 0) AS rejects, coalesce(events_ingested, 0) AS events_ingested
+                   coalesce(rejects, 0) AS rejects, {refused} AS landing_rejections,
+                   coalesce(events_ingested, 0) AS events_ingested
             FROM pipeline_runs ORDER BY started_at DESC LIMIT {RUNS_SHOWN}
         ) ORDER BY started_at
         """
     ).fetchall()
+    return Bounded(rows, _count(con, "SELECT count(*) FROM pipeline_runs"))
+
+
+def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:
+    row = con.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE table_name = $table AND column_name = $column",
+        {"table": table, "column": column},
+    ).fetchone()
+    return bool(found and found[0])

@@ -176,6 +176,14 @@ PIPELINE_RUNS: Final = Table(
         _req("rows_unchanged", _I64, "bigint", "member_activity rows this run left as they were."),
         _req("drift_count", _I64, "bigint", "Memberships where Whop's API and the webhook history disagree."),
         _col("error", _S, "text", "What went wrong, for a failed run."),
+        # Last: a later migration added it, and the migrations must declare the columns in this order.
+        _col(
+            "landing_rejections",
+            _I64,
+            "bigint",
+            "Webhooks the landing refused (its quarantine entries) that this run read; null for runs recorded "
+            "before this was counted.",
+        ),
     ),
     key=("run_id",),
 )

@@ -22,6 +22,7 @@ def _report(target: str | None) -> RunReport:
         status="completed",
         events_ingested=7,
         rejects=2,
+        landing_rejections=6,
         members=4,
         members_by_status={"active": 3, "at_risk": 1},
         publish_target=target,
@@ -52,6 +53,7 @@ def test_the_pipeline_runs_row_reads_the_report() -> None:
         9,
     )
     assert run.drift_count == 5 and run.error is None
+    assert run.landing_rejections == 6  # refused by the landing: counted apart from the rejects
 
 
 def test_both_summaries_show_publish_counts_only_with_a_target() -> None:

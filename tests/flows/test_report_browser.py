@@ -1,76 +1,99 @@
-"""The analysts' report of the demo's data, opened in a real headless Chromium with networking disabled."""
+"""The analysts' report of the demo's data, opened in a real headless Chromium with networking disabled: every
+chart drawn, nothing fetched, and at common screen widths every chart inside its card with its legend."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from memberpulse.flows.report import CHART_NAMES, REPORT_NAME
-from tests.support.chromium import Chromium, Page
+from tests.support.chromium import Chromium
+from tests.support.report_layout import chart_geometry, layout_problems, wait_until_drawn
 
 pytestmark = pytest.mark.slow
 
-# Per chart: Plotly drew its SVG, and the plot area holds drawn marks (bars, cells, lines), not just axes.
-CHARTS_DRAWN = """
-JSON.stringify([...document.querySelectorAll('section[data-chart]')].map(s => ({
-  name: s.dataset.chart,
-  svg: s.querySelectorAll('svg.main-svg').length,
-  marks: [...s.querySelectorAll('svg.main-svg .overplot path, svg.main-svg .overplot image')].filter(e =>
-    e.tagName === 'image' ? !!e.getAttribute('href') : !['', 'M0,0Z'].includes(e.getAttribute('d') || '')).length,
-})))
-"""
 
-
-def _wait_for_charts(page: Page, timeout: float = 30) -> list[dict[str, object]]:
-    import json
-
-    deadline = time.monotonic() + timeout
-    while True:
-        charts = json.loads(page.evaluate(CHARTS_DRAWN))
-        if (len(charts) == len(CHART_NAMES) and all(c["marks"] for c in charts)) or time.monotonic() > deadline:
-            return charts
-        time.sleep(0.2)
+def _demo_env(data_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "MEMBERPULSE_DATA_DIR": str(data_dir), "COLUMNS": "120"}
+    for name in ("SUPABASE_DB_URL", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"):
+        env.pop(name, None)
+    return env
 
 
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`memberpulse demo` in a fresh data dir: its reconcile run writes the report next to the snapshot."""
     data_dir = tmp_path_factory.mktemp("demo-data")
-    env = {**os.environ, "MEMBERPULSE_DATA_DIR": str(data_dir), "COLUMNS": "120"}
-    for name in ("SUPABASE_DB_URL", "SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY"):
-        env.pop(name, None)
-    done = subprocess.run([sys.executable, "-m", "memberpulse", "demo"], env=env, capture_output=True, text=True,
-                          timeout=240, check=False)  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "memberpulse", "demo"], env=_demo_env(data_dir), capture_output=True,
+                          text=True, timeout=240, check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = data_dir / "demo" / "snapshots" / REPORT_NAME
     assert report.is_file(), done.stdout[-3000:]
     return report
 
 
-def test_demo_report_renders_every_chart_offline_without_console_errors(demo_report: Path, tmp_path: Path) -> None:
-    with Chromium(tmp_path / "profile") as browser:
-        page = browser.new_page()
-        page.open(demo_report.resolve().as_uri())
-        charts = _wait_for_charts(page)
-        shot = tmp_path / "report.png"
-        page.screenshot(shot)
-        errors, requests = page.console_errors(), page.requests()
-        at_risk_rows = page.evaluate("document.querySelectorAll('[data-table=newly-at-risk] tbody tr').length")
+@pytest.fixture(scope="module")
+def days_report(demo_report: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's data, then a run on each of the next three days (in a copy, so ``demo_report`` stays as the
+    demo wrote it): several days of history and several runs, so the date axes have real ranges to label."""
+    data_dir = tmp_path_factory.mktemp("demo-days") / "demo"
+    shutil.copytree(demo_report.parents[1], data_dir, symlinks=True)
+    for days in (1, 2, 3):
+        as_of = (datetime.now(UTC) + timedelta(days=days)).isoformat()
+        done = subprocess.run([sys.executable, "-m", "memberpulse", "run", "--as-of", as_of], env=_demo_env(data_dir),
+                              capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return data_dir / "snapshots" / REPORT_NAME
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
+    with Chromium(tmp_path_factory.mktemp("profile")) as chromium:
+        yield chromium
+
+
+def test_demo_report_renders_every_chart_offline_without_console_errors(demo_report: Path, browser: Chromium,
+                                                                        tmp_path: Path) -> None:  # fmt: skip
+    page = browser.new_page()
+    page.open(demo_report.resolve().as_uri())
+    drawn = wait_until_drawn(page, len(CHART_NAMES))
+    charts = chart_geometry(page)
+    shot = tmp_path / "report.png"
+    page.screenshot(shot, settled=lambda: wait_until_drawn(page, len(CHART_NAMES)))
+    errors, requests = page.console_errors(), page.requests()
+    at_risk_rows = page.evaluate("document.querySelectorAll('[data-table=newly-at-risk] tbody tr').length")
 
     keep = os.environ.get("MEMBERPULSE_REPORT_SCREENSHOT")
     if keep:
         shutil.copyfile(shot, keep)
     print(f"screenshot: {shot}")
+    assert drawn, json.dumps(charts)[:3000]
     assert [c["name"] for c in charts] == list(CHART_NAMES)
-    for chart in charts:
-        assert chart["svg"] >= 1 and chart["marks"] > 0, chart
     assert errors == []
     assert [url for url in requests if not url.startswith(("file:", "data:", "about:", "blob:"))] == []
     assert shot.stat().st_size > 50_000  # a real full-page picture, not a blank one
     assert at_risk_rows >= 1
+
+
+@pytest.mark.parametrize("width", [1000, 1400, 1920])
+def test_every_chart_fits_its_card_with_a_legend_for_its_series(days_report: Path, browser: Chromium,
+                                                                width: int) -> None:  # fmt: skip
+    """Opened at this width from the start, as a reader's browser would: each chart must size itself to its card
+    while the page lays out, not only after a window resize."""
+    page = browser.new_page(width, 900)
+    page.open(days_report.resolve().as_uri())
+
+    drawn = wait_until_drawn(page, len(CHART_NAMES))
+    problems = layout_problems(page)
+
+    assert drawn, f"charts not drawn at their cards' size within the timeout; {problems}"
+    assert problems == []
+    assert page.console_errors() == []

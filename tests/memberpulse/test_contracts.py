@@ -26,12 +26,14 @@ _COLUMN = re.compile(r"^\s+([a-z_]+)\s+([a-z]+)\b(.*?),?$")
 
 
 def _migration_columns(table: Table) -> list[tuple[str, str, bool, bool]]:
-    """(name, type, nullable, filled by the database) of ``CREATE TABLE public.<table>`` in the Supabase migrations."""
+    """(name, type, nullable, filled by the database) of ``CREATE TABLE public.<table>`` in the Supabase migrations,
+    then of each later ``ALTER TABLE public.<table> ADD COLUMN``, in migration order (where Postgres puts them)."""
     sql = "\n".join(path.read_text() for path in sorted(MIGRATIONS.glob("*.sql")))
     block = re.search(rf"CREATE TABLE IF NOT EXISTS public\.{table.name} \((.*?)\n\);", sql, re.S)
     assert block, f"no migration creates {table.name}"
+    added = re.findall(rf"^ALTER TABLE public\.{table.name} ADD COLUMN IF NOT EXISTS (.*?);$", sql, re.M)
     columns = []
-    for line in block.group(1).splitlines():
+    for line in block.group(1).splitlines() + [f"    {column}" for column in added]:
         match = _COLUMN.match(line)
         if match and match.group(1) != "constraint" and not line.strip().startswith("CONSTRAINT"):
             rest = match.group(3)

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,18 +155,21 @@ class Page:
         self.send("Page.navigate", {"url": url})
         self.browser.wait_for_event("Page.loadEventFired", timeout=timeout)
 
-    def evaluate(self, expression: str) -> Any:
-        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
+    def evaluate(self, expression: str, *, await_promise: bool = False) -> Any:
+        """The expression's value; with ``await_promise``, the value its promise resolves to (a wait done in
+        the page itself, so the test needs no sleeps)."""
+        params = {"expression": expression, "returnByValue": True, "awaitPromise": await_promise}
+        result = self.send("Runtime.evaluate", params)
         if "exceptionDetails" in result:
             raise RuntimeError(f"page script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def screenshot(self, path: Path) -> None:
-        """The whole page, at its full height."""
+    def screenshot(self, path: Path, *, settled: Callable[[], object]) -> None:
+        """The whole page, at its full height, once ``settled()`` has waited for it to redraw at that size."""
         height = int(self.evaluate("document.documentElement.scrollHeight"))
         width = int(self.evaluate("document.documentElement.clientWidth"))
         self.resize(width, height)
-        time.sleep(0.5)  # let the charts settle after the resize
+        settled()
         shot = self.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
         import base64
 

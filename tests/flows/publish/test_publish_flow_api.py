@@ -13,9 +13,11 @@ import pytest
 from memberpulse.errors import PublishUnavailable
 from memberpulse.flows.publish import (
     PipelineRun,
+    PublishedState,
     failures_from_rejects,
     publish_members,
     record_run,
+    runs_with,
     target_name,
 )
 from memberpulse.settings import Settings
@@ -94,6 +96,17 @@ def test_record_run_best_effort_swallows_a_down_target_but_keeps_the_local_log(t
     assert runs.select("run_id", "status", "error").rows() == [("r-1", "failed", "boom")]
     with pytest.raises(PublishUnavailable):
         record_run(down, run)
+
+
+def test_a_run_log_from_before_the_landing_count_keeps_its_runs_with_that_count_unknown(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    older = record_run(settings, PipelineRun(run_id="r-0", flow="reconcile", started_at=T0, rejects=1))
+    log = PublishedState(settings.warehouse_dir, name="pipeline_runs").path
+    older.drop("landing_rejections").write_parquet(log)  # as the previous version wrote it
+
+    runs = runs_with(settings, PipelineRun(run_id="r-1", flow="reconcile", started_at=T1, landing_rejections=2))
+
+    assert runs.select("run_id", "rejects", "landing_rejections").rows() == [("r-0", 1, None), ("r-1", 0, 2)]
 
 
 def test_failures_from_rejects_maps_the_transforms_reject_schema() -> None:

@@ -149,14 +149,15 @@ def test_record_run_inserts_then_updates_one_row(migrated_postgres_dsn: str, tmp
             rows_updated=result.updated,
             rows_unchanged=result.unchanged,
             drift_count=1,
+            landing_rejections=3,
         )
     )
     with psycopg.connect(migrated_postgres_dsn) as conn:
         rows = conn.execute(
             "SELECT run_id, status, finished_at, events_ingested, rejects, rows_inserted, rows_updated,"
-            " rows_unchanged, drift_count, error FROM pipeline_runs"
+            " rows_unchanged, drift_count, error, landing_rejections FROM pipeline_runs"
         ).fetchall()
-    assert rows == [("run-1", "completed", T2, 40, 2, 3, 2, 7, 1, None)]
+    assert rows == [("run-1", "completed", T2, 40, 2, 3, 2, 7, 1, None, 3)]
 
 
 def test_record_failures_summarises_and_never_duplicates(migrated_postgres_dsn: str, tmp_path: Path) -> None:
