@@ -159,53 +159,11 @@ class Population:
         products = [f"prod_{_rand_id(rng)}" for _ in range(3)]
         plans = [f"plan_{_rand_id(rng)}" for _ in range(3)]
         population = cls(company_id=company_id, now=now)
+        catalogue = _Catalogue(statuses, weights, products, plans)
         for i in range(n):
-            first, last = rng.choice(_FIRST), rng.choice(_LAST)
-            username = f"{first}{last}{i}"
-            user = SimUser(
-                id=f"user_{_rand_id(rng)}",
-                username=username,
-                name=f"{first.title()} {last.title()}",
-                email=f"{username}@example.com",
-            )
-            status = rng.choices(statuses, weights)[0]
-            created_at = _ms(now - timedelta(seconds=rng.uniform(3600, 365 * 86400)))
-            age = (now - created_at).total_seconds()
-            updated_at = _ms(created_at + timedelta(seconds=rng.uniform(0, age)))
-            canceled_at = updated_at if status in ("canceled", "expired") else None
-            # Activity decays: valid members mostly visited in the last weeks, some never opened anything.
-            last_accessed_at: datetime | None = None
-            if rng.random() >= 0.1:
-                back = rng.expovariate(1 / (5 * 86400 if status in VALID_STATUSES else 40 * 86400))
-                last_accessed_at = _ms(max(created_at, now - timedelta(seconds=min(back, age))))
-            product = rng.randrange(len(products))
-            member = SimMember(
-                id=f"mber_{_rand_id(rng)}",
-                company_id=company_id,
-                user=user,
-                status="joined" if status in VALID_STATUSES else "left",
-                joined_at=created_at,
-                created_at=created_at,
-                last_accessed_at=last_accessed_at,
-                most_recent_action=_MOST_RECENT_ACTION.get(status),
-                most_recent_action_at=updated_at,
-                usd_total_spent=f"{rng.randrange(0, 50000) / 100:.2f}",
-            )
+            member, membership = _one_member(rng, i, now=now, company_id=company_id, catalogue=catalogue)
             population.members.append(member)
-            population.memberships.append(
-                SimMembership(
-                    id=f"mem_{_rand_id(rng)}",
-                    company_id=company_id,
-                    user=user,
-                    member_id=member.id,
-                    product_id=products[product],
-                    plan_id=plans[product],
-                    status=status,
-                    created_at=created_at,
-                    updated_at=updated_at,
-                    canceled_at=canceled_at,
-                )
-            )
+            population.memberships.append(membership)
         return population
 
     # --- lookups -------------------------------------------------------------------------------------------
@@ -236,6 +194,66 @@ class Population:
         member = self.member(self.membership(membership_id).member_id)
         member.last_accessed_at = _ms(at.astimezone(UTC))
         return member
+
+
+@dataclass(frozen=True)
+class _Catalogue:
+    """What every generated membership draws from: statuses with their weights, products and their plans."""
+
+    statuses: list[str]
+    weights: list[int]
+    products: list[str]
+    plans: list[str]
+
+
+def _one_member(
+    rng: random.Random, i: int, *, now: datetime, company_id: str, catalogue: _Catalogue
+) -> tuple[SimMember, SimMembership]:
+    """The ``i``-th member and membership; draws from ``rng`` in a fixed order, so seeds keep their populations."""
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    username = f"{first}{last}{i}"
+    user = SimUser(
+        id=f"user_{_rand_id(rng)}",
+        username=username,
+        name=f"{first.title()} {last.title()}",
+        email=f"{username}@example.com",
+    )
+    status = rng.choices(catalogue.statuses, catalogue.weights)[0]
+    created_at = _ms(now - timedelta(seconds=rng.uniform(3600, 365 * 86400)))
+    age = (now - created_at).total_seconds()
+    updated_at = _ms(created_at + timedelta(seconds=rng.uniform(0, age)))
+    canceled_at = updated_at if status in ("canceled", "expired") else None
+    # Activity decays: valid members mostly visited in the last weeks, some never opened anything.
+    last_accessed_at: datetime | None = None
+    if rng.random() >= 0.1:
+        back = rng.expovariate(1 / (5 * 86400 if status in VALID_STATUSES else 40 * 86400))
+        last_accessed_at = _ms(max(created_at, now - timedelta(seconds=min(back, age))))
+    product = rng.randrange(len(catalogue.products))
+    member = SimMember(
+        id=f"mber_{_rand_id(rng)}",
+        company_id=company_id,
+        user=user,
+        status="joined" if status in VALID_STATUSES else "left",
+        joined_at=created_at,
+        created_at=created_at,
+        last_accessed_at=last_accessed_at,
+        most_recent_action=_MOST_RECENT_ACTION.get(status),
+        most_recent_action_at=updated_at,
+        usd_total_spent=f"{rng.randrange(0, 50000) / 100:.2f}",
+    )
+    membership = SimMembership(
+        id=f"mem_{_rand_id(rng)}",
+        company_id=company_id,
+        user=user,
+        member_id=member.id,
+        product_id=catalogue.products[product],
+        plan_id=catalogue.plans[product],
+        status=status,
+        created_at=created_at,
+        updated_at=updated_at,
+        canceled_at=canceled_at,
+    )
+    return member, membership
 
 
 def _lookup(records: list[_R], index: dict[str, int], record_id: str) -> _R:
