@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -104,6 +105,9 @@ _FLAT: tuple[tuple[str, tuple[str, ...]], ...] = (
 _FLAT_SCHEMA = pl.Schema({**{name: _S for name, _ in _FLAT}, "_reason": _S})
 
 _BISECT_ROWS = 16
+
+# Surrogate code points a str can only hold when a JSON escape put it there unpaired (json.loads allows it).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -391,7 +395,9 @@ def _lenient(body: str | None) -> tuple[str | None, ...]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return (*blank, f"body is not valid JSON: {exc}")
+        doc = _with_lone_surrogates(body)
+        if doc is None:
+            return (*blank, f"body is not valid JSON: {exc}")
     if not isinstance(doc, dict):
         return (*blank, "body is not a JSON object")
     values: list[str | None] = []
@@ -403,12 +409,23 @@ def _lenient(body: str | None) -> tuple[str | None, ...]:
     return (*values, None)
 
 
+def _with_lone_surrogates(body: str) -> Any:
+    """The body as the landing and whop-sdk read it (``json.loads`` keeps a lone or reversed surrogate escape
+    such as ``\\udfff``, which orjson and polars refuse), or None when it is not JSON at all. The surrogates
+    become NUL, as polars' reader makes a lone high one, and NUL is then stored as U+FFFD everywhere: one
+    odd character never costs a member its event."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than Python's stack (orjson stops at 1024)
+        return None
+
+
 def _text_or_none(value: object) -> str | None:
     """A JSON scalar as polars' decoder renders it into a string field; objects and arrays → None."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return value
+        return _SURROGATE.sub("\x00", value)
     if isinstance(value, int | float):
         return repr(value)
     return None

@@ -503,3 +503,25 @@ def test_a_repeated_key_takes_its_last_value_as_json_loads_and_the_sdk_do(body: 
     assert event["membership_id"] == expected["data"]["id"] == "mem_last"
     assert event["event_type"] == expected["action"] == "membership.went_invalid"
     assert batch.rejects.height == 3
+
+
+@pytest.mark.parametrize("odd", ["\\udfff", "\\ud800\\ud800", "\\udc00\\ud800", "x\\ud800y"])
+def test_unpaired_surrogates_keep_the_event_and_read_as_nul(odd: str) -> None:
+    """The landing accepts such a body (json.loads does); a reader that refuses it must not cost the member
+    its event: each unpaired surrogate reads as NUL, which is stored as U+FFFD like any NUL."""
+    body = (
+        '{"action": "membership.went_valid", "data": {"id": "mem_s' + odd + '", "created_at": 1767225600, '
+        '"user": {"id": "user_s", "username": "na' + odd + 'me"}}}'
+    )
+    event = one_event(body)
+    expected = json.loads(f'"{odd}"')
+    nul = "".join("\x00" if 0xD800 <= ord(c) <= 0xDFFF else c for c in expected)
+    assert event["membership_id"] == f"mem_s{nul}"
+    assert event["username"] == f"na{nul}me"
+
+
+def test_a_body_nested_beyond_any_parser_is_a_reject_not_a_crash() -> None:
+    body = '{"action": "membership.went_valid", "data": ' + "[" * 5000 + "]" * 5000 + "}"
+    batch = parse(record(body))
+    assert batch.events.height == 0
+    assert batch.rejects.height == 1
