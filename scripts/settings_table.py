@@ -1,8 +1,8 @@
-"""Write README.md's settings table from ``memberpulse.settings.Settings`` (names, descriptions, defaults,
-allowed values), between the ``<!-- settings-table:start -->`` and ``<!-- settings-table:end -->`` markers.
+"""Write docs/configuration.md's settings table from ``memberpulse.settings.Settings`` (names, descriptions,
+defaults, allowed values), between the ``<!-- settings-table:start -->`` and ``<!-- settings-table:end -->`` markers.
 
-    python scripts/settings_table.py          # rewrite README.md
-    python scripts/settings_table.py --check  # exit 1 when README.md is stale (tests run this)
+    python scripts/settings_table.py          # rewrite docs/configuration.md
+    python scripts/settings_table.py --check  # exit 1 when docs/configuration.md is stale (tests run this)
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic.fields import FieldInfo
 
 from memberpulse.settings import DATA_DIR_DEFAULT_TEXT, Settings, default_data_dir, env_names
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 _BOUNDS = ((annotated_types.Ge, "ge", "≥"), (annotated_types.Gt, "gt", ">"), (annotated_types.Le, "le", "≤"))
 
@@ -50,23 +50,23 @@ def render() -> str:
     return "\n".join(rows)
 
 
-def updated(readme: str) -> str:
-    before, start, rest = readme.partition(START)
+def updated(doc: str) -> str:
+    before, start, rest = doc.partition(START)
     _, end, after = rest.partition(END)
     if not start or not end:
-        raise SystemExit(f"{README}: the {START} / {END} markers are missing")
+        raise SystemExit(f"{DOC}: the {START} / {END} markers are missing")
     return f"{before}{START}\n{render()}\n{END}{after}"
 
 
 def main(argv: list[str]) -> int:
-    current = README.read_text()
+    current = DOC.read_text()
     fresh = updated(current)
     if "--check" in argv:
         if fresh != current:
-            print("README.md's settings table is stale: run python scripts/settings_table.py", file=sys.stderr)
+            print(f"{DOC.name}'s settings table is stale: run python scripts/settings_table.py", file=sys.stderr)
             return 1
         return 0
-    README.write_text(fresh)
+    DOC.write_text(fresh)
     return 0
 
 

@@ -1,8 +1,9 @@
 """prefect.yaml, end to end: a real Prefect server, `prefect deploy`, a real process worker, real flow runs.
 
-The steps are the README's "Schedule it" commands, run from the repository root against a throwaway server
-(its own PREFECT_HOME and SQLite database on a free 127.0.0.1 port). The scheduler service is off so that
-only the runs this test triggers execute; the schedules themselves are asserted on the deployments.
+The steps are docs/deploy.md's "On one machine, for development" commands, run from the repository root
+against a throwaway server (its own PREFECT_HOME and SQLite database on a free 127.0.0.1 port). The scheduler
+service is off so that only the runs this test triggers execute; the schedules themselves are asserted on the
+deployments.
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ def test_prefect_yaml_deploys_and_runs_through_a_process_worker(tmp_path: Path) 
         worker_dir = tmp_path / "worker-cwd"
         worker_dir.mkdir()
         with _started(stack, "worker", ["worker", "start", "--pool", POOL], worker_dir):
-            # The README's command first; then a second backfill at once (it must wait: concurrency limit 1,
+            # The docs' command first; then a second backfill at once (it must wait: concurrency limit 1,
             # ENQUEUE) and, when the flow exists, a reconcile alongside (another deployment: no waiting).
             run_ids = {"backfill": _trigger(stack, f"{flow_names['backfill']}/backfill")}
             mark("triggered")
@@ -286,7 +287,7 @@ def test_deployments_run_on_a_worker_outside_the_directory_that_deployed_them(tm
 
 
 def test_schedule_it_as_written_reads_the_landings_data_and_never_completes_on_an_empty_dir(tmp_path: Path) -> None:
-    """The README's "Schedule it" with no MEMBERPULSE_DATA_DIR anywhere: the worker's runs (started in a
+    """docs/deploy.md's "On one machine" with no MEMBERPULSE_DATA_DIR anywhere: the worker's runs (started in a
     temporary directory) use the same per-user data dir as `serve` and `run`, and say which; a run that would
     read a directory no one writes to fails in its own state instead of saying Completed."""
     from tests.flows.reconcile_testkit import append_raw, scenario

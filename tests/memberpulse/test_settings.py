@@ -1,5 +1,5 @@
 """Settings: every documented environment variable is read, invalid values are refused naming the variable,
-and README.md's settings table is the one ``scripts/settings_table.py`` writes from the fields."""
+and docs/configuration.md's settings table is the one ``scripts/settings_table.py`` writes from the fields."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def _settings_table_script() -> Any:
     return module
 
 
-def _readme_variables() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("<!-- settings-table:start -->")[1].split("<!-- settings-table:end -->")[0]
+def _documented_variables() -> list[str]:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    table = doc.split("<!-- settings-table:start -->")[1].split("<!-- settings-table:end -->")[0]
     first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
     return [name for cell in first_cells for name in re.findall(r"`([A-Z0-9_]+)`", cell)]
 
@@ -63,16 +63,16 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     return monkeypatch
 
 
-def test_readme_settings_table_is_generated_from_the_fields() -> None:
+def test_settings_table_is_generated_from_the_fields() -> None:
     script = _settings_table_script()
-    assert script.main(["--check"]) == 0, "README.md is stale: run python scripts/settings_table.py"
-    documented = set(_readme_variables())
+    assert script.main(["--check"]) == 0, "docs/configuration.md is stale: run python scripts/settings_table.py"
+    documented = set(_documented_variables())
     assert documented == {env for field in Settings.model_fields for env in env_names(field)}
     assert all(field.description for field in Settings.model_fields.values())
 
 
-@pytest.mark.parametrize("variable", _readme_variables())
-def test_every_readme_variable_is_read(variable: str, clean_env: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("variable", _documented_variables())
+def test_every_documented_variable_is_read(variable: str, clean_env: pytest.MonkeyPatch) -> None:
     field = next(f for f in Settings.model_fields if variable in env_names(f))
     for env, value in PAIRED.items():
         if env not in env_names(field):
