@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: install what it needs, lint, type-check, run every test.
-# Used by README ("Run the tests") and by .ci/run.
+# The README's test command, and exactly what .ci/run runs (docs/development.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
