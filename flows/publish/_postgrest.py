@@ -17,6 +17,7 @@ import polars as pl
 from postgrest import APIError
 from postgrest.types import ReturnMethod
 
+from memberpulse.contracts.tables import PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import ConfigError, PublishError, PublishUnavailable
 from memberpulse.flows.publish._changes import PublishedState
@@ -124,7 +125,7 @@ class PostgrestPublisher(Publisher):
         return Written(frame.height - seen_before, seen_before)
 
     def _upsert_runs(self, rows: list[dict[str, Any]]) -> None:
-        frame = pl.DataFrame(rows, schema_overrides={"started_at": UTC_US, "finished_at": UTC_US})
+        frame = pl.DataFrame(rows, schema=PIPELINE_RUNS.schema)
         self._upsert("pipeline_runs", json_rows(frame), on_conflict="run_id")
 
     def _upsert_failures(self, summary: pl.DataFrame) -> None:
