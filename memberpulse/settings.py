@@ -7,6 +7,9 @@ Every setting is ``MEMBERPULSE_`` + its field name upper-cased (``half_life_days
 here, once, and :func:`load_settings` turns the refusal into a :class:`ConfigError` naming the variable.
 Each field's ``description`` is the README's settings table (``scripts/settings_table.py`` writes it).
 Secrets are ``SecretStr`` so they never print in a repr, a log line or an error.
+
+Each field's default is written here once (the scoring knobs' once in ``memberpulse.contracts.scoring``, which the
+transforms read without importing settings); ``settings.scoring`` is what the scorer takes.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -25,11 +28,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from memberpulse.contracts.scoring import ScoringParams
 from memberpulse.errors import ConfigError
 
 DEFAULT_WHOP_API_BASE_URL = "https://api.whop.com/api/v1"
 ENV_PREFIX = "MEMBERPULSE_"
 MAX_WHOP_PAGE_SIZE = 1000  # Whop's API refuses larger pages
+_SCORING: Final = ScoringParams()  # the scoring knobs' defaults
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 #: Names a dotenv file read by every command and flow run, wherever it starts (a Prefect worker runs flows in
 #: a temporary directory, where no ``.env`` is); a ``.env`` in the working directory is read too, under it.
@@ -250,12 +255,16 @@ class Settings(BaseSettings):
     )
 
     # --- scoring -------------------------------------------------------------------------------------------
-    half_life_days: float = Field(default=7.0, gt=0, description="Days after which an engagement score halves.")
+    half_life_days: float = Field(
+        default=_SCORING.half_life_days, gt=0, description="Days after which an engagement score halves."
+    )
     active_days: float = Field(
-        default=7.0, ge=0, description="A valid member is `active` up to this many days since last activity."
+        default=_SCORING.active_days,
+        ge=0,
+        description="A valid member is `active` up to this many days since last activity.",
     )
     at_risk_days: float = Field(
-        default=30.0,
+        default=_SCORING.at_risk_days,
         ge=0,
         description="A valid member is `at_risk` up to this many days since last activity (at least the active "
         "days), `inactive` after.",
@@ -332,6 +341,11 @@ class Settings(BaseSettings):
         if self.supabase_url and self.supabase_service_role_key is not None:
             return "postgrest"
         return None
+
+    @property
+    def scoring(self) -> ScoringParams:
+        """The scoring knobs as the scorer takes them."""
+        return ScoringParams(self.half_life_days, self.active_days, self.at_risk_days)
 
     @property
     def landing_dir(self) -> Path:
