@@ -9,7 +9,11 @@ Each field's ``description`` is the README's settings table (``scripts/settings_
 Secrets are ``SecretStr`` so they never print in a repr, a log line or an error.
 
 Each field's default is written here once (the scoring knobs' once in ``memberpulse.contracts.scoring``, which the
-transforms read without importing settings); ``settings.scoring`` is what the scorer takes.
+transforms read without importing settings), and so is its bound: nothing downstream clamps a setting again.
+Each stage takes its settings as one typed config object built from a ``Settings`` (``settings.scoring``,
+``ConnectionLimits.from_settings``, ``PublishConfig.from_settings``, ``WhopClientConfig.from_settings``); one
+built without a caller's settings comes from :func:`default_settings`, so no constructor carries a number of its
+own.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from memberpulse.errors import ConfigError
 DEFAULT_WHOP_API_BASE_URL = "https://api.whop.com/api/v1"
 ENV_PREFIX = "MEMBERPULSE_"
 MAX_WHOP_PAGE_SIZE = 1000  # Whop's API refuses larger pages
+#: The longest single wait of the Whop backoff (a bound, not a setting).
+WHOP_BACKOFF_CAP_SECONDS: Final = 30.0
 _SCORING: Final = ScoringParams()  # the scoring knobs' defaults
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 #: Names a dotenv file read by every command and flow run, wherever it starts (a Prefect worker runs flows in
@@ -178,7 +184,7 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="First wait of the exponential backoff on Whop 5xx/timeouts (doubles per try, jittered, "
-        "capped at 30 s).",
+        f"capped at {WHOP_BACKOFF_CAP_SECONDS:g} s).",
     )
 
     # --- recovery from Whop's delivery log (memberpulse recover) -------------------------------------------------
@@ -368,6 +374,12 @@ def _both_or_neither(name_a: str, a: object, name_b: str, b: object, purpose: st
     if (a is None) != (b is None):
         have, missing = (name_a, name_b) if b is None else (name_b, name_a)
         raise ValueError(f"{missing} is not set while {have} is ({purpose} needs both); set {missing} or unset {have}")
+
+
+def default_settings() -> Settings:
+    """Every setting at its default, neither the environment nor a dotenv file read: what a stage builds its
+    config object from when its caller gives none."""
+    return Settings.model_construct()
 
 
 def env_names(field_name: str) -> list[str]:

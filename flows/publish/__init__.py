@@ -43,7 +43,14 @@ from memberpulse.flows.publish._publish_step import (
     runs_with,
     target_name,
 )
-from memberpulse.flows.publish._publisher import PipelineRun, Publisher, PublishResult, RunStatus
+from memberpulse.flows.publish._publisher import (
+    DEFAULT_PUBLISH_CONFIG,
+    PipelineRun,
+    PublishConfig,
+    Publisher,
+    PublishResult,
+    RunStatus,
+)
 
 if TYPE_CHECKING:
     from memberpulse.flows.publish._postgrest import PostgrestPublisher
@@ -59,10 +66,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_PUBLISH_CONFIG",
     "ChangeHints",
     "PipelineRun",
     "PostgresPublisher",
     "PostgrestPublisher",
+    "PublishConfig",
     "PublishOutcome",
     "PublishPlan",
     "PublishResult",

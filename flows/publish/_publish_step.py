@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -24,7 +24,7 @@ from memberpulse.errors import MemberpulseError
 from memberpulse.flows.fsio import atomic_write_parquet, file_version, read_parquet_checked
 from memberpulse.flows.publish._changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 from memberpulse.flows.publish._dsn import mask_dsn
-from memberpulse.flows.publish._publisher import PipelineRun, Publisher, PublishResult
+from memberpulse.flows.publish._publisher import PipelineRun, PublishConfig, Publisher, PublishResult
 from memberpulse.flows.publish._schema import (
     KEY,
     MEMBER_ACTIVITY_SCHEMA,
@@ -252,31 +252,18 @@ def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Pub
     state = target_state(settings)
     if state is None:
         return None
-    retry = {
-        "max_attempts": max_attempts or settings.publish_max_attempts,
-        "backoff_seconds": settings.publish_backoff_seconds,
-    }
+    config = PublishConfig.from_settings(settings)
+    if max_attempts is not None:
+        config = replace(config, max_attempts=max_attempts)
     publisher: Publisher
     if settings.publish_target == "postgres" and settings.supabase_db_url is not None:
-        publisher = PostgresPublisher(
-            settings.supabase_db_url.get_secret_value(),
-            state=state.members,
-            connect_timeout_seconds=settings.publish_timeout_seconds,
-            statement_timeout_seconds=settings.publish_statement_timeout_seconds,
-            lock_timeout_seconds=settings.publish_lock_timeout_seconds,
-            **retry,  # type: ignore[arg-type]
-        )
+        db_url = settings.supabase_db_url.get_secret_value()
+        publisher = PostgresPublisher(db_url, state=state.members, config=config)
     else:
         assert settings.supabase_url and settings.supabase_service_role_key
         from memberpulse.flows.publish._postgrest import PostgrestPublisher  # supabase-py is slow to import
 
-        publisher = PostgrestPublisher(
-            settings.supabase_url,
-            settings.supabase_service_role_key.get_secret_value(),
-            state=state.members,
-            batch_size=settings.publish_batch_size,
-            timeout_seconds=settings.publish_timeout_seconds,
-            **retry,  # type: ignore[arg-type]
-        )
+        key = settings.supabase_service_role_key.get_secret_value()
+        publisher = PostgrestPublisher(settings.supabase_url, key, state=state.members, config=config)
     publisher.target_state = state
     return publisher
