@@ -23,13 +23,13 @@ import asyncio
 import logging
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Final
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from memberpulse.landing.throttled_log import ThrottledLog
-from memberpulse.settings import Settings
+from memberpulse.settings import Settings, default_settings
 
 log = logging.getLogger("landing")
 _SWEEP_SECONDS = 0.5
@@ -37,10 +37,13 @@ _SWEEP_SECONDS = 0.5
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
-    header_timeout_seconds: float = 10.0
-    body_timeout_seconds: float = 10.0
-    max_header_bytes: int = 32 * 1024
-    max_pending_body_bytes: int = 64 * 1024 * 1024
+    """What a connection may take (``MEMBERPULSE_HEADER_TIMEOUT_SECONDS``, ``_BODY_TIMEOUT_SECONDS``,
+    ``_MAX_HEADER_BYTES``, ``_MAX_PENDING_BODY_BYTES``: defaults and bounds on the Settings fields)."""
+
+    header_timeout_seconds: float
+    body_timeout_seconds: float
+    max_header_bytes: int
+    max_pending_body_bytes: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionLimits:
@@ -50,6 +53,10 @@ class ConnectionLimits:
             max_header_bytes=settings.max_header_bytes,
             max_pending_body_bytes=settings.max_pending_body_bytes,
         )
+
+
+#: The limits with every setting at its default, until ``serve`` sets the configured ones in each worker.
+DEFAULT_CONNECTION_LIMITS: Final = ConnectionLimits.from_settings(default_settings())
 
 
 class _Sweeper:
@@ -75,7 +82,7 @@ class _Sweeper:
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """Pass as ``uvicorn.Config(http=GuardedHttpToolsProtocol)``; set :attr:`limits` before serving."""
 
-    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    limits: ClassVar[ConnectionLimits] = DEFAULT_CONNECTION_LIMITS
     pending_body_bytes: ClassVar[int] = 0  # this process's bytes of bodies not yet complete
     refusals: ClassVar[ThrottledLog] = ThrottledLog(log)
     _sweeper: ClassVar[_Sweeper | None] = None

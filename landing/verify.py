@@ -26,9 +26,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from math import floor
-from typing import Literal
+from typing import Final, Literal
+
+from memberpulse.settings import default_settings
 
 Scheme = Literal["standard", "legacy"]
+#: How far a signature's time may be from ``now`` unless the caller says (MEMBERPULSE_WEBHOOK_TOLERANCE_SECONDS).
+DEFAULT_TOLERANCE_SECONDS: Final = default_settings().webhook_tolerance_seconds
 
 STANDARD_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 LEGACY_HEADER = "x-whop-signature"
@@ -64,7 +68,7 @@ def verify_webhook(
     *,
     keys: Sequence[bytes],
     now: float,
-    tolerance_seconds: float = 300,
+    tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
 ) -> VerifiedWebhook:
     """Verify ``body`` (the raw bytes as received) against its headers; raise :class:`SignatureRejected`.
 
@@ -82,7 +86,7 @@ def verify_lowercased(
     *,
     keys: Sequence[bytes],
     now: float,
-    tolerance_seconds: float = 300,
+    tolerance_seconds: float = DEFAULT_TOLERANCE_SECONDS,
 ) -> VerifiedWebhook:
     """:func:`verify_webhook` for headers whose names are already lower-case (ASGI delivers them so)."""
     if not keys:

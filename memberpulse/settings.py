@@ -7,6 +7,13 @@ Every setting is ``MEMBERPULSE_`` + its field name upper-cased (``half_life_days
 here, once, and :func:`load_settings` turns the refusal into a :class:`ConfigError` naming the variable.
 Each field's ``description`` is the README's settings table (``scripts/settings_table.py`` writes it).
 Secrets are ``SecretStr`` so they never print in a repr, a log line or an error.
+
+Each field's default is written here once (the scoring knobs' once in ``memberpulse.contracts.scoring``, which the
+transforms read without importing settings), and so is its bound: nothing downstream clamps a setting again.
+Each stage takes its settings as one typed config object built from a ``Settings`` (``settings.scoring``,
+``ConnectionLimits.from_settings``, ``PublishConfig.from_settings``, ``WhopClientConfig.from_settings``); one
+built without a caller's settings comes from :func:`default_settings`, so no constructor carries a number of its
+own.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -25,11 +32,15 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from memberpulse.contracts.scoring import ScoringParams
 from memberpulse.errors import ConfigError
 
 DEFAULT_WHOP_API_BASE_URL = "https://api.whop.com/api/v1"
 ENV_PREFIX = "MEMBERPULSE_"
 MAX_WHOP_PAGE_SIZE = 1000  # Whop's API refuses larger pages
+#: The longest single wait of the Whop backoff (a bound, not a setting).
+WHOP_BACKOFF_CAP_SECONDS: Final = 30.0
+_SCORING: Final = ScoringParams()  # the scoring knobs' defaults
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 #: Names a dotenv file read by every command and flow run, wherever it starts (a Prefect worker runs flows in
 #: a temporary directory, where no ``.env`` is); a ``.env`` in the working directory is read too, under it.
@@ -173,7 +184,7 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="First wait of the exponential backoff on Whop 5xx/timeouts (doubles per try, jittered, "
-        "capped at 30 s).",
+        f"capped at {WHOP_BACKOFF_CAP_SECONDS:g} s).",
     )
 
     # --- recovery from Whop's delivery log (memberpulse recover) -------------------------------------------------
@@ -250,12 +261,16 @@ class Settings(BaseSettings):
     )
 
     # --- scoring -------------------------------------------------------------------------------------------
-    half_life_days: float = Field(default=7.0, gt=0, description="Days after which an engagement score halves.")
+    half_life_days: float = Field(
+        default=_SCORING.half_life_days, gt=0, description="Days after which an engagement score halves."
+    )
     active_days: float = Field(
-        default=7.0, ge=0, description="A valid member is `active` up to this many days since last activity."
+        default=_SCORING.active_days,
+        ge=0,
+        description="A valid member is `active` up to this many days since last activity.",
     )
     at_risk_days: float = Field(
-        default=30.0,
+        default=_SCORING.at_risk_days,
         ge=0,
         description="A valid member is `at_risk` up to this many days since last activity (at least the active "
         "days), `inactive` after.",
@@ -334,6 +349,11 @@ class Settings(BaseSettings):
         return None
 
     @property
+    def scoring(self) -> ScoringParams:
+        """The scoring knobs as the scorer takes them."""
+        return ScoringParams(self.half_life_days, self.active_days, self.at_risk_days)
+
+    @property
     def landing_dir(self) -> Path:
         return self.data_dir / "landing"
 
@@ -354,6 +374,12 @@ def _both_or_neither(name_a: str, a: object, name_b: str, b: object, purpose: st
     if (a is None) != (b is None):
         have, missing = (name_a, name_b) if b is None else (name_b, name_a)
         raise ValueError(f"{missing} is not set while {have} is ({purpose} needs both); set {missing} or unset {have}")
+
+
+def default_settings() -> Settings:
+    """Every setting at its default, neither the environment nor a dotenv file read: what a stage builds its
+    config object from when its caller gives none."""
+    return Settings.model_construct()
 
 
 def env_names(field_name: str) -> list[str]:

@@ -9,31 +9,22 @@ from typing import Final
 
 import polars as pl
 
+from memberpulse.contracts import failures
 from memberpulse.contracts.raw_record import RAW_RECORD_SCHEMA
 from memberpulse.contracts.tables import EVENTS, MEMBER_ACTIVITY, RECONCILIATION_DRIFT
 from memberpulse.contracts.times import UTC_US
 
-# Largest reject body prefix kept, in bytes.
-REJECT_BODY_BYTES: Final = 4096
-
 # One landing NDJSON line: see memberpulse.contracts.raw_record.
 RAW_SCHEMA: Final = RAW_RECORD_SCHEMA
-SOURCE_SCHEMA: Final = pl.Schema({"source_file": pl.String(), "source_offset": pl.Int64()})
 
 # parse_raw(): one row per webhook (the snapshot's ``events`` table; columns described there).
 EVENT_SCHEMA: Final = EVENTS.schema
 
-REJECT_SCHEMA: Final = pl.Schema(
-    {
-        "webhook_id": pl.String(),
-        "received_at": pl.String(),  # as written in the raw record
-        "event_type": pl.String(),
-        "reason": pl.String(),  # not null
-        "body": pl.String(),  # the body (or the whole line) cut to REJECT_BODY_BYTES
-        "source_file": pl.String(),
-        "source_offset": pl.Int64(),
-    }
-)
+# parse_ndjson() / parse_raw() rejects: a webhook failure as found (see memberpulse.contracts.failures).
+REJECT_SCHEMA: Final = failures.REJECT_SCHEMA
+REJECT_BODY_BYTES: Final = failures.REJECT_BODY_BYTES
+# Where a raw line lies (passed through to its reject).
+SOURCE_SCHEMA: Final = pl.Schema({name: REJECT_SCHEMA[name] for name in ("source_file", "source_offset")})
 
 # api_facts(): one API fact per membership listed in a backfill snapshot, dated by the snapshot's fetched_at.
 FACT_SCHEMA: Final = pl.Schema(

@@ -11,11 +11,12 @@ folded past T) count as 0, so scores stay within 0..100. Members whose first fac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import polars as pl
 
+# The scoring knobs and their defaults are defined with the contracts, which Settings reads too.
+from memberpulse.contracts.scoring import ScoringParams as ScoringParams
 from memberpulse.contracts.times import require_aware
 from memberpulse.transforms._schema import SCORE_SCHEMA, STATE_SCHEMA
 
@@ -27,16 +28,6 @@ def epoch_us_of(moment: datetime) -> int:
     """Exact microseconds since the epoch of an aware datetime (no float rounding)."""
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-@dataclass(frozen=True)
-class ScoringParams:
-    """Scoring knobs. ``Settings`` (MEMBERPULSE_HALF_LIFE_DAYS, _ACTIVE_DAYS, _AT_RISK_DAYS) holds their
-    constraints: half life > 0, 0 ≤ active_days ≤ at_risk_days."""
-
-    half_life_days: float = 7.0
-    active_days: float = 7.0
-    at_risk_days: float = 30.0
 
 
 def needs_rebuild(state: pl.DataFrame, as_of: datetime) -> bool:

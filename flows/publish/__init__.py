@@ -44,9 +44,11 @@ from memberpulse.flows.publish._publish_step import (
     target_name,
 )
 from memberpulse.flows.publish._publisher import (
+    DEFAULT_PUBLISH_CONFIG,
     REFUSED_LABEL,
     REJECTS_LABEL,
     PipelineRun,
+    PublishConfig,
     Publisher,
     PublishResult,
     RunStatus,
@@ -66,12 +68,14 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_PUBLISH_CONFIG",
     "REFUSED_LABEL",
     "REJECTS_LABEL",
     "ChangeHints",
     "PipelineRun",
     "PostgresPublisher",
     "PostgrestPublisher",
+    "PublishConfig",
     "PublishOutcome",
     "PublishPlan",
     "PublishResult",

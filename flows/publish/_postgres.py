@@ -19,7 +19,7 @@ from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.times import UTC_US
 from memberpulse.flows.publish._changes import PublishedState
 from memberpulse.flows.publish._dsn import mask_dsn, translate_error
-from memberpulse.flows.publish._publisher import Publisher, Written
+from memberpulse.flows.publish._publisher import DEFAULT_PUBLISH_CONFIG, PublishConfig, Publisher, Written
 from memberpulse.flows.publish._schema import (
     COMPARED_COLUMNS,
     KEY,
@@ -122,23 +122,21 @@ class PostgresPublisher(Publisher):
         dsn: str,
         *,
         state: PublishedState,
-        connect_timeout_seconds: float = 10.0,
-        statement_timeout_seconds: float = 60.0,
-        lock_timeout_seconds: float = 10.0,
-        max_attempts: int = 4,
-        backoff_seconds: float = 0.5,
+        config: PublishConfig = DEFAULT_PUBLISH_CONFIG,
         after_copy: Callable[[], None] | None = None,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {"sleep": sleep} if sleep else {}
-        super().__init__(state=state, max_attempts=max_attempts, backoff_seconds=backoff_seconds, **kwargs)
+        super().__init__(state=state, config=config, **kwargs)
         self._where = mask_dsn(dsn)  # validates the DSN up front, without echoing it
         self._dsn = dsn
-        self._connect_timeout = max(1, round(connect_timeout_seconds))
+        # libpq counts whole seconds and Postgres whole milliseconds, and both read 0 as "no limit": a setting
+        # shorter than one unit means the shortest limit, never none (a unit conversion, not a bound).
+        self._connect_timeout = max(1, round(config.timeout_seconds))
         # Server-side bounds on every statement of every publish transaction (SET LOCAL): a held lock or a
         # slow statement fails the attempt instead of holding the run (and its lock) for as long as it lasts.
-        self._timeouts = (f"{max(1, round(statement_timeout_seconds * 1000))}ms",
-                          f"{max(1, round(lock_timeout_seconds * 1000))}ms")  # fmt: skip
+        self._timeouts = (f"{max(1, round(config.statement_timeout_seconds * 1000))}ms",
+                          f"{max(1, round(config.lock_timeout_seconds * 1000))}ms")  # fmt: skip
         # Test seam: runs inside the open transaction, after COPY and before the upsert and commit.
         self._after_copy = after_copy
 

@@ -17,10 +17,11 @@ import polars as pl
 from postgrest import APIError
 from postgrest.types import ReturnMethod
 
+from memberpulse.contracts.tables import PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import ConfigError, PublishError, PublishUnavailable
 from memberpulse.flows.publish._changes import PublishedState
-from memberpulse.flows.publish._publisher import Publisher, Written
+from memberpulse.flows.publish._publisher import DEFAULT_PUBLISH_CONFIG, PublishConfig, Publisher, Written
 from memberpulse.flows.publish._schema import KEY, MEMBER_ACTIVITY_COLUMNS
 from supabase import Client, ClientOptions, create_client
 
@@ -46,23 +47,19 @@ class PostgrestPublisher(Publisher):
         service_role_key: str,
         *,
         state: PublishedState,
-        batch_size: int = 1000,
-        timeout_seconds: float = 30.0,
-        max_attempts: int = 4,
-        backoff_seconds: float = 0.5,
+        config: PublishConfig = DEFAULT_PUBLISH_CONFIG,
         sleep: Callable[[float], None] | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {"sleep": sleep} if sleep else {}
-        super().__init__(state=state, max_attempts=max_attempts, backoff_seconds=backoff_seconds, **kwargs)
+        super().__init__(state=state, config=config, **kwargs)
         self.url = url.rstrip("/")
-        self.batch_size = max(1, batch_size)
         self._last_status: int | None = None
         # Our own httpx client: a real timeout, and a hook that remembers the last HTTP status, which
         # postgrest-py's APIError does not carry (it is what tells a 503 from a 409).
         # ``transport``: where requests go (default: the network); tests pass an in-process one.
         self._http = httpx.Client(
-            timeout=timeout_seconds, event_hooks={"response": [self._remember_status]}, transport=transport
+            timeout=config.timeout_seconds, event_hooks={"response": [self._remember_status]}, transport=transport
         )
         try:
             self._client: Client = create_client(
@@ -117,19 +114,21 @@ class PostgrestPublisher(Publisher):
 
     def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int) -> Written:
         frame = changed.select(MEMBER_ACTIVITY_COLUMNS)
-        for offset in range(0, frame.height, self.batch_size):
-            batch = json_rows(frame.slice(offset, self.batch_size))
+        size = self.config.batch_size
+        for offset in range(0, frame.height, size):
+            batch = json_rows(frame.slice(offset, size))
             self._upsert("member_activity", batch, on_conflict=KEY)
         # PostgREST does not say which rows it inserted; the warehouse state does.
         return Written(frame.height - seen_before, seen_before)
 
     def _upsert_runs(self, rows: list[dict[str, Any]]) -> None:
-        frame = pl.DataFrame(rows, schema_overrides={"started_at": UTC_US, "finished_at": UTC_US})
+        frame = pl.DataFrame(rows, schema=PIPELINE_RUNS.schema)
         self._upsert("pipeline_runs", json_rows(frame), on_conflict="run_id")
 
     def _upsert_failures(self, summary: pl.DataFrame) -> None:
-        for offset in range(0, summary.height, self.batch_size):
-            batch = json_rows(summary.slice(offset, self.batch_size))
+        size = self.config.batch_size
+        for offset in range(0, summary.height, size):
+            batch = json_rows(summary.slice(offset, size))
             self._upsert("webhook_failures", batch, on_conflict="webhook_id,reason")
 
 

@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Final
 
 import polars as pl
 
-from memberpulse.contracts.tables import PIPELINE_RUNS
+from memberpulse.contracts.failures import FAILURE_RECORD_SCHEMA
+from memberpulse.contracts.frames import conform
+from memberpulse.contracts.tables import BODY_PREFIX_CHARS, PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.fsio import atomic_write_parquet, file_version, read_parquet_checked
 from memberpulse.flows.publish._changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 from memberpulse.flows.publish._dsn import mask_dsn
-from memberpulse.flows.publish._publisher import PipelineRun, Publisher, PublishResult
+from memberpulse.flows.publish._publisher import PipelineRun, PublishConfig, Publisher, PublishResult
 from memberpulse.flows.publish._schema import (
-    BODY_PREFIX_CHARS,
     KEY,
     MEMBER_ACTIVITY_SCHEMA,
     PIPELINE_RUN_COLUMNS,
@@ -108,7 +109,7 @@ def _stamp_without_target(
 
 
 def failures_from_rejects(rejects: pl.DataFrame, *, seen_at: datetime | None = None) -> pl.DataFrame:
-    """The reconcile flow's rejects (transforms.REJECT_SCHEMA) as webhook_failures input rows.
+    """Failures as found (``contracts.failures.REJECT_SCHEMA``) as logged failures (``FAILURE_RECORD_SCHEMA``).
 
     A reject without a webhook id (an unreadable line) is keyed by the sha256 of its body excerpt, as the
     landing keys legacy webhooks, and its reason names the segment and byte offset where it lies (two equal
@@ -116,8 +117,7 @@ def failures_from_rejects(rejects: pl.DataFrame, *, seen_at: datetime | None = N
     dated ``seen_at`` (the run that found it); without ``seen_at`` such a row is dropped.
     """
     if rejects.height == 0:
-        return pl.DataFrame(schema={"webhook_id": pl.Utf8, "event_type": pl.Utf8, "reason": pl.Utf8,
-                                    "received_at": UTC_US, "body_prefix": pl.Utf8})  # fmt: skip
+        return pl.DataFrame(schema=FAILURE_RECORD_SCHEMA)
     body = pl.col("body") if "body" in rejects.columns else pl.lit(None, pl.Utf8)
     received = pl.col("received_at")
     if rejects.schema.get("received_at") == pl.Utf8:
@@ -136,8 +136,8 @@ def failures_from_rejects(rejects: pl.DataFrame, *, seen_at: datetime | None = N
         .otherwise(pl.col("webhook_id"))
         .alias("webhook_id")
     )
-    frame = frame.drop("__body").filter(pl.col("received_at").is_not_null() & pl.col("reason").is_not_null())
-    return storable_text(frame)  # anyone can put a NUL in a refused body
+    frame = frame.filter(pl.col("received_at").is_not_null() & pl.col("reason").is_not_null())
+    return storable_text(conform(frame, FAILURE_RECORD_SCHEMA))  # anyone can put a NUL in a refused body
 
 
 def _located_reason(rejects: pl.DataFrame) -> pl.Expr:
@@ -256,31 +256,18 @@ def get_publisher(settings: Settings, *, max_attempts: int | None = None) -> Pub
     state = target_state(settings)
     if state is None:
         return None
-    retry = {
-        "max_attempts": max_attempts or settings.publish_max_attempts,
-        "backoff_seconds": settings.publish_backoff_seconds,
-    }
+    config = PublishConfig.from_settings(settings)
+    if max_attempts is not None:
+        config = replace(config, max_attempts=max_attempts)
     publisher: Publisher
     if settings.publish_target == "postgres" and settings.supabase_db_url is not None:
-        publisher = PostgresPublisher(
-            settings.supabase_db_url.get_secret_value(),
-            state=state.members,
-            connect_timeout_seconds=settings.publish_timeout_seconds,
-            statement_timeout_seconds=settings.publish_statement_timeout_seconds,
-            lock_timeout_seconds=settings.publish_lock_timeout_seconds,
-            **retry,  # type: ignore[arg-type]
-        )
+        db_url = settings.supabase_db_url.get_secret_value()
+        publisher = PostgresPublisher(db_url, state=state.members, config=config)
     else:
         assert settings.supabase_url and settings.supabase_service_role_key
         from memberpulse.flows.publish._postgrest import PostgrestPublisher  # supabase-py is slow to import
 
-        publisher = PostgrestPublisher(
-            settings.supabase_url,
-            settings.supabase_service_role_key.get_secret_value(),
-            state=state.members,
-            batch_size=settings.publish_batch_size,
-            timeout_seconds=settings.publish_timeout_seconds,
-            **retry,  # type: ignore[arg-type]
-        )
+        key = settings.supabase_service_role_key.get_secret_value()
+        publisher = PostgrestPublisher(settings.supabase_url, key, state=state.members, config=config)
     publisher.target_state = state
     return publisher

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
+from typing import Any, ClassVar, Final, Literal, NamedTuple, TypeVar
 
 import polars as pl
 
@@ -20,6 +20,7 @@ from memberpulse.flows.publish._changes import ChangeHints, PublishedState, newl
 from memberpulse.flows.publish._schema import KEY, summarise_webhook_failures
 from memberpulse.flows.publish._storable_text import NUL, REPLACEMENT, storable_text
 from memberpulse.flows.publish._targets import TargetState
+from memberpulse.settings import Settings, default_settings
 
 T = TypeVar("T")
 RunStatus = Literal["running", "completed", "failed"]
@@ -28,6 +29,34 @@ _MAX_ERROR_CHARS = 2000
 # The two failure counts of a run, named once: the run summaries and the report's pipeline chart all say these.
 REJECTS_LABEL = "rejects (unparseable records)"
 REFUSED_LABEL = "refused by the landing (quarantine)"
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """How every publish target behaves: the MEMBERPULSE_PUBLISH_* settings, as :meth:`from_settings` reads
+    them (their defaults and bounds are on the Settings fields)."""
+
+    max_attempts: int  # tries of one write on a transient failure (the first counts)
+    backoff_seconds: float  # the first wait between tries; doubles per try
+    timeout_seconds: float  # connecting (Postgres), or each HTTP phase (PostgREST)
+    statement_timeout_seconds: float  # Postgres: every publish statement's statement_timeout
+    lock_timeout_seconds: float  # Postgres: every publish statement's lock_timeout
+    batch_size: int  # PostgREST: rows per upsert request
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PublishConfig:
+        return cls(
+            max_attempts=settings.publish_max_attempts,
+            backoff_seconds=settings.publish_backoff_seconds,
+            timeout_seconds=settings.publish_timeout_seconds,
+            statement_timeout_seconds=settings.publish_statement_timeout_seconds,
+            lock_timeout_seconds=settings.publish_lock_timeout_seconds,
+            batch_size=settings.publish_batch_size,
+        )
+
+
+#: The config with every setting at its default: what a publisher made without one publishes with.
+DEFAULT_PUBLISH_CONFIG: Final = PublishConfig.from_settings(default_settings())
 
 
 @dataclass(frozen=True)
@@ -90,15 +119,13 @@ class Publisher(ABC):
         self,
         *,
         state: PublishedState,
+        config: PublishConfig = DEFAULT_PUBLISH_CONFIG,
         target_state: TargetState | None = None,
-        max_attempts: int = 4,
-        backoff_seconds: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.state = state
+        self.config = config
         self.target_state = target_state
-        self.max_attempts = max(1, max_attempts)
-        self.backoff_seconds = backoff_seconds
         self._sleep = sleep
 
     # --- the surface the flows call ------------------------------------------------------------------------
@@ -186,11 +213,12 @@ class Publisher(ABC):
     # --- shared --------------------------------------------------------------------------------------------
     def _with_retries(self, what: str, attempt: Callable[[], T]) -> T:
         """Run ``attempt`` until it succeeds, fails fatally, or fails transiently ``max_attempts`` times."""
-        for number in range(1, self.max_attempts + 1):
+        max_attempts, backoff = self.config.max_attempts, self.config.backoff_seconds
+        for number in range(1, max_attempts + 1):
             try:
                 return attempt()
             except PublishUnavailable as exc:
-                if number == self.max_attempts:
+                if number == max_attempts:
                     hint = exc.hint or "check that the target is up; the next run re-sends everything pending"
                     # Name the action and the target once, whether or not the target's own message did.
                     where = self.describe()
@@ -198,5 +226,5 @@ class Publisher(ABC):
                     text = text if text.startswith(what) or what in text else f"{what}: {text}"
                     message = f"{text} (gave up after {number} attempt{'s' if number > 1 else ''})"
                     raise PublishUnavailable(message, hint=hint) from exc
-                self._sleep(min(self.backoff_seconds * 2 ** (number - 1), _MAX_BACKOFF_SECONDS))
+                self._sleep(min(backoff * 2 ** (number - 1), _MAX_BACKOFF_SECONDS))
         raise AssertionError("unreachable")  # pragma: no cover

@@ -24,17 +24,9 @@ import polars as pl
 import psycopg
 from psycopg import conninfo
 
-from memberpulse.contracts.times import UTC_US
+from memberpulse.contracts.failures import FAILURE_RECORD_SCHEMA
 from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet, read_parquet_checked
 from memberpulse.flows.publish._changes import PublishedState
-
-FAILURE_LOG_SCHEMA: dict[str, pl.DataType] = {
-    "webhook_id": pl.Utf8(),
-    "event_type": pl.Utf8(),
-    "reason": pl.Utf8(),
-    "received_at": UTC_US,
-    "body_prefix": pl.Utf8(),
-}
 
 
 def _digest(identity: str) -> str:
@@ -98,16 +90,16 @@ class FailureLog:
 
     def load(self) -> pl.DataFrame:
         if not self.path.exists():
-            return pl.DataFrame(schema=FAILURE_LOG_SCHEMA)
+            return pl.DataFrame(schema=FAILURE_RECORD_SCHEMA)
         hint = "delete it: failure records already sent stay in the targets; unsent ones are lost"
         return read_parquet_checked(self.path, what="the webhook failures log", hint=hint)
 
     def append(self, rows: pl.DataFrame) -> pl.DataFrame:
-        """Add ``rows`` (webhook_failures input columns) and return the whole log."""
+        """Add ``rows`` (logged failures, ``FAILURE_RECORD_SCHEMA``) and return the whole log."""
         log = self.load()
         if rows.height == 0:
             return log
-        new = rows.select(pl.col(c).cast(t) for c, t in FAILURE_LOG_SCHEMA.items())
+        new = rows.select(pl.col(c).cast(t) for c, t in FAILURE_RECORD_SCHEMA.items())
         log = pl.concat([log, new])
         atomic_write_parquet(log, self.path)
         return log

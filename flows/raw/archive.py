@@ -23,19 +23,35 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
+from typing import Final
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memberpulse.contracts.checkpoints import checkpoint
-from memberpulse.contracts.raw_record import ARCHIVE_GLOB, archive_path, raw_archive_dir, segment_day
+from memberpulse.contracts.raw_record import (
+    ARCHIVE_GLOB,
+    RAW_ARCHIVE_SCHEMA,
+    archive_path,
+    raw_archive_dir,
+    segment_day,
+)
 from memberpulse.flows.fsio import atomic_target, fsync_path
 from memberpulse.flows.raw.reader import RawChunk, iter_file, list_segments
 
 log = logging.getLogger("memberpulse.raw_archive")
 
-_SCHEMA = pa.schema([("source_file", pa.string()), ("source_offset", pa.int64()), ("line", pa.large_binary())])
+# The contract's columns as Arrow writes them: ``line`` large_binary (its offsets are the chunk's 64-bit line
+# bounds, shared without a copy) and ``source_file`` plain string, as every archive file so far has them.
+_ARROW_TYPES: Final[dict[pl.DataType, pa.DataType]] = {
+    pl.String(): pa.string(),
+    pl.Int64(): pa.int64(),
+    pl.Binary(): pa.large_binary(),
+}
+_SCHEMA: Final = pa.schema([(name, _ARROW_TYPES[dtype]) for name, dtype in RAW_ARCHIVE_SCHEMA.items()])
+_SOURCE_COLUMN: Final = _SCHEMA.get_field_index("source_file")
 
 
 @dataclass(frozen=True)
@@ -152,10 +168,11 @@ def _lines_table(chunk: RawChunk) -> pa.Table:
         cut = data.find(b"\n", cut + 1)
     count = len(bounds) - 1
     offsets = pa.array(bounds, pa.int64())
-    lines = pa.Array.from_buffers(pa.large_binary(), count, [None, offsets.buffers()[1], pa.py_buffer(data)])
+    line_type, file_type = _SCHEMA.field("line").type, _SCHEMA.field("source_file").type
+    lines = pa.Array.from_buffers(line_type, count, [None, offsets.buffers()[1], pa.py_buffer(data)])
     starts = pc.add(offsets.slice(0, count), chunk.start)
-    files = pa.array([chunk.relpath], pa.string()).take(pa.array([0] * count, pa.int32()))
-    return pa.table([files, starts, lines], schema=_SCHEMA)
+    files = pa.array([chunk.relpath], file_type).take(pa.array([0] * count, pa.int32()))
+    return pa.table({"source_file": files, "source_offset": starts, "line": lines}, schema=_SCHEMA)
 
 
 def _tidy_partition(directory: Path) -> None:
@@ -172,7 +189,7 @@ def _row_group_sources(pf: pq.ParquetFile) -> list[str]:
     """The segment each row group holds (one per group, from the statistics; the column when absent)."""
     sources = []
     for i in range(pf.metadata.num_row_groups):
-        stats = pf.metadata.row_group(i).column(0).statistics
+        stats = pf.metadata.row_group(i).column(_SOURCE_COLUMN).statistics
         if stats is not None and stats.has_min_max and stats.min == stats.max:
             sources.append(str(stats.min))
         else:

@@ -17,20 +17,13 @@ import polars as pl
 
 from memberpulse import transforms
 from memberpulse.contracts.checkpoints import checkpoint
+from memberpulse.contracts.failures import REJECT_SCHEMA
 from memberpulse.contracts.quarantine import decode_quarantine_entry
 from memberpulse.flows.raw import archive as raw_archive
 from memberpulse.flows.raw import reader as raw_reader
 from memberpulse.flows.reconcile._store import Manifest, ReconcileStore
 from memberpulse.flows.whop import BackfillSnapshot, list_snapshots
 from memberpulse.settings import Settings
-
-_FAILURE_SCHEMA = {
-    "webhook_id": pl.Utf8,
-    "event_type": pl.Utf8,
-    "reason": pl.Utf8,
-    "received_at": pl.Utf8,
-    "body": pl.Utf8,
-}
 
 
 @dataclass
@@ -86,16 +79,15 @@ def parse_new(chunks: Iterator[raw_reader.RawChunk]) -> ParsedNew:
         offsets[chunk.relpath] = chunk.end
     return ParsedNew(
         events=transforms.dedupe_events(pl.concat(events) if events else None),
-        rejects=pl.concat(rejects, how="diagonal_relaxed")
-        if rejects
-        else pl.DataFrame(schema=transforms.REJECT_SCHEMA),
+        rejects=pl.concat(rejects, how="diagonal_relaxed") if rejects else pl.DataFrame(schema=REJECT_SCHEMA),
         records_read=read,
         new_offsets=offsets,
     )
 
 
 def landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
-    """The landing's quarantine lines (refused webhooks: bad signature, stale, too large) as failure rows."""
+    """The landing's quarantine lines (refused webhooks: bad signature, stale, too large) as failures found
+    (``REJECT_SCHEMA``, no source: the raw store never held them)."""
     rows = []
     for line in batch.joined().splitlines():
         entry = decode_quarantine_entry(line)
@@ -110,7 +102,7 @@ def landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
                 "body": entry.body_prefix,
             }
         )
-    return pl.DataFrame(rows, schema=_FAILURE_SCHEMA)
+    return pl.DataFrame(rows, schema=REJECT_SCHEMA)
 
 
 def ingest(

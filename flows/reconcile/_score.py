@@ -13,23 +13,15 @@ from memberpulse.flows.whop import latest_snapshot
 from memberpulse.settings import Settings
 
 
-def _params(settings: Settings) -> transforms.ScoringParams:
-    return transforms.ScoringParams(
-        half_life_days=settings.half_life_days,
-        active_days=settings.active_days,
-        at_risk_days=settings.at_risk_days,
-    )
-
-
 def score(settings: Settings, state: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
-    return transforms.score(state, as_of=as_of, params=_params(settings))
+    return transforms.score(state, as_of=as_of, params=settings.scoring)
 
 
 def change_hints(settings: Settings, state: pl.DataFrame, ingested: Ingested, as_of: datetime) -> ChangeHints:
     """Which scored rows can differ from an earlier publish: this run's touched members, plus those time
     alone moves (computed from the state). ``state`` is what was scored; a rebuild for a backdated as-of
     is not the committed state, so its rows are compared in full."""
-    params = _params(settings)
+    params = settings.scoring
     return ChangeHints(
         as_of=as_of,
         scoring=(params.half_life_days, params.active_days, params.at_risk_days),

@@ -1,7 +1,8 @@
 """Whop's REST API as memberpulse reads it: a retrying page reader on the official whop-sdk, and the store of
 immutable backfill snapshots that the reconcile flow folds in.
 
-Reader: :class:`WhopBackfillClient` (``pages("memberships" | "members")``), :class:`RetryPolicy`.
+Reader: :class:`WhopBackfillClient` (``pages("memberships" | "members")``), configured by a
+:class:`WhopClientConfig` (with its :class:`RetryPolicy`) built from Settings.
 Store: :func:`latest_snapshot`, :func:`list_snapshots` → :class:`BackfillSnapshot`; :class:`SnapshotWriter`.
 Rows: :data:`MEMBERSHIPS_SCHEMA`, :data:`MEMBERS_SCHEMA`, :func:`memberships_batch`, :func:`members_batch`.
 """
@@ -29,9 +30,25 @@ from memberpulse.flows.whop._snapshot import (
 )
 
 if TYPE_CHECKING:
-    from memberpulse.flows.whop._client import Page, RetryEvent, WhopBackfillClient, backfill_skip_reason
+    from memberpulse.flows.whop._client import (
+        DEFAULT_WHOP_CLIENT_CONFIG,
+        Page,
+        RetryEvent,
+        WhopBackfillClient,
+        WhopClientConfig,
+        backfill_skip_reason,
+    )
 
-_CLIENT_NAMES = frozenset({"Page", "RetryEvent", "WhopBackfillClient", "backfill_skip_reason"})
+_CLIENT_NAMES = frozenset(
+    {
+        "DEFAULT_WHOP_CLIENT_CONFIG",
+        "Page",
+        "RetryEvent",
+        "WhopBackfillClient",
+        "WhopClientConfig",
+        "backfill_skip_reason",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -44,6 +61,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "DEFAULT_WHOP_CLIENT_CONFIG",
     "MEMBERSHIPS_SCHEMA",
     "MEMBERS_SCHEMA",
     "BackfillSnapshot",
@@ -54,6 +72,7 @@ __all__ = [
     "RetryPolicy",
     "SnapshotWriter",
     "WhopBackfillClient",
+    "WhopClientConfig",
     "backfill_dir",
     "backfill_skip_reason",
     "clean_stale_tmp",

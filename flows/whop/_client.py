@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 from whop_sdk import Whop
@@ -26,7 +26,7 @@ from whop_sdk.environment import WhopEnvironment
 from memberpulse.errors import ConfigError, WhopAuthError, WhopGaveUp
 from memberpulse.flows.whop._records import Resource
 from memberpulse.flows.whop._retry import RetryPolicy, retry_after_seconds
-from memberpulse.settings import Settings
+from memberpulse.settings import Settings, default_settings
 
 log = logging.getLogger("memberpulse.backfill")
 T = TypeVar("T")
@@ -39,6 +39,28 @@ _KEPT = {
     "recover": "nothing was written",
     "send-test": "nothing sent",
 }
+
+
+@dataclass(frozen=True)
+class WhopClientConfig:
+    """How the client reads Whop: MEMBERPULSE_WHOP_PAGE_SIZE, _WHOP_TIMEOUT_SECONDS and the retry policy, as
+    :meth:`from_settings` reads them (their defaults and bounds are on the Settings fields)."""
+
+    page_size: int
+    timeout_seconds: float  # of one HTTP request
+    retry: RetryPolicy
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WhopClientConfig:
+        return cls(
+            page_size=settings.whop_page_size,
+            timeout_seconds=settings.whop_timeout_seconds,
+            retry=RetryPolicy.from_settings(settings),
+        )
+
+
+#: The config with every setting at its default: what a client made without one reads Whop with.
+DEFAULT_WHOP_CLIENT_CONFIG: Final = WhopClientConfig.from_settings(default_settings())
 
 
 @dataclass(frozen=True)
@@ -97,9 +119,7 @@ class WhopBackfillClient:
         api_key: str,
         company_id: str,
         base_url: str,
-        page_size: int = 100,
-        timeout: float = 30.0,
-        policy: RetryPolicy | None = None,
+        config: WhopClientConfig = DEFAULT_WHOP_CLIENT_CONFIG,
         on_retry: Callable[[RetryEvent], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
@@ -107,19 +127,20 @@ class WhopBackfillClient:
     ) -> None:
         self.company_id = company_id
         self.base_url = base_url.rstrip("/")
-        self.page_size = page_size
-        self.timeout = timeout
-        self.policy = policy or RetryPolicy()
+        self.config = config
+        self.page_size = config.page_size
+        self.timeout = config.timeout_seconds
+        self.policy = config.retry
         self._on_retry = on_retry
         self._sleep = sleep
         self._job = job  # what the hints tell a person to run again later
         # ``transport``: where requests go (default: the network); tests pass an in-process one.
-        self._http = httpx.Client(timeout=timeout, follow_redirects=True, transport=transport)
+        self._http = httpx.Client(timeout=self.timeout, follow_redirects=True, transport=transport)
         vault = WhopEnvironment.PRODUCTION.vault if self.base_url == WhopEnvironment.PRODUCTION.api else base_url
         self._sdk = Whop(
             token=api_key,
             environment=WhopEnvironment(api=self.base_url, vault=vault),
-            timeout=timeout,
+            timeout=self.timeout,
             max_retries=0,
             httpx_client=self._http,
         )
@@ -143,9 +164,7 @@ class WhopBackfillClient:
             api_key=settings.whop_api_key.get_secret_value().strip(),
             company_id=settings.whop_company_id.strip(),
             base_url=settings.whop_api_base_url,
-            page_size=settings.whop_page_size,
-            timeout=settings.whop_timeout_seconds,
-            policy=RetryPolicy.from_settings(settings),
+            config=WhopClientConfig.from_settings(settings),
             on_retry=on_retry,
             sleep=sleep,
             transport=transport,

@@ -15,24 +15,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from memberpulse.settings import Settings
+from memberpulse.settings import WHOP_BACKOFF_CAP_SECONDS, Settings
 
 _TRY_AGAIN = re.compile(r"try again in\s+([0-9]+(?:\.[0-9]+)?)\s*(ms|milliseconds?|s|sec|secs|seconds?)?", re.I)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6  # per page, for 5xx/timeouts/connection errors (the first try counts)
-    max_rate_limit_wait: float = 300.0  # per page, summed seconds spent waiting out 429s
-    backoff_base: float = 0.5  # first backoff; doubles per attempt
-    backoff_cap: float = 30.0
+    """MEMBERPULSE_WHOP_MAX_ATTEMPTS, _WHOP_MAX_RATE_LIMIT_WAIT_SECONDS and _WHOP_BACKOFF_BASE_SECONDS, as
+    :meth:`from_settings` reads them (their defaults and bounds are on the Settings fields)."""
+
+    max_attempts: int  # per page, for 5xx/timeouts/connection errors (the first try counts)
+    max_rate_limit_wait: float  # per page, summed seconds spent waiting out 429s
+    backoff_base: float  # first backoff; doubles per attempt
+    backoff_cap: float  # the longest single backoff
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
         return cls(
-            max_attempts=max(1, settings.whop_max_attempts),
-            max_rate_limit_wait=max(0.0, settings.whop_max_rate_limit_wait_seconds),
+            max_attempts=settings.whop_max_attempts,
+            max_rate_limit_wait=settings.whop_max_rate_limit_wait_seconds,
             backoff_base=settings.whop_backoff_base_seconds,
+            backoff_cap=WHOP_BACKOFF_CAP_SECONDS,
         )
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:

@@ -138,6 +138,9 @@ MEMBER_ACTIVITY: Final = Table(
     key=("membership_id",),
 )
 
+#: Characters of a failing webhook's body kept in ``webhook_failures.body_prefix``.
+BODY_PREFIX_CHARS: Final = 512
+
 WEBHOOK_FAILURES: Final = Table(
     "webhook_failures",
     "Webhooks that were refused by the landing or could not be parsed; the raw bodies stay in the landing store.",
@@ -145,7 +148,12 @@ WEBHOOK_FAILURES: Final = Table(
         _req("webhook_id", _S, "text", "The webhook's id, or the sha256 of its body when it carried none."),
         _req("reason", _S, "text", "Why it failed, e.g. 'landing 403: signature mismatch' or 'unparsable event time'."),
         _col("event_type", _S, "text", "The event type the webhook declared, when it could be read."),
-        _col("body_prefix", _S, "text", "The first 512 characters of the body, for a human to recognise it."),
+        _col(
+            "body_prefix",
+            _S,
+            "text",
+            f"The first {BODY_PREFIX_CHARS} characters of the body, for a human to recognise it.",
+        ),
         _req("first_seen", UTC_US, "timestamptz", "When this webhook first failed for this reason."),
         _req("last_seen", UTC_US, "timestamptz", "When this webhook last failed for this reason."),
         Column(

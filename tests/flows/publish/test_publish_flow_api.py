@@ -10,6 +10,11 @@ import polars as pl
 import psycopg
 import pytest
 
+from memberpulse import transforms
+from memberpulse.contracts.failures import FAILURE_RECORD_SCHEMA, REJECT_SCHEMA
+from memberpulse.contracts.quarantine import encode_quarantine_entry
+from memberpulse.contracts.raw_record import encode_raw_record
+from memberpulse.contracts.tables import WEBHOOK_FAILURES
 from memberpulse.errors import PublishUnavailable
 from memberpulse.flows.publish import (
     PipelineRun,
@@ -20,6 +25,10 @@ from memberpulse.flows.publish import (
     runs_with,
     target_name,
 )
+from memberpulse.flows.publish._schema import summarise_webhook_failures
+from memberpulse.flows.publish._targets import FailureLog
+from memberpulse.flows.raw import reader as raw_reader
+from memberpulse.flows.reconcile._ingest import landing_rejections
 from memberpulse.settings import Settings
 from tests.support.postgres import free_port
 from tests.support.publish_data import T0, members
@@ -122,3 +131,35 @@ def test_a_reject_without_a_readable_received_at_is_dated_by_the_run_that_found_
     frame = failures_from_rejects(undated, seen_at=T2)
     assert frame["received_at"].to_list() == [T2, T2]
     assert frame["reason"].to_list() == ["invalid json", "unreadable line (a.ndjson byte 10)"]
+
+
+def _found_failures(tmp_path: Path) -> list[pl.DataFrame]:
+    """One failure of each kind a run finds: a landing refusal, an unreadable line, a body that is not JSON."""
+    quarantine = tmp_path / "quarantine"
+    quarantine.mkdir()
+    (quarantine / "w.ndjson").write_bytes(
+        encode_quarantine_entry(received_at=T1, status=403, reason="signature mismatch", remote=None,
+                                headers={"webhook-id": "msg_q"}, body_bytes=5, body_prefix=b"hello")
+    )  # fmt: skip
+    refused = landing_rejections(raw_reader.read_new(quarantine, {}, raw_reader.QUARANTINE_FILES))
+    unreadable = transforms.parse_ndjson(b"not a record\n", source_file="dt=2026-11-01/w-000001.ndjson").rejects
+    line = encode_raw_record("msg_b", T1, None, "standard", None, "{oops")
+    not_json = transforms.parse_raw(transforms.parse_ndjson(line).records).rejects
+    return [refused, unreadable, not_json]
+
+
+def test_a_failure_has_its_contract_row_at_every_stage(tmp_path: Path) -> None:
+    """Found (REJECT_SCHEMA) → logged in the warehouse (FAILURE_RECORD_SCHEMA) → published (webhook_failures),
+    whichever path found it."""
+    found = _found_failures(tmp_path)
+    assert [(f.schema, f.height) for f in found] == [(REJECT_SCHEMA, 1)] * 3
+    log = FailureLog(tmp_path / "warehouse")
+    assert log.load().schema == FAILURE_RECORD_SCHEMA  # nothing logged yet
+    assert failures_from_rejects(found[0].clear()).schema == FAILURE_RECORD_SCHEMA
+    logged = log.append(failures_from_rejects(pl.concat(found), seen_at=T2))
+    assert logged.schema == FAILURE_RECORD_SCHEMA and log.load().equals(logged)
+    assert logged["webhook_id"].to_list()[::2] == ["msg_q", "msg_b"]
+    assert logged["received_at"].to_list() == [T1, T2, T1]  # the unreadable line is dated by the run
+    published = summarise_webhook_failures(logged)
+    assert published.schema == WEBHOOK_FAILURES.sent_schema
+    assert published.height == 3

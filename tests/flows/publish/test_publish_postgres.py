@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from memberpulse.errors import PublishError, PublishUnavailable
 from memberpulse.flows.publish import (
+    DEFAULT_PUBLISH_CONFIG,
     PipelineRun,
     PostgresPublisher,
     PostgrestPublisher,
@@ -28,8 +30,11 @@ pytestmark = pytest.mark.slow  # the real PostgreSQL server
 T1, T2, T3 = T0 + timedelta(hours=1), T0 + timedelta(hours=2), T0 + timedelta(hours=3)
 
 
-def _publisher(dsn: str, warehouse: Path, **kwargs: Any) -> PostgresPublisher:
-    return PostgresPublisher(dsn, state=PublishedState(warehouse), **kwargs)
+def _publisher(dsn: str, warehouse: Path, *, sleep: SleepRecorder | None = None, **config: Any) -> PostgresPublisher:
+    """A publisher with the default config but for the ``config`` fields given."""
+    return PostgresPublisher(
+        dsn, state=PublishedState(warehouse), config=replace(DEFAULT_PUBLISH_CONFIG, **config), sleep=sleep
+    )
 
 
 def _updated_at(dsn: str) -> dict[str, object]:

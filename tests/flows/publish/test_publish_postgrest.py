@@ -6,6 +6,7 @@ upsert our client sends and records every request, so these tests pin down exact
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 
 from memberpulse.errors import PublishError, PublishUnavailable
-from memberpulse.flows.publish import PipelineRun, PostgrestPublisher, PublishedState
+from memberpulse.flows.publish import DEFAULT_PUBLISH_CONFIG, PipelineRun, PostgrestPublisher, PublishedState
 from memberpulse.flows.publish._schema import MEMBER_ACTIVITY_COLUMNS
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.postgrest_standin import PostgrestStandIn, run_postgrest_standin
@@ -38,9 +39,11 @@ def standin(migrated_postgres_dsn: str, postgres_server: PostgresServer) -> Iter
 
 
 def _publisher(
-    url: str, tmp_path: Path, sleeps: SleepRecorder, *, key: str = SERVICE_KEY, **kwargs: Any
+    url: str, tmp_path: Path, sleeps: SleepRecorder, *, key: str = SERVICE_KEY, **config: Any
 ) -> PostgrestPublisher:
-    return PostgrestPublisher(url, key, state=PublishedState(tmp_path), sleep=sleeps, **kwargs)
+    """A publisher with the default config but for the ``config`` fields given."""
+    config_ = replace(DEFAULT_PUBLISH_CONFIG, **config)
+    return PostgrestPublisher(url, key, state=PublishedState(tmp_path), config=config_, sleep=sleeps)
 
 
 def test_upserts_in_batches_with_exactly_these_requests(

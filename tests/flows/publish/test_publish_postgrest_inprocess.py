@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,16 @@ import polars as pl
 import pytest
 
 from memberpulse.errors import PublishError, PublishUnavailable
-from memberpulse.flows.publish import PipelineRun, PostgrestPublisher, PublishedState
+from memberpulse.flows.publish import (
+    DEFAULT_PUBLISH_CONFIG,
+    PipelineRun,
+    PostgrestPublisher,
+    PublishConfig,
+    PublishedState,
+    get_publisher,
+)
 from memberpulse.flows.publish._schema import MEMBER_ACTIVITY_COLUMNS
+from memberpulse.settings import Settings
 from tests.support.publish_data import T0, SleepRecorder, members
 
 URL = "https://project.supabase.test"
@@ -60,15 +68,16 @@ def postgrest() -> ScriptedPostgrest:
 
 
 def _publisher(
-    postgrest: ScriptedPostgrest, tmp_path: Path, sleeps: SleepRecorder, **kwargs: Any
+    postgrest: ScriptedPostgrest, tmp_path: Path, sleeps: SleepRecorder, **config: Any
 ) -> PostgrestPublisher:
+    """A publisher with the default config but for the ``config`` fields given."""
     return PostgrestPublisher(
         URL,
         SERVICE_KEY,
         state=PublishedState(tmp_path),
+        config=replace(DEFAULT_PUBLISH_CONFIG, **config),
         sleep=sleeps,
         transport=httpx.MockTransport(postgrest),
-        **kwargs,
     )
 
 
@@ -196,3 +205,35 @@ def test_runs_and_failures_are_upserted_on_their_keys(
         "2026-11-01T14:00:00.000000+00:00",
     )
     assert [len(b) for b in postgrest.bodies()[1:]] == [2, 1]
+
+
+def _phase_timeouts(request: httpx.Request) -> set[float]:
+    """The timeouts httpx applied to a request (connect, read, write, pool), as it records them on it."""
+    return set(request.extensions["timeout"].values())
+
+
+def test_every_request_is_bounded_by_the_publish_timeout_setting(
+    postgrest: ScriptedPostgrest, tmp_path: Path, sleeps: SleepRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMBERPULSE_PUBLISH_TIMEOUT_SECONDS", "2.5")
+    monkeypatch.delenv("SUPABASE_DB_URL", raising=False)  # the PostgREST path, whatever this machine has set
+    settings = Settings(_env_file=None, MEMBERPULSE_DATA_DIR=str(tmp_path), SUPABASE_URL=URL,  # type: ignore[call-arg]
+                        SUPABASE_SERVICE_ROLE_KEY=SERVICE_KEY)  # fmt: skip
+    configured = get_publisher(settings)
+    assert isinstance(configured, PostgrestPublisher) and configured.config == PublishConfig.from_settings(settings)
+    configured.close()
+    publisher = PostgrestPublisher(URL, SERVICE_KEY, state=PublishedState(tmp_path), config=configured.config,
+                                   sleep=sleeps, transport=httpx.MockTransport(postgrest))  # fmt: skip
+    publisher.publish_members(members(2), run_at=T1)
+    publisher.record_run(PipelineRun(run_id="r1", flow="reconcile", started_at=T1))
+    assert [_phase_timeouts(r) for r in postgrest.requests] == [{2.5}, {2.5}]
+
+
+def test_a_publisher_made_without_a_config_has_the_settings_default_timeout(
+    postgrest: ScriptedPostgrest, tmp_path: Path
+) -> None:
+    """Not a default of its own: the constructor's 30 s had drifted from the setting's 10 s."""
+    publisher = PostgrestPublisher(URL, SERVICE_KEY, state=PublishedState(tmp_path),
+                                   transport=httpx.MockTransport(postgrest))  # fmt: skip
+    publisher.publish_members(members(1), run_at=T1)
+    assert _phase_timeouts(postgrest.requests[0]) == {Settings.model_fields["publish_timeout_seconds"].default}

@@ -211,7 +211,7 @@ def test_retry_after_http_date() -> None:
 
 
 def test_backoff_grows_and_is_capped() -> None:
-    policy = RetryPolicy(backoff_base=1.0, backoff_cap=5.0)
+    policy = RetryPolicy(max_attempts=10, max_rate_limit_wait=0.0, backoff_base=1.0, backoff_cap=5.0)
     for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (10, 5.0)]:
         waits = [policy.backoff(attempt) for _ in range(50)]
         assert all(ceiling / 2 <= w <= ceiling for w in waits)

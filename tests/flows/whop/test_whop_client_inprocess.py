@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -18,8 +18,9 @@ from whop_sdk import Member, Membership
 from whop_testkit import API_KEY, COMPANY_ID, NOW
 
 from memberpulse.errors import ConfigError, WhopAuthError, WhopGaveUp
-from memberpulse.flows.whop import RetryEvent, RetryPolicy, WhopBackfillClient
+from memberpulse.flows.whop import DEFAULT_WHOP_CLIENT_CONFIG, RetryEvent, WhopBackfillClient
 from memberpulse.flows.whop._records import Resource
+from memberpulse.settings import Settings
 from memberpulse.whop_simulator import Population
 from memberpulse.whop_simulator._app import _member_json, _membership_json
 from tests.support.publish_data import SleepRecorder
@@ -99,12 +100,15 @@ def client(whop: ScriptedWhop, sleeps: SleepRecorder, events: list[RetryEvent]) 
 def _client(
     whop: ScriptedWhop, sleeps: SleepRecorder, events: list[RetryEvent], *, api_key: str = API_KEY, **policy: Any
 ) -> WhopBackfillClient:
+    retry = replace(
+        DEFAULT_WHOP_CLIENT_CONFIG.retry,
+        **{"max_attempts": 3, "max_rate_limit_wait": 2.0, "backoff_base": 0.05, **policy},
+    )
     return WhopBackfillClient(
         api_key=api_key,
         company_id=COMPANY_ID,
         base_url=BASE_URL,
-        page_size=PAGE_SIZE,
-        policy=RetryPolicy(max_attempts=3, max_rate_limit_wait=2.0, backoff_base=0.05, **policy),
+        config=replace(DEFAULT_WHOP_CLIENT_CONFIG, page_size=PAGE_SIZE, retry=retry),
         on_retry=events.append,
         sleep=sleeps,
         transport=httpx.MockTransport(whop),
@@ -270,3 +274,22 @@ def test_an_answer_the_sdk_cannot_parse_stops_with_a_hint(
     with pytest.raises(WhopGaveUp, match="did not match whop-sdk's model") as caught:
         client.fetch_page(resource, after=None, number=1)
     assert "upgrade whop-sdk" in str(caught.value) and len(whop.requests) == 1
+
+
+def test_the_client_reads_whop_as_its_settings_say(whop: ScriptedWhop, sleeps: SleepRecorder) -> None:
+    settings = Settings(_env_file=None, WHOP_API_KEY=API_KEY, WHOP_COMPANY_ID=COMPANY_ID,  # type: ignore[call-arg]
+                        WHOP_API_BASE_URL=BASE_URL, MEMBERPULSE_WHOP_PAGE_SIZE="7",
+                        MEMBERPULSE_WHOP_TIMEOUT_SECONDS="4.5")  # fmt: skip
+    with WhopBackfillClient.from_settings(settings, sleep=sleeps, transport=httpx.MockTransport(whop)) as client:
+        assert len(client.fetch_page("memberships", after=None, number=1).items) == 7
+    assert whop.requests[0].url.params["first"] == "7"
+    assert set(whop.requests[0].extensions["timeout"].values()) == {4.5}
+
+
+def test_a_client_made_without_a_config_reads_with_the_settings_defaults(whop: ScriptedWhop) -> None:
+    transport = httpx.MockTransport(whop)
+    with WhopBackfillClient(api_key=API_KEY, company_id=COMPANY_ID, base_url=BASE_URL, transport=transport) as client:
+        client.fetch_page("members", after=None, number=1)
+    defaults = Settings.model_fields
+    assert whop.requests[0].url.params["first"] == str(defaults["whop_page_size"].default)
+    assert set(whop.requests[0].extensions["timeout"].values()) == {defaults["whop_timeout_seconds"].default}
