@@ -76,7 +76,10 @@ def run_server(app_factory: Callable[[Settings], FastAPI], settings: Settings, *
     )
     listener = bind_listener(host, port, backlog=config.backlog)
     bound_port = listener.getsockname()[1]  # the OS's choice when port is 0
-    log.info("[Webhook] Listening on http://%s:%d/api/webhooks/whop (%d worker(s))", host, bound_port, workers)
+    log.info(
+        "[Webhook] Listening on http://%s:%d/api/webhooks/whop (%d worker(s)), data dir %s",
+        host, bound_port, workers, settings.data_dir.resolve(),
+    )  # fmt: skip
     try:
         if workers == 1:
             uvicorn.Server(config).run(sockets=[listener])

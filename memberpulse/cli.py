@@ -183,18 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# Commands that read or write the data dir say which one on stderr (``run`` in its summary): the long-running
-# ones first, the analysts' ones once they succeeded (so an error stays one line, and stdout stays the data).
-_DATA_DIR_FIRST = ("serve", "backfill", "recover", "demo")
-_DATA_DIR_AFTER = ("report", "sql")
+# Commands that read or write the data dir say which one on stderr once they succeeded, so an error stays one
+# line and stdout stays the data (``run`` says it in its summary, ``serve`` in its "Listening" line).
+_DATA_DIR_SHOWN = ("backfill", "recover", "report", "sql", "demo")
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    say = settings.log_level in ("DEBUG", "INFO") and args.command in (*_DATA_DIR_FIRST, *_DATA_DIR_AFTER)
-    if say and args.command in _DATA_DIR_FIRST:
-        print(f"memberpulse {args.command}: data dir {settings.data_dir.resolve()}", file=sys.stderr)
     code = _run_command(args, settings)
-    if say and args.command in _DATA_DIR_AFTER and code == ExitCode.OK:
+    if code == ExitCode.OK and args.command in _DATA_DIR_SHOWN and settings.log_level in ("DEBUG", "INFO"):
         print(f"memberpulse {args.command}: data dir {settings.data_dir.resolve()}", file=sys.stderr)
     return code
 

@@ -42,13 +42,17 @@ def demo_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def days_report(demo_report: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo's data, then a run on each of the next three days (in a copy, so ``demo_report`` stays as the
-    demo wrote it): several days of history and several runs, so the date axes have real ranges to label."""
+    """The demo's raw data and backfill, its state rebuilt by a run on each of the three days before today and
+    one today (in a copy, so ``demo_report`` stays as the demo wrote it): several days of history and several
+    runs, so the date axes have real ranges to label. (No run may be dated in the future.)"""
     data_dir = tmp_path_factory.mktemp("demo-days") / "demo"
     shutil.copytree(demo_report.parents[1], data_dir, symlinks=True)
-    for days in (1, 2, 3):
-        as_of = (datetime.now(UTC) + timedelta(days=days)).isoformat()
-        done = subprocess.run([sys.executable, "-m", "memberpulse", "run", "--as-of", as_of], env=_demo_env(data_dir),
+    for built in (data_dir / "warehouse" / "reconcile", data_dir / "warehouse" / "published", data_dir / "snapshots"):
+        shutil.rmtree(built, ignore_errors=True)
+    now = datetime.now(UTC)
+    for as_of in [(now - timedelta(days=days)).isoformat() for days in (3, 2, 1)] + [None]:
+        at = ["--as-of", as_of] if as_of else []
+        done = subprocess.run([sys.executable, "-m", "memberpulse", "run", *at], env=_demo_env(data_dir),
                               capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return data_dir / "snapshots" / REPORT_NAME

@@ -93,3 +93,12 @@ def test_a_deployment_run_refuses_a_relative_or_unused_data_dir(tmp_path: Path) 
     assert check_data_dir(unused, deployment=False) is not None  # the CLI warns
     (tmp_path / "landing").mkdir()  # what `serve` creates at start: a landing writes here
     assert check_data_dir(unused, deployment=True) is None
+
+
+@pytest.mark.slow
+def test_serve_names_its_data_dir_when_it_listens(tmp_path: Path) -> None:
+    from tests.support.landing_process import landing_process
+
+    with landing_process(tmp_path / "data") as landing:
+        log = landing.log()
+    assert f"Listening on {landing.url}" in log and f"data dir {tmp_path / 'data'}" in log
