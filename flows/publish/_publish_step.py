@@ -19,7 +19,7 @@ import polars as pl
 from memberpulse.contracts.tables import PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.fsio import atomic_write_parquet, file_version, read_parquet_checked
+from memberpulse.flows.fsio import file_version
 from memberpulse.flows.publish._changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 from memberpulse.flows.publish._dsn import mask_dsn
 from memberpulse.flows.publish._publisher import PipelineRun, Publisher, PublishResult
@@ -32,6 +32,7 @@ from memberpulse.flows.publish._schema import (
 )
 from memberpulse.flows.publish._storable_text import storable_members, storable_text
 from memberpulse.flows.publish._targets import FailureLog, TargetState, postgres_key, postgrest_key
+from memberpulse.flows.state_codec import RUN_LOG, read_table_if_present, write_table
 from memberpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def record_run(
     ``local_only``: the run log only (the target just failed; trying it again would only wait).
     """
     runs = runs_with(settings, run)
-    atomic_write_parquet(runs, PublishedState(settings.warehouse_dir, name=RUNS_LOG).path)
+    write_table(runs, PublishedState(settings.warehouse_dir, name=RUNS_LOG).path)
     # Every failure is logged here first, target or not, so a target configured later still receives it.
     failures = FailureLog(settings.warehouse_dir)
     new = failures_from_rejects(rejects, seen_at=run.started_at) if rejects is not None else None
@@ -214,8 +215,7 @@ def runs_with(settings: Settings, run: PipelineRun) -> pl.DataFrame:
     """The warehouse's run log with ``run`` in place (by run_id), sorted by start; writes nothing."""
     path = PublishedState(settings.warehouse_dir, name=RUNS_LOG).path
     row = pl.DataFrame([run.as_row()], schema=PIPELINE_RUNS_SCHEMA)
-    hint = "delete it: only the earlier runs' rows in the snapshot's pipeline_runs table are lost"
-    previous = read_parquet_checked(path, what="the run log", hint=hint) if path.exists() else None
+    previous = read_table_if_present(path, RUN_LOG)
     runs = row if previous is None else pl.concat([previous.filter(pl.col("run_id") != run.run_id), row])
     return runs.sort("started_at").select(PIPELINE_RUN_COLUMNS)
 
