@@ -42,6 +42,7 @@ from memberpulse.flows.publish._publish_step import (
     record_run,
     runs_with,
     target_name,
+    target_state,
 )
 from memberpulse.flows.publish._publisher import PipelineRun, Publisher, PublishResult, RunStatus
 
@@ -83,4 +84,5 @@ __all__ = [
     "record_run",
     "runs_with",
     "target_name",
+    "target_state",
 ]

@@ -62,7 +62,7 @@ def usable_previous(snapshots_dir: Path, lineage: SnapshotLineage | None) -> Pre
     build record is damaged)."""
     if lineage is None or lineage.full:
         return None
-    record = read_record(snapshots_dir)
+    record = read_build_record(snapshots_dir)
     if record is None:
         return None
     previous = snapshots_dir / record.file
@@ -93,7 +93,7 @@ def write_record(snapshots_dir: Path, final: Path, lineage: SnapshotLineage | No
     write_document(snapshots_dir / BUILD_NAME, SNAPSHOT_BUILD, record)
 
 
-def read_record(snapshots_dir: Path) -> SnapshotBuild | None:
+def read_build_record(snapshots_dir: Path) -> SnapshotBuild | None:
     """What the latest snapshot was built from (None: no record, a full build follows)."""
     return read_document(snapshots_dir / BUILD_NAME, SNAPSHOT_BUILD)
 
