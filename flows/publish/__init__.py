@@ -39,10 +39,10 @@ from memberpulse.flows.publish._publish_step import (
     get_publisher,
     preview_publish,
     publish_members,
+    publish_state,
     record_run,
     runs_with,
     target_name,
-    target_state,
 )
 from memberpulse.flows.publish._publisher import PipelineRun, Publisher, PublishResult, RunStatus
 
@@ -81,8 +81,8 @@ __all__ = [
     "plan_publish",
     "preview_publish",
     "publish_members",
+    "publish_state",
     "record_run",
     "runs_with",
     "target_name",
-    "target_state",
 ]

@@ -90,8 +90,7 @@ def publish_members(
 def _stamp_without_target(
     settings: Settings, scored: pl.DataFrame, *, run_at: datetime, hints: ChangeHints | None
 ) -> PublishOutcome:
-    state = TargetState(settings.warehouse_dir, "snapshot-only")
-    state.members = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
+    state = _snapshot_only_state(settings)
     last = state.members.load()
     before = file_version(state.members.path)
     meta = state.load_meta()
@@ -209,6 +208,18 @@ def target_state(settings: Settings) -> TargetState | None:
     if settings.publish_target == "postgrest" and settings.supabase_url and settings.supabase_service_role_key:
         return TargetState(settings.warehouse_dir, postgrest_key(settings.supabase_url))
     return None
+
+
+def _snapshot_only_state(settings: Settings) -> TargetState:
+    """With no target, the rows are stamped against this state: the snapshot is the only place they go."""
+    state = TargetState(settings.warehouse_dir, "snapshot-only")
+    state.members = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
+    return state
+
+
+def publish_state(settings: Settings) -> TargetState:
+    """The state a run's publish compares with: the configured target's, or the snapshot-only one."""
+    return target_state(settings) or _snapshot_only_state(settings)
 
 
 def runs_with(settings: Settings, run: PipelineRun) -> pl.DataFrame:

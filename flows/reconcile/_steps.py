@@ -20,7 +20,7 @@ from memberpulse.flows.publish import (
     plan_publish,
     preview_publish,
     publish_members,
-    target_state,
+    publish_state,
 )
 from memberpulse.flows.raw.archive import compact
 from memberpulse.flows.reconcile._ingest import Ingested, all_events, ingest
@@ -238,9 +238,7 @@ def check_state_readable(settings: Settings, store: ReconcileStore, *, full_refr
     if not full_refresh:
         store.check_readable()
         read_build_record(settings.snapshots_dir)
-    target = target_state(settings)
-    if target is not None:
-        target.load_meta()
+    publish_state(settings).load_meta()
     RecoveryStore(settings.warehouse_dir, settings.landing_dir, settings.quarantine_dir).load_state()
     list_snapshots(settings.warehouse_dir)  # every backfill's _SUCCESS
 

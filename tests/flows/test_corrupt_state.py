@@ -20,6 +20,7 @@ import pytest
 from memberpulse.cli import main
 from memberpulse.contracts.tables import WEBHOOK_DELIVERIES
 from memberpulse.errors import CorruptState
+from memberpulse.flows.publish import publish_state
 from memberpulse.flows.publish._targets import TargetState, postgres_key
 from memberpulse.flows.reconcile import reconcile
 from memberpulse.flows.reconcile._store import Manifest, ReconcileStore
@@ -66,6 +67,12 @@ def _write_target(settings: Settings) -> Path:
     return target.meta_path
 
 
+def _write_snapshot_only(settings: Settings) -> Path:
+    state = publish_state(settings)  # no target configured: the rows go to the snapshot only
+    state.save_meta(TargetMeta(as_of=AS_OF.isoformat(), change_token="lineage/1"))
+    return state.meta_path
+
+
 def _recovery(settings: Settings) -> RecoveryStore:
     return RecoveryStore(settings.warehouse_dir, settings.landing_dir, settings.quarantine_dir)
 
@@ -99,6 +106,10 @@ DOCUMENTS: dict[str, StateDocument] = {
         _write_target, lambda s: TargetState(s.warehouse_dir, postgres_key(DSN)).load_meta(),
         "delete it: the next run compares every row", ("run",), ("failures_sent", "2"),
         env=(("SUPABASE_DB_URL", DSN),),
+    ),
+    "snapshot-only publish state": StateDocument(
+        _write_snapshot_only, lambda s: publish_state(s).load_meta(),
+        "delete it: the next run compares every row", ("run",), ("scoring", "7,7,30"),
     ),
     "recovery state": StateDocument(
         _write_recovery, lambda s: _recovery(s).load_state(),
