@@ -20,7 +20,6 @@ import polars as pl
 
 from memberpulse.contracts.frames import conform
 from memberpulse.contracts.times import UTC_US, require_aware
-from memberpulse.flows.fsio import atomic_write_parquet, read_parquet_checked
 from memberpulse.flows.publish._schema import (
     COMPARED_COLUMNS,
     KEY,
@@ -28,6 +27,7 @@ from memberpulse.flows.publish._schema import (
     MEMBER_ACTIVITY_SCHEMA,
     conform_members,
 )
+from memberpulse.flows.state_codec import PUBLISHED_ROWS, read_table_if_present, write_table
 
 _LAST = "__last_"
 _CHANGED = "__changed"
@@ -209,14 +209,8 @@ class PublishedState:
         self.path = path if path is not None else warehouse_dir / "published" / f"{name}.parquet"
 
     def load(self) -> pl.DataFrame | None:
-        if not self.path.exists():
-            return None
-        return read_parquet_checked(
-            self.path,
-            what="the published-state file",
-            hint="delete it: the next run sends every current row again (upserts by key, nothing doubles)",
-        )
+        return read_table_if_present(self.path, PUBLISHED_ROWS)
 
     def save(self, frame: pl.DataFrame) -> None:
         """Replace the state atomically; call only after the target committed these rows."""
-        atomic_write_parquet(frame.select(MEMBER_ACTIVITY_COLUMNS), self.path)
+        write_table(frame.select(MEMBER_ACTIVITY_COLUMNS), self.path)

@@ -21,7 +21,7 @@ from memberpulse.contracts.frames import conform
 from memberpulse.contracts.tables import BODY_PREFIX_CHARS, PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.fsio import atomic_write_parquet, file_version, read_parquet_checked
+from memberpulse.flows.fsio import file_version
 from memberpulse.flows.publish._changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 from memberpulse.flows.publish._dsn import mask_dsn
 from memberpulse.flows.publish._publisher import PipelineRun, PublishConfig, Publisher, PublishResult
@@ -33,6 +33,7 @@ from memberpulse.flows.publish._schema import (
 )
 from memberpulse.flows.publish._storable_text import storable_members, storable_text
 from memberpulse.flows.publish._targets import FailureLog, TargetState, postgres_key, postgrest_key
+from memberpulse.flows.state_codec import RUN_LOG, read_table_if_present, write_table
 from memberpulse.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,8 +91,7 @@ def publish_members(
 def _stamp_without_target(
     settings: Settings, scored: pl.DataFrame, *, run_at: datetime, hints: ChangeHints | None
 ) -> PublishOutcome:
-    state = TargetState(settings.warehouse_dir, "snapshot-only")
-    state.members = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
+    state = _snapshot_only_state(settings)
     last = state.members.load()
     before = file_version(state.members.path)
     meta = state.load_meta()
@@ -169,7 +169,7 @@ def record_run(
     ``local_only``: the run log only (the target just failed; trying it again would only wait).
     """
     runs = runs_with(settings, run)
-    atomic_write_parquet(runs, PublishedState(settings.warehouse_dir, name=RUNS_LOG).path)
+    write_table(runs, PublishedState(settings.warehouse_dir, name=RUNS_LOG).path)
     # Every failure is logged here first, target or not, so a target configured later still receives it.
     failures = FailureLog(settings.warehouse_dir)
     new = failures_from_rejects(rejects, seen_at=run.started_at) if rejects is not None else None
@@ -210,12 +210,23 @@ def target_state(settings: Settings) -> TargetState | None:
     return None
 
 
+def _snapshot_only_state(settings: Settings) -> TargetState:
+    """With no target, the rows are stamped against this state: the snapshot is the only place they go."""
+    state = TargetState(settings.warehouse_dir, "snapshot-only")
+    state.members = PublishedState(settings.warehouse_dir, name=SNAPSHOT_ONLY_STATE)
+    return state
+
+
+def publish_state(settings: Settings) -> TargetState:
+    """The state a run's publish compares with: the configured target's, or the snapshot-only one."""
+    return target_state(settings) or _snapshot_only_state(settings)
+
+
 def runs_with(settings: Settings, run: PipelineRun) -> pl.DataFrame:
     """The warehouse's run log with ``run`` in place (by run_id), sorted by start; writes nothing."""
     path = PublishedState(settings.warehouse_dir, name=RUNS_LOG).path
     row = pl.DataFrame([run.as_row()], schema=PIPELINE_RUNS_SCHEMA)
-    hint = "delete it: only the earlier runs' rows in the snapshot's pipeline_runs table are lost"
-    previous = read_parquet_checked(path, what="the run log", hint=hint) if path.exists() else None
+    previous = read_table_if_present(path, RUN_LOG)
     if previous is not None:  # a log written before a column existed: its runs did not count it (null)
         previous = previous.with_columns(
             pl.lit(None, dtype).alias(name) for name, dtype in PIPELINE_RUNS_SCHEMA.items() if name not in previous

@@ -15,18 +15,23 @@ finds no folder for it: the whole current table and every failure record go to i
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import psycopg
 from psycopg import conninfo
 
 from memberpulse.contracts.failures import FAILURE_RECORD_SCHEMA
-from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet, read_parquet_checked
 from memberpulse.flows.publish._changes import PublishedState
+from memberpulse.flows.state_codec import (
+    FAILURE_LOG,
+    PUBLISH_TARGET,
+    TargetMeta,
+    read_document,
+    read_table_if_present,
+    write_document,
+    write_table,
+)
 
 
 def _digest(identity: str) -> str:
@@ -48,20 +53,6 @@ def postgrest_key(url: str) -> str:
     return f"postgrest-{_digest(url.strip().rstrip('/').lower())}"
 
 
-@dataclass(frozen=True)
-class TargetMeta:
-    """What one target holds besides its rows. ``as_of``/``change_token``/``scoring`` describe the scored
-    rows its last member publish came from (None: unknown, compare everything next time)."""
-
-    failures_sent: int = 0
-    as_of: str | None = None
-    change_token: str | None = None
-    scoring: list[float] | None = None
-
-    def with_(self, **changes: Any) -> TargetMeta:
-        return replace(self, **changes)
-
-
 class TargetState:
     """One target's folder: its published rows and its ``state.json``."""
 
@@ -72,14 +63,11 @@ class TargetState:
         self.meta_path = self.root / "state.json"
 
     def load_meta(self) -> TargetMeta:
-        if not self.meta_path.exists():
-            return TargetMeta()
-        raw = json.loads(self.meta_path.read_text())
-        known = {k: v for k, v in raw.items() if k in TargetMeta.__dataclass_fields__}
-        return TargetMeta(**known)
+        """What the target holds (nothing yet, before its first publish); CorruptState when unreadable."""
+        return read_document(self.meta_path, PUBLISH_TARGET) or TargetMeta()
 
     def save_meta(self, meta: TargetMeta) -> None:
-        atomic_write_bytes(self.meta_path, json.dumps(asdict(meta), indent=1, sort_keys=True).encode())
+        write_document(self.meta_path, PUBLISH_TARGET, meta)
 
 
 class FailureLog:
@@ -89,10 +77,8 @@ class FailureLog:
         self.path = warehouse_dir / "published" / "webhook_failures.parquet"
 
     def load(self) -> pl.DataFrame:
-        if not self.path.exists():
-            return pl.DataFrame(schema=FAILURE_RECORD_SCHEMA)
-        hint = "delete it: failure records already sent stay in the targets; unsent ones are lost"
-        return read_parquet_checked(self.path, what="the webhook failures log", hint=hint)
+        log = read_table_if_present(self.path, FAILURE_LOG)
+        return pl.DataFrame(schema=FAILURE_RECORD_SCHEMA) if log is None else log
 
     def append(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Add ``rows`` (logged failures, ``FAILURE_RECORD_SCHEMA``) and return the whole log."""
@@ -101,5 +87,5 @@ class FailureLog:
             return log
         new = rows.select(pl.col(c).cast(t) for c, t in FAILURE_RECORD_SCHEMA.items())
         log = pl.concat([log, new])
-        atomic_write_parquet(log, self.path)
+        write_table(log, self.path)
         return log

@@ -8,7 +8,9 @@ Lines are kept byte-exact with their segment name and offset (layout: ``memberpu
 Crash safety: a day's archive file is written whole through ``fsio.atomic_target`` (the old file, if any, is
 copied into the new one), and only then are its segments unlinked. A crash before the rename leaves the old
 archive and every segment; a crash after it leaves segments that are also archived: readers prefer the
-archive, and the next compaction unlinks them after checking the archive holds all their bytes.
+archive, and the next compaction unlinks them after checking the archive holds all their bytes. Archive files
+are opened through :mod:`memberpulse.flows.state_codec`: one whose footer cannot be read is CorruptState
+naming it (it is the only copy of its day's webhooks: the remedy is a backup).
 
 Incremental runs never read the archive (compacted segments were fully ingested); ``--full-refresh`` reads it
 through :func:`iter_history`, interleaved with the live segments in the same order as if none were compacted.
@@ -40,6 +42,7 @@ from memberpulse.contracts.raw_record import (
 )
 from memberpulse.flows.fsio import atomic_target, fsync_path
 from memberpulse.flows.raw.reader import RawChunk, iter_file, list_segments
+from memberpulse.flows.state_codec import RAW_ARCHIVE, open_table_file, open_table_writer
 
 log = logging.getLogger("memberpulse.raw_archive")
 
@@ -129,7 +132,7 @@ def compact(
 def _write_day(landing_dir: Path, target: Path, fresh: list[Segment]) -> dict[str, int]:
     """The day's archive: its previous row groups plus ``fresh`` segments, merged in segment order. Returns
     the bytes written per fresh segment."""
-    previous = pq.ParquetFile(target) if target.exists() else None
+    previous = open_table_file(target, RAW_ARCHIVE) if target.exists() else None
     items: list[tuple[PurePosixPath, int | Segment]] = [(PurePosixPath(s.relpath), s) for s in fresh]
     if previous is not None:
         items += [(PurePosixPath(rel), i) for i, rel in enumerate(_row_group_sources(previous))]
@@ -138,9 +141,7 @@ def _write_day(landing_dir: Path, target: Path, fresh: list[Segment]) -> dict[st
     try:
         with (
             atomic_target(target) as tmp,
-            pq.ParquetWriter(
-                tmp, _SCHEMA, compression="zstd", write_statistics=["source_file", "source_offset"]
-            ) as writer,
+            open_table_writer(tmp, _SCHEMA, write_statistics=["source_file", "source_offset"]) as writer,
         ):
             for _, item in items:
                 if isinstance(item, Segment):
@@ -200,7 +201,7 @@ def _row_group_sources(pf: pq.ParquetFile) -> list[str]:
 def _archived_sources(target: Path) -> set[str]:
     if not target.exists():
         return set()
-    with pq.ParquetFile(target) as pf:
+    with open_table_file(target, RAW_ARCHIVE) as pf:
         return set(_row_group_sources(pf))
 
 
@@ -209,7 +210,7 @@ def _archived_bytes(target: Path, *, only: set[str]) -> dict[str, int]:
     held: dict[str, int] = {}
     if not only:
         return held
-    with pq.ParquetFile(target) as pf:
+    with open_table_file(target, RAW_ARCHIVE) as pf:
         for i, rel in enumerate(_row_group_sources(pf)):
             if rel in only:
                 chunk = _row_group_chunk(pf, i, rel)
@@ -234,7 +235,7 @@ def archived_segments(landing_dir: Path) -> dict[str, tuple[Path, list[int]]]:
     if not archive_dir.is_dir():
         return found
     for path in sorted(archive_dir.glob(ARCHIVE_GLOB)):
-        with pq.ParquetFile(path) as pf:
+        with open_table_file(path, RAW_ARCHIVE) as pf:
             for i, rel in enumerate(_row_group_sources(pf)):
                 found.setdefault(rel, (path, []))[1].append(i)
     return found
@@ -254,7 +255,7 @@ def iter_history(landing_dir: Path) -> Iterator[RawChunk]:
                 yield from iter_file(landing_dir, rel)
                 continue
             path, groups = archived[rel]
-            pf = open_files.get(path) or open_files.setdefault(path, pq.ParquetFile(path))
+            pf = open_files.get(path) or open_files.setdefault(path, open_table_file(path, RAW_ARCHIVE))
             for index in groups:
                 yield _row_group_chunk(pf, index, rel)
     finally:

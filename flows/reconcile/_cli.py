@@ -21,6 +21,7 @@ from rich.text import Text
 from memberpulse.errors import ConfigError, CorruptState, ExitCode
 from memberpulse.flows.reconcile._flow import check_data_dir, reconcile
 from memberpulse.flows.reconcile._report import RunReport
+from memberpulse.flows.reconcile._steps import check_state_readable
 from memberpulse.flows.reconcile._store import Manifest, ReconcileStore
 from memberpulse.settings import Settings
 
@@ -48,8 +49,7 @@ def run_once(
     if rows_format != "table" and as_json:
         raise ConfigError("--json and --format csv|json both write to stdout", hint="give one of them")
     store = ReconcileStore(settings.warehouse_dir)
-    if not full_refresh:
-        store.check_readable()  # damaged state: say so before any work
+    check_state_readable(settings, store, full_refresh=full_refresh)  # damaged state: say so before any work
     warning = check_data_dir(settings, deployment=False)
     if warning:
         print(f"memberpulse run: warning: {warning}", file=sys.stderr)

@@ -20,14 +20,15 @@ from memberpulse.flows.publish import (
     plan_publish,
     preview_publish,
     publish_members,
+    publish_state,
 )
 from memberpulse.flows.raw.archive import compact
 from memberpulse.flows.reconcile._ingest import Ingested, all_events, ingest
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.flows.reconcile._store import ReconcileStore
 from memberpulse.flows.recover import RecoveryStore
-from memberpulse.flows.snapshot import SnapshotLineage, thin_history, whop_access, write_snapshot
-from memberpulse.flows.whop import latest_snapshot
+from memberpulse.flows.snapshot import SnapshotLineage, read_build_record, thin_history, whop_access, write_snapshot
+from memberpulse.flows.whop import latest_snapshot, list_snapshots
 from memberpulse.settings import Settings
 
 BACKDATED_DIR = "as-of"  # backdated runs' snapshots, beside (never instead of) latest.duckdb
@@ -228,6 +229,18 @@ def compact_raw_history(settings: Settings, store: ReconcileStore, logger: Logge
             result.bytes,
             ", ".join(result.days),
         )
+
+
+def check_state_readable(settings: Settings, store: ReconcileStore, *, full_refresh: bool) -> None:
+    """Read every state document a run reads, and the member state's footer, before any work: a damaged one
+    stops the run with CorruptState naming it and its remedy while nothing is done yet. A full refresh
+    rebuilds the reconcile state and the snapshot from scratch, so it reads neither's."""
+    if not full_refresh:
+        store.check_readable()
+        read_build_record(settings.snapshots_dir)
+    publish_state(settings).load_meta()
+    RecoveryStore(settings.warehouse_dir, settings.landing_dir, settings.quarantine_dir).load_state()
+    list_snapshots(settings.warehouse_dir)  # every backfill's _SUCCESS
 
 
 def note_delivery_health(settings: Settings, report: RunReport) -> pl.DataFrame | None:

@@ -14,8 +14,9 @@ re-send the failed deliveries through the normal signed path. The attempts read 
 from memberpulse.flows.recover._cli import run_once
 from memberpulse.flows.recover._recover import RecoveryResult, deliveries_frame, recover
 from memberpulse.flows.recover._send_test import send_test_via_whop
-from memberpulse.flows.recover._store import RecoveryState, RecoveryStore
+from memberpulse.flows.recover._store import RecoveryStore
 from memberpulse.flows.recover._webhook import find_webhook, recovery_skip_reason, require_recovery_settings
+from memberpulse.flows.state_codec import RecoveryState
 
 __all__ = [
     "RecoveryResult",

@@ -21,8 +21,9 @@ import polars as pl
 from memberpulse.contracts.raw_record import SCHEME_DELIVERY_LOG, encode_raw_record
 from memberpulse.contracts.tables import WEBHOOK_DELIVERIES
 from memberpulse.errors import ConfigError, InvalidInput
-from memberpulse.flows.recover._store import RETENTION, RecoveryState, RecoveryStore
+from memberpulse.flows.recover._store import RETENTION, RecoveryStore
 from memberpulse.flows.recover._webhook import find_webhook, require_recovery_settings
+from memberpulse.flows.state_codec import RecoveryState
 from memberpulse.flows.whop import RetryEvent, WhopBackfillClient
 from memberpulse.settings import Settings
 

@@ -16,11 +16,9 @@ only the raw bytes appended since the last one.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -31,27 +29,22 @@ from memberpulse.contracts.quarantine import decode_quarantine_entry
 from memberpulse.contracts.raw_record import DELIVERY_LOG_WRITER, SCHEME_DELIVERY_LOG, segment_path
 from memberpulse.contracts.tables import WEBHOOK_DELIVERIES
 from memberpulse.contracts.times import file_time
-from memberpulse.errors import ConfigError
-from memberpulse.flows.fsio import atomic_write_bytes, atomic_write_parquet, fsync_path
+from memberpulse.flows.fsio import fsync_path
 from memberpulse.flows.raw import reader as raw_reader
+from memberpulse.flows.state_codec import (
+    RECOVERY_DELIVERIES,
+    RECOVERY_INDEX,
+    RECOVERY_STATE,
+    RecoveryState,
+    read_document,
+    read_table_if_present,
+    write_document,
+    write_table,
+)
 
 #: How long Whop keeps delivery attempts.
 RETENTION = timedelta(days=30)
 _KNOWN_SCHEMA = pl.Schema({"webhook_id": pl.String(), "landed": pl.Boolean()})
-
-
-@dataclass
-class RecoveryState:
-    stopped_at: str | None = None  # ISO 8601: the newest delivery the last recovery read
-    index_offsets: dict[str, int] = field(default_factory=dict)
-    recovered_at: str | None = None  # when the last recovery committed
-    recovered: int = 0  # events the last recovery brought in
-    failed_attempts: int = 0  # failed attempts in the last recovery's window
-    unlogged_failures: int = 0  # of those, attempts for messages the landing never logged
-    unlogged_messages: int = 0  # distinct messages behind them
-
-    def stopped_at_time(self) -> datetime | None:
-        return datetime.fromisoformat(self.stopped_at) if self.stopped_at else None
 
 
 class RecoveryStore:
@@ -65,24 +58,14 @@ class RecoveryStore:
 
     # --- reading -------------------------------------------------------------------------------------------
     def load_state(self) -> RecoveryState:
-        if not self.state_path.exists():
-            return RecoveryState()
-        try:
-            values = json.loads(self.state_path.read_text())
-            return RecoveryState(**values)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"the recovery state {self.state_path} is unreadable ({exc})",
-                variable="MEMBERPULSE_DATA_DIR",
-                hint=f"delete {self.state_path} (recovery then reads Whop's last 30 days again; nothing is "
-                "counted twice)",
-            ) from None
+        """Where the last recovery stopped (a fresh state before the first); CorruptState when unreadable."""
+        return read_document(self.state_path, RECOVERY_STATE) or RecoveryState()
 
     def known_ids(self, state: RecoveryState) -> tuple[pl.DataFrame, dict[str, int]]:
         """Every webhook id in the raw store (the stored index plus what was appended since), and the new
         offsets to store with it."""
-        known = pl.read_parquet(self.known_path, glob=False) if self.known_path.exists() else _KNOWN_SCHEMA.to_frame()
-        frames = [known]
+        known = read_table_if_present(self.known_path, RECOVERY_INDEX)
+        frames = [_KNOWN_SCHEMA.to_frame() if known is None else known]
         offsets = dict(state.index_offsets)
         for chunk in raw_reader.iter_new(self.landing_dir, state.index_offsets):
             frames.append(_ids_in(chunk.data))
@@ -101,9 +84,8 @@ class RecoveryStore:
         return ids
 
     def deliveries(self) -> pl.DataFrame:
-        if not self.deliveries_path.exists():
-            return WEBHOOK_DELIVERIES.schema.to_frame()
-        return pl.read_parquet(self.deliveries_path, glob=False)
+        read = read_table_if_present(self.deliveries_path, RECOVERY_DELIVERIES)
+        return WEBHOOK_DELIVERIES.schema.to_frame() if read is None else read
 
     # --- writing -------------------------------------------------------------------------------------------
     def write_records(self, lines: list[bytes], now: datetime) -> Path | None:
@@ -136,11 +118,11 @@ class RecoveryStore:
             .filter(pl.col("sent_at") >= horizon)
             .sort("sent_at", "delivery_id")
         )
-        atomic_write_parquet(merged.select(WEBHOOK_DELIVERIES.names), self.deliveries_path)
+        write_table(merged.select(WEBHOOK_DELIVERIES.names), self.deliveries_path)
         new = pl.DataFrame({"webhook_id": list(recovered_ids)}, schema={"webhook_id": pl.String()})
         known = pl.concat([known, new.with_columns(landed=pl.lit(False))]).unique("webhook_id", keep="first")
-        atomic_write_parquet(known, self.known_path)
-        atomic_write_bytes(self.state_path, json.dumps(asdict(state), indent=2).encode())
+        write_table(known, self.known_path)
+        write_document(self.state_path, RECOVERY_STATE, state)
 
 
 def _ids_in(data: bytes) -> pl.DataFrame:

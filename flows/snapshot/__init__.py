@@ -15,7 +15,7 @@ import duckdb
 from memberpulse.errors import InvalidInput
 from memberpulse.flows.snapshot._files import LATEST_NAME
 from memberpulse.flows.snapshot._history import history_file_time, thin_history
-from memberpulse.flows.snapshot._incremental import SnapshotLineage
+from memberpulse.flows.snapshot._incremental import SnapshotLineage, read_build_record
 from memberpulse.flows.snapshot._schema import TABLES, VIEWS, quote_literal
 from memberpulse.flows.snapshot._views import ANALYST_VIEWS, VIEW_COLUMNS
 from memberpulse.flows.snapshot._whop_access import whop_access
@@ -62,6 +62,7 @@ __all__ = [
     "history_file_time",
     "latest_path",
     "open_latest",
+    "read_build_record",
     "thin_history",
     "whop_access",
     "write_snapshot",

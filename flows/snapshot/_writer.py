@@ -39,6 +39,7 @@ from memberpulse.flows.snapshot._incremental import (
 )
 from memberpulse.flows.snapshot._schema import HISTORY_REQUIRED, MEMBER_ACTIVITY_REQUIRED, VIEWS
 from memberpulse.flows.snapshot._views import ANALYST_VIEWS
+from memberpulse.flows.state_codec import SnapshotBuild
 
 # Whop's access times, or a function giving them (read only when the table is rebuilt).
 WhopAccess = pl.DataFrame | Callable[[], pl.DataFrame | None] | None
@@ -167,7 +168,7 @@ class _NotIncremental(Exception):
 
 def _update(
     path: Path,
-    record: dict[str, Any],
+    record: SnapshotBuild,
     lineage: SnapshotLineage,
     *,
     run_id: str,
@@ -184,11 +185,11 @@ def _update(
     try:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("BEGIN TRANSACTION")
-        if record["events_token"] != lineage.events_token and lineage.new_events is not None:
+        if record.events_token != lineage.events_token and lineage.new_events is not None:
             _append_events(con, lineage.new_events)
-        if record["members_version"] != lineage.members_version and lineage.changed_members is not None:
+        if record.members_version != lineage.members_version and lineage.changed_members is not None:
             _replace_members(con, member_activity, lineage.changed_members)
-        _update_history(con, record.get("history") or {}, history_files)
+        _update_history(con, record.history, history_files)
         for table in _REBUILT_EVERY_RUN:
             con.execute(f"DROP TABLE {table}")
         _load_frame(con, "reconciliation_drift", drift)
@@ -196,7 +197,7 @@ def _update(
         _load("webhook_failures", lambda: _load_declared(con, WEBHOOK_FAILURES, webhook_failures))
         _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
         _load_info(con, run_id, run_at)
-        if record.get("whop_access_source") != lineage.whop_access_source or lineage.whop_access_source is None:
+        if record.whop_access_source != lineage.whop_access_source or lineage.whop_access_source is None:
             con.execute("DROP TABLE whop_member_access")
             _load("whop_member_access", lambda: _load_whop_access(con, whop_access))
         comment_snapshot(con)  # the tables made anew carry their descriptions again
@@ -232,7 +233,7 @@ def _replace_members(con: duckdb.DuckDBPyConnection, member_activity: pl.DataFra
 
 
 def _update_history(
-    con: duckdb.DuckDBPyConnection, before: dict[str, Any], files: list[tuple[Path, datetime | None]]
+    con: duckdb.DuckDBPyConnection, before: dict[str, str | None], files: list[tuple[Path, datetime | None]]
 ) -> None:
     now = history_versions(files)
     gone = [name for name, version in before.items() if now.get(name) != version]

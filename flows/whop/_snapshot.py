@@ -4,18 +4,19 @@ Layout (brief, "Cross-part contracts")::
 
     warehouse/backfill/20261127T120000123456Z/memberships.parquet
                                               members.parquet
-                                              _SUCCESS          (JSON manifest, written last)
+                                              _SUCCESS          (JSON manifest, written last:
+                                                                 state_codec.BackfillManifest)
 
 A run writes into ``backfill/.tmp-<uuid>/``, fsyncs every file, writes ``_SUCCESS``, fsyncs the directory
 and renames it to its final name (then fsyncs ``backfill/``). A reader only ever sees complete snapshots; a
 run that fails removes its tmp dir, and one that was killed leaves a tmp dir the next run deletes.
-Latest = the greatest name holding ``_SUCCESS``.
+Latest = the greatest name holding ``_SUCCESS``. A damaged ``_SUCCESS`` or Parquet file is CorruptState naming
+it (remedy: delete that folder and back fill again); a folder without ``_SUCCESS`` is simply not complete.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -26,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -35,13 +35,25 @@ import pyarrow.parquet as pq
 from memberpulse.contracts.times import file_time
 from memberpulse.errors import InvalidInput, StorageUnavailable
 from memberpulse.flows.fsio import fsync_path
+from memberpulse.flows.state_codec import (
+    BACKFILL_MANIFEST,
+    BACKFILL_TABLE,
+    BackfillManifest,
+    open_table_writer,
+    query_tables,
+    read_document,
+    read_table,
+    scan_table,
+    sink_table,
+    table_rows,
+    write_document,
+)
 from memberpulse.flows.whop._records import MEMBERS_SCHEMA, MEMBERSHIPS_SCHEMA, Resource
 
 log = logging.getLogger("memberpulse.backfill")
 
 MANIFEST_NAME = "_SUCCESS"
 TMP_PREFIX = ".tmp-"
-MANIFEST_FORMAT = 1
 SCHEMAS: dict[Resource, pa.Schema] = {"memberships": MEMBERSHIPS_SCHEMA, "members": MEMBERS_SCHEMA}
 
 
@@ -75,22 +87,25 @@ class BackfillSnapshot:
         return self.path / MANIFEST_NAME
 
     def read_memberships(self) -> pl.DataFrame:
-        return pl.read_parquet(self.memberships_path, glob=False)
+        return read_table(self.memberships_path, BACKFILL_TABLE)
 
     def read_members(self) -> pl.DataFrame:
-        return pl.read_parquet(self.members_path, glob=False)
+        return read_table(self.members_path, BACKFILL_TABLE)
 
     @classmethod
     def open(cls, path: Path) -> BackfillSnapshot:
-        """Read a snapshot directory's manifest; ``FileNotFoundError`` if it has none (not complete)."""
-        manifest = json.loads((path / MANIFEST_NAME).read_text(encoding="utf-8"))
-        fetched_at = datetime.fromisoformat(manifest["fetched_at"]).astimezone(UTC)
-        counts = {str(k): int(v) for k, v in manifest.get("counts", {}).items()}
-        return cls(path=path, fetched_at=fetched_at, company_id=str(manifest["company_id"]), counts=counts)
+        """Read a snapshot directory's manifest; ``FileNotFoundError`` if it has none (not complete),
+        CorruptState when it is damaged."""
+        manifest = read_document(path / MANIFEST_NAME, BACKFILL_MANIFEST)
+        if manifest is None:
+            raise FileNotFoundError(path / MANIFEST_NAME)
+        fetched_at = datetime.fromisoformat(manifest.fetched_at).astimezone(UTC)
+        return cls(path=path, fetched_at=fetched_at, company_id=manifest.company_id, counts=manifest.counts)
 
 
 def list_snapshots(warehouse_dir: Path) -> list[BackfillSnapshot]:
-    """Every complete backfill snapshot, oldest first (tmp dirs and dirs without ``_SUCCESS`` are skipped)."""
+    """Every complete backfill snapshot, oldest first (tmp dirs and dirs without ``_SUCCESS`` are skipped);
+    CorruptState when a ``_SUCCESS`` is damaged."""
     root = backfill_dir(warehouse_dir)
     if not root.is_dir():
         return []
@@ -101,9 +116,7 @@ def list_snapshots(warehouse_dir: Path) -> list[BackfillSnapshot]:
         try:
             snapshots.append(BackfillSnapshot.open(entry))
         except FileNotFoundError:
-            continue
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring backfill snapshot %s: unreadable manifest (%s)", entry, exc)
+            continue  # not complete: a backfill that never finished (a damaged manifest stops the caller)
     return snapshots
 
 
@@ -154,7 +167,7 @@ class ParquetSink:
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         try:
-            self._writer: pq.ParquetWriter | None = pq.ParquetWriter(path, schema, compression="zstd")
+            self._writer: pq.ParquetWriter | None = open_table_writer(path, schema)
         except OSError as exc:
             raise _storage_error("create", path, exc) from exc
 
@@ -229,9 +242,7 @@ class SnapshotWriter:
     def abort(self) -> None:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
-    def commit(
-        self, *, pages: Mapping[str, int] | None = None, extra: Mapping[str, Any] | None = None
-    ) -> BackfillSnapshot:
+    def commit(self, *, pages: Mapping[str, int] | None = None) -> BackfillSnapshot:
         """Fill gaps, write ``_SUCCESS`` last, rename into place. Both resources must have been written."""
         for resource in SCHEMAS:
             if not self.path_for(resource).is_file():
@@ -244,22 +255,16 @@ class SnapshotWriter:
             )
         try:
             self._fill_membership_users()
-            counts: dict[str, int] = {r: pq.ParquetFile(self.path_for(r)).metadata.num_rows for r in SCHEMAS}
-            manifest = {
-                "format": MANIFEST_FORMAT,
-                "fetched_at": self.fetched_at.isoformat().replace("+00:00", "Z"),
-                "company_id": self.company_id,
-                "counts": counts,
-                "pages": dict(pages or {}),
-                "files": {r: self.path_for(r).name for r in SCHEMAS},
-                "written_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-                **dict(extra or {}),
-            }
-            manifest_path = self.tmp_dir / MANIFEST_NAME
-            with open(manifest_path, "w", encoding="utf-8") as fh:
-                json.dump(manifest, fh, indent=2, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())
+            counts: dict[str, int] = {r: table_rows(self.path_for(r), BACKFILL_TABLE) for r in SCHEMAS}
+            manifest = BackfillManifest(
+                fetched_at=self.fetched_at.isoformat().replace("+00:00", "Z"),
+                company_id=self.company_id,
+                counts=counts,
+                pages=dict(pages or {}),
+                files={r: self.path_for(r).name for r in SCHEMAS},
+                written_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            )
+            write_document(self.tmp_dir / MANIFEST_NAME, BACKFILL_MANIFEST, manifest)
             fsync_path(self.tmp_dir)
             os.rename(self.tmp_dir, self.final_dir)
             fsync_path(self.root)
@@ -274,13 +279,13 @@ class SnapshotWriter:
         """Memberships whose list item carried no ``user`` get username/name/email from the members list (by
         member id), so both tables are complete whichever shape Whop answered with."""
         memberships = self.path_for("memberships")
-        missing = (
-            pl.scan_parquet(memberships, glob=False).filter(pl.col("username").is_null()).select(pl.len()).collect()
+        missing = query_tables(
+            [memberships], BACKFILL_TABLE, lambda rows: rows.filter(pl.col("username").is_null()).select(pl.len())
         )
         if missing.item() == 0:
             return
         people = (
-            pl.scan_parquet(self.path_for("members"), glob=False)
+            scan_table(self.path_for("members"))
             .select(
                 "member_id",
                 pl.col("username").alias("_username"),
@@ -289,9 +294,8 @@ class SnapshotWriter:
             )
             .unique("member_id", keep="last")
         )
-        filled_path = self.tmp_dir / "memberships.filled.parquet"
-        (
-            pl.scan_parquet(memberships, glob=False)
+        filled = (
+            scan_table(memberships)
             .join(people, on="member_id", how="left", maintain_order="left")
             .with_columns(
                 pl.coalesce("username", "_username").alias("username"),
@@ -299,6 +303,5 @@ class SnapshotWriter:
                 pl.coalesce("email", "_email").alias("email"),
             )
             .select(MEMBERSHIPS_SCHEMA.names)
-            .sink_parquet(filled_path, sync_on_close="all")
         )
-        os.replace(filled_path, memberships)
+        sink_table(filled, memberships)
