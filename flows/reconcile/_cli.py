@@ -58,12 +58,12 @@ def run_once(
     except CorruptState:  # a full refresh replaces it
         before = None
     try:
-        report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run)
+        report = reconcile(
+            settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run, warnings=[warning] if warning else []
+        )
     except KeyboardInterrupt:
         print(f"memberpulse run: interrupted: {_what_was_committed(store, before)}", file=sys.stderr)
         return INTERRUPTED
-    if warning:
-        report.warnings.append(warning)
     _show(report, settings, rows_format=rows_format, limit=limit, as_json=as_json)
     return _outcome(report)
 
@@ -90,7 +90,7 @@ def _show(report: RunReport, settings: Settings, *, rows_format: RowsFormat, lim
     rows_to_stdout = report.mode == "dry-run" and rows_format != "table"
     console = Console(stderr=rows_to_stdout)
     if settings.log_level in ("DEBUG", "INFO"):
-        report.print_summary(console)
+        print_summary(report, console)
     else:
         for warning in report.warnings:  # quiet, but never silent about what needs a look
             print(f"memberpulse run: warning: {warning}", file=sys.stderr)
@@ -100,6 +100,30 @@ def _show(report: RunReport, settings: Settings, *, rows_format: RowsFormat, lim
         _write_rows(report.would_publish, rows_format)
     elif settings.log_level in ("DEBUG", "INFO"):
         _print_rows(console, report.would_publish, limit)
+
+
+BELOW_TABLE = ("data dir", "snapshot", "analyst report", "WARNING")  # printed whole, under the table
+
+
+def print_summary(report: RunReport, console: Console | None = None) -> None:
+    """The terminal view: the report's summary rows, members per status indented under "members"; paths whole
+    below the table (a table cell would cut them with "…"). Every value is plain text, never rich markup."""
+    table = Table(title=Text(report.title), show_lines=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    paths = []
+    for name, value in report.summary_rows():
+        if name in BELOW_TABLE:
+            paths.append((name, value))
+            continue
+        table.add_row(Text(name), Text(value))
+        if name == "members":
+            for status, n in sorted(report.members_by_status.items()):
+                table.add_row(Text(f"  {status}"), Text(str(n)))
+    console = console or Console()
+    console.print(table)
+    for name, value in paths:
+        console.print(Text(f"{name}: {value}"), soft_wrap=True)
 
 
 def _write_rows(rows: pl.DataFrame, rows_format: RowsFormat) -> None:

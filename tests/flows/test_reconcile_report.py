@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from rich.console import Console
 
 from memberpulse.flows.reconcile import RunReport
+from memberpulse.flows.reconcile._cli import print_summary
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 27, 12, 1, tzinfo=UTC)
@@ -35,7 +36,7 @@ def _report(target: str | None) -> RunReport:
 
 def _terminal(report: RunReport) -> str:
     console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
-    report.print_summary(console)
+    print_summary(report, console)
     return console.export_text()
 
 
