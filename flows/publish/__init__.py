@@ -30,7 +30,7 @@ from memberpulse.flows.publish._changes import (
     newly_at_risk,
     plan_publish,
 )
-from memberpulse.flows.publish._migrations import apply_migrations, migrate_cli
+from memberpulse.flows.publish._migrations import Migrated, apply_migrations, migrate
 from memberpulse.flows.publish._postgres import PostgresPublisher
 from memberpulse.flows.publish._publish_step import (
     PublishOutcome,
@@ -60,6 +60,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ChangeHints",
+    "Migrated",
     "PipelineRun",
     "PostgresPublisher",
     "PostgrestPublisher",
@@ -75,7 +76,7 @@ __all__ = [
     "failures_from_rejects",
     "failures_with",
     "get_publisher",
-    "migrate_cli",
+    "migrate",
     "newly_at_risk",
     "plan_publish",
     "preview_publish",

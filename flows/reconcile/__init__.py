@@ -2,8 +2,9 @@
 
 One run takes the steps of :data:`STEPS` (``_step_list``), in that order: the one list of them, which the
 flow, the Prefect task names and the docs refer to. Each step returns what it produced (``_steps``); the flow
-(``_flow``) assembles the run's :class:`RunReport` from those values (``_report``). The deployed Prefect flow
-is ``_prefect_flow``.
+(``_flow``) assembles the run's :class:`RunReport` from those values (``_report``). ``memberpulse run`` calls
+:func:`one_off_run` (the steps as plain calls); deployments run :func:`reconcile_flow` (``_prefect_flow``),
+where the same steps are Prefect tasks.
 
 Each step is safe to crash in. Ingest commits the member state and the raw offsets at once
 (``memberpulse.flows.reconcile._store``): a crash before that commit re-reads the same bytes next time; after
@@ -22,10 +23,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from memberpulse.flows.reconcile._cli import run_once
-from memberpulse.flows.reconcile._flow import OutputFailed, reconcile
+from memberpulse.flows.reconcile._flow import OutputFailed, check_data_dir, reconcile
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._lock import run_lock
+from memberpulse.flows.reconcile._one_off import one_off_run
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.flows.reconcile._step_list import STEPS, RunMode, Step, steps_for
 
@@ -50,10 +51,11 @@ __all__ = [
     "RunMode",
     "RunReport",
     "Step",
+    "check_data_dir",
     "ingest",
+    "one_off_run",
     "reconcile",
     "reconcile_flow",
     "run_lock",
-    "run_once",
     "steps_for",
 ]

@@ -29,6 +29,8 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class RunReport:
+    """Plain values (the flow's return value is this, as a dict), frozen: built once, never written by a step."""
+
     run_id: str
     as_of: datetime
     started_at: datetime
@@ -69,7 +71,7 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)  # what a person should look at although the run completed
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
 
-    # --- the three views ------------------------------------------------------------------------------------
+    # --- the views: the pipeline_runs row, the summary rows (the CLI draws them), the Prefect artifact -------
 
     def pipeline_run(self) -> PipelineRun:
         """This run as a row of ``pipeline_runs``."""

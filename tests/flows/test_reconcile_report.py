@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
+from memberpulse.cli.run import print_summary
 from memberpulse.flows.reconcile import RunReport
-from memberpulse.flows.reconcile._cli import print_summary
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 27, 12, 1, tzinfo=UTC)
