@@ -34,14 +34,14 @@ from memberpulse.landing.verify import SignatureRejected, VerifiedWebhook, sign_
 if TYPE_CHECKING:
     from memberpulse.landing.app import create_app
     from memberpulse.landing.raw_store import RawStore
-    from memberpulse.landing.send_test import MockWebhookSender, Reply, SignedMockWebhook, events_to_send
+    from memberpulse.landing.send_test import EndpointReply, MockWebhookSender, SignedMockWebhook, events_to_send
     from memberpulse.landing.server import serve
 
 _LAZY = {
     "create_app": "memberpulse.landing.app",
     "serve": "memberpulse.landing.server",
     "MockWebhookSender": "memberpulse.landing.send_test",
-    "Reply": "memberpulse.landing.send_test",
+    "EndpointReply": "memberpulse.landing.send_test",
     "SignedMockWebhook": "memberpulse.landing.send_test",
     "events_to_send": "memberpulse.landing.send_test",
     "RawStore": "memberpulse.landing.raw_store",
@@ -59,10 +59,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "SUPPORTED_EVENTS",
+    "EndpointReply",
     "MockMember",
     "MockWebhookSender",
     "RawStore",
-    "Reply",
     "SignatureRejected",
     "SignedMockWebhook",
     "VerifiedWebhook",

@@ -50,7 +50,7 @@ class SignedMockWebhook:
 
 
 @dataclass(frozen=True)
-class Reply:
+class EndpointReply:
     """The endpoint's answer (``status``, body ``text``), or why there was none (``problem``, ``hint``)."""
 
     status: int | None = None
@@ -101,12 +101,12 @@ class MockWebhookSender:
             event, payload, body, standard_headers(body, secret=self._secret, webhook_id=webhook_id)
         )
 
-    def post(self, webhook: SignedMockWebhook) -> Reply:
+    def post(self, webhook: SignedMockWebhook) -> EndpointReply:
         try:
             response = self._client.post(self.url, content=webhook.body, headers=webhook.headers)
         except httpx.HTTPError as exc:
             return _no_answer(self.url, exc)
-        return Reply(status=response.status_code, text=response.text)
+        return EndpointReply(status=response.status_code, text=response.text)
 
 
 def trusted_cas(cacert: Path | None) -> ssl.SSLContext | bool:
@@ -163,12 +163,12 @@ def describe_tls_failure(url: str, error: ssl.SSLError) -> tuple[str, str]:
     return problem, _HINT_FIX_THE_CERTIFICATE
 
 
-def _no_answer(url: str, exc: httpx.HTTPError) -> Reply:
+def _no_answer(url: str, exc: httpx.HTTPError) -> EndpointReply:
     tls_error = _tls_cause(exc)
     if tls_error is not None:  # the server answered, but TLS failed: "is it running?" would mislead
         problem, hint = describe_tls_failure(url, tls_error)
-        return Reply(problem=problem, hint=hint)
-    return Reply(
+        return EndpointReply(problem=problem, hint=hint)
+    return EndpointReply(
         problem=f"Could not reach {url}: {exc.__class__.__name__}: {exc}",
         hint="Is the endpoint running? Start it with: memberpulse serve",
     )

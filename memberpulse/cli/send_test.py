@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 from memberpulse.errors import ExitCode
-from memberpulse.landing import MockWebhookSender, Reply, SignedMockWebhook, events_to_send
+from memberpulse.landing import EndpointReply, MockWebhookSender, SignedMockWebhook, events_to_send
 from memberpulse.settings import Settings
 
 
@@ -54,7 +54,7 @@ def _show_request(webhook: SignedMockWebhook, url: str, out: TextIO) -> None:
     print(f"📍 Sending to: {url}\n", file=out)
 
 
-def _show_reply(reply: Reply, out: TextIO) -> None:
+def _show_reply(reply: EndpointReply, out: TextIO) -> None:
     if reply.status is None:
         print(f"❌ {reply.problem}", file=out)
         print(f"   {reply.hint}\n", file=out)
