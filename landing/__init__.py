@@ -3,8 +3,8 @@
 Public surface (everything else is private to the package):
 
 - ``create_app(settings) -> FastAPI`` and ``serve(settings, *, host, port)`` — the endpoint;
-- ``send_test(event, *, url, settings) -> int`` — the ``pnpm test:webhook`` of the TypeScript webhook guide this
-project started from;
+- ``MockWebhookSender`` — signs and posts mock webhooks, the ``pnpm test:webhook`` of the TypeScript webhook
+  guide this project started from (``memberpulse send-test`` shows what it sent and the answer);
 - ``verify_webhook`` / ``SignatureRejected`` / ``VerifiedWebhook`` — the pure verifier;
 - ``MockMember``, ``mock_event``, ``signed_delivery``, ``standard_headers``, ``legacy_headers`` and the
   per-event builders in :mod:`memberpulse.landing.mock_events` — realistic, correctly signed webhooks;
@@ -34,13 +34,16 @@ from memberpulse.landing.verify import SignatureRejected, VerifiedWebhook, sign_
 if TYPE_CHECKING:
     from memberpulse.landing.app import create_app
     from memberpulse.landing.raw_store import RawStore
-    from memberpulse.landing.send_test import send_test
+    from memberpulse.landing.send_test import EndpointReply, MockWebhookSender, SignedMockWebhook, events_to_send
     from memberpulse.landing.server import serve
 
 _LAZY = {
     "create_app": "memberpulse.landing.app",
     "serve": "memberpulse.landing.server",
-    "send_test": "memberpulse.landing.send_test",
+    "MockWebhookSender": "memberpulse.landing.send_test",
+    "EndpointReply": "memberpulse.landing.send_test",
+    "SignedMockWebhook": "memberpulse.landing.send_test",
+    "events_to_send": "memberpulse.landing.send_test",
     "RawStore": "memberpulse.landing.raw_store",
 }
 
@@ -56,14 +59,17 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "SUPPORTED_EVENTS",
+    "EndpointReply",
     "MockMember",
+    "MockWebhookSender",
     "RawStore",
     "SignatureRejected",
+    "SignedMockWebhook",
     "VerifiedWebhook",
     "create_app",
+    "events_to_send",
     "legacy_headers",
     "mock_event",
-    "send_test",
     "serve",
     "sign_legacy",
     "sign_standard",

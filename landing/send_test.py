@@ -1,9 +1,7 @@
-"""``memberpulse send-test EVENT|all``: the ``pnpm test:webhook`` of
-the TypeScript webhook guide this project started from.
-
-Builds a mock event, signs it with the first configured secret (Standard Webhooks, as Whop signs), posts it,
-and prints the same sections as that guide: payload, signature, where it went, response status and body, and a
-success or failure line. Exit code 0 only when every post was answered 200.
+"""Mock webhooks for ``memberpulse send-test EVENT|all``, the ``pnpm test:webhook`` of the TypeScript webhook guide
+this project started from: each built, signed with the first configured secret (Standard Webhooks, as Whop
+signs) and posted by a :class:`MockWebhookSender`, which returns the endpoint's answer or why there was none.
+The CLI shows the guide's sections (``memberpulse.cli.send_test``).
 
 Over HTTPS it trusts ``--cacert`` (``cacert``), else ``SSL_CERT_FILE``, else httpx's default CAs; a
 certificate or handshake failure is reported as what it is, with what to change, not as an unreachable endpoint.
@@ -11,18 +9,18 @@ certificate or handshake failure is reported as what it is, with what to change,
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import ssl
-import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from types import TracebackType
+from typing import Any
 
 import httpx
 
 from memberpulse.contracts.events import SUPPORTED_EVENTS
-from memberpulse.errors import ConfigError, ExitCode, InvalidInput
+from memberpulse.errors import ConfigError, InvalidInput
 from memberpulse.landing.mock_events import TEST_MEMBER, encode, mock_event, new_test_webhook_id, standard_headers
 from memberpulse.settings import Settings
 
@@ -37,60 +35,78 @@ _HINT_NOT_HTTPS = "Is it an HTTPS endpoint? memberpulse serve itself speaks plai
 _OPENSSL_DECORATION = re.compile(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$")
 
 
-def send_test(
-    event: str, *, url: str, settings: Settings, out: TextIO | None = None, cacert: Path | None = None
-) -> int:
-    """Send one mock ``event`` (or ``all`` of them) to ``url``; 0 when every answer was 200, else 1.
+@dataclass(frozen=True)
+class SignedMockWebhook:
+    """One mock event as it is sent: its payload, the exact body and the signed headers."""
 
-    ``cacert``: a PEM file of the CAs to trust for an ``https://`` URL (see :func:`trusted_cas`).
-    """
-    stream = out or sys.stdout
+    event: str
+    payload: dict[str, Any]
+    body: bytes
+    headers: dict[str, str]
+
+    @property
+    def signature(self) -> str:
+        return self.headers["webhook-signature"]
+
+
+@dataclass(frozen=True)
+class EndpointReply:
+    """The endpoint's answer (``status``, body ``text``), or why there was none (``problem``, ``hint``)."""
+
+    status: int | None = None
+    text: str = ""
+    problem: str | None = None
+    hint: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == 200
+
+
+def events_to_send(event: str) -> list[str]:
+    """The events ``send-test EVENT`` sends: that one, or every supported one for ``all``."""
     events = list(SUPPORTED_EVENTS) if event == "all" else [event]
     unknown = [e for e in events if e not in SUPPORTED_EVENTS]
     if unknown:
         raise InvalidInput(
             f"unknown event {unknown[0]!r}", value=unknown[0], hint=f"use one of {', '.join(SUPPORTED_EVENTS)} or all"
         )
-    secret = settings.require_webhook_secrets()[0]
-    verify = trusted_cas(cacert)  # before anything is printed or sent: a bad CA file is exit 2, one line
-    failures = 0
-    with httpx.Client(timeout=30, verify=verify) as client:
-        for name in events:
-            failures += not _send_one(client, name, url=url, secret=secret, out=stream)
-    if len(events) > 1:
-        print(f"{len(events) - failures}/{len(events)} webhooks accepted", file=stream)
-    return ExitCode.OK if failures == 0 else ExitCode.FAILED
+    return events
 
 
-def _send_one(client: httpx.Client, event: str, *, url: str, secret: str, out: TextIO) -> bool:
-    # Test ids (``test_`` prefix): stored like any webhook, kept out of the published members by reconcile.
-    webhook_id = new_test_webhook_id()
-    payload = mock_event(event, TEST_MEMBER, event_id=webhook_id)
-    body = encode(payload)
-    headers = standard_headers(body, secret=secret, webhook_id=webhook_id)
-    signature = headers["webhook-signature"]
-    print(f"🧪 Testing Webhook: {event}\n", file=out)
-    print("📦 Payload:", file=out)
-    print(json.dumps(payload, indent=2), file=out)
-    print(f"\n🔐 Signature: {signature[:19]}...", file=out)
-    print(f"📍 Sending to: {url}\n", file=out)
-    try:
-        response = client.post(url, content=body, headers=headers)
-    except httpx.HTTPError as exc:
-        _report_transport_error(url, exc, out)
-        return False
-    print(f"📊 Response Status: {response.status_code}", file=out)
-    print("📋 Response Body:", file=out)
-    try:
-        print(json.dumps(response.json(), indent=2), file=out)
-    except ValueError:
-        print(response.text[:2000], file=out)
-    if response.status_code == 200:
-        print("\n✅ Webhook processed successfully!\n", file=out)
-        return True
-    hint = " (check that WHOP_WEBHOOK_SECRET matches the server's)" if response.status_code == 403 else ""
-    print(f"\n❌ Webhook failed with status {response.status_code}{hint}\n", file=out)
-    return False
+class MockWebhookSender:
+    """Signs mock events with the first configured secret and posts them to ``url``; a missing secret or an
+    unusable CA file is a ConfigError (exit 2) before anything is sent.
+
+    ``cacert``: a PEM file of the CAs to trust for an ``https://`` URL (see :func:`trusted_cas`).
+    """
+
+    def __init__(self, *, url: str, settings: Settings, cacert: Path | None = None) -> None:
+        self.url = url
+        self._secret = settings.require_webhook_secrets()[0]
+        self._client = httpx.Client(timeout=30, verify=trusted_cas(cacert))
+
+    def __enter__(self) -> MockWebhookSender:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._client.close()
+
+    def sign(self, event: str) -> SignedMockWebhook:
+        # Test ids (``test_`` prefix): stored like any webhook, kept out of the published members by reconcile.
+        webhook_id = new_test_webhook_id()
+        payload = mock_event(event, TEST_MEMBER, event_id=webhook_id)
+        body = encode(payload)
+        return SignedMockWebhook(
+            event, payload, body, standard_headers(body, secret=self._secret, webhook_id=webhook_id)
+        )
+
+    def post(self, webhook: SignedMockWebhook) -> EndpointReply:
+        try:
+            response = self._client.post(self.url, content=webhook.body, headers=webhook.headers)
+        except httpx.HTTPError as exc:
+            return _no_answer(self.url, exc)
+        return EndpointReply(status=response.status_code, text=response.text)
 
 
 def trusted_cas(cacert: Path | None) -> ssl.SSLContext | bool:
@@ -147,12 +163,12 @@ def describe_tls_failure(url: str, error: ssl.SSLError) -> tuple[str, str]:
     return problem, _HINT_FIX_THE_CERTIFICATE
 
 
-def _report_transport_error(url: str, exc: httpx.HTTPError, out: TextIO) -> None:
+def _no_answer(url: str, exc: httpx.HTTPError) -> EndpointReply:
     tls_error = _tls_cause(exc)
     if tls_error is not None:  # the server answered, but TLS failed: "is it running?" would mislead
         problem, hint = describe_tls_failure(url, tls_error)
-        print(f"❌ {problem}", file=out)
-        print(f"   {hint}\n", file=out)
-        return
-    print(f"❌ Could not reach {url}: {exc.__class__.__name__}: {exc}", file=out)
-    print("   Is the endpoint running? Start it with: memberpulse serve\n", file=out)
+        return EndpointReply(problem=problem, hint=hint)
+    return EndpointReply(
+        problem=f"Could not reach {url}: {exc.__class__.__name__}: {exc}",
+        hint="Is the endpoint running? Start it with: memberpulse serve",
+    )

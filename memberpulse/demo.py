@@ -1,10 +1,10 @@
-"""``memberpulse demo``: the whole loop on this machine, with no credentials.
+"""The world ``memberpulse demo`` plays in, with no credentials: a simulated company's webhooks, the landing
+endpoint (a real ``memberpulse serve`` process) on a free local port, an outage, and what the snapshot shows
+afterwards. Nothing here writes to the terminal: the command (``memberpulse.cli.demo``) runs the story and
+tells it.
 
-It starts the landing endpoint (a real ``memberpulse serve`` process) and the Whop API simulator on free
-local ports, sends signed webhooks for a few hundred simulated members — some delivered twice, a few never
-delivered, one forged — runs the backfill and reconcile flows, prints what they found, and stops everything
-it started. Everything is written under ``$MEMBERPULSE_DATA_DIR/demo`` (wiped at the start), never to a real
-Supabase project.
+Webhooks for a few hundred simulated members — some delivered twice, a few never delivered, one forged — go
+under ``$MEMBERPULSE_DATA_DIR/demo``, never to a real Supabase project.
 """
 
 from __future__ import annotations
@@ -13,25 +13,21 @@ import asyncio
 import os
 import random
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 from pydantic import SecretStr
-from rich.console import Console
-from rich.table import Table
 
 from memberpulse.settings import Settings
 
@@ -64,7 +60,7 @@ class SendStats:
     duplicates: int = 0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -73,7 +69,7 @@ def _free_port() -> int:
 @contextmanager
 def landing_process(data_dir: Path, secret: str, port: int | None = None) -> Iterator[str]:
     """A real ``memberpulse serve`` on ``port`` (default: a free one); yields its webhook URL, stops it on exit."""
-    port = port or _free_port()
+    port = port or free_port()
     env = {**os.environ, "WHOP_WEBHOOK_SECRET": secret, "MEMBERPULSE_DATA_DIR": str(data_dir)}
     log = open(data_dir / "landing.log", "ab")  # noqa: SIM115 - closed below, after the process ends
     proc = subprocess.Popen(
@@ -188,7 +184,7 @@ def send_webhooks(url: str, deliveries: list[Delivery], secret: str, seed: int =
     return stats
 
 
-def _demo_settings(settings: Settings, root: Path, secret: str, api_key: str, base_url: str) -> Settings:
+def demo_settings(settings: Settings, root: Path, secret: str, api_key: str, base_url: str) -> Settings:
     return settings.model_copy(
         update={
             "data_dir": root,
@@ -205,48 +201,47 @@ def _demo_settings(settings: Settings, root: Path, secret: str, api_key: str, ba
     )
 
 
-def _print_findings(console: Console, snapshot: Path) -> None:
+@dataclass(frozen=True)
+class Findings:
+    """What the demo's snapshot shows: members by status (status, members, average score), the drift found
+    (reason, members), and the guide's check query (the 5 most recently updated members)."""
+
+    by_status: list[tuple[Any, ...]]
+    drift: list[tuple[Any, ...]]
+    latest: list[tuple[Any, ...]]
+
+
+def findings(snapshot: Path) -> Findings:
     import duckdb
 
     with duckdb.connect(str(snapshot), read_only=True) as con:
-        status_rows = con.execute(
-            "SELECT status, count(*), round(avg(engagement_score), 1) FROM member_activity GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
-        drift_rows = con.execute(
-            "SELECT reason, count(*) FROM reconciliation_drift GROUP BY 1 ORDER BY 2 DESC"
-        ).fetchall()
-        top = con.execute(
-            "SELECT member_name, status, activity_score, last_active, updated_at FROM member_activity "
-            "ORDER BY updated_at DESC, engagement_score DESC LIMIT 5"
-        ).fetchall()
-
-    table = Table(title="Members by status")
-    for column in ("status", "members", "avg score"):
-        table.add_column(column, justify="right" if column != "status" else "left")
-    for status, count, avg in status_rows:
-        table.add_row(str(status), str(count), str(avg))
-    console.print(table)
-
-    drift = Table(title="Drift found (Whop's API vs the webhooks received)")
-    drift.add_column("reason")
-    drift.add_column("members", justify="right")
-    for reason, count in drift_rows:
-        drift.add_row(str(reason), str(count))
-    if not drift_rows:
-        drift.add_row("(none)", "0")
-    console.print(drift)
-
-    seed_query = Table(title="The guide's check query (5 of 10 rows)")
-    for column in ("member_name", "status", "activity_score", "last_active", "updated_at"):
-        seed_query.add_column(column)
-    for row in top:
-        seed_query.add_row(*(str(v) for v in row))
-    console.print(seed_query)
+        return Findings(
+            by_status=con.execute(
+                "SELECT status, count(*), round(avg(engagement_score), 1) FROM member_activity GROUP BY 1 "
+                "ORDER BY 2 DESC"
+            ).fetchall(),
+            drift=con.execute(
+                "SELECT reason, count(*) FROM reconciliation_drift GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall(),
+            latest=con.execute(
+                "SELECT member_name, status, activity_score, last_active, updated_at FROM member_activity "
+                "ORDER BY updated_at DESC, engagement_score DESC LIMIT 5"
+            ).fetchall(),
+        )
 
 
-def _print_recovery(console: Console, snapshot: Path, lost: list[str]) -> bool:
-    """Whether every webhook of the outage is in the events table (then the scores are those of a run without
-    the outage: scoring is a function of the events and the API facts), and Whop's side of delivery health."""
+@dataclass(frozen=True)
+class Recovered:
+    """Of the webhooks lost in the outage, how many are in the snapshot's events table (all: the scores are
+    those of a run without the outage, scoring being a function of the events and the API facts), and Whop's
+    side of delivery health (``webhook_delivery_health`` rows)."""
+
+    lost: int
+    back: int
+    health: list[tuple[Any, ...]]
+
+
+def recovered(snapshot: Path, lost: list[str]) -> Recovered:
     import duckdb
     import polars as pl
 
@@ -257,91 +252,41 @@ def _print_recovery(console: Console, snapshot: Path, lost: list[str]) -> bool:
             "SELECT hour, attempts, failed, success_rate_pct, failures_by_status, p95_seconds "
             "FROM webhook_delivery_health ORDER BY hour"
         ).fetchall()
-    table = Table(title="Delivery health, Whop's side (webhook_delivery_health)")
-    for column in ("hour", "attempts", "failed", "success %", "failures by status", "p95 s"):
-        table.add_column(column)
-    for row in health:
-        table.add_row(*(str(v) for v in row))
-    console.print(table)
-    if back != len(lost):
-        console.print(f"[red]outage: only {back} of the {len(lost)} webhooks lost in the outage came back")
-        return False
-    console.print(
-        f"outage: {len(lost)} webhooks failed while the landing was down; all of them are in the events table, "
-        "recovered from Whop's delivery log, so the scores equal a run without the outage."
-    )
-    return True
+    return Recovered(lost=len(lost), back=int(back), health=health)
 
 
-def main(settings: Settings) -> int:
-    from memberpulse.flows.backfill import run_once as backfill_once
-    from memberpulse.flows.reconcile import run_once as reconcile_once
-    from memberpulse.whop_simulator import Population, WebhookHub, create_app, serve_in_thread
+@dataclass(frozen=True)
+class Calm:
+    """Before the outage: the webhook registered with the simulated Whop, its URL, and what was sent to it."""
 
-    console = Console()
-    started = time.monotonic()
-    root = settings.data_dir.resolve() / "demo"
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    secret = "ws_" + secrets.token_hex(24)
-    api_key = "sim_" + secrets.token_hex(16)
-    now = datetime.now(UTC)
-
-    console.rule("[bold]memberpulse demo")
-    population = Population.generate(seed=7, n=DEMO_MEMBERS, company_id=DEMO_COMPANY, now=now)
-    hub = WebhookHub(DEMO_COMPANY, timeout=2.0)
-    port = _free_port()
-    with serve_in_thread(create_app(population, api_key=api_key, webhooks=hub)) as base_url:
-        deliveries = plan_deliveries(population, secret, now)
-        outage_share = max(1, int(len(deliveries) * OUTAGE_SHARE))
-        in_outage, calm = deliveries[:outage_share], deliveries[outage_share:]
-        hook_id = _send_calm(console, hub, root, secret, port, base_url, calm)
-        lost = _outage(console, hub, hook_id, in_outage)
-        with landing_process(root, secret, port):
-            # After the webhooks, Whop's view moves on: a few members cancel and the webhooks for it go missing.
-            for membership in population.memberships[:5]:
-                if membership.valid:
-                    population.set_status(membership.id, "canceled", at=now)
-            demo = _demo_settings(settings, root, secret, api_key, base_url).model_copy(
-                update={"whop_webhook_id": hook_id}
-            )
-            console.rule("backfill (Whop API → warehouse snapshot; Whop's delivery log → missed webhooks)")
-            code = backfill_once(demo)
-            if code != 0:
-                return code
-    console.rule("reconcile (raw webhooks + API → scores → snapshot)")
-    code = reconcile_once(demo, as_of=None, full_refresh=False)
-    if code != 0:
-        return code
-
-    recovered = _print_outro(console, demo.snapshots_dir / "latest.duckdb", deliveries, started, lost)
-    return 0 if recovered else 1
+    hook_id: str
+    webhook_url: str
+    whop_sent: int
+    stats: SendStats
 
 
-def _send_calm(
-    console: Console, hub: WebhookHub, root: Path, secret: str, port: int, base_url: str, calm: list[Delivery]
-) -> str:
-    """Before the outage: the landing up, the webhook registered with the simulated Whop, the stream sent.
-    Returns the webhook's id."""
+def send_calm(hub: WebhookHub, root: Path, secret: str, port: int, calm: list[Delivery]) -> Calm:
+    """The landing up, the webhook registered with the simulated Whop, the stream sent: the first
+    ``WHOP_SENT`` by the simulated Whop itself (signed by it, in its delivery log), the rest posted directly."""
     with landing_process(root, secret, port) as webhook_url:
         hook = hub.register(webhook_url, secret=secret)
-        console.print(f"Whop API simulator (a stand-in for api.whop.com): {base_url}")
-        console.print(f"landing endpoint (memberpulse serve):             {webhook_url}")
-        # Whop's own sends (signed by the simulator, in its delivery log) for part of the stream.
         for delivery in calm[:WHOP_SENT]:
             hub.send(hook.id, orjson.loads(delivery.body))
         stats = send_webhooks(webhook_url, calm[WHOP_SENT:], secret)
-        console.print(
-            f"webhooks: {WHOP_SENT} sent by the simulated Whop, then {stats.sent} posted: {stats.accepted} "
-            f"answered 200, {stats.rejected} rejected (the forgery), {stats.duplicates} delivered twice, "
-            f"{stats.missed} never delivered"
-        )
-    return hook.id
+    return Calm(hook.id, webhook_url, WHOP_SENT, stats)
 
 
-def _outage(console: Console, hub: WebhookHub, hook_id: str, deliveries: list[Delivery]) -> list[str]:
-    """The landing is down for a few seconds while Whop keeps sending: every one of those deliveries fails.
-    Returns their webhook ids."""
+@dataclass(frozen=True)
+class Outage:
+    """The webhooks Whop sent while the landing was down (their ids), the deliveries that failed, how long."""
+
+    lost: list[str]
+    failed: int
+    seconds: float
+
+
+def outage(hub: WebhookHub, hook_id: str, deliveries: list[Delivery]) -> Outage:
+    """The landing is down for a few seconds while Whop keeps sending: every one of those deliveries fails."""
     started = time.monotonic()
     lost = []
     for n, delivery in enumerate(deliveries, 1):
@@ -349,27 +294,4 @@ def _outage(console: Console, hub: WebhookHub, hook_id: str, deliveries: list[De
         lost.append(attempt.webhook_id)
         time.sleep(max(0.0, started + OUTAGE_SECONDS * n / len(deliveries) - time.monotonic()))
     failed = sum(not a.success for a in hub.deliveries(hook_id))
-    console.print(
-        f"outage: the landing was stopped for {time.monotonic() - started:.1f} s while Whop sent "
-        f"{len(deliveries)} webhooks; {failed} deliveries failed (connection refused), as Whop's log shows"
-    )
-    return lost
-
-
-def _print_outro(console: Console, snapshot: Path, deliveries: list[Delivery], started: float, lost: list[str]) -> bool:
-    """What the demo found, how long it took, and how to look at the snapshot; False if the outage was not
-    fully recovered."""
-    _print_findings(console, snapshot)
-    recovered = _print_recovery(console, snapshot, lost)
-    counts = Counter(d.membership_id for d in deliveries)
-    console.print(
-        f"\n{len(counts)} simulated members, {len(deliveries)} webhooks planned; finished in "
-        f"{time.monotonic() - started:.1f} s. Nothing is left running."
-    )
-    console.print(f"snapshot for analysts: [bold]{snapshot}[/bold]")
-    console.print("try:")
-    console.print(
-        f"  .venv/bin/python -c \"import duckdb; print(duckdb.connect('{snapshot}', read_only=True)"
-        f".sql('SELECT * FROM members_at_risk_now LIMIT 10'))\""
-    )
-    return recovered
+    return Outage(lost, failed, time.monotonic() - started)

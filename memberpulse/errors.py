@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # the job ran and failed (e.g. send-test got a non-200 answer)
     CONFIG = 2  # a person must fix something: usage, configuration, credentials, input
     TRANSIENT = 3  # the outside world may heal: run it again later
+    INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, as a shell reports it
     OUTPUT_CLOSED = 141  # 128 + SIGPIPE: the reader of standard output stopped early (`... | head`)
 
 
@@ -151,6 +152,7 @@ __all__ = [
     "CorruptState",
     "ExitCode",
     "FatalError",
+    "Interrupted",
     "InvalidInput",
     "MemberpulseError",
     "OutputClosed",
@@ -185,3 +187,13 @@ class OutputClosed(MemberpulseError):
     """
 
     exit_code = ExitCode.OUTPUT_CLOSED
+
+
+# --- a person stopped it: exit 130 --------------------------------------------------------------------------
+
+
+class Interrupted(MemberpulseError):
+    """Ctrl-C stopped a command that can say what it kept (``memberpulse run``: whether its ingest was
+    committed, and where the next run starts); the message says so, in one line."""
+
+    exit_code = ExitCode.INTERRUPTED

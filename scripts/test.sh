@@ -45,7 +45,7 @@ echo "== ruff"
 .venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy
-echo "== import-linter (layers: core <- landing, transforms <- flows <- cli, demo)"
+echo "== import-linter (layers: core <- landing, transforms <- flows <- demo <- cli; rich only in the CLI)"
 .venv/bin/lint-imports
 echo "== pytest"
 # The same property-test examples on every run (tests/conftest.py): the fast loop searches at random instead.

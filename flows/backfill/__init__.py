@@ -1,8 +1,9 @@
 """The backfill flow: every page of the company's memberships and members from Whop's REST API, written as
 one immutable snapshot (``warehouse/backfill/<fetched_at>/``) that the reconcile flow folds in.
 
-``memberpulse backfill`` calls :func:`run_once`; deployments run :func:`backfill_flow`. Without
-``WHOP_API_KEY`` and ``WHOP_COMPANY_ID`` the backfill is skipped and says so (exit 0).
+``memberpulse backfill`` calls :func:`backfill_flow` in Prefect's ephemeral mode, showing the progress it
+routes to the fetch tasks with :func:`reporting`; deployments run :func:`backfill_flow`. Without
+``WHOP_API_KEY`` and ``WHOP_COMPANY_ID`` the backfill is skipped and says why.
 
 Retries happen at two levels, each for what it can fix: the Whop client retries one page (429 waits, 5xx and
 timeouts with backoff, see ``flows/whop``) and gives up with :class:`WhopGaveUp` past its bounds; the Prefect
@@ -12,21 +13,18 @@ resource from page 1 into a fresh file.
 
 from __future__ import annotations
 
-from memberpulse.flows.backfill._cli import run_once
 from memberpulse.flows.backfill._fetch import fetch_members, fetch_memberships, fetch_resource
 from memberpulse.flows.backfill._flow import BackfillResult, backfill_flow
-from memberpulse.flows.backfill._progress import BackfillProgress, LineProgress, ResourceResult, RichProgress, reporting
+from memberpulse.flows.backfill._progress import BackfillProgress, ResourceResult, rate, reporting
 
 __all__ = [
     "BackfillProgress",
     "BackfillResult",
-    "LineProgress",
     "ResourceResult",
-    "RichProgress",
     "backfill_flow",
     "fetch_members",
     "fetch_memberships",
     "fetch_resource",
+    "rate",
     "reporting",
-    "run_once",
 ]

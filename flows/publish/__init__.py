@@ -30,7 +30,7 @@ from memberpulse.flows.publish._changes import (
     newly_at_risk,
     plan_publish,
 )
-from memberpulse.flows.publish._migrations import apply_migrations, migrate_cli
+from memberpulse.flows.publish._migrations import Migrated, apply_migrations, migrate
 from memberpulse.flows.publish._postgres import PostgresPublisher
 from memberpulse.flows.publish._publish_step import (
     PublishOutcome,
@@ -73,6 +73,7 @@ __all__ = [
     "REFUSED_LABEL",
     "REJECTS_LABEL",
     "ChangeHints",
+    "Migrated",
     "PipelineRun",
     "PostgresPublisher",
     "PostgrestPublisher",
@@ -89,7 +90,7 @@ __all__ = [
     "failures_from_rejects",
     "failures_with",
     "get_publisher",
-    "migrate_cli",
+    "migrate",
     "newly_at_risk",
     "plan_publish",
     "preview_publish",

@@ -1,4 +1,4 @@
-"""Apply ``supabase/migrations/*.sql`` through ``SUPABASE_DB_URL`` (``memberpulse migrate``).
+"""Apply ``supabase/migrations/*.sql`` through ``SUPABASE_DB_URL`` (``memberpulse migrate`` says what it did).
 
 The SQL files are the one source of truth; the package reaches them through ``flows/publish/sql``, a
 symlink to ``supabase/migrations`` (followed when the package is built). Applied versions are recorded in
@@ -10,7 +10,6 @@ its own transaction under an advisory lock, so concurrent or repeated runs are h
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -112,8 +111,18 @@ def applied_versions(dsn: str) -> list[str]:
         return [str(r[0]) for r in rows]
 
 
-def migrate_cli(settings: Settings) -> int:
-    """``memberpulse migrate``: apply pending migrations through SUPABASE_DB_URL and say what happened."""
+@dataclass(frozen=True)
+class Migrated:
+    """What ``memberpulse migrate`` did: the files it applied, in order (none: the schema was up to date), out
+    of ``known`` migrations, at ``where`` (the database, password masked)."""
+
+    applied: list[str]
+    known: int
+    where: str
+
+
+def migrate(settings: Settings) -> Migrated:
+    """Apply the pending migrations through SUPABASE_DB_URL (a ConfigError, exit 2, without it)."""
     if settings.supabase_db_url is None:
         raise ConfigError(
             "memberpulse migrate needs a direct database connection",
@@ -122,13 +131,5 @@ def migrate_cli(settings: Settings) -> int:
             "(Supabase: Project Settings → Database → Connection string), or run `supabase db push`",
         )
     dsn = settings.supabase_db_url.get_secret_value()
-    where = mask_dsn(dsn)
     applied = apply_migrations(dsn)
-    if applied:
-        for name in applied:
-            print(f"applied {name}")
-        print(f"{len(applied)} migration(s) applied to {where}")
-    else:
-        print(f"schema up to date at {where} ({len(list_migrations())} migration(s) already applied)")
-    sys.stdout.flush()
-    return 0
+    return Migrated(applied=applied, known=len(list_migrations()), where=mask_dsn(dsn))

@@ -1,37 +1,48 @@
-"""The reconcile run itself: the steps in order, each timed in the run report, the run recorded either way.
+"""The reconcile run itself: the steps of ``_step_list.STEPS`` in order, each timed, the report assembled from
+what they returned (``_report.assemble_report``), the run recorded either way.
 
-No Prefect here: ``memberpulse run`` calls :func:`run_once` and the steps run as plain calls (fast, nothing
+No Prefect here: ``memberpulse run`` calls :func:`reconcile` and the steps run as plain calls (fast, nothing
 left running); deployments run ``reconcile_flow`` (``_prefect_flow``), where the same steps are Prefect tasks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import polars as pl
 
 from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.times import CLOCK_SKEW_ALLOWANCE
 from memberpulse.errors import ConfigError, CorruptState, MemberpulseError, TransientError
 from memberpulse.flows.deployment_runs import require_absolute_data_dir
-from memberpulse.flows.publish import record_run, runs_with, target_name
-from memberpulse.flows.reconcile._ingest import fold_settings_changed, scoring_state
+from memberpulse.flows.publish import record_run, target_name
+from memberpulse.flows.reconcile._ingest import fold_settings_changed
 from memberpulse.flows.reconcile._lock import run_lock
-from memberpulse.flows.reconcile._report import RunMode, RunReport
-from memberpulse.flows.reconcile._score import change_hints, drift, score
+from memberpulse.flows.reconcile._report import RunReport, StepResults, assemble_report
+from memberpulse.flows.reconcile._score import drift
+from memberpulse.flows.reconcile._step_list import (
+    COMPACT,
+    DRIFT,
+    INGEST,
+    PUBLISH,
+    RECORD,
+    REPORT,
+    SCORE,
+    SNAPSHOT,
+    RunMode,
+)
 from memberpulse.flows.reconcile._steps import (
     Logger,
-    compact_raw_history,
+    RunStart,
+    compact_step,
     ingest_step,
-    note_ingested,
-    note_scored,
-    publish,
-    run_step,
-    snapshot,
+    publish_step,
+    score_step,
+    snapshot_step,
 )
 from memberpulse.flows.reconcile._store import ReconcileStore
 from memberpulse.flows.report import write_run_report
@@ -57,36 +68,38 @@ def reconcile(
     as_of: datetime | None,
     full_refresh: bool,
     dry_run: bool = False,
+    warnings: Sequence[str] = (),
     logger: Logger = log,
 ) -> RunReport:
-    """One run, in the order the package docstring gives; on failure the run is recorded as failed."""
+    """One run, the steps in the order of ``STEPS``; on failure the run is recorded as failed. ``warnings``:
+    what the caller found before the run, for its report."""
     started = datetime.now(UTC)
     if as_of is not None:
         check_as_of_not_future(as_of, now=started)
-    run_as_of = (as_of or started).astimezone(UTC)
-    report = RunReport(run_id=str(uuid.uuid4()), as_of=run_as_of, started_at=started, full_refresh=full_refresh)
-    report.data_dir = str(settings.data_dir.resolve())
-    report.test_webhooks_included = settings.include_test_webhooks
-    report.publish_target = target_name(settings)
-    if report.publish_target is None:
+    start = RunStart(
+        run_id=str(uuid.uuid4()),
+        as_of=(as_of or started).astimezone(UTC),
+        started_at=started,
+        full_refresh=full_refresh,
+        data_dir=str(settings.data_dir.resolve()),
+        publish_target=target_name(settings),
+        test_webhooks_included=settings.include_test_webhooks,
+        mode="dry-run" if dry_run else "run",  # placed against the last commit below
+    )
+    if start.publish_target is None:
         logger.info("no Supabase target configured (SUPABASE_DB_URL or SUPABASE_URL): publishing nowhere")
-    store = ReconcileStore(settings.warehouse_dir)
+    store, done = ReconcileStore(settings.warehouse_dir), StepResults()
     with run_lock(settings.warehouse_dir, create=not dry_run):
         try:
-            report.last_as_of = store.last_as_of(tolerate_damage=full_refresh)
-            report.as_of = _ordinary_as_of(report, explicit=as_of is not None, manifest=store.manifest_path)
-            report.mode = _mode(report, dry_run=dry_run)
-            changed = None if full_refresh else fold_settings_changed(settings, store.load_manifest())
-            report.warnings += [changed] if changed else []
-            _run_steps(settings, report, store, run_at=started, logger=logger)
+            start = _placed(settings, start, store, explicit=as_of is not None, warnings=warnings)
+            _run_steps(settings, start, store, done, logger)
         except BaseException as exc:
-            report.status = "failed"
-            report.error = str(exc)
-            report.finished_at = datetime.now(UTC)
-            if isinstance(exc, Exception) and report.mode == "run":
-                record_run(settings, report.pipeline_run(), rejects=None, best_effort=True)
+            done.finished_at = datetime.now(UTC)
+            if isinstance(exc, Exception) and start.mode == "run":
+                failed = assemble_report(start, done, error=str(exc))
+                record_run(settings, failed.pipeline_run(), rejects=None, best_effort=True)
             raise
-    return report
+    return assemble_report(start, done)
 
 
 def check_as_of_not_future(as_of: datetime, *, now: datetime) -> None:
@@ -99,22 +112,41 @@ def check_as_of_not_future(as_of: datetime, *, now: datetime) -> None:
         )
 
 
-def _ordinary_as_of(report: RunReport, *, explicit: bool, manifest: Path) -> datetime:
-    """The as-of of a run with no ``--as-of``: now, or the last commit's when that lies within the clock-skew
-    allowance ahead (another host's clock), so an ordinary run never goes back in time and always commits.
+def _placed(
+    settings: Settings, start: RunStart, store: ReconcileStore, *, explicit: bool, warnings: Sequence[str]
+) -> RunStart:
+    """The run placed against the last commit: its as-of, its mode, and what a person should look at (a changed
+    fold setting, then the caller's ``warnings``)."""
+    last = store.last_as_of(tolerate_damage=start.full_refresh)
+    as_of, last = _ordinary_as_of(start, last, explicit=explicit, manifest=store.manifest_path)
+    changed = None if start.full_refresh else fold_settings_changed(settings, store.load_manifest())
+    return dataclasses.replace(
+        start,
+        as_of=as_of,
+        last_as_of=last,
+        mode=_mode(as_of, last, dry_run=start.mode == "dry-run"),
+        warnings=(*([changed] if changed else []), *warnings),
+    )
+
+
+def _ordinary_as_of(
+    start: RunStart, last: datetime | None, *, explicit: bool, manifest: Path
+) -> tuple[datetime, datetime | None]:
+    """The as-of of a run with no ``--as-of`` (and the last commit's as-of it is placed against): now, or the
+    last commit's when that lies within the clock-skew allowance ahead (another host's clock), so an ordinary
+    run never goes back in time and always commits.
 
     A last commit further ahead than that was made under a clock far ahead (or by an older version that took a
     future ``--as-of``): every ordinary run would be behind it, so it stops with the remedy instead. A full
     refresh is that remedy: it rebuilds from the raw store as of now and replaces the future commit.
     """
-    last, now = report.last_as_of, report.as_of
+    now = start.as_of
     if explicit or last is None or last <= now:
-        return now
+        return now, last
     if last <= now + CLOCK_SKEW_ALLOWANCE:
-        return last
-    if report.full_refresh:
-        report.last_as_of = None  # replaced by this run's commit
-        return now
+        return last, last
+    if start.full_refresh:
+        return now, None  # replaced by this run's commit
     raise CorruptState(
         f"{manifest}: the last committed reconcile run is as of {last.isoformat()}, later than this machine's "
         f"clock ({now.replace(microsecond=0).isoformat()}); every run would be behind it",
@@ -124,69 +156,42 @@ def _ordinary_as_of(report: RunReport, *, explicit: bool, manifest: Path) -> dat
     )
 
 
-def _mode(report: RunReport, *, dry_run: bool) -> RunMode:
+def _mode(as_of: datetime, last_as_of: datetime | None, *, dry_run: bool) -> RunMode:
     """Looking back never overwrites the present: an as-of earlier than the last commit's commits nothing."""
     if dry_run:
         return "dry-run"
-    last = report.last_as_of
-    return "backdated" if last is not None and report.as_of < last else "run"
+    return "backdated" if last_as_of is not None and as_of < last_as_of else "run"
 
 
-def _run_steps(
-    settings: Settings, report: RunReport, store: ReconcileStore, *, run_at: datetime, logger: Logger
-) -> None:
-    with report.step("ingest"):
-        ingested = run_step("ingest", ingest_step, settings, store, report)
-    note_ingested(report, ingested, logger)
+def _run_steps(settings: Settings, start: RunStart, store: ReconcileStore, done: StepResults, logger: Logger) -> None:
+    """The steps, each taken only in the modes ``STEPS`` gives it; ``done`` gets each step's value."""
+    mode = start.mode
+    done.ingested = ingested = done.timed(INGEST, mode, ingest_step, settings, store, start, logger)
     checkpoint("after_ingest")
-
-    with report.step("score"):
-        state = scoring_state(settings, store, ingested, report.as_of)
-        scored = score(settings, state, report.as_of)
-        if report.mode == "run":
-            _keep_history(store, report, scored, state_changed=ingested.changed)
-    note_scored(report, scored)
-
-    with report.step("publish"):
-        hints = change_hints(settings, state, ingested, report.as_of) if report.mode == "run" else None
-        published, report.publish_failure, outcome = publish(settings, report, scored, run_at, logger, hints)
-    with report.step("drift"):
-        drift_frame = drift(settings, ingested.state)
-    report.drift_count = len(drift_frame)
-    failure = report.publish_failure
-    report.status = "failed" if failure else "completed"
-    report.error = f"publish failed: {failure.message}; the snapshot was written" if failure else None
-    report.finished_at = datetime.now(UTC)
-    if report.mode == "dry-run":
-        return
+    done.scored = scored = done.timed(SCORE, mode, score_step, settings, store, start, ingested)
+    done.published = published = done.timed(PUBLISH, mode, publish_step, settings, start, scored, ingested, logger)
+    done.drift = drift_frame = done.timed(DRIFT, mode, drift, settings, ingested.state)
+    done.finished_at = datetime.now(UTC)
     # The snapshot carries this run's row as it will be recorded; the run log and the target hear of the run
     # only after the snapshot is in place, so no record says "completed" while an output is missing.
-    with report.step("snapshot"):
-        runs = runs_with(settings, report.pipeline_run())
-        snapshot(
-            settings, report, store, ingested,
-            run_at=run_at, published=published, outcome=outcome, drift=drift_frame, runs=runs,
+    run = assemble_report(start, done).pipeline_run()
+    if mode in SNAPSHOT.modes:
+        done.snapshot = done.timed(
+            SNAPSHOT, mode, snapshot_step, settings, start, store, ingested, published, drift=drift_frame, run=run
+        )
+        logger.info("snapshot written: %s", done.snapshot.path)
+    if mode in REPORT.modes:
+        done.analyst_report = done.timed(REPORT, mode, write_run_report, settings.snapshots_dir, logger)
+    if mode in RECORD.modes:
+        failure = published.failure
+        done.timed(
+            RECORD, mode, record_run, settings, run,
+            rejects=ingested.failures,
+            best_effort=failure is not None,
+            local_only=isinstance(failure, TransientError),  # the target is down: do not wait on it again
         )  # fmt: skip
-    logger.info("snapshot written: %s", report.snapshot_path)
-    if report.mode == "run":
-        with report.step("report"):
-            report.analyst_report = write_run_report(settings.snapshots_dir, logger)
-        with report.step("record"):
-            record_run(
-                settings,
-                report.pipeline_run(),
-                rejects=ingested.failures,
-                best_effort=failure is not None,
-                local_only=isinstance(failure, TransientError),  # the target is down: do not wait on it again
-            )
-        with report.step("compact"):
-            compact_raw_history(settings, store, logger)
-
-
-def _keep_history(store: ReconcileStore, report: RunReport, scored: pl.DataFrame, *, state_changed: bool) -> None:
-    if report.full_refresh:  # history of a commit dated after this one (made under a clock ahead) goes
-        store.drop_history_after(report.as_of)
-    store.write_history(report.as_of, scored, state_changed=state_changed)
+    if mode in COMPACT.modes:
+        done.timed(COMPACT, mode, compact_step, settings, store, logger)
 
 
 def data_dir_unused(settings: Settings) -> str | None:

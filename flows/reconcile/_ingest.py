@@ -1,4 +1,4 @@
-"""Step 1, ingest: raw lines appended since the last commit → parsed, deduped events folded into member state.
+"""The ingest step: raw lines appended since the last commit → parsed, deduped events folded into member state.
 
 State, offsets and the staged frames are committed at once (``memberpulse.flows.reconcile._store``): a crash before
 the commit re-reads the same bytes next time. A run that must not advance the state (``--dry-run``, or an
@@ -26,8 +26,10 @@ from memberpulse.flows.whop import BackfillSnapshot, list_snapshots
 from memberpulse.settings import Settings
 
 
-@dataclass
+@dataclass(frozen=True)
 class Ingested:
+    """The ingest step's result: the member state it folded, what it read, and (committing) the new manifest."""
+
     manifest: Manifest
     state: pl.DataFrame
     records_read: int

@@ -54,11 +54,12 @@ def reconcile_flow(
     follow = catch_up_seconds > 0 and as_of is None and not dry_run
     deadline = time.monotonic() + catch_up_seconds
     passes = superseded = 0
+    found = [warning] if warning else []
     while True:
         superseded += supersede_queued_runs(logger) if follow else 0
         first = passes == 0
-        report = reconcile(settings, as_of=as_of, full_refresh=full_refresh and first, dry_run=dry_run, logger=logger)
-        report.warnings += [warning] if warning else []
+        refresh = full_refresh and first
+        report = reconcile(settings, as_of=as_of, full_refresh=refresh, dry_run=dry_run, warnings=found, logger=logger)
         passes += 1
         _create_artifacts(report)
         if report.publish_failure is not None:

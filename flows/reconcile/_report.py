@@ -1,43 +1,43 @@
 """What one reconcile run did, in one typed object: the ``pipeline_runs`` row, the Prefect markdown summary,
-the terminal summary and the flow's return value all read it, so they cannot disagree."""
+the terminal summary, ``memberpulse run --json`` and the flow's return value all read it, so they cannot
+disagree. The flow builds it in one place, :func:`assemble_report`, from what the steps returned."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ParamSpec, TypeVar
 
 import polars as pl
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.publish import REFUSED_LABEL, REJECTS_LABEL, PipelineRun, RunStatus
+from memberpulse.flows.reconcile._ingest import Ingested
+from memberpulse.flows.reconcile._step_list import RunMode, Step
+from memberpulse.flows.reconcile._steps import Published, RunStart, Scored, Snapshotted
 
 # A first run over a big company can put 100k members "newly at risk"; the artifact lists the first ones and
 # the summary says how many (Prefect refuses events of tens of MB, and nobody reads such a table).
 AT_RISK_LISTED = 1000
 _TIMES = ("as_of", "started_at", "finished_at", "last_as_of")
-RunMode = Literal["run", "dry-run", "backdated"]
-BELOW_TABLE = ("data dir", "snapshot", "analyst report", "WARNING")  # printed whole, under the table
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunReport:
+    """Plain values (the flow's return value is this, as a dict), frozen: built once, never written by a step."""
+
     run_id: str
     as_of: datetime
     started_at: datetime
     finished_at: datetime | None = None
     status: RunStatus = "running"
     full_refresh: bool = False
-    # "run" commits, publishes and swaps latest.duckdb; "dry-run" none of these; "backdated" (as-of earlier than
-    # the last committed run's, ``last_as_of``) writes only its own snapshot file.
-    mode: RunMode = "run"
+    mode: RunMode = "run"  # see ``_step_list.RunMode``
     last_as_of: datetime | None = None
     records_read: int = 0
     events_ingested: int = 0
@@ -71,15 +71,7 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)  # what a person should look at although the run completed
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
 
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(time.perf_counter() - started, 3)
-
-    # --- the three views ------------------------------------------------------------------------------------
+    # --- the views: the pipeline_runs row, the summary rows (the CLI draws them), the Prefect artifact -------
 
     def pipeline_run(self) -> PipelineRun:
         """This run as a row of ``pipeline_runs``."""
@@ -180,26 +172,6 @@ class RunReport:
             f"| status | members |\n|---|---|\n{by_status}\n"
         )
 
-    def print_summary(self, console: Console | None = None) -> None:
-        """The terminal view: the same rows, members per status indented under "members"; paths whole below
-        the table (a table cell would cut them with "…"). Every value is plain text, never rich markup."""
-        table = Table(title=Text(self.title), show_lines=False)
-        table.add_column("measure")
-        table.add_column("value", justify="right")
-        paths = []
-        for name, value in self.summary_rows():
-            if name in BELOW_TABLE:
-                paths.append((name, value))
-                continue
-            table.add_row(Text(name), Text(value))
-            if name == "members":
-                for status, n in sorted(self.members_by_status.items()):
-                    table.add_row(Text(f"  {status}"), Text(str(n)))
-        console = console or Console()
-        console.print(table)
-        for name, value in paths:
-            console.print(Text(f"{name}: {value}"), soft_wrap=True)
-
     # --- the flow's return value ----------------------------------------------------------------------------
 
     def as_dict(self) -> dict[str, Any]:
@@ -215,3 +187,76 @@ class RunReport:
         known = {f.name for f in dataclasses.fields(cls)}
         times = {k: datetime.fromisoformat(values[k]) for k in _TIMES if values.get(k) is not None}
         return cls(**{k: v for k, v in {**values, **times}.items() if k in known})
+
+
+@dataclass
+class StepResults:
+    """What the steps of one run returned so far (None: not taken yet, or not in this run's mode), and how
+    long each took. Only the flow writes it, one step's value at a time."""
+
+    ingested: Ingested | None = None
+    scored: Scored | None = None
+    published: Published | None = None
+    drift: pl.DataFrame | None = None
+    snapshot: Snapshotted | None = None
+    analyst_report: str | None = None  # its path, or "not written: <why>"
+    finished_at: datetime | None = None  # set once the run's outcome is decided (before its outputs are written)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, step: Step, mode: RunMode, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """``fn(*args, **kwargs)``, its wall time kept under the step's name."""
+        assert mode in step.modes, f"a {mode} run does not take the {step.name} step (_step_list.STEPS)"
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[step.name] = round(time.perf_counter() - started, 3)
+
+
+def assemble_report(start: RunStart, done: StepResults, *, error: str | None = None) -> RunReport:
+    """The run's report from what it knew at its start and what its steps returned: the one place it is built.
+    ``error``: what stopped the run; a failed publish alone also fails it."""
+    ingested, scored, published = done.ingested, done.scored, done.published
+    health = done.snapshot.delivery_health if done.snapshot else None
+    result, failure = (published.result, published.failure) if published else (None, None)
+    if error is None and failure is not None:
+        error = f"publish failed: {failure.message}; the snapshot was written"
+    at_risk = published.newly_at_risk if published else []
+    return RunReport(
+        run_id=start.run_id,
+        as_of=start.as_of,
+        started_at=start.started_at,
+        finished_at=done.finished_at,
+        status="failed" if error else ("completed" if done.finished_at else "running"),
+        full_refresh=start.full_refresh,
+        mode=start.mode,
+        last_as_of=start.last_as_of,
+        records_read=ingested.records_read if ingested else 0,
+        events_ingested=ingested.events_ingested if ingested else 0,
+        rejects=len(ingested.rejects) if ingested else 0,
+        landing_rejections=len(ingested.landing_rejections) if ingested else 0,
+        unknown_events=ingested.unknown_events if ingested else 0,
+        test_webhooks=ingested.test_webhooks if ingested else 0,
+        test_webhooks_included=start.test_webhooks_included,
+        members=len(scored.members) if scored else 0,
+        members_by_status=scored.by_status() if scored else {},
+        publish_target=start.publish_target,
+        inserted=result.inserted if result else 0,
+        updated=result.updated if result else 0,
+        unchanged=result.unchanged if result else 0,
+        drift_count=len(done.drift) if done.drift is not None else 0,
+        whop_failed_deliveries=health.failed_attempts if health else None,
+        whop_unlogged_failures=health.unlogged_failures if health else None,
+        whop_unlogged_messages=health.unlogged_messages if health else 0,
+        snapshot_path=done.snapshot.path if done.snapshot else None,
+        analyst_report=done.analyst_report,
+        newly_at_risk_count=len(at_risk),
+        newly_at_risk=at_risk[:AT_RISK_LISTED],
+        error=error,
+        publish_error=failure.message if failure else None,
+        publish_failure=failure,
+        would_publish=published.would_publish if published else None,
+        data_dir=start.data_dir,
+        warnings=list(start.warnings),
+        seconds=dict(done.seconds),
+    )

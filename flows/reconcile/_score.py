@@ -1,4 +1,4 @@
-"""Step 2, score every member as of T; and the drift between Whop's API view and the webhooks' view."""
+"""The score step (every member as of T) and the drift step (where Whop's API and the webhooks disagree)."""
 
 from __future__ import annotations
 

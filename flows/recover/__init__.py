@@ -7,26 +7,28 @@ the reconcile reads like a landed webhook and dedupes by webhook id. ``replay=Tr
 re-send the failed deliveries through the normal signed path. The attempts read also become the snapshot's
 ``webhook_deliveries`` (delivery health from Whop's side).
 
-``memberpulse recover`` calls :func:`run_once`; the backfill flow runs :func:`recover` as its last step when
+``memberpulse recover`` calls :func:`recover` (reporting pages and retries to the callbacks it gives); ``send-test
+--via-whop`` calls :func:`send_whop_sample`. The backfill flow runs :func:`recover` as its last step when
 ``WHOP_WEBHOOK_ID`` or ``MEMBERPULSE_PUBLIC_WEBHOOK_URL`` is set.
 """
 
-from memberpulse.flows.recover._cli import run_once
 from memberpulse.flows.recover._recover import RecoveryResult, deliveries_frame, recover
-from memberpulse.flows.recover._send_test import send_test_via_whop
+from memberpulse.flows.recover._send_test import WHOP_TEST_EVENTS, WhopSample, WhopWebhook, send_whop_sample
 from memberpulse.flows.recover._store import RecoveryStore
 from memberpulse.flows.recover._webhook import find_webhook, recovery_skip_reason, require_recovery_settings
 from memberpulse.flows.state_codec import RecoveryState
 
 __all__ = [
+    "WHOP_TEST_EVENTS",
     "RecoveryResult",
     "RecoveryState",
     "RecoveryStore",
+    "WhopSample",
+    "WhopWebhook",
     "deliveries_frame",
     "find_webhook",
     "recover",
     "recovery_skip_reason",
     "require_recovery_settings",
-    "run_once",
-    "send_test_via_whop",
+    "send_whop_sample",
 ]

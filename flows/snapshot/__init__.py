@@ -4,6 +4,9 @@ Tables: ``member_activity`` (as published), ``events``, ``member_activity_histor
 run), ``reconciliation_drift``, ``pipeline_runs``, ``snapshot_info``, ``whop_member_access``. Views:
 ``members_at_risk_now``, ``status_counts_per_day``, ``new_members_per_week``, and for the next questions
 ``weekly_cohort_retention``, ``status_transitions``, ``access_time_disagreements`` (columns in ``VIEW_COLUMNS``).
+
+Analysts query the latest one read-only: :func:`query` (the first rows), :func:`export` (every row to a file)
+and :func:`exported` (every row in a temporary file); ``memberpulse sql`` shows them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,15 @@ from memberpulse.errors import InvalidInput
 from memberpulse.flows.snapshot._files import LATEST_NAME
 from memberpulse.flows.snapshot._history import history_file_time, thin_history
 from memberpulse.flows.snapshot._incremental import SnapshotLineage, read_build_record
+from memberpulse.flows.snapshot._query import (
+    EXPORT_FORMATS,
+    PRINTED_ROWS,
+    TEXT_FORMATS,
+    QueryResult,
+    export,
+    exported,
+    query,
+)
 from memberpulse.flows.snapshot._schema import TABLES, VIEWS, quote_literal
 from memberpulse.flows.snapshot._views import ANALYST_VIEWS, VIEW_COLUMNS
 from memberpulse.flows.snapshot._whop_access import whop_access
@@ -54,14 +66,21 @@ def open_latest(snapshots_dir: Path) -> duckdb.DuckDBPyConnection:
 
 
 __all__ = [
+    "EXPORT_FORMATS",
     "LATEST_NAME",
+    "PRINTED_ROWS",
     "SNAPSHOT_TABLES",
     "SNAPSHOT_VIEWS",
+    "TEXT_FORMATS",
     "VIEW_COLUMNS",
+    "QueryResult",
     "SnapshotLineage",
+    "export",
+    "exported",
     "history_file_time",
     "latest_path",
     "open_latest",
+    "query",
     "read_build_record",
     "thin_history",
     "whop_access",

@@ -1,29 +1,22 @@
-"""``memberpulse sql``: one read-only statement against the latest snapshot, printed or exported by DuckDB.
+"""One read-only statement against the latest snapshot (``memberpulse sql``): its rows, or every row exported
+by DuckDB's COPY. Showing them is the CLI's (``memberpulse.cli.sql``).
 
-Query results are data, whatever a signed webhook put in them. The table view shows each value (and each
-column name) as plain text: never read as rich markup or emoji codes, and with every character that would
-drive the terminal or reorder the line written as a visible escape (:func:`display_text`). It folds long
-values over several lines rather than cutting them, and grows past the terminal's width rather than squeezing
-a column to nothing. csv and json are DuckDB's COPY output byte for byte, to ``--out FILE`` or standard output;
-parquet only to a file.
+csv and json are DuckDB's COPY output byte for byte, to a file (replaced atomically) or to a temporary file the
+caller copies where it wants (standard output); parquet only to a file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import sys
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import duckdb
-from rich.cells import cell_len
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from memberpulse.errors import ConfigError, OutputClosed, QueryError
+from memberpulse.errors import ConfigError, QueryError
 from memberpulse.flows.fsio import atomic_target
 from memberpulse.flows.snapshot._files import LATEST_NAME
 from memberpulse.flows.snapshot._schema import quote_literal
@@ -31,49 +24,20 @@ from memberpulse.flows.snapshot._schema import quote_literal
 EXPORT_FORMATS = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json, ARRAY true", "parquet": "FORMAT parquet"}
 TEXT_FORMATS = ("csv", "json")  # what may go to standard output; parquet is binary, so only to a file
 PRINTED_ROWS = 1000
-# The table view never narrows a column below this (or below its widest value, when that is narrower).
-MIN_COLUMN_WIDTH = 10
 # Statements that only read. Everything else (DML, DDL, ATTACH, COPY, SET, CALL ...) is refused before it runs,
 # on top of the snapshot being attached read-only.
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
-# What the table view escapes: C0 controls (NUL included), DEL and C1 controls drive the terminal; line and
-# paragraph separators break the line; bidi controls (U+202E ...) reorder what follows them on the line.
-_BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-_HIDDEN = "".join(chr(c) for c in (*range(0x20), *range(0x7F, 0xA0))) + "\u2028\u2029" + _BIDI_CONTROLS
-_SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
+@dataclass(frozen=True)
+class QueryResult:
+    """The first rows of a query: ``truncated`` when more were left out; ``plan`` for an EXPLAIN (its text
+    keeps its lines)."""
 
-def _escape(char: str) -> str:
-    code = ord(char)
-    return _SHORT.get(char) or (f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}")
-
-
-# A string value's own backslash is doubled, so ``\x00`` shown always means a NUL, never the four characters.
-_STRING = str.maketrans({"\\": "\\\\", **{c: _escape(c) for c in _HIDDEN}})
-_PLAN = str.maketrans({"\\": "\\\\", **{c: _escape(c) for c in _HIDDEN if c != "\n"}})  # EXPLAIN: lines stay
-# Anything else is shown by str(), which already writes the strings inside lists, structs and blobs with repr().
-_OTHER = str.maketrans({c: _escape(c) for c in _HIDDEN})
-
-
-def display_text(value: object, *, keep_newlines: bool = False) -> str:
-    """How the table view shows one value: its text, with the characters in ``_HIDDEN`` escaped Python-style
-    (``\\x1b``, ``\\x00``, ``\\n``, ``\\u202e``) and a string's backslash doubled; newlines kept on request."""
-    if isinstance(value, str):
-        return value.translate(_PLAN if keep_newlines else _STRING)
-    return str(value).translate(_OTHER)
-
-
-class _DataConsole(Console):
-    """Prints text as given (no markup, emoji codes or highlighting); a closed standard output raises
-    :class:`OutputClosed` for the CLI to end quietly, instead of rich's own ``SystemExit(1)``."""
-
-    def __init__(self) -> None:
-        super().__init__(markup=False, emoji=False, highlight=False)
-
-    def on_broken_pipe(self) -> None:
-        self.quiet = True  # drop whatever is still buffered
-        raise OutputClosed("standard output was closed")
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool
+    plan: bool
 
 
 def connect_latest(snapshots_dir: Path) -> duckdb.DuckDBPyConnection:
@@ -105,10 +69,8 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statemen
     return kind
 
 
-def query(
-    snapshots_dir: Path, sql: str, *, limit: int = PRINTED_ROWS
-) -> tuple[list[str], list[tuple[Any, ...]], bool, duckdb.StatementType]:
-    """(column names, up to ``limit`` rows, whether more rows were left out, the statement's type)."""
+def query(snapshots_dir: Path, sql: str, *, limit: int = PRINTED_ROWS) -> QueryResult:
+    """Up to ``limit`` rows of ``sql``, run read-only against the latest snapshot (times in UTC)."""
     con = connect_latest(snapshots_dir)
     try:
         con.execute("SET TimeZone = 'UTC'")
@@ -121,7 +83,7 @@ def query(
             raise QueryError(str(exc)) from exc
     finally:
         con.close()
-    return columns, rows[:limit], len(rows) > limit, kind
+    return QueryResult(columns, rows[:limit], len(rows) > limit, plan=kind == duckdb.StatementType.EXPLAIN)
 
 
 def _copy(snapshots_dir: Path, sql: str, *, fmt: str, target: contextlib.AbstractContextManager[Path]) -> int:
@@ -150,77 +112,11 @@ def export(snapshots_dir: Path, sql: str, *, fmt: str, out: Path) -> int:
     return _copy(snapshots_dir, sql, fmt=fmt, target=atomic_target(out))
 
 
-def export_to_stream(snapshots_dir: Path, sql: str, *, fmt: str, stream: BinaryIO) -> int:
-    """Write every row of ``sql`` to ``stream``: DuckDB COPYs them to a temporary file, whose bytes are then
-    copied unchanged. A reader that stops early (a closed pipe) is :class:`OutputClosed`."""
+@contextlib.contextmanager
+def exported(snapshots_dir: Path, sql: str, *, fmt: str) -> Iterator[Path]:
+    """Every row of ``sql`` as DuckDB's COPY writes them, in a temporary file that lasts while the context is
+    open (for the caller to copy unchanged, e.g. to standard output)."""
     with tempfile.TemporaryDirectory(prefix="memberpulse-sql-") as tmp_dir:
         path = Path(tmp_dir) / f"rows.{fmt}"
-        rows = _copy(snapshots_dir, sql, fmt=fmt, target=contextlib.nullcontext(path))  # in a temporary dir: no rename
-        try:
-            with path.open("rb") as rows_file:
-                shutil.copyfileobj(rows_file, stream)
-            stream.flush()
-        except BrokenPipeError:
-            raise OutputClosed("standard output was closed") from None
-    return rows
-
-
-def build_table(columns: list[str], rows: list[tuple[Any, ...]], *, keep_newlines: bool = False) -> tuple[Table, int]:
-    """The table view of ``rows`` and the narrowest width that shows every column at least
-    ``MIN_COLUMN_WIDTH`` wide (or whole, when narrower). Cells are :class:`Text`: never markup."""
-    header = [Text(display_text(name)) for name in columns]
-    body = [
-        [Text("NULL", style="dim") if v is None else Text(display_text(v, keep_newlines=keep_newlines)) for v in row]
-        for row in rows
-    ]
-    table = Table(header_style="bold")
-    for name in header:
-        table.add_column(name, overflow="fold")  # fold: a long value wraps onto more lines, never loses a character
-    for cells in body:
-        table.add_row(*cells)
-    widest = [max(_width(text) for text in (name, *(cells[i] for cells in body))) for i, name in enumerate(header)]
-    # Each column's content plus its padding (1 + 1), plus one border between and around the columns.
-    needed = sum(min(width, MIN_COLUMN_WIDTH) + 2 for width in widest) + len(columns) + 1
-    return table, needed
-
-
-def _width(text: Text) -> int:
-    return max(cell_len(line) for line in text.plain.split("\n"))
-
-
-def run_sql(snapshots_dir: Path, sql: str, *, fmt: str, out: Path | None, console: Console | None = None) -> int:
-    """``memberpulse sql``: print the rows as a table; or export them all with ``--format csv|json`` (to
-    standard output) or ``--out FILE`` (any export format, from ``--format`` or the file's extension)."""
-    console = console or _DataConsole()
-    if out is not None:
-        fmt = fmt if fmt != "table" else out.suffix.lstrip(".").lower()
-        if fmt not in EXPORT_FORMATS:
-            raise ConfigError(f"cannot tell the export format of {out}", hint="add --format csv|json|parquet")
-        rows = export(snapshots_dir, sql, fmt=fmt, out=out)
-        console.print(f"{rows} rows written to {out}", markup=False, emoji=False, highlight=False)
-        return 0
-    if fmt in TEXT_FORMATS:
-        try:
-            sys.stdout.flush()  # anything printed before goes first
-        except BrokenPipeError:
-            raise OutputClosed("standard output was closed") from None
-        export_to_stream(snapshots_dir, sql, fmt=fmt, stream=sys.stdout.buffer)
-        return 0
-    if fmt in EXPORT_FORMATS:  # parquet: binary, of no use on a terminal; a file says what it is
-        raise ConfigError(f"--format {fmt} writes a binary file, not text for standard output", hint="add --out FILE")
-    if fmt != "table":
-        raise ConfigError(f"unknown format {fmt!r}", hint="use table, csv, json or parquet")
-    columns, found, more, kind = query(snapshots_dir, sql)
-    table, needed = build_table(columns, found, keep_newlines=kind == duckdb.StatementType.EXPLAIN)
-    # Wider than the terminal: print it at the width it needs (the terminal wraps the lines) rather than let
-    # rich squeeze columns to nothing.
-    console.width = max(console.width, needed)
-    console.print(table)
-    if more:
-        console.print(
-            f"(first {len(found)} rows shown; every row, verbatim: --format csv or json, or --out FILE)",
-            markup=False,
-            emoji=False,
-            highlight=False,
-        )
-    return 0
+        _copy(snapshots_dir, sql, fmt=fmt, target=contextlib.nullcontext(path))  # in a temporary dir: no rename
+        yield path

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from rich.console import Console
 
+from memberpulse.cli.run import print_summary
 from memberpulse.flows.reconcile import RunReport
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -36,7 +37,7 @@ def _report(target: str | None) -> RunReport:
 
 def _terminal(report: RunReport) -> str:
     console = Console(width=200, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
-    report.print_summary(console)
+    print_summary(report, console)
     return console.export_text()
 
 

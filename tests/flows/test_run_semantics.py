@@ -13,9 +13,10 @@ import polars as pl
 import psycopg
 import pytest
 
+from memberpulse.cli.run import run_once
 from memberpulse.contracts.times import file_time
 from memberpulse.flows.publish import apply_migrations
-from memberpulse.flows.reconcile import RunReport, reconcile_flow, run_once
+from memberpulse.flows.reconcile import RunReport, reconcile_flow
 from memberpulse.landing import mock_events as mock
 from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, member, raw_record, scenario
 from tests.support.postgres import PostgresServer, start_server

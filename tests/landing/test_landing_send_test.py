@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from landing_testkit import SECRET, free_port, make_settings, read_records, running_server
 
+from memberpulse.cli.send_test import send_test
 from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.errors import ConfigError, InvalidInput
-from memberpulse.landing.send_test import send_test
 
 
 @pytest.mark.slow

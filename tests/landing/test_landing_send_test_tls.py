@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from landing_testkit import SECRET, make_settings, read_records, running_server
 
-from memberpulse.landing.send_test import send_test
+from memberpulse.cli.send_test import send_test
 from tests.support.tls import TestCA
 
 pytestmark = pytest.mark.slow

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from memberpulse.cli import main
+from memberpulse.cli import build_parser, handler, main
 
 
 def _help(capsys: pytest.CaptureFixture[str], *command: str) -> str:
@@ -24,3 +26,10 @@ def test_send_test_help_explains_cacert_and_its_default(capsys: pytest.CaptureFi
     text = _help(capsys, "send-test")
     assert "--cacert PATH" in text and "(default: SSL_CERT_FILE if set" in text
     assert "(default: http://localhost:3000/api/webhooks/whop)" in text
+
+
+def test_every_command_has_a_module_of_its_own() -> None:
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"serve", "send-test", "run", "backfill", "recover", "report", "sql", "migrate", "demo"}
+    for name in commands:
+        assert callable(handler(name)), name  # memberpulse.cli.<name>.command(args, settings)

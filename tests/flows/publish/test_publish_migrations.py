@@ -11,7 +11,7 @@ from memberpulse import cli
 from memberpulse.contracts.tables import PUBLISHED_TABLES
 from memberpulse.errors import ConfigError, ExitCode, InvalidInput
 from memberpulse.flows.publish import PostgresPublisher, PublishedState
-from memberpulse.flows.publish._migrations import applied_versions, apply_migrations, list_migrations, migrate_cli
+from memberpulse.flows.publish._migrations import applied_versions, apply_migrations, list_migrations, migrate
 from memberpulse.settings import Settings
 from tests.support.publish_data import T0, members
 
@@ -131,7 +131,7 @@ def test_service_role_reads_and_writes(migrated_postgres_dsn: str) -> None:
 
 def test_migrate_cli_needs_the_db_url() -> None:
     with pytest.raises(ConfigError) as err:
-        migrate_cli(Settings(_env_file=None))  # type: ignore[call-arg]
+        migrate(Settings(_env_file=None))  # type: ignore[call-arg]
     assert err.value.variable == "SUPABASE_DB_URL"
     assert "SUPABASE_DB_URL" in str(err.value)
 

@@ -14,15 +14,9 @@ import pytest
 from prefect.states import Failed
 from whop_testkit import COMPANY_ID, PAGE_SIZE, POPULATION_SIZE, Simulator, make_settings
 
+from memberpulse.cli.backfill import LineProgress, run_once
 from memberpulse.errors import StorageUnavailable, WhopAuthError, WhopGaveUp, WhopUnavailable
-from memberpulse.flows.backfill import (
-    LineProgress,
-    backfill_flow,
-    fetch_members,
-    fetch_memberships,
-    reporting,
-    run_once,
-)
+from memberpulse.flows.backfill import backfill_flow, fetch_members, fetch_memberships, reporting
 from memberpulse.flows.whop import backfill_dir, latest_snapshot, list_snapshots
 from memberpulse.settings import Settings
 
@@ -184,7 +178,7 @@ def test_cli_backfill_bad_credentials(simulator: Simulator, tmp_path: Path, pref
 
 
 def test_output_never_shows_credentials_in_the_base_url(tmp_path: Path) -> None:
-    from memberpulse.flows.backfill._cli import _safe_url
+    from memberpulse.cli.backfill import _safe_url
 
     with_userinfo = make_settings(tmp_path, "https://user:s3cret@whop.example:8443/api/v1")
     assert _safe_url(with_userinfo) == "https://whop.example:8443/api/v1"

@@ -1,7 +1,9 @@
-"""``memberpulse recover [--since ISO8601] [--replay]``: one recovery, progress shown, one-line result."""
+"""``memberpulse recover [--since ISO8601] [--replay]``: one recovery from Whop's delivery log, its progress
+shown (a live line on a terminal, plain lines in logs and pipes), and a one-line result."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from datetime import datetime
 from typing import TextIO
@@ -10,9 +12,13 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from memberpulse.errors import ExitCode, MemberpulseError
-from memberpulse.flows.recover._recover import recover
+from memberpulse.flows.recover import recover
 from memberpulse.flows.whop import RetryEvent
 from memberpulse.settings import Settings
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    return run_once(settings, since=args.since, replay=args.replay)
 
 
 class LineProgress:

@@ -1,45 +1,13 @@
-"""The ``memberpulse`` console script.
-
-Exit codes (``memberpulse.errors.ExitCode``): 0 success; 1 the job ran and failed (e.g. send-test got a
-non-200); 2 bad usage or configuration (a person must fix something); 3 a transient failure (retrying later
-may succeed); 141 standard output closed early (``memberpulse sql ... | head``), quietly. An error that stops a
-command carries its code (``exit_code``); :func:`main` maps it, here only.
-Each subcommand imports its stage lazily so ``memberpulse send-test`` does not pay for Prefect's import.
-"""
+"""The ``memberpulse`` command line: every command's arguments, help and defaults, in one parser."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import sys
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from memberpulse.errors import ExitCode, MemberpulseError, OutputClosed
-from memberpulse.settings import Settings, load_settings
-
 DEFAULT_WEBHOOK_URL = "http://localhost:3000/api/webhooks/whop"
-
-
-def quiet_prefect() -> None:
-    """Keep Prefect's own chatter (engine start-up, ephemeral server) out of a CLI run; our lines stay.
-
-    Prefect reads its settings from the environment when it is first imported, so this runs before any flow
-    is imported. Each value is only a default: the environment still wins.
-    """
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "WARNING")
-    # The ephemeral Prefect server inherits the environment; its telemetry only adds SQLite lock contention.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # ...and the client's own usage reporting, whose first-run notice would land inside a progress bar.
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    # The ephemeral API starts in a subprocess and migrates its SQLite database on first use; on a busy
-    # 2-core machine that can take longer than Prefect's default 20 s.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    logging.getLogger("prefect").setLevel(logging.WARNING)
 
 
 def _parse_as_of(text: str, flag: str = "--as-of") -> datetime:
@@ -181,102 +149,3 @@ def build_parser() -> argparse.ArgumentParser:
     command("migrate", "apply supabase/migrations through SUPABASE_DB_URL")
     command("demo", "the whole loop on this machine, no credentials needed")
     return parser
-
-
-# Commands that read or write the data dir say which one on stderr once they succeeded, so an error stays one
-# line and stdout stays the data (``run`` says it in its summary, ``serve`` in its "Listening" line).
-_DATA_DIR_SHOWN = ("backfill", "recover", "report", "sql", "demo")
-
-
-def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    code = _run_command(args, settings)
-    if code == ExitCode.OK and args.command in _DATA_DIR_SHOWN and settings.log_level in ("DEBUG", "INFO"):
-        print(f"memberpulse {args.command}: data dir {settings.data_dir.resolve()}", file=sys.stderr)
-    return code
-
-
-def _run_command(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command in ("run", "backfill", "demo"):
-        quiet_prefect()  # before anything imports Prefect: it reads its settings once, at import
-    if args.command == "serve":
-        from memberpulse.landing.server import serve
-
-        serve(settings, host=args.host, port=args.port)
-        return ExitCode.OK
-    if args.command == "send-test" and args.via_whop:
-        from memberpulse.flows.recover import send_test_via_whop
-
-        return send_test_via_whop(args.event, settings=settings)
-    if args.command == "send-test":
-        from memberpulse.landing.send_test import send_test
-
-        return send_test(args.event, url=args.url, settings=settings, cacert=args.cacert)
-    if args.command == "recover":
-        from memberpulse.flows.recover import run_once as recover_once
-
-        return recover_once(settings, since=args.since, replay=args.replay)
-    if args.command == "run":
-        from memberpulse.flows.reconcile import run_once
-
-        options = {"rows_format": args.format, "limit": args.limit, "as_json": args.json}
-        return run_once(settings, as_of=args.as_of, full_refresh=args.full_refresh, dry_run=args.dry_run, **options)
-    if args.command == "backfill":
-        from memberpulse.flows.backfill import run_once as backfill_once
-
-        return backfill_once(settings)
-    if args.command == "report":
-        from memberpulse.flows.report import write_report
-
-        print(f"report written: {write_report(settings.snapshots_dir, args.out)}")
-        return ExitCode.OK
-    if args.command == "sql":
-        from memberpulse.flows.snapshot._query import run_sql
-
-        return run_sql(settings.snapshots_dir, args.query, fmt=args.format, out=args.out)
-    return _run_other_command(args, settings)
-
-
-def _run_other_command(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "migrate":
-        from memberpulse.flows.publish._migrations import migrate_cli
-
-        return migrate_cli(settings)
-    if args.command == "demo":
-        from memberpulse.demo import main as demo_main
-
-        return demo_main(settings)
-    raise AssertionError(f"unhandled command {args.command}")
-
-
-def _detach_stdout() -> None:
-    """Point standard output at the null device once its reader is gone: Python flushes it at exit, and that
-    flush would print a BrokenPipeError of its own (the recipe in the ``signal`` module's note on SIGPIPE)."""
-    try:
-        fd = sys.stdout.fileno()
-    except (AttributeError, OSError, ValueError):  # not a real file (captured in tests): nothing to redirect
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-    finally:
-        os.close(devnull)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _dispatch(args, load_settings())
-    except OutputClosed as exc:  # the reader stopped early (`| head`): nothing to say, and no one to say it to
-        _detach_stdout()
-        return exc.exit_code
-    except MemberpulseError as exc:
-        if os.environ.get("MEMBERPULSE_LOG_LEVEL", "").strip().upper() == "DEBUG":
-            traceback.print_exc()
-        print(f"memberpulse {args.command}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,11 +3,12 @@
 The terminal gets the summary table (stdout; none at ``MEMBERPULSE_LOG_LEVEL=WARNING`` or above), warnings
 and failures (stderr, always), and for a dry run the rows it would send. ``--json`` prints the run's report
 as one JSON object instead; a dry run's ``--format csv|json`` prints every row it would send to stdout (the
-summary then goes to stderr), so either can be piped.
+summary then goes to stderr), so either can be piped. Ctrl-C says in one line what was committed (exit 130).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from datetime import datetime
@@ -18,17 +19,26 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from memberpulse.errors import ConfigError, CorruptState, ExitCode
-from memberpulse.flows.reconcile._flow import check_data_dir, reconcile
-from memberpulse.flows.reconcile._report import RunReport
-from memberpulse.flows.reconcile._steps import check_state_readable
-from memberpulse.flows.reconcile._store import Manifest, ReconcileStore
+from memberpulse.errors import ConfigError, ExitCode
+from memberpulse.flows.reconcile import RunReport, one_off_run
 from memberpulse.settings import Settings
 
 RowsFormat = Literal["table", "csv", "json"]
 DRY_RUN_LIMIT = 20  # rows a dry run lists by default; --limit, or --format csv|json for all of them
 _SHOWN = ("action", "membership_id", "member_name", "status", "engagement_score", "last_active")
-INTERRUPTED = 130  # a shell's code for SIGINT
+BELOW_TABLE = ("data dir", "snapshot", "analyst report", "WARNING")  # printed whole, under the table
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    return run_once(
+        settings,
+        as_of=args.as_of,
+        full_refresh=args.full_refresh,
+        dry_run=args.dry_run,
+        rows_format=args.format,
+        limit=args.limit,
+        as_json=args.json,
+    )
 
 
 def run_once(
@@ -41,46 +51,20 @@ def run_once(
     limit: int = DRY_RUN_LIMIT,
     as_json: bool = False,
 ) -> int:
-    """One run of the reconcile steps as plain calls (no Prefect API server to start or leave behind), then
-    its output. A failed publish prints the summary (the snapshot was written) and what to do, and returns
-    the publish error's exit code (3 when the target may heal); Ctrl-C says what was committed, 130."""
+    """One run of the reconcile steps as plain calls, then its output. A failed publish prints the summary
+    (the snapshot was written) and what to do, and returns the publish error's exit code (3 when the target
+    may heal)."""
     if rows_format != "table" and not dry_run:
         raise ConfigError("--format is for the rows of a --dry-run", hint="add --dry-run, or leave --format out")
     if rows_format != "table" and as_json:
         raise ConfigError("--json and --format csv|json both write to stdout", hint="give one of them")
-    store = ReconcileStore(settings.warehouse_dir)
-    check_state_readable(settings, store, full_refresh=full_refresh)  # damaged state: say so before any work
-    warning = check_data_dir(settings, deployment=False)
-    if warning:
-        print(f"memberpulse run: warning: {warning}", file=sys.stderr)
-    try:
-        before: Manifest | None = store.load_manifest()
-    except CorruptState:  # a full refresh replaces it
-        before = None
-    try:
-        report = reconcile(settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run)
-    except KeyboardInterrupt:
-        print(f"memberpulse run: interrupted: {_what_was_committed(store, before)}", file=sys.stderr)
-        return INTERRUPTED
-    if warning:
-        report.warnings.append(warning)
+    report = one_off_run(settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run, on_warning=_warn)
     _show(report, settings, rows_format=rows_format, limit=limit, as_json=as_json)
     return _outcome(report)
 
 
-def _what_was_committed(store: ReconcileStore, before: Manifest | None) -> str:
-    """One line: whether this run's ingest was committed, and where the next run starts."""
-    try:
-        after = store.load_manifest()
-    except CorruptState:  # named by the next run's own check
-        return "the reconcile state could not be read back; the next run checks it first"
-    if after == before or after.as_of is None:
-        where = f"the last commit (as of {after.as_of})" if after.as_of else "the beginning of the raw store"
-        return f"nothing of this run was committed; the next run starts from {where}"
-    return (
-        f"this run's ingest was committed (as of {after.as_of}); the next run publishes and snapshots what "
-        "this one did not, and reads raw webhooks from where it stopped"
-    )
+def _warn(warning: str) -> None:
+    print(f"memberpulse run: warning: {warning}", file=sys.stderr)
 
 
 def _show(report: RunReport, settings: Settings, *, rows_format: RowsFormat, limit: int, as_json: bool) -> None:
@@ -90,16 +74,37 @@ def _show(report: RunReport, settings: Settings, *, rows_format: RowsFormat, lim
     rows_to_stdout = report.mode == "dry-run" and rows_format != "table"
     console = Console(stderr=rows_to_stdout)
     if settings.log_level in ("DEBUG", "INFO"):
-        report.print_summary(console)
+        print_summary(report, console)
     else:
         for warning in report.warnings:  # quiet, but never silent about what needs a look
-            print(f"memberpulse run: warning: {warning}", file=sys.stderr)
+            _warn(warning)
     if report.mode != "dry-run" or report.would_publish is None:
         return
     if rows_to_stdout:
         _write_rows(report.would_publish, rows_format)
     elif settings.log_level in ("DEBUG", "INFO"):
         _print_rows(console, report.would_publish, limit)
+
+
+def print_summary(report: RunReport, console: Console | None = None) -> None:
+    """The terminal view: the report's summary rows, members per status indented under "members"; paths whole
+    below the table (a table cell would cut them with "…"). Every value is plain text, never rich markup."""
+    table = Table(title=Text(report.title), show_lines=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    paths = []
+    for name, value in report.summary_rows():
+        if name in BELOW_TABLE:
+            paths.append((name, value))
+            continue
+        table.add_row(Text(name), Text(value))
+        if name == "members":
+            for status, n in sorted(report.members_by_status.items()):
+                table.add_row(Text(f"  {status}"), Text(str(n)))
+    console = console or Console()
+    console.print(table)
+    for name, value in paths:
+        console.print(Text(f"{name}: {value}"), soft_wrap=True)
 
 
 def _write_rows(rows: pl.DataFrame, rows_format: RowsFormat) -> None:

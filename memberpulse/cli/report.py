@@ -1,0 +1,14 @@
+"""``memberpulse report``: the analysts' HTML report of the latest snapshot, and where it was written."""
+
+from __future__ import annotations
+
+import argparse
+
+from memberpulse.errors import ExitCode
+from memberpulse.flows.report import write_report
+from memberpulse.settings import Settings
+
+
+def command(args: argparse.Namespace, settings: Settings) -> int:
+    print(f"report written: {write_report(settings.snapshots_dir, args.out)}")
+    return ExitCode.OK
