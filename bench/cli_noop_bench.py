@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from memberpulse.landing import mock_events as mock
-from tests.flows.reconcile_testkit import append_raw, raw_record
+from tests.support.reconcile_testkit import append_raw, raw_record
 
 TARGET_SECONDS = 3.0
 

@@ -1,5 +1,5 @@
 """Transforms benchmark: parse + dedupe throughput, full fold + score, an incremental step, and the speedup over
-the pure-Python reference (tests/transforms/transforms_reference.py), with peak RSS per phase.
+the pure-Python reference (tests/support/transforms_reference.py), with peak RSS per phase.
 
     .venv/bin/python -m bench.transforms_bench              # 1M memberships, 10M events (+3% re-deliveries)
     .venv/bin/python -m bench.transforms_bench --scale 0.1  # quick: 100k memberships, 1M events
@@ -118,7 +118,7 @@ def generate(members: int, events: int) -> None:
 
 
 def to_reference_events(events: pl.DataFrame) -> list[Any]:
-    from tests.transforms.transforms_reference import WebhookEvent
+    from tests.support.transforms_reference import WebhookEvent
 
     t_us = events["event_at"].dt.epoch("us")
     return [
@@ -256,7 +256,7 @@ def main() -> int:
     with phase("polars fold + score (reference slice)", sample.height):
         ref_state = transforms.fold(None, sample)
         polars_rows = transforms.score(ref_state, as_of=AS_OF, params=transforms.ScoringParams())
-    from tests.transforms.transforms_reference import reference_scores, us_of
+    from tests.support.transforms_reference import reference_scores, us_of
 
     ref_events = to_reference_events(sample)
     with phase("pure-Python reference (same slice)", sample.height):

@@ -16,7 +16,6 @@ PostgreSQL, Prefect, a process or a server (hooks from ``tests/support/fast_loop
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,9 +31,7 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="memberpulse-suite-xdg-")
 os.environ.pop("MEMBERPULSE_ENV_FILE", None)
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # make ``tests.support`` importable however pytest was started
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # tests/ is a package: pytest puts ROOT on sys.path itself
 
 from hypothesis import settings as hypothesis_settings  # noqa: E402
 

@@ -33,3 +33,21 @@ def test_the_checker_sees_the_whole_product() -> None:
     assert not any(
         f.startswith(("memberpulse/flows/", "memberpulse/landing/", "memberpulse/transforms/")) for f in files
     )
+
+
+def test_tests_and_benches_are_packages_that_never_edit_sys_path() -> None:
+    """tests/ mirrors the source as one package tree (pytest puts the checkout on sys.path; helpers live in
+    tests/support/), and benches run as ``python -m bench.<name>``: no file reaches for sys.path itself."""
+    for folder in [ROOT / "tests", ROOT / "bench", *(ROOT / "tests").rglob("*")]:
+        if folder.is_dir() and folder.name != "__pycache__" and any(folder.glob("*.py")):
+            assert (folder / "__init__.py").is_file(), f"{folder.relative_to(ROOT)} is not a package"
+    edits = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in [*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").glob("*.py")]
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if "sys.path." in line
+        and "sys.path." + "" in line
+        and not line.lstrip().startswith("#")
+        and path.name != "test_code_shape.py"
+    ]
+    assert edits == [], edits

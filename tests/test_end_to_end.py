@@ -20,8 +20,8 @@ import pytest
 
 from memberpulse.flows.reconcile import reconcile_flow
 from memberpulse.landing import mock_events as mock
-from tests.flows.reconcile_testkit import make_settings, member
 from tests.support.net import free_port
+from tests.support.reconcile_testkit import make_settings, member
 
 pytestmark = pytest.mark.slow  # a memberpulse serve process, Prefect and PostgreSQL
 

@@ -15,8 +15,8 @@ import pytest
 
 from memberpulse.flows.reconcile import reconcile_flow
 from memberpulse.landing import mock_events as mock
-from tests.flows.reconcile_testkit import make_settings, member
 from tests.support.landing_process import SECRET, landing_process
+from tests.support.reconcile_testkit import make_settings, member
 
 FFFD = "\ufffd"
 

@@ -30,8 +30,8 @@ from memberpulse.flows.state_codec import STATE_FORMAT, RecoveryState, TargetMet
 from memberpulse.flows.whop import ParquetSink, SnapshotWriter, list_snapshots
 from memberpulse.flows.whop._snapshot import SCHEMAS
 from memberpulse.settings import Settings
-from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, scenario
-from tests.flows.test_run_semantics import _tree_digest
+from tests.flows.reconcile.test_run_semantics import _tree_digest
+from tests.support.reconcile_testkit import AS_OF, append_raw, make_settings, scenario
 
 # --- every state document, damaged, through its reading path and the CLI (fast, in-process) -------------------
 

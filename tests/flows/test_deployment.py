@@ -290,7 +290,7 @@ def test_schedule_it_as_written_reads_the_landings_data_and_never_completes_on_a
     """docs/deploy.md's "On one machine" with no MEMBERPULSE_DATA_DIR anywhere: the worker's runs (started in a
     temporary directory) use the same per-user data dir as `serve` and `run`, and say which; a run that would
     read a directory no one writes to fails in its own state instead of saying Completed."""
-    from tests.flows.reconcile_testkit import append_raw, scenario
+    from tests.support.reconcile_testkit import append_raw, scenario
 
     xdg = tmp_path / "xdg-data"
     default_dir = xdg / "memberpulse"

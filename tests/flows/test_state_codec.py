@@ -42,7 +42,7 @@ from memberpulse.flows.state_codec import (
 )
 from memberpulse.flows.whop import ParquetSink, SnapshotWriter, list_snapshots
 from memberpulse.flows.whop._snapshot import SCHEMAS
-from tests.flows.reconcile_testkit import AS_OF
+from tests.support.reconcile_testkit import AS_OF
 
 SAMPLES: dict[str, Any] = {
     "reconcile-manifest": Manifest(

@@ -20,11 +20,11 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from landing_testkit import OTHER_SECRET, SECRET, RunningServer, make_settings, running_server
 from whop_sdk.lib.verify_webhook import unwrap
 
 from memberpulse.landing.mock_events import MockMember, encode, mock_event, new_webhook_id
 from memberpulse.landing.verify import sign_standard
+from tests.support.landing_testkit import OTHER_SECRET, SECRET, RunningServer, make_settings, running_server
 
 pytestmark = pytest.mark.slow  # the landing served by uvicorn on 127.0.0.1
 

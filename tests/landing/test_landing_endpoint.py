@@ -12,15 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from landing_testkit import (
-    OTHER_SECRET,
-    SECRET,
-    RunningServer,
-    make_settings,
-    read_records,
-    running_server,
-    snapshot_tree,
-)
 
 from memberpulse.errors import ConfigError
 from memberpulse.landing.app import create_app
@@ -31,6 +22,15 @@ from memberpulse.landing.mock_events import (
     mock_event,
     signed_delivery,
     standard_headers,
+)
+from tests.support.landing_testkit import (
+    OTHER_SECRET,
+    SECRET,
+    RunningServer,
+    make_settings,
+    read_records,
+    running_server,
+    snapshot_tree,
 )
 
 pytestmark = pytest.mark.slow  # the landing served by uvicorn on 127.0.0.1

@@ -10,10 +10,10 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from landing_testkit import complete_lines
 
 from memberpulse.errors import StorageUnavailable
 from memberpulse.landing.raw_store import RawStore
+from tests.support.landing_testkit import complete_lines
 
 DAY = date(2026, 11, 27)
 NEXT_DAY = date(2026, 11, 28)

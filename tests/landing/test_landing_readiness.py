@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from landing_testkit import SECRET, make_settings, read_records, running_server
-from test_landing_server import serve_process
 
 from memberpulse.landing.app import create_app
 from memberpulse.landing.mock_events import MockMember, mock_event, signed_delivery
 from memberpulse.landing.readiness import free_bytes_at
+from tests.landing.test_landing_server import serve_process
+from tests.support.landing_testkit import SECRET, make_settings, read_records, running_server
 from tests.support.net import free_port
 
 

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-from landing_testkit import SECRET, free_port, make_settings, read_records, running_server
 
 from memberpulse.cli.send_test import send_test
 from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.errors import ConfigError, InvalidInput
+from tests.support.landing_testkit import SECRET, free_port, make_settings, read_records, running_server
 
 
 @pytest.mark.slow

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from landing_testkit import SECRET, make_settings, read_records, running_server
 
 from memberpulse.cli.send_test import send_test
+from tests.support.landing_testkit import SECRET, make_settings, read_records, running_server
 from tests.support.tls import TestCA
 
 pytestmark = pytest.mark.slow

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from landing_testkit import SECRET, WEBHOOK_PATH, complete_lines, free_port
 
 from memberpulse.landing.mock_events import MockMember, mock_event, signed_delivery
+from tests.support.landing_testkit import SECRET, WEBHOOK_PATH, complete_lines, free_port
 
 pytestmark = pytest.mark.slow
 

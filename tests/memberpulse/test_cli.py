@@ -20,9 +20,9 @@ import pytest
 from memberpulse.contracts.events import SUPPORTED_EVENTS
 from memberpulse.settings import Settings, env_names
 from memberpulse.testing.kill_points import FAULT_ENV
-from tests.flows.reconcile_testkit import append_raw, scenario
-from tests.landing.landing_testkit import SECRET, read_records, running_server
-from tests.landing.landing_testkit import make_settings as make_landing_settings
+from tests.support.landing_testkit import SECRET, read_records, running_server
+from tests.support.landing_testkit import make_settings as make_landing_settings
+from tests.support.reconcile_testkit import append_raw, scenario
 
 pytestmark = pytest.mark.slow
 COMMANDS = [["serve"], ["send-test", "all"], ["run"], ["backfill"], ["migrate"], ["demo"]]

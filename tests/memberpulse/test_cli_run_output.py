@@ -16,7 +16,7 @@ import pytest
 from memberpulse.cli import build_parser, main, version
 from memberpulse.landing import mock_events as mock
 from memberpulse.testing.kill_points import FAULT_ENV, SIGNAL_ENV
-from tests.flows.reconcile_testkit import AS_OF, append_raw, member, raw_record, scenario
+from tests.support.reconcile_testkit import AS_OF, append_raw, member, raw_record, scenario
 
 
 @pytest.fixture

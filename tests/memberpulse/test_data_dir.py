@@ -11,7 +11,7 @@ from memberpulse.cli import main
 from memberpulse.errors import ConfigError
 from memberpulse.flows.reconcile._flow import check_data_dir
 from memberpulse.settings import Settings
-from tests.flows.reconcile_testkit import append_raw, scenario
+from tests.support.reconcile_testkit import append_raw, scenario
 
 
 @pytest.fixture

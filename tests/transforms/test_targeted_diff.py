@@ -10,7 +10,10 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
-from test_transforms_properties import (
+
+from memberpulse import transforms
+from memberpulse.flows.publish import ChangeHints, plan_publish
+from tests.transforms.test_transforms_properties import (
     PARAMS,
     SETTINGS,
     US_PER_DAY,
@@ -20,9 +23,6 @@ from test_transforms_properties import (
     times,
     webhook_events,
 )
-
-from memberpulse import transforms
-from memberpulse.flows.publish import ChangeHints, plan_publish
 
 SCORING = (PARAMS.half_life_days, PARAMS.active_days, PARAMS.at_risk_days)
 

@@ -7,7 +7,10 @@ from typing import Any
 
 import polars as pl
 import pytest
-from transforms_reference import (
+
+from memberpulse import transforms
+from memberpulse.errors import InvalidInput
+from tests.support.transforms_reference import (
     ApiMember,
     ApiMembership,
     Snapshot,
@@ -17,9 +20,6 @@ from transforms_reference import (
     snapshot_frames,
     us_of,
 )
-
-from memberpulse import transforms
-from memberpulse.errors import InvalidInput
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)

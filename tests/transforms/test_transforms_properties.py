@@ -13,7 +13,9 @@ from typing import Any
 import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transforms_reference import (
+
+from memberpulse import transforms
+from tests.support.transforms_reference import (
     US_PER_DAY,
     ApiMember,
     ApiMembership,
@@ -26,8 +28,6 @@ from transforms_reference import (
     snapshot_frames,
     us_of,
 )
-
-from memberpulse import transforms
 
 MIDS = ("mem_a", "mem_b", "mem_c", "mem_d")
 USER = {m: "user_" + m[-1] for m in MIDS}

@@ -6,7 +6,7 @@ import polars as pl
 
 from memberpulse import transforms
 from memberpulse.landing import mock_events as mock
-from tests.flows.reconcile_testkit import AS_OF, member, raw_record
+from tests.support.reconcile_testkit import AS_OF, member, raw_record
 
 
 def _events(lines: list[bytes]) -> pl.DataFrame:

@@ -15,9 +15,9 @@ from memberpulse.contracts.quarantine import encode_quarantine_entry, quarantine
 from memberpulse.flows.reconcile import reconcile_flow
 from memberpulse.landing import mock_events as mock
 from memberpulse.settings import Settings
-from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, member, raw_record, scenario
 from tests.support.postgres import PostgresServer
 from tests.support.postgrest_standin import PostgrestStandIn, run_postgrest_standin
+from tests.support.reconcile_testkit import AS_OF, append_raw, make_settings, member, raw_record, scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 SERVICE_KEY = "test-service-role-key"

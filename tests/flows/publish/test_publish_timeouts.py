@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from memberpulse.cli import main
-from tests.flows.reconcile_testkit import append_raw, scenario
+from tests.support.reconcile_testkit import append_raw, scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -29,9 +29,9 @@ from memberpulse.landing import mock_events as mock
 from memberpulse.settings import Settings
 from memberpulse.testing.whop_faults import Faults
 from memberpulse.whop_simulator import Population, SimWebhook, WebhookHub, create_app, serve_in_thread
-from tests.flows.reconcile_testkit import COMPARED
-from tests.landing.landing_testkit import read_records
+from tests.support.landing_testkit import read_records
 from tests.support.net import free_port
+from tests.support.reconcile_testkit import COMPARED
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from whop_testkit import API_KEY, COMPANY_ID, NOW, POPULATION_SIZE, Simulator, make_settings
 
 from memberpulse.settings import Settings
 from memberpulse.testing.whop_faults import Faults
 from memberpulse.whop_simulator import Population, create_app, serve_in_thread
+from tests.support.whop_testkit import API_KEY, COMPANY_ID, NOW, POPULATION_SIZE, Simulator, make_settings
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 from whop_sdk import Membership
-from whop_testkit import COMPANY_ID, POPULATION_SIZE, Simulator
 
 from memberpulse.errors import InvalidInput, WhopGaveUp
 from memberpulse.flows.backfill import fetch_resource
@@ -29,6 +28,7 @@ from memberpulse.flows.whop._records import Resource
 from memberpulse.flows.whop._snapshot import SCHEMAS
 from memberpulse.settings import Settings
 from memberpulse.whop_simulator._app import _member_json, _membership_json
+from tests.support.whop_testkit import COMPANY_ID, POPULATION_SIZE, Simulator
 
 UTC_US = pl.Datetime("us", "UTC")
 MEMBERSHIPS_COLUMNS = {

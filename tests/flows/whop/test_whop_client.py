@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from whop_sdk import Member, Membership
-from whop_testkit import API_KEY, COMPANY_ID, PAGE_SIZE, POPULATION_SIZE, Simulator, make_settings
 
 from memberpulse.errors import ConfigError, WhopAuthError, WhopGaveUp
 from memberpulse.flows.whop import (
@@ -20,6 +19,7 @@ from memberpulse.flows.whop import (
     retry_after_seconds,
 )
 from memberpulse.settings import Settings
+from tests.support.whop_testkit import API_KEY, COMPANY_ID, PAGE_SIZE, POPULATION_SIZE, Simulator, make_settings
 
 
 def client_for(settings: Settings, events: list[RetryEvent]) -> WhopBackfillClient:

@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 from whop_sdk import Member, Membership
-from whop_testkit import API_KEY, COMPANY_ID, NOW
 
 from memberpulse.errors import ConfigError, WhopAuthError, WhopGaveUp
 from memberpulse.flows.whop import DEFAULT_WHOP_CLIENT_CONFIG, RetryEvent, WhopBackfillClient
@@ -24,6 +23,7 @@ from memberpulse.settings import Settings
 from memberpulse.whop_simulator import Population
 from memberpulse.whop_simulator._app import _member_json, _membership_json
 from tests.support.publish_data import SleepRecorder
+from tests.support.whop_testkit import API_KEY, COMPANY_ID, NOW
 
 BASE_URL = "https://whop.test/api/v1"
 POPULATION = Population.generate(seed=5, n=23, company_id=COMPANY_ID, now=NOW)

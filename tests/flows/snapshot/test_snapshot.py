@@ -30,7 +30,7 @@ from memberpulse.flows.snapshot import (
 )
 from memberpulse.transforms import EVENT_SCHEMA
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime(2026, 11, 2, 9, 30, tzinfo=UTC)  # a Monday
 STATUSES = ("active", "at_risk", "inactive")
 TS = pl.Datetime("us", "UTC")
@@ -455,11 +455,10 @@ READER = """
 import json, sys, time
 from pathlib import Path
 import duckdb
-sys.path.insert(0, sys.argv[1])
-from tests.flows.test_snapshot import check_complete
+from tests.flows.snapshot.test_snapshot import check_complete  # importable: the reader runs from the checkout
 from memberpulse.flows.snapshot import open_latest
 
-mode, snapshots, base, stop = sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
+mode, snapshots, base, stop = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 seen, checks, errors = set(), 0, []
 held = duckdb.connect(str(snapshots / "latest.duckdb"), read_only=True) if mode == "hold" else None
 print("ready", flush=True)
@@ -480,7 +479,7 @@ print(json.dumps({"seen": sorted(seen), "checks": checks, "errors": errors[:5]})
 
 def _start_reader(mode: str, snapshots: Path, base: int, stop: Path) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", READER, str(ROOT), mode, str(snapshots), str(base), str(stop)],
+        [sys.executable, "-c", READER, mode, str(snapshots), str(base), str(stop)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -514,9 +513,8 @@ def test_readers_in_other_processes_never_block_the_writer_nor_see_a_partial_fil
 WRITER = """
 import sys
 from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-from tests.flows.test_snapshot import write_run
-write_run(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), base=int(sys.argv[5]))
+from tests.flows.snapshot.test_snapshot import write_run  # importable: the writer runs from the checkout
+write_run(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), base=int(sys.argv[4]))
 """
 
 
@@ -528,7 +526,7 @@ def test_sigkill_mid_write_leaves_latest_intact_and_the_next_write_clean(tmp_pat
     with open_latest(snapshots) as con:
         before = con.execute("SELECT run_id FROM snapshot_info").fetchone()
 
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(ROOT), str(snapshots), str(work), "1", str(base)])
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(snapshots), str(work), "1", str(base)], cwd=ROOT)
     try:
         deadline = time.monotonic() + 60
         while not any(p.name.startswith(".tmp-") for p in snapshots.iterdir()):

@@ -14,7 +14,7 @@ from polars.testing import assert_frame_equal
 
 from memberpulse.flows.reconcile import reconcile_flow
 from memberpulse.landing import mock_events as mock
-from tests.flows.reconcile_testkit import (
+from tests.support.reconcile_testkit import (
     AS_OF,
     append_raw,
     make_settings,

@@ -18,7 +18,7 @@ from memberpulse.flows.reconcile import _steps, reconcile_flow
 from memberpulse.flows.snapshot import SNAPSHOT_TABLES, SNAPSHOT_VIEWS, _writer
 from memberpulse.flows.snapshot import write_snapshot as real_write_snapshot
 from memberpulse.landing import mock_events as mock
-from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, member, raw_record
+from tests.support.reconcile_testkit import AS_OF, append_raw, make_settings, member, raw_record
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]  # runs the real flow
 

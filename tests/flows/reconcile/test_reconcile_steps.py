@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from memberpulse.flows.reconcile import STEPS, reconcile, steps_for
-from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, scenario
+from tests.support.reconcile_testkit import AS_OF, append_raw, make_settings, scenario
 
 
 def test_each_mode_takes_the_steps_the_list_gives_it_in_order(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from memberpulse.flows.reconcile import reconcile_flow
 from memberpulse.flows.reconcile._store import ReconcileStore
 from memberpulse.landing import mock_events as mock
 from memberpulse.settings import Settings
-from tests.flows.reconcile_testkit import (
+from tests.support.reconcile_testkit import (
     AS_OF,
     append_raw,
     make_settings,

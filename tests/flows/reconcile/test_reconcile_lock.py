@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from memberpulse.cli import main
-from tests.flows.reconcile_testkit import append_raw, scenario
+from tests.support.reconcile_testkit import append_raw, scenario
 
 HOLD_LOCK = """
 import fcntl, sys, time

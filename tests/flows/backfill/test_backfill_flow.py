@@ -12,13 +12,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 from prefect.states import Failed
-from whop_testkit import COMPANY_ID, PAGE_SIZE, POPULATION_SIZE, Simulator, make_settings
 
 from memberpulse.cli.backfill import LineProgress, run_once
 from memberpulse.errors import StorageUnavailable, WhopAuthError, WhopGaveUp, WhopUnavailable
 from memberpulse.flows.backfill import backfill_flow, fetch_members, fetch_memberships, reporting
 from memberpulse.flows.whop import backfill_dir, latest_snapshot, list_snapshots
 from memberpulse.settings import Settings
+from tests.support.whop_testkit import COMPANY_ID, PAGE_SIZE, POPULATION_SIZE, Simulator, make_settings
 
 # slow: Prefect's test harness, the simulator server and CLI processes
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

@@ -18,8 +18,8 @@ from memberpulse.contracts.times import file_time
 from memberpulse.flows.publish import apply_migrations
 from memberpulse.flows.reconcile import RunReport, reconcile_flow
 from memberpulse.landing import mock_events as mock
-from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, member, raw_record, scenario
 from tests.support.postgres import PostgresServer, start_server
+from tests.support.reconcile_testkit import AS_OF, append_raw, make_settings, member, raw_record, scenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 

@@ -19,8 +19,8 @@ from polars.testing import assert_frame_equal
 from memberpulse.contracts.raw_record import raw_archive_dir
 from memberpulse.flows.reconcile import reconcile_flow
 from memberpulse.testing.kill_points import FAULT_ENV, KILL_POINTS
-from tests.flows.reconcile_testkit import AS_OF, COMPARED, append_raw, make_settings, scenario, snapshot_members
 from tests.support.postgres import PostgresServer
+from tests.support.reconcile_testkit import AS_OF, COMPARED, append_raw, make_settings, scenario, snapshot_members
 
 pytestmark = pytest.mark.slow  # Prefect, PostgreSQL and killed child processes
 

@@ -10,7 +10,7 @@ import pytest
 
 from memberpulse.flows.reconcile import reconcile_flow
 from memberpulse.flows.report import CHART_NAMES, REPORT_NAME, build_report, write_run_report
-from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, scenario
+from tests.support.reconcile_testkit import AS_OF, append_raw, make_settings, scenario
 
 # slow: runs the reconcile flow under Prefect's test harness
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]

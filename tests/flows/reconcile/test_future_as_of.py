@@ -15,8 +15,8 @@ import pytest
 from memberpulse.cli import main
 from memberpulse.contracts.times import file_time
 from memberpulse.flows.reconcile._store import ReconcileStore
-from tests.flows.reconcile_testkit import append_raw, scenario
-from tests.flows.test_run_semantics import _tree_digest
+from tests.flows.reconcile.test_run_semantics import _tree_digest
+from tests.support.reconcile_testkit import append_raw, scenario
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from memberpulse.flows.reconcile import reconcile_flow
-from tests.flows.reconcile_testkit import AS_OF, append_raw, make_settings, scenario
+from tests.support.reconcile_testkit import AS_OF, append_raw, make_settings, scenario
 
 GARBAGE = b"\x00\x01\x02binary\xff\xfe garbage \x1b[31m\n"
 HUGE = b'{"webhook_id": "msg_huge", "body": "' + b"A" * (50 * 1024 * 1024) + b"\n"  # 50 MB, never closed
