@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from memberpulse.contracts.checkpoints import checkpoint
-from memberpulse.contracts.times import CLOCK_SKEW_ALLOWANCE
+from memberpulse.contracts.times import CLOCK_BEHIND_LIMIT, CLOCK_SKEW_ALLOWANCE
 from memberpulse.errors import ConfigError, CorruptState, MemberpulseError, TransientError
 from memberpulse.flows.deployment_runs import require_absolute_data_dir
 from memberpulse.flows.publish import record_run, target_name
@@ -119,13 +119,25 @@ def _placed(
     fold setting, then the caller's ``warnings``)."""
     last = store.last_as_of(tolerate_damage=start.full_refresh)
     as_of, last = _ordinary_as_of(start, last, explicit=explicit, manifest=store.manifest_path)
+    behind = _clock_behind(start.as_of, as_of)
     changed = None if start.full_refresh else fold_settings_changed(settings, store.load_manifest())
     return dataclasses.replace(
         start,
         as_of=as_of,
         last_as_of=last,
         mode=_mode(as_of, last, dry_run=start.mode == "dry-run"),
-        warnings=(*([changed] if changed else []), *warnings),
+        warnings=tuple(w for w in (behind, changed, *warnings) if w),
+    )
+
+
+def _clock_behind(now: datetime, as_of: datetime) -> str | None:
+    """What to say when this run goes on as of a commit made under a clock ahead of this one."""
+    if as_of - now <= CLOCK_SKEW_ALLOWANCE:
+        return None
+    return (
+        f"this machine's clock ({now.replace(microsecond=0).isoformat()}) is {as_of - now} behind the last "
+        f"commit (as of {as_of.isoformat()}): this run scores as of that commit, so it never goes back in time; "
+        "check the hosts' clocks (NTP)"
     )
 
 
@@ -133,17 +145,17 @@ def _ordinary_as_of(
     start: RunStart, last: datetime | None, *, explicit: bool, manifest: Path
 ) -> tuple[datetime, datetime | None]:
     """The as-of of a run with no ``--as-of`` (and the last commit's as-of it is placed against): now, or the
-    last commit's when that lies within the clock-skew allowance ahead (another host's clock), so an ordinary
-    run never goes back in time and always commits.
+    last commit's when that lies ahead of this clock by up to ``CLOCK_BEHIND_LIMIT`` (a host whose clock ran
+    ahead), so an ordinary run never goes back in time and always ingests, commits and publishes.
 
-    A last commit further ahead than that was made under a clock far ahead (or by an older version that took a
-    future ``--as-of``): every ordinary run would be behind it, so it stops with the remedy instead. A full
-    refresh is that remedy: it rebuilds from the raw store as of now and replaces the future commit.
+    A last commit further ahead than that is damage (an older version that took a future ``--as-of``, a clock
+    set years off): scoring as of it would mark everyone inactive, so the run stops with the remedy instead. A
+    full refresh is that remedy: it rebuilds from the raw store as of now and replaces the future commit.
     """
     now = start.as_of
     if explicit or last is None or last <= now:
         return now, last
-    if last <= now + CLOCK_SKEW_ALLOWANCE:
+    if last <= now + CLOCK_BEHIND_LIMIT:  # another host's clock ahead: go on from its commit (said if > skew)
         return last, last
     if start.full_refresh:
         return now, None  # replaced by this run's commit

@@ -24,6 +24,10 @@ _FILE_TIME = re.compile(f"({FILE_TIME_PATTERN})")
 #: landing, a worker) disagree by a little. An ``--as-of`` beyond it is refused; a committed as-of beyond it is
 #: a warehouse written under a clock that was ahead (or by an older version that allowed a future as-of).
 CLOCK_SKEW_ALLOWANCE: Final = timedelta(minutes=5)
+#: A last commit ahead of this clock by more than the allowance but at most this much was made on a host whose
+#: clock ran ahead (hours, not years): ordinary runs go on as of that commit and say so. Further ahead is damage
+#: (an older version's future ``--as-of``, a clock set decades off): runs stop and name the remedy.
+CLOCK_BEHIND_LIMIT: Final = timedelta(days=1)
 
 
 def file_time(moment: datetime) -> str:

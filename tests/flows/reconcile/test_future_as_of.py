@@ -15,8 +15,9 @@ import pytest
 from memberpulse.cli import main
 from memberpulse.contracts.times import file_time
 from memberpulse.flows.reconcile._store import ReconcileStore
+from memberpulse.landing import mock_events as mock
 from tests.flows.reconcile.test_run_semantics import _tree_digest
-from tests.support.reconcile_testkit import append_raw, scenario
+from tests.support.reconcile_testkit import AS_OF, append_raw, member, raw_record, scenario
 
 
 @pytest.fixture
@@ -98,3 +99,25 @@ def test_a_last_commit_slightly_ahead_is_caught_up_to_not_gone_behind(
     assert main(["run"]) == 0
     assert "backdated" not in capsys.readouterr().out
     assert ReconcileStore(data_dir / "warehouse").last_as_of() == ahead
+
+
+def test_a_commit_made_under_a_clock_hours_ahead_never_stops_ordinary_runs(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A worker whose clock read 2 hours ahead committed; once clocks agree, every ordinary run still ingests,
+    commits and publishes what is new (as of that commit), says the clock is behind, and piles up no files."""
+    ahead = datetime.now(UTC) + timedelta(hours=2)
+    _commit_in_the_future(data_dir, ahead)
+    capsys.readouterr()
+    for n in (1, 2):
+        append_raw(data_dir, [raw_record(mock.went_valid(member(100 + n), created_at=AS_OF))], writer=f"late-{n}")
+        assert main(["run", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["mode"] == "run" and report["events_ingested"] == 1
+        assert report["as_of"] == ahead.isoformat()
+        [warning] = report["warnings"]
+        assert "behind the last commit" in warning and "clock" in warning
+    with duckdb.connect(str(data_dir / "snapshots" / "latest.duckdb"), read_only=True) as con:
+        ids = {i for (i,) in con.sql("SELECT membership_id FROM member_activity").fetchall()}
+    assert {"mem_0101", "mem_0102"} <= ids
+    assert not (data_dir / "snapshots" / "as-of").exists()  # no backdated snapshot per run
