@@ -1,18 +1,27 @@
 """One read-only statement against the latest snapshot (``memberpulse sql``): its rows, or every row exported
 by DuckDB's COPY. Showing them is the CLI's (``memberpulse.cli.sql``).
 
+Read-only is DuckDB's own doing, not a parser's guess: the snapshot is opened read-only, file system access is
+off (``enable_external_access = false``: no ``COPY … TO``, ``read_text('/etc/shadow')``, ``ATTACH`` or extension
+loading, however the statement is dressed up, ``EXPLAIN ANALYZE`` included) unless the caller allows files, and
+the configuration is locked (``lock_configuration``) before the user's SQL runs. The statement-type check in
+front only gives a clearer message. A timer interrupts a query that runs past its timeout.
+
 csv and json are DuckDB's COPY output byte for byte, to a file (replaced atomically) or to a temporary file the
-caller copies where it wants (standard output); parquet only to a file.
+caller copies where it wants (standard output); parquet only to a file. The user's query runs on the locked
+connection; its rows stream (Arrow batches) to a second, in-memory connection that runs only this module's own
+COPY, so exporting never needs file access on the connection that runs user SQL.
 """
 
 from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
@@ -27,6 +36,17 @@ PRINTED_ROWS = 1000
 # Statements that only read. Everything else (DML, DDL, ATTACH, COPY, SET, CALL ...) is refused before it runs,
 # on top of the snapshot being attached read-only.
 _READ_ONLY = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+_ROWS_PER_BATCH = 100_000  # Arrow batches between the query and the export's COPY: bounded memory
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class QueryLimits:
+    """How a user's query may run: ``timeout_seconds`` before it is interrupted; ``allow_files`` lets it read
+    files it names (``read_csv(...)``), which is off by default (the process environment is a file too)."""
+
+    timeout_seconds: float
+    allow_files: bool
 
 
 @dataclass(frozen=True)
@@ -69,54 +89,112 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statemen
     return kind
 
 
-def query(snapshots_dir: Path, sql: str, *, limit: int = PRINTED_ROWS) -> QueryResult:
-    """Up to ``limit`` rows of ``sql``, run read-only against the latest snapshot (times in UTC)."""
+@contextlib.contextmanager
+def _locked(snapshots_dir: Path, limits: QueryLimits) -> Iterator[tuple[duckdb.DuckDBPyConnection, Callable[[], bool]]]:
+    """The latest snapshot, read-only, files off (unless allowed), configuration locked; a timer interrupts
+    whatever runs on it past the timeout. Yields the connection and whether the timer fired."""
     con = connect_latest(snapshots_dir)
+    fired = threading.Event()
+
+    def stop() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(limits.timeout_seconds, stop)
     try:
         con.execute("SET TimeZone = 'UTC'")
-        kind = check_read_only(con, sql)
-        try:
-            cursor = con.execute(sql)
-            columns = [d[0] for d in cursor.description or []]
-            rows = cursor.fetchmany(limit + 1)
-        except duckdb.Error as exc:
-            raise QueryError(str(exc)) from exc
+        if not limits.allow_files:
+            con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        timer.start()
+        yield con, fired.is_set
     finally:
+        timer.cancel()
         con.close()
+
+
+def _guarded(step: Callable[[], T], limits: QueryLimits, fired: Callable[[], bool], writing: Path | None = None) -> T:
+    """``step()``, with DuckDB's refusal or failure as a QueryError that says what to do (a file ``writing``
+    that cannot be written: a ConfigError, exit 2)."""
+    try:
+        return step()
+    except duckdb.Error as exc:
+        if writing is not None and isinstance(exc, duckdb.IOException) and not fired():
+            raise ConfigError(f"cannot write {writing}: {exc}", hint="give --out a file you may write") from None
+        if fired():
+            raise QueryError(
+                f"the query ran past --timeout ({limits.timeout_seconds:g} s) and was stopped",
+                hint="narrow it (WHERE, LIMIT), or give --timeout more seconds",
+            ) from None
+        if isinstance(exc, duckdb.PermissionException):
+            raise QueryError(
+                str(exc), hint="a query reads only the snapshot; --allow-files lets it read files"
+            ) from None
+        raise QueryError(str(exc)) from exc
+
+
+def query(snapshots_dir: Path, sql: str, limits: QueryLimits, *, limit: int = PRINTED_ROWS) -> QueryResult:
+    """Up to ``limit`` rows of ``sql``, run read-only against the latest snapshot (times in UTC)."""
+    with _locked(snapshots_dir, limits) as (con, fired):
+        kind = check_read_only(con, sql)
+
+        def first_rows() -> tuple[list[str], list[tuple[Any, ...]]]:
+            cursor = con.execute(sql)
+            return [d[0] for d in cursor.description or []], cursor.fetchmany(limit + 1)
+
+        columns, rows = _guarded(first_rows, limits, fired)
     return QueryResult(columns, rows[:limit], len(rows) > limit, plan=kind == duckdb.StatementType.EXPLAIN)
 
 
-def _copy(snapshots_dir: Path, sql: str, *, fmt: str, target: contextlib.AbstractContextManager[Path]) -> int:
+def _copy(
+    snapshots_dir: Path,
+    sql: str,
+    limits: QueryLimits,
+    *,
+    fmt: str,
+    target: contextlib.AbstractContextManager[Path],
+) -> int:
     """Run ``sql`` read-only and COPY every row, as ``fmt``, to the path ``target`` yields; returns the count.
 
-    ``target`` is entered only once the query is known to be allowed (no file or folder made for a refused one)."""
+    ``target`` is entered only once the query is known to be allowed (no file made for a refused one)."""
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}", hint=f"use one of {', '.join(EXPORT_FORMATS)}")
-    con = connect_latest(snapshots_dir)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
+    with _locked(snapshots_dir, limits) as (con, fired):
         check_read_only(con, sql)
-        body = sql.strip().rstrip(";")
+        rows = _guarded(lambda: con.sql(sql).to_arrow_reader(_ROWS_PER_BATCH), limits, fired)
         with target as tmp:
+            writer = duckdb.connect()  # runs only the COPY below, never the user's SQL
             try:
-                done = con.execute(f"COPY ({body}) TO {quote_literal(str(tmp))} ({EXPORT_FORMATS[fmt]})").fetchone()
-            except duckdb.Error as exc:
-                raise QueryError(str(exc)) from exc
-    finally:
-        con.close()
+                writer.execute("SET TimeZone = 'UTC'")
+                writer.register("exported_rows", rows)
+                copy = f"COPY (SELECT * FROM exported_rows) TO {quote_literal(str(tmp))} ({EXPORT_FORMATS[fmt]})"
+                done = _guarded(lambda: writer.execute(copy).fetchone(), limits, fired, writing=tmp)
+            finally:
+                writer.close()
     return int(done[0]) if done else 0
 
 
-def export(snapshots_dir: Path, sql: str, *, fmt: str, out: Path) -> int:
-    """Write every row of ``sql`` to ``out`` with DuckDB's COPY (replaced atomically); returns the row count."""
-    return _copy(snapshots_dir, sql, fmt=fmt, target=atomic_target(out))
+def export(snapshots_dir: Path, sql: str, limits: QueryLimits, *, fmt: str, out: Path) -> int:
+    """Write every row of ``sql`` to ``out`` with DuckDB's COPY (replaced atomically); returns the row count.
+    ``out``'s folder must exist: an analyst's typo makes no directories, and nothing is said written that
+    was not."""
+    if not out.parent.is_dir():
+        raise ConfigError(
+            f"cannot write {out}: {out.parent} is not a directory", hint="give --out a file in an existing folder"
+        )
+    try:
+        return _copy(snapshots_dir, sql, limits, fmt=fmt, target=atomic_target(out))
+    except OSError as exc:  # the folder is not writable, the disk is full ...
+        raise ConfigError(
+            f"cannot write {out}: {exc.strerror or exc}", hint="give --out a file you may write"
+        ) from None
 
 
 @contextlib.contextmanager
-def exported(snapshots_dir: Path, sql: str, *, fmt: str) -> Iterator[Path]:
+def exported(snapshots_dir: Path, sql: str, limits: QueryLimits, *, fmt: str) -> Iterator[Path]:
     """Every row of ``sql`` as DuckDB's COPY writes them, in a temporary file that lasts while the context is
     open (for the caller to copy unchanged, e.g. to standard output)."""
     with tempfile.TemporaryDirectory(prefix="memberpulse-sql-") as tmp_dir:
         path = Path(tmp_dir) / f"rows.{fmt}"
-        _copy(snapshots_dir, sql, fmt=fmt, target=contextlib.nullcontext(path))  # in a temporary dir: no rename
+        _copy(snapshots_dir, sql, limits, fmt=fmt, target=contextlib.nullcontext(path))  # in a temporary dir: no rename
         yield path

@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_WEBHOOK_URL = "http://localhost:3000/api/webhooks/whop"
+# `memberpulse sql` stops a query running longer than this (a cross join must not run for ever).
+DEFAULT_TIMEOUT_SECONDS = 300.0
 
 
 def _parse_as_of(text: str, flag: str = "--as-of") -> datetime:
@@ -18,6 +20,16 @@ def _parse_as_of(text: str, flag: str = "--as-of") -> datetime:
             f"{flag} {text!r} is not an ISO 8601 time, e.g. 2026-11-27T12:00:00Z"
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
 
 
 def _non_negative(text: str) -> int:
@@ -117,6 +129,14 @@ def _add_analyst_commands(command: Command) -> None:
         help="write every row to FILE with DuckDB's COPY, replacing it atomically, in --format's format or else "
         "FILE's extension's (default: no file; csv and json go to standard output)",
     )
+    sql.add_argument(
+        "--timeout", type=_positive_seconds, default=DEFAULT_TIMEOUT_SECONDS, metavar="SECONDS",
+        help="stop the query (exit 1) when it runs longer than this",
+    )  # fmt: skip
+    sql.add_argument(
+        "--allow-files", action="store_true",
+        help="let the query read files it names (read_csv, read_parquet ...); by default it reads only the snapshot",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,9 +21,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from memberpulse.cli._parser import DEFAULT_TIMEOUT_SECONDS
 from memberpulse.errors import ConfigError, ExitCode, OutputClosed
-from memberpulse.flows.snapshot import EXPORT_FORMATS, TEXT_FORMATS, export, exported, query
+from memberpulse.flows.snapshot import EXPORT_FORMATS, TEXT_FORMATS, QueryLimits, export, exported, query
 from memberpulse.settings import Settings
+
+# What a query may do when called without the command line's options: no file but the snapshot, the default
+# timeout.
+DEFAULT_QUERY_LIMITS = QueryLimits(timeout_seconds=DEFAULT_TIMEOUT_SECONDS, allow_files=False)
 
 # The table view never narrows a column below this (or below its widest value, when that is narrower).
 MIN_COLUMN_WIDTH = 10
@@ -68,10 +73,19 @@ class _DataConsole(Console):
 
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
-    return run_sql(settings.snapshots_dir, args.query, fmt=args.format, out=args.out)
+    limits = QueryLimits(timeout_seconds=args.timeout, allow_files=args.allow_files)
+    return run_sql(settings.snapshots_dir, args.query, fmt=args.format, out=args.out, limits=limits)
 
 
-def run_sql(snapshots_dir: Path, sql: str, *, fmt: str, out: Path | None, console: Console | None = None) -> int:
+def run_sql(
+    snapshots_dir: Path,
+    sql: str,
+    *,
+    fmt: str,
+    out: Path | None,
+    limits: QueryLimits = DEFAULT_QUERY_LIMITS,
+    console: Console | None = None,
+) -> int:
     """Print the rows as a table; or export them all with ``--format csv|json`` (to standard output) or
     ``--out FILE`` (any export format, from ``--format`` or the file's extension)."""
     console = console or _DataConsole()
@@ -79,17 +93,17 @@ def run_sql(snapshots_dir: Path, sql: str, *, fmt: str, out: Path | None, consol
         fmt = fmt if fmt != "table" else out.suffix.lstrip(".").lower()
         if fmt not in EXPORT_FORMATS:
             raise ConfigError(f"cannot tell the export format of {out}", hint="add --format csv|json|parquet")
-        rows = export(snapshots_dir, sql, fmt=fmt, out=out)
+        rows = export(snapshots_dir, sql, limits, fmt=fmt, out=out)
         console.print(f"{rows} rows written to {out}", markup=False, emoji=False, highlight=False)
         return ExitCode.OK
     if fmt in TEXT_FORMATS:
-        _to_stdout(snapshots_dir, sql, fmt)
+        _to_stdout(snapshots_dir, sql, fmt, limits)
         return ExitCode.OK
     if fmt in EXPORT_FORMATS:  # parquet: binary, of no use on a terminal; a file says what it is
         raise ConfigError(f"--format {fmt} writes a binary file, not text for standard output", hint="add --out FILE")
     if fmt != "table":
         raise ConfigError(f"unknown format {fmt!r}", hint="use table, csv, json or parquet")
-    found = query(snapshots_dir, sql)
+    found = query(snapshots_dir, sql, limits)
     table, needed = build_table(found.columns, found.rows, keep_newlines=found.plan)
     # Wider than the terminal: print it at the width it needs (the terminal wraps the lines) rather than let
     # rich squeeze columns to nothing.
@@ -105,11 +119,11 @@ def run_sql(snapshots_dir: Path, sql: str, *, fmt: str, out: Path | None, consol
     return ExitCode.OK
 
 
-def _to_stdout(snapshots_dir: Path, sql: str, fmt: str) -> None:
+def _to_stdout(snapshots_dir: Path, sql: str, fmt: str, limits: QueryLimits) -> None:
     """Every row as DuckDB's COPY wrote them, copied unchanged to standard output."""
     try:
         sys.stdout.flush()  # anything printed before goes first
-        with exported(snapshots_dir, sql, fmt=fmt) as rows, rows.open("rb") as rows_file:
+        with exported(snapshots_dir, sql, limits, fmt=fmt) as rows, rows.open("rb") as rows_file:
             shutil.copyfileobj(rows_file, sys.stdout.buffer)
             sys.stdout.buffer.flush()
     except BrokenPipeError:
