@@ -6,6 +6,7 @@ A reader (or the next run after a crash) sees either the old file or the new one
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from memberpulse.errors import CorruptState
+from memberpulse.errors import ConfigError, CorruptState, StorageUnavailable
 
 
 def fsync_path(path: Path) -> None:
@@ -26,18 +27,62 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the user's quota) is full, whoever raised it: an OSError, or a library
+    (polars, DuckDB) that reports the operating system's error in its message."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return True
+    return any(text in str(exc) for text in _FULL_TEXT)
+
+
+def storage_full(path: Path) -> StorageUnavailable:
+    """A full disk while writing ``path``: transient (exit 3): nothing was committed, so once there is space the
+    next run does the same work again."""
+    return StorageUnavailable(
+        f"no space left to write {path}", hint="free disk space under the data dir, then run again"
+    )
+
+
 @contextlib.contextmanager
 def atomic_target(path: Path) -> Iterator[Path]:
-    """Yields a temporary sibling to write; on success it is fsync'd and renamed over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+    """Yields a temporary sibling to write; on success it is fsync'd and renamed over ``path``. A full disk is
+    :class:`StorageUnavailable` naming the file (one mechanism for every durable write), not a traceback."""
     try:
-        yield tmp
-        fsync_path(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_path(path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}")
+        try:
+            yield tmp
+            fsync_path(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_path(path.parent)
+    except Exception as exc:
+        if disk_full(exc):
+            raise storage_full(path) from exc
+        raise
+
+
+@contextlib.contextmanager
+def atomic_output(out: Path) -> Iterator[Path]:
+    """:func:`atomic_target` for a file a person named (``--out``): its folder must exist (a typo makes no
+    directories), and a file that cannot be written is a ConfigError naming it (exit 2), never a traceback nor
+    a claim that it was written."""
+    if not out.parent.is_dir():
+        raise ConfigError(
+            f"cannot write {out}: {out.parent} is not a directory", hint="give a file in an existing folder"
+        )
+    try:
+        with atomic_target(out) as tmp:
+            yield tmp
+    except StorageUnavailable:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror or exc}", hint="give a file you may write") from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -282,6 +282,17 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
+    @field_validator("data_dir")
+    @classmethod
+    def _not_a_file(cls, value: Path) -> Path:
+        # Every command would otherwise fail later, each in its own words (a "damaged manifest" whose remedy,
+        # a full refresh, cannot help either): a data dir that is a file is a configuration error at once.
+        if value.exists() and not value.is_dir():
+            raise ValueError(
+                "it is a file, not a directory; the data dir holds the landing files, warehouse and snapshots"
+            )
+        return value
+
     @field_validator("whop_api_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import duckdb
 
 from memberpulse.errors import ConfigError
-from memberpulse.flows.fsio import atomic_write_bytes
+from memberpulse.flows.fsio import atomic_output, atomic_write_bytes
 from memberpulse.flows.report import _charts, _page, _queries
 from memberpulse.flows.report._charts import Chart
 from memberpulse.flows.snapshot import latest_path, open_latest
@@ -68,9 +68,13 @@ def build_report(snapshots_dir: Path) -> str:
 
 def write_report(snapshots_dir: Path, out: Path | None = None) -> Path:
     """Build the report and replace ``out`` (default ``snapshots_dir/report.html``) with it atomically."""
-    target = out or snapshots_dir / REPORT_NAME
-    atomic_write_bytes(target, build_report(snapshots_dir).encode("utf-8"))
-    return target
+    page = build_report(snapshots_dir).encode("utf-8")
+    if out is None:
+        atomic_write_bytes(snapshots_dir / REPORT_NAME, page)
+        return snapshots_dir / REPORT_NAME
+    with atomic_output(out) as tmp:  # a file a person named: its folder must exist and be writable (exit 2)
+        tmp.write_bytes(page)
+    return out
 
 
 def write_run_report(snapshots_dir: Path, logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = log) -> str:

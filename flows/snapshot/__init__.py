@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from memberpulse.errors import InvalidInput
+from memberpulse.errors import CorruptState, InvalidInput
 from memberpulse.flows.snapshot._files import LATEST_NAME
 from memberpulse.flows.snapshot._history import history_file_time, thin_history
 from memberpulse.flows.snapshot._incremental import SnapshotLineage, read_build_record
@@ -60,6 +60,13 @@ def open_latest(snapshots_dir: Path) -> duckdb.DuckDBPyConnection:
     try:
         con.execute(f"ATTACH {quote_literal(str(path.resolve()))} AS snapshot (READ_ONLY)")
         con.execute("USE snapshot")
+    except duckdb.Error as exc:
+        con.close()
+        raise CorruptState(
+            f"the snapshot {path} cannot be read: {str(exc).strip().splitlines()[0]}",
+            path=str(path),
+            hint=f"delete {path.name} and .build.json beside it, then `memberpulse run`: it builds a full snapshot",
+        ) from None
     except BaseException:
         con.close()
         raise

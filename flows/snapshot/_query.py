@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import duckdb
 
 from memberpulse.errors import ConfigError, QueryError
-from memberpulse.flows.fsio import atomic_target
+from memberpulse.flows.fsio import atomic_output
 from memberpulse.flows.snapshot._files import LATEST_NAME
 from memberpulse.flows.snapshot._schema import quote_literal
 
@@ -176,18 +176,8 @@ def _copy(
 
 def export(snapshots_dir: Path, sql: str, limits: QueryLimits, *, fmt: str, out: Path) -> int:
     """Write every row of ``sql`` to ``out`` with DuckDB's COPY (replaced atomically); returns the row count.
-    ``out``'s folder must exist: an analyst's typo makes no directories, and nothing is said written that
-    was not."""
-    if not out.parent.is_dir():
-        raise ConfigError(
-            f"cannot write {out}: {out.parent} is not a directory", hint="give --out a file in an existing folder"
-        )
-    try:
-        return _copy(snapshots_dir, sql, limits, fmt=fmt, target=atomic_target(out))
-    except OSError as exc:  # the folder is not writable, the disk is full ...
-        raise ConfigError(
-            f"cannot write {out}: {exc.strerror or exc}", hint="give --out a file you may write"
-        ) from None
+    ``out``'s folder must exist, and nothing is said written that was not (``fsio.atomic_output``)."""
+    return _copy(snapshots_dir, sql, limits, fmt=fmt, target=atomic_output(out))
 
 
 @contextlib.contextmanager

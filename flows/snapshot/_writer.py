@@ -26,6 +26,7 @@ from memberpulse.contracts.tables import (
 )
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import InvalidInput, StorageUnavailable
+from memberpulse.flows.fsio import disk_full
 from memberpulse.flows.snapshot import _files
 from memberpulse.flows.snapshot._comments import comment_snapshot
 from memberpulse.flows.snapshot._history import history_file_time
@@ -106,8 +107,15 @@ def _storage_errors(final: Path) -> Iterator[None]:
     """A disk that cannot take the snapshot is a transient failure: the next run writes it."""
     try:
         yield
-    except duckdb.IOException as exc:
-        raise StorageUnavailable(f"could not write the snapshot {final}: {exc}", hint="check free disk space") from exc
+    except StorageUnavailable:
+        raise
+    except duckdb.Error as exc:  # IOException; a full disk mid-checkpoint is a FatalException
+        if isinstance(exc, duckdb.IOException) or disk_full(exc):
+            raise StorageUnavailable(
+                f"could not write the snapshot {final}: {str(exc).strip().splitlines()[0]}",
+                hint="check free disk space",
+            ) from exc
+        raise
     except OSError as exc:
         raise StorageUnavailable(
             f"could not write the snapshot {final}: {exc.strerror or exc}", hint="check free disk space"

@@ -129,6 +129,7 @@ def test_parquet_without_a_file_exits_2(snapshot: Path, capsys: pytest.CaptureFi
 
 def test_report_writes_where_asked(snapshot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "elsewhere" / "members.html"
+    out.parent.mkdir()  # an existing folder: --out makes no directories (a typo must not create one)
     assert main(["report", "--out", str(out)]) == 0
     assert str(out) in capsys.readouterr().out
     html = out.read_text(encoding="utf-8")
