@@ -3,9 +3,11 @@
 - ``postgres_server`` (session): a running :class:`tests.support.postgres.PostgresServer` (initdb + pg_ctl
   in a temp dir, 127.0.0.1, a free port; as root the server runs as the ``postgres`` user; with no system
   binaries it uses the pgserver wheel's). Carries Supabase's roles. Stopped when the session ends.
-- ``postgres_dsn``: a DSN (superuser) to a brand-new empty database, dropped after the test.
-- ``migrated_postgres_dsn``: the same, with ``supabase/migrations`` already applied (copied from a template
-  migrated once per session, so it costs a ``CREATE DATABASE … TEMPLATE``, ~50 ms).
+- ``postgres_dsn``: a DSN (superuser) to a brand-new empty database, dropped after the test: a plain
+  PostgreSQL (the cluster's Supabase roles, but no ``auth`` schema).
+- ``migrated_postgres_dsn``: the same, as a Supabase project: Supabase's ``auth.jwt()``, then
+  ``supabase/migrations`` applied (copied from a template migrated once per session, so it costs a
+  ``CREATE DATABASE … TEMPLATE``, ~50 ms).
 
 The server starts only when a test asks for one of these, so suites that do not use Postgres pay nothing.
 
@@ -43,7 +45,7 @@ hypothesis_settings.register_profile("dev", print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 from tests.support.fast_loop import pytest_runtest_call, pytest_runtest_setup  # noqa: E402, F401
-from tests.support.postgres import PostgresServer, start_server  # noqa: E402
+from tests.support.postgres import PostgresServer, install_supabase_auth, start_server  # noqa: E402
 
 MIGRATED_TEMPLATE = "memberpulse_migrated_template"
 
@@ -62,6 +64,7 @@ def _migrated_template(postgres_server: PostgresServer) -> str:
     from memberpulse.flows.publish._migrations import apply_migrations
 
     postgres_server.create_database(MIGRATED_TEMPLATE)
+    install_supabase_auth(postgres_server.dsn(MIGRATED_TEMPLATE))  # Supabase has it before any migration
     apply_migrations(postgres_server.dsn(MIGRATED_TEMPLATE))
     postgres_server.mark_template(MIGRATED_TEMPLATE)
     return MIGRATED_TEMPLATE

@@ -88,6 +88,7 @@ UPSERT_FAILURE: Final = sql.SQL(
     ON CONFLICT (webhook_id, reason) DO UPDATE SET
         event_type = coalesce(EXCLUDED.event_type, webhook_failures.event_type),
         body_prefix = coalesce(EXCLUDED.body_prefix, webhook_failures.body_prefix),
+        company_id = coalesce(EXCLUDED.company_id, webhook_failures.company_id),
         first_seen = least(webhook_failures.first_seen, EXCLUDED.first_seen),
         last_seen = greatest(webhook_failures.last_seen, EXCLUDED.last_seen),
         recorded_at = now()

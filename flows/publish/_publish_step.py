@@ -24,6 +24,7 @@ from memberpulse.errors import MemberpulseError
 from memberpulse.flows.fsio import file_version
 from memberpulse.flows.publish._changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
 from memberpulse.flows.publish._dsn import mask_dsn
+from memberpulse.flows.publish._failure_company import failure_company
 from memberpulse.flows.publish._publisher import PipelineRun, PublishConfig, Publisher, PublishResult
 from memberpulse.flows.publish._schema import (
     KEY,
@@ -128,6 +129,7 @@ def failures_from_rejects(rejects: pl.DataFrame, *, seen_at: datetime | None = N
         _located_reason(rejects),
         pl.coalesce(received.cast(UTC_US), pl.lit(seen_at, UTC_US)).alias("received_at"),
         body.cast(pl.Utf8).str.slice(0, BODY_PREFIX_CHARS).alias("body_prefix"),
+        failure_company(rejects),
         body.cast(pl.Utf8).alias("__body"),
     )
     frame = frame.with_columns(

@@ -60,7 +60,7 @@ def conform_members(rows: pl.DataFrame) -> pl.DataFrame:
 
 def summarise_webhook_failures(frame: pl.DataFrame) -> pl.DataFrame:
     """One row per (webhook_id, reason) of logged failures (``FAILURE_RECORD_SCHEMA``): first/last time seen,
-    the latest event type and body prefix."""
+    the latest event type, body prefix and company."""
     typed = conform(
         frame, FAILURE_RECORD_SCHEMA, required=FAILURE_RECORD_REQUIRED, what="webhook failure rows",
         hint=f"columns: {', '.join(FAILURE_RECORD_SCHEMA)}",
@@ -78,6 +78,7 @@ def summarise_webhook_failures(frame: pl.DataFrame) -> pl.DataFrame:
             pl.col("body_prefix").drop_nulls().last().str.slice(0, BODY_PREFIX_CHARS),
             pl.col("received_at").min().alias("first_seen"),
             pl.col("received_at").max().alias("last_seen"),
+            pl.col("company_id").drop_nulls().last(),
         )
         .select(WEBHOOK_FAILURE_COLUMNS)
     )

@@ -78,7 +78,13 @@ class FailureLog:
 
     def load(self) -> pl.DataFrame:
         log = read_table_if_present(self.path, FAILURE_LOG)
-        return pl.DataFrame(schema=FAILURE_RECORD_SCHEMA) if log is None else log
+        if log is None:
+            return pl.DataFrame(schema=FAILURE_RECORD_SCHEMA)
+        # A log written before a column existed (company_id): its records did not carry it (null).
+        missing = [
+            pl.lit(None, dtype).alias(name) for name, dtype in FAILURE_RECORD_SCHEMA.items() if name not in log.columns
+        ]
+        return log.with_columns(missing).select(FAILURE_RECORD_SCHEMA.names()) if missing else log
 
     def append(self, rows: pl.DataFrame) -> pl.DataFrame:
         """Add ``rows`` (logged failures, ``FAILURE_RECORD_SCHEMA``) and return the whole log."""

@@ -7,8 +7,10 @@ of its row at each stage, from which every schema and frame along the way is der
    body (or the whole line) cut to :data:`REJECT_BODY_BYTES`. Staged with the run (``warehouse/reconcile/rejects``).
 2. **Logged** (:data:`FAILURE_RECORD_SCHEMA`): one failure, keyed (a line without an id by the sha256 of its
    excerpt) and dated in UTC (an undated one by the run that found it), its body cut to
-   :data:`~memberpulse.contracts.tables.BODY_PREFIX_CHARS`. The warehouse's append-only failure log
-   (``warehouse/published/webhook_failures.parquet``) holds these, and every target is sent from it.
+   :data:`~memberpulse.contracts.tables.BODY_PREFIX_CHARS`, with the company its body names when the raw store
+   held it (a signed or recovered webhook; a landing refusal is unverified, so a forged body never names one).
+   The warehouse's append-only failure log (``warehouse/published/webhook_failures.parquet``) holds these, and
+   every target is sent from it; a log written before ``company_id`` existed reads with it null.
 3. **Published** (:data:`~memberpulse.contracts.tables.WEBHOOK_FAILURES`): the log summarised per
    (``webhook_id``, ``reason``), with the first and last time seen.
 
@@ -50,6 +52,7 @@ FAILURE_RECORD_SCHEMA: Final = pl.Schema(
         "reason": _published("reason"),  # not null
         "received_at": _published("first_seen"),  # not null: summarised into first_seen / last_seen
         "body_prefix": _published("body_prefix"),
+        "company_id": _published("company_id"),
     }
 )
 #: What a logged failure must carry (the published table's key, and the time it is summarised by).

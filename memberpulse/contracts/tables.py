@@ -164,6 +164,15 @@ WEBHOOK_FAILURES: Final = Table(
             "When the row was last written (set by Postgres).",
             filled_by_database=True,
         ),
+        # Last: a later migration added it, and the migrations must declare the columns in this order.
+        _col(
+            "company_id",
+            _S,
+            "text",
+            "The Whop company (biz_…) the webhook's verified body names; null when it names none, for a webhook "
+            "the landing refused (unverified) and for failures recorded before this was kept. Row level "
+            "security shows a company only its own failures: a null one only to the service role.",
+        ),
     ),
     key=("webhook_id", "reason"),
 )

@@ -7,7 +7,8 @@ dependency), so a machine without a system PostgreSQL still gets a real server i
 PostgreSQL refuses to run as root, so when we are root the data dir belongs to, and every server process
 runs as, the ``postgres`` OS user (created by the Debian package; ``pgserver``'s fallback uses ``nobody``).
 The cluster is tuned for tests (fsync off, TCP on 127.0.0.1 only, no Unix socket) and carries Supabase's
-roles (``anon``, ``authenticated``, ``service_role``, ``authenticator``) so grants and RLS behave as there.
+roles (``anon``, ``authenticated``, ``service_role``, ``authenticator``) so grants and RLS behave as there;
+:func:`install_supabase_auth` gives a database Supabase's ``auth.jwt()``, which the RLS policies read.
 """
 
 from __future__ import annotations
@@ -50,6 +51,25 @@ BEGIN
   END IF;
 END $$;
 GRANT anon, authenticated, service_role TO authenticator;
+"""
+# Supabase's auth.jwt(), defined as Supabase defines it (its auth schema provides it; the product's migrations only
+# call it): the request's JWT claims as PostgREST sets them for the transaction, NULL without a request.
+SUPABASE_AUTH_SQL = """
+CREATE SCHEMA IF NOT EXISTS auth;
+DO $$
+BEGIN
+  IF to_regprocedure('auth.jwt()') IS NULL THEN
+    CREATE FUNCTION auth.jwt() RETURNS jsonb LANGUAGE sql STABLE AS $fn$
+      select
+        coalesce(
+          nullif(current_setting('request.jwt.claim', true), ''),
+          nullif(current_setting('request.jwt.claims', true), '')
+        )::jsonb
+    $fn$;
+  END IF;
+END $$;
+GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role;
+GRANT EXECUTE ON FUNCTION auth.jwt() TO anon, authenticated, service_role;
 """
 _TEST_SETTINGS = {
     "listen_addresses": "127.0.0.1",
@@ -217,6 +237,12 @@ class PostgresServer:
             conn.execute(
                 sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(sql.Identifier(name))
             )
+
+
+def install_supabase_auth(dsn: str) -> None:
+    """Give the database at ``dsn`` Supabase's ``auth.jwt()`` (kept when it exists), as a Supabase project has."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(SUPABASE_AUTH_SQL)
 
 
 def start_server(*, settings: dict[str, str] | None = None, attempts: int = 3) -> PostgresServer:

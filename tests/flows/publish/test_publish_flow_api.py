@@ -25,6 +25,7 @@ from memberpulse.flows.publish import (
     runs_with,
     target_name,
 )
+from memberpulse.flows.publish._failure_company import company_named_by
 from memberpulse.flows.publish._schema import summarise_webhook_failures
 from memberpulse.flows.publish._targets import FailureLog
 from memberpulse.flows.raw import reader as raw_reader
@@ -120,7 +121,7 @@ def test_a_run_log_from_before_the_landing_count_keeps_its_runs_with_that_count_
 
 def test_failures_from_rejects_maps_the_transforms_reject_schema() -> None:
     frame = failures_from_rejects(REJECTS)
-    assert frame.columns == ["webhook_id", "event_type", "reason", "received_at", "body_prefix"]
+    assert frame.columns == ["webhook_id", "event_type", "reason", "received_at", "body_prefix", "company_id"]
     assert frame["received_at"].to_list() == [T1, T1 + timedelta(minutes=5)]
     assert frame["body_prefix"].to_list() == ["{oops", "garbage"]
 
@@ -163,3 +164,51 @@ def test_a_failure_has_its_contract_row_at_every_stage(tmp_path: Path) -> None:
     published = summarise_webhook_failures(logged)
     assert published.schema == WEBHOOK_FAILURES.sent_schema
     assert published.height == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "company"),
+    [
+        ('{"type":"membership.activated","account_id":"biz_env","data":{"id":"mem_1"}}', "biz_env"),
+        ('{"company_id":"biz_top","data":{"id":"mem_1"}}', "biz_top"),
+        ('{"data":{"company":{"id":"biz_obj"}}}', "biz_obj"),
+        ('{"action":"membership.went_valid","data":{"company_id":"biz_pin"}}', "biz_pin"),
+        # The parser's order for events: data first, the envelope last.
+        ('{"account_id":"biz_env","company_id":"biz_top","data":{"company_id":"biz_pin"}}', "biz_pin"),
+        ('{"account_id":"biz_env","company_id":"biz_top"}', "biz_top"),
+        ('{"company_id":"","account_id":7,"data":{"company":"biz_x","company_id":null}}', None),
+        ('{"data":"biz_x"}', None),
+        ('["biz_x"]', None),
+        ('{"company_id":"biz_cut","data":{"id":"mem_1"', None),  # cut to its excerpt: no longer JSON
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_company_a_webhook_body_names(body: str | None, company: str | None) -> None:
+    assert company_named_by(body) == company
+
+
+def test_only_a_body_the_parser_refused_names_a_company(tmp_path: Path) -> None:
+    """The raw store's records were verified; a landing refusal was not: its body names no company, whatever
+    it says."""
+    found = _found_failures(tmp_path)
+    line = encode_raw_record("msg_t", T1, None, "standard", None, '{"type":"x","timestamp":"?","company_id":"biz_1"}')
+    bad_time = transforms.parse_raw(transforms.parse_ndjson(line).records).rejects
+    forged = found[0].with_columns(body=pl.lit('{"company_id":"biz_1","data":{"id":"mem_1"}}'))
+    logged = failures_from_rejects(pl.concat([forged, found[1], bad_time]), seen_at=T2)
+    assert logged.select("webhook_id", "company_id").rows()[::2] == [("msg_q", None), ("msg_t", "biz_1")]
+    assert logged["company_id"][1] is None  # an unreadable line
+
+
+def test_a_failure_log_from_before_the_company_reads_with_it_null(tmp_path: Path) -> None:
+    log = FailureLog(tmp_path / "warehouse")
+    older = log.append(failures_from_rejects(REJECTS))
+    older.drop("company_id").write_parquet(log.path)  # as the previous version wrote it
+    assert log.load().equals(older)
+    named = REJECTS.head(1).with_columns(
+        webhook_id=pl.lit("wh_10"), reason=pl.lit("unparsable timestamp: '?'"), body=pl.lit('{"company_id":"biz_1"}')
+    )
+    both = log.append(failures_from_rejects(named))
+    assert both.schema == FAILURE_RECORD_SCHEMA
+    companies = dict(summarise_webhook_failures(both).select("webhook_id", "company_id").iter_rows())
+    assert (companies.pop("wh_9"), companies.pop("wh_10"), list(companies.values())) == (None, "biz_1", [None])
