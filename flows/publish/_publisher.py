@@ -1,4 +1,4 @@
-"""What every publish target does: only changed rows, all or nothing, bounded retries.
+"""What every publish target does: only changed rows, all or nothing, bounded retries and an overall deadline.
 
 A target subclass implements three writes (members, runs, failures); this base decides *what* to send
 (``changes.diff_published``) and advances the warehouse's published state only after the target committed.
@@ -17,6 +17,7 @@ import polars as pl
 
 from memberpulse.errors import PublishUnavailable
 from memberpulse.flows.publish._changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
+from memberpulse.flows.publish._deadline import DEADLINE_HINT, Deadline
 from memberpulse.flows.publish._schema import KEY, summarise_webhook_failures
 from memberpulse.flows.publish._storable_text import NUL, REPLACEMENT, storable_text
 from memberpulse.flows.publish._targets import TargetState
@@ -42,6 +43,7 @@ class PublishConfig:
     statement_timeout_seconds: float  # Postgres: every publish statement's statement_timeout
     lock_timeout_seconds: float  # Postgres: every publish statement's lock_timeout
     batch_size: int  # PostgREST: rows per upsert request
+    deadline_seconds: float  # the whole of one publish call, retries and waits included
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PublishConfig:
@@ -52,6 +54,7 @@ class PublishConfig:
             statement_timeout_seconds=settings.publish_statement_timeout_seconds,
             lock_timeout_seconds=settings.publish_lock_timeout_seconds,
             batch_size=settings.publish_batch_size,
+            deadline_seconds=settings.publish_deadline_seconds,
         )
 
 
@@ -127,6 +130,11 @@ class Publisher(ABC):
         self.config = config
         self.target_state = target_state
         self._sleep = sleep
+        self._deadline = Deadline(config.deadline_seconds)
+
+    def _start(self) -> None:
+        """Each call the flows make gets the whole publish deadline (``MEMBERPULSE_PUBLISH_DEADLINE_SECONDS``)."""
+        self._deadline = Deadline(self.config.deadline_seconds)
 
     # --- the surface the flows call ------------------------------------------------------------------------
     def publish_members(
@@ -135,9 +143,10 @@ class Publisher(ABC):
         """Send the rows that differ from the last successful publish, then remember them as published.
 
         ``hints`` lets it compare only the rows that can have changed since this target's last publish.
-        Raises PublishUnavailable (after bounded retries) or PublishError; in both cases the warehouse's
-        published state is untouched, so the next run sends the same rows again.
+        Raises PublishUnavailable (after bounded retries, or past the deadline) or PublishError; in both cases
+        the warehouse's published state is untouched, so the next run sends the same rows again.
         """
+        self._start()
         last = self.state.load()
         plan = plan_publish(rows, last, run_at=run_at, candidates=self._candidates(hints))
         if plan.changed.height == 0:
@@ -174,11 +183,13 @@ class Publisher(ABC):
 
     def record_run(self, run: PipelineRun) -> None:
         """Insert or update (by run_id) this run's row in ``pipeline_runs``."""
+        self._start()
         self._upsert_runs([run.as_row()])
 
     def record_failures(self, frame: pl.DataFrame) -> int:
         """Upsert webhook failures (webhook_id, event_type, reason, received_at, body_prefix) into
         ``webhook_failures``, one row per (webhook_id, reason); returns how many keys were sent."""
+        self._start()
         summary = storable_text(summarise_webhook_failures(frame))
         if summary.height:
             self._upsert_failures(summary)
@@ -212,19 +223,32 @@ class Publisher(ABC):
 
     # --- shared --------------------------------------------------------------------------------------------
     def _with_retries(self, what: str, attempt: Callable[[], T]) -> T:
-        """Run ``attempt`` until it succeeds, fails fatally, or fails transiently ``max_attempts`` times."""
+        """Run ``attempt`` until it succeeds, fails fatally, fails transiently ``max_attempts`` times, or the
+        next try would start past the publish deadline."""
         max_attempts, backoff = self.config.max_attempts, self.config.backoff_seconds
         for number in range(1, max_attempts + 1):
             try:
                 return attempt()
             except PublishUnavailable as exc:
-                if number == max_attempts:
-                    hint = exc.hint or "check that the target is up; the next run re-sends everything pending"
-                    # Name the action and the target once, whether or not the target's own message did.
-                    where = self.describe()
-                    text = exc.message if where.split(" ", 1)[-1] in exc.message else f"{where}: {exc.message}"
-                    text = text if text.startswith(what) or what in text else f"{what}: {text}"
-                    message = f"{text} (gave up after {number} attempt{'s' if number > 1 else ''})"
-                    raise PublishUnavailable(message, hint=hint) from exc
-                self._sleep(min(backoff * 2 ** (number - 1), _MAX_BACKOFF_SECONDS))
+                wait = min(backoff * 2 ** (number - 1), _MAX_BACKOFF_SECONDS)
+                out_of_time = self._deadline.remaining() <= wait
+                if number == max_attempts or out_of_time:
+                    raise self._gave_up(what, exc, number, deadline=out_of_time and number < max_attempts) from exc
+                self._sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _gave_up(self, what: str, exc: PublishUnavailable, number: int, *, deadline: bool) -> PublishUnavailable:
+        hint = exc.hint or (DEADLINE_HINT if deadline else None)
+        hint = hint or "check that the target is up; the next run re-sends everything pending"
+        # Name the action and the target once, whether or not the target's own message did.
+        where = self.describe()
+        text = exc.message if where.split(" ", 1)[-1] in exc.message else f"{where}: {exc.message}"
+        text = text if text.startswith(what) or what in text else f"{what}: {text}"
+        tries = f"{number} attempt{'s' if number > 1 else ''}"
+        said = "publish deadline" in exc.message  # the attempt itself ran into it: say it once
+        ended = (
+            f"; the publish deadline ({self._deadline.seconds:g} s) left no time for another"
+            if deadline and not said
+            else ""
+        )
+        return PublishUnavailable(f"{text} (gave up after {tries}{ended})", hint=hint)

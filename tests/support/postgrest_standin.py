@@ -27,7 +27,7 @@ import uvicorn
 from psycopg import sql
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -60,7 +60,10 @@ class PostgrestStandIn:
         return Starlette(routes=[Route("/rest/v1/{table}", self._post, methods=["POST"])])
 
     async def _post(self, request: Request) -> Response:
-        raw = await request.body()
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the client (or a partition in between) gave up mid-body: nobody to answer
+            return Response(status_code=499)
         body: Any = json.loads(raw) if raw else None
         self.requests.append(
             RecordedRequest(
