@@ -2,7 +2,8 @@
 
 Either the whole batch of changed rows is in ``member_activity`` or none of it is: the staging table is
 ``ON COMMIT DROP`` and the ``INSERT … ON CONFLICT`` runs in the same transaction as the COPY. The upsert's
-``WHERE … IS DISTINCT FROM`` skips rows whose data the table already holds, so their ``updated_at`` stays.
+``WHERE … IS DISTINCT FROM`` skips rows whose data the table already holds, so their ``updated_at`` stays
+(a repair compares ``updated_at`` too: the table then ends exactly as the published state).
 
 Every connection is guarded (``_connection``): TCP keepalives and user timeout, and a deadline on every wait, so
 a network partition ends the attempt instead of holding the run.
@@ -25,6 +26,7 @@ from memberpulse.flows.publish._changes import PublishedState
 from memberpulse.flows.publish._connection import GuardedConnection, tcp_options
 from memberpulse.flows.publish._deadline import DEADLINE_HINT
 from memberpulse.flows.publish._dsn import mask_dsn, translate_error
+from memberpulse.flows.publish._fingerprint import POSTGRES_FINGERPRINT, Fingerprint, from_counts
 from memberpulse.flows.publish._publisher import DEFAULT_PUBLISH_CONFIG, PublishConfig, Publisher, Written
 from memberpulse.flows.publish._schema import (
     COMPARED_COLUMNS,
@@ -53,27 +55,36 @@ CREATE_STAGE: Final = sql.SQL(
 COPY_STAGE: Final = sql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv, NULL {null})").format(
     stage=sql.Identifier(STAGE), cols=_COLUMNS, null=sql.Literal(_CSV_NULL)
 )
-UPSERT_FROM_STAGE: Final = sql.SQL(
-    """
-    WITH upserted AS (
-        INSERT INTO public.member_activity AS t ({cols})
-        SELECT {cols} FROM {stage}
-        ON CONFLICT ({key}) DO UPDATE SET {assignments}
-        WHERE ({current}) IS DISTINCT FROM ({incoming})
-        RETURNING (t.xmax = 0) AS inserted
+
+
+def _upsert_from_stage(compared: tuple[str, ...]) -> sql.Composed:
+    """Insert the staged rows, and update those whose ``compared`` columns differ; (inserted, updated)."""
+    return sql.SQL(
+        """
+        WITH upserted AS (
+            INSERT INTO public.member_activity AS t ({cols})
+            SELECT {cols} FROM {stage}
+            ON CONFLICT ({key}) DO UPDATE SET {assignments}
+            WHERE ({current}) IS DISTINCT FROM ({incoming})
+            RETURNING (t.xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted
+        """
+    ).format(
+        cols=_COLUMNS,
+        stage=sql.Identifier(STAGE),
+        key=sql.Identifier(KEY),
+        assignments=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in MEMBER_ACTIVITY_COLUMNS if c != KEY
+        ),
+        current=_ident_list(compared, "t"),
+        incoming=_ident_list(compared, "excluded"),
     )
-    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted
-    """
-).format(
-    cols=_COLUMNS,
-    stage=sql.Identifier(STAGE),
-    key=sql.Identifier(KEY),
-    assignments=sql.SQL(", ").join(
-        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in MEMBER_ACTIVITY_COLUMNS if c != KEY
-    ),
-    current=_ident_list(COMPARED_COLUMNS, "t"),
-    incoming=_ident_list(COMPARED_COLUMNS, "excluded"),
-)
+
+
+UPSERT_FROM_STAGE: Final = _upsert_from_stage(COMPARED_COLUMNS)
+# A repair leaves every row exactly as published: a row differing only in updated_at is written too.
+UPSERT_EXACTLY_FROM_STAGE: Final = _upsert_from_stage(tuple(c for c in MEMBER_ACTIVITY_COLUMNS if c != KEY))
 KEPT_IN_TABLE: Final = sql.SQL(
     "SELECT s.{key}, t.updated_at FROM {stage} s JOIN public.member_activity t USING ({key})"
     " WHERE t.updated_at IS DISTINCT FROM s.updated_at"
@@ -122,6 +133,7 @@ class PostgresPublisher(Publisher):
     """Publishes through a direct Postgres connection (Supabase: the database's connection string)."""
 
     target = "postgres"
+    digests = True
 
     def __init__(
         self,
@@ -186,8 +198,19 @@ class PostgresPublisher(Publisher):
 
         return self._with_retries(action, attempt)
 
-    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int) -> Written:
+    def _target_fingerprint(self) -> Fingerprint:
+        def work(cur: psycopg.Cursor[Any]) -> Fingerprint:
+            cur.execute(POSTGRES_FINGERPRINT)
+            row = cur.fetchone()
+            assert row is not None
+            return from_counts(*row)
+
+        result: Fingerprint = self._transaction("checking member_activity", work)
+        return result
+
+    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int, exact: bool = False) -> Written:
         frame = changed.select(MEMBER_ACTIVITY_COLUMNS)
+        upsert = UPSERT_EXACTLY_FROM_STAGE if exact else UPSERT_FROM_STAGE
 
         def work(cur: psycopg.Cursor[Any]) -> Written:
             cur.execute(CREATE_STAGE)
@@ -197,7 +220,7 @@ class PostgresPublisher(Publisher):
             if self._after_copy is not None:
                 self._after_copy()
             checkpoint("publish_before_commit")
-            cur.execute(UPSERT_FROM_STAGE)
+            cur.execute(upsert)
             row = cur.fetchone()
             assert row is not None
             inserted, updated = int(row[0]), int(row[1])

@@ -7,6 +7,10 @@ re-sends every row still pending. 5xx answers, 429 and timeouts are retried with
 of times; any other refusal (4xx: bad key, missing table, constraint) is fatal. Every HTTP phase (connect,
 write, read, pool) has the timeout ``MEMBERPULSE_PUBLISH_TIMEOUT_SECONDS``, cut to what is left of the publish
 deadline, and no request starts past it.
+
+The check before each publish is a row count (``HEAD`` with ``Prefer: count=exact``): the API offers no
+aggregate of our own without a database function, so a row edited in place behind our back is not noticed here
+(``--full-refresh`` rewrites the table).
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from typing import Any, Final, TypeVar
 import httpx
 import polars as pl
 from postgrest import APIError
-from postgrest.types import ReturnMethod
+from postgrest.types import CountMethod, ReturnMethod
 
 from memberpulse.contracts.tables import PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import ConfigError, PublishError, PublishUnavailable
 from memberpulse.flows.publish._changes import PublishedState
+from memberpulse.flows.publish._fingerprint import Fingerprint
 from memberpulse.flows.publish._publisher import DEFAULT_PUBLISH_CONFIG, PublishConfig, Publisher, Written
 from memberpulse.flows.publish._schema import KEY, MEMBER_ACTIVITY_COLUMNS
 from supabase import Client, ClientOptions, create_client
@@ -43,6 +48,7 @@ class PostgrestPublisher(Publisher):
     """Publishes through Supabase's REST API with the service role key (RLS does not apply to it)."""
 
     target = "postgrest"
+    digests = False
 
     def __init__(
         self,
@@ -123,13 +129,25 @@ class PostgrestPublisher(Publisher):
 
         self._with_retries(action, lambda: self._request(action, send))
 
-    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int) -> Written:
+    def _target_fingerprint(self) -> Fingerprint | None:
+        """The row count of member_activity (``HEAD``, ``Prefer: count=exact``); None when none comes back."""
+        action = "counting member_activity"
+
+        def send() -> int | None:
+            query = self._client.table("member_activity").select(KEY, count=CountMethod.exact, head=True)
+            return query.execute().count
+
+        count = self._with_retries(action, lambda: self._request(action, send))
+        return None if count is None else Fingerprint(count)
+
+    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int, exact: bool = False) -> Written:
         frame = changed.select(MEMBER_ACTIVITY_COLUMNS)
         size = self.config.batch_size
         for offset in range(0, frame.height, size):
             batch = json_rows(frame.slice(offset, size))
             self._upsert("member_activity", batch, on_conflict=KEY)
-        # PostgREST does not say which rows it inserted; the warehouse state does.
+        # PostgREST does not say which rows it inserted; the warehouse state (or the check's count) does. Every
+        # sent column is overwritten (merge-duplicates), so an upsert is always exact.
         return Written(frame.height - seen_before, seen_before)
 
     def _upsert_runs(self, rows: list[dict[str, Any]]) -> None:

@@ -1,28 +1,36 @@
-"""What every publish target does: only changed rows, all or nothing, bounded retries and an overall deadline.
+"""What every publish target does: only changed rows, all or nothing, bounded retries and an overall deadline,
+and a cheap check that the target still holds what was published.
 
-A target subclass implements three writes (members, runs, failures); this base decides *what* to send
-(``changes.diff_published``) and advances the warehouse's published state only after the target committed.
+A target subclass implements three writes (members, runs, failures) and a fingerprint of its member rows; this
+base decides *what* to send (``changes.diff_published``, or everything when the target was changed behind our
+back or the member state was rebuilt) and advances the warehouse's published state only after the target
+committed.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal, NamedTuple, TypeVar
 
 import polars as pl
 
 from memberpulse.errors import PublishUnavailable
-from memberpulse.flows.publish._changes import ChangeHints, PublishedState, newly_at_risk, plan_publish
+from memberpulse.flows.fsio import file_version
+from memberpulse.flows.publish._changes import ChangeHints, PublishedState, PublishPlan, newly_at_risk, plan_publish
 from memberpulse.flows.publish._deadline import DEADLINE_HINT, Deadline
+from memberpulse.flows.publish._fingerprint import NOTHING, Fingerprint, fingerprint_rows
 from memberpulse.flows.publish._schema import KEY, summarise_webhook_failures
 from memberpulse.flows.publish._storable_text import NUL, REPLACEMENT, storable_text
 from memberpulse.flows.publish._targets import TargetState
+from memberpulse.flows.state_codec import TargetMeta
 from memberpulse.settings import Settings, default_settings
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 RunStatus = Literal["running", "completed", "failed"]
 _MAX_BACKOFF_SECONDS = 30.0
@@ -68,7 +76,9 @@ class PublishResult:
 
     ``inserted`` + ``updated`` rows were written with ``updated_at = run_at``; ``unchanged`` rows were left
     alone (equal to what was last published, or equal in the target already). ``published`` is the whole
-    table as it now stands (the warehouse's published state), for snapshots.
+    table as it now stands (the warehouse's published state), for snapshots. ``repaired``: why the whole
+    published state was sent again (the target disagreed with it, or the member state was rebuilt), or None;
+    the counts then say what the target needed.
     """
 
     inserted: int = 0
@@ -77,6 +87,7 @@ class PublishResult:
     published: pl.DataFrame | None = field(default=None, compare=False, repr=False)
     changed_keys: pl.Series | None = field(default=None, compare=False, repr=False)
     newly_at_risk: list[dict[str, Any]] = field(default_factory=list, compare=False, repr=False)
+    repaired: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -113,10 +124,42 @@ class Written(NamedTuple):
     kept: pl.DataFrame | None = None
 
 
+@dataclass(frozen=True)
+class TargetCheck:
+    """What the check before a publish found. ``local``: the published state's fingerprint (None before the
+    first publish: then nothing is asked); ``found``: the target's; ``foreign``: what it holds besides our rows,
+    as last measured; ``repair``: why the whole published state is sent again, or None."""
+
+    local: Fingerprint | None = None
+    found: Fingerprint | None = None
+    foreign: Fingerprint = NOTHING
+    repair: str | None = None
+    disagreed: bool = False  # the target did not hold the published state (not merely a rewrite)
+
+    def held(self, sent: int) -> int:
+        """How many of ``sent`` rows the target still holds, as far as its count tells."""
+        if self.found is None:
+            return 0
+        return max(0, min(sent, self.found.rows - self.foreign.rows))
+
+
+def repair_reason(found: Fingerprint | None, local: Fingerprint, *, rewrite: bool) -> str:
+    """What a run says when it sends the whole published state again (``found``: the target's fingerprint)."""
+    why = "the member state was rebuilt (full refresh): " if rewrite else ""
+    if found is None:
+        return f"{why}re-published all {local.rows} rows"
+    had = f"the target had {found.rows} rows, the published state {local.rows}"
+    if found.rows == local.rows and not local.agrees(found):
+        had += ", with other contents"
+    return f"{why}{had}: re-published all"
+
+
 class Publisher(ABC):
     """Publishes to one target. Use as a context manager, or call ``close()``."""
 
     target: ClassVar[str]
+    #: The target's fingerprint digests every row (Postgres), or only counts them (PostgREST).
+    digests: ClassVar[bool]
 
     def __init__(
         self,
@@ -138,31 +181,37 @@ class Publisher(ABC):
 
     # --- the surface the flows call ------------------------------------------------------------------------
     def publish_members(
-        self, rows: pl.DataFrame, *, run_at: datetime, hints: ChangeHints | None = None
+        self, rows: pl.DataFrame, *, run_at: datetime, hints: ChangeHints | None = None, rewrite: bool = False
     ) -> PublishResult:
         """Send the rows that differ from the last successful publish, then remember them as published.
 
-        ``hints`` lets it compare only the rows that can have changed since this target's last publish.
+        First one cheap query asks the target for its fingerprint. When it does not hold the published state
+        (rows truncated, deleted or edited behind our back), or with ``rewrite`` (also when ``hints`` say this run
+        rebuilt the member state: ``--full-refresh``), the whole published state is sent, exactly. ``hints`` lets
+        it compare only the rows that can have changed since this target's last publish.
         Raises PublishUnavailable (after bounded retries, or past the deadline) or PublishError; in both cases
         the warehouse's published state is untouched, so the next run sends the same rows again.
         """
         self._start()
         last = self.state.load()
         plan = plan_publish(rows, last, run_at=run_at, candidates=self._candidates(hints))
-        if plan.changed.height == 0:
-            self._remember(hints)
+        meta = self.target_state.load_meta() if self.target_state is not None else TargetMeta()
+        check = self._check(last, meta, rewrite=rewrite or (hints is not None and hints.rebuilt))
+        if check.repair is None and plan.changed.height == 0:
+            self._remember(meta, hints, check.local, check.foreign)
             return PublishResult(unchanged=plan.total, published=last, changed_keys=plan.changed_keys)
-        written = self._upsert_members(plan.changed, seen_before=plan.seen_before)
-        published = plan.published
-        if written.kept is not None and written.kept.height:
-            # Rows we sent that the target already held: their updated_at is the target's, not run_at.
-            published = published.update(written.kept, on=KEY)
+        if check.repair is not None:
+            log.log(logging.WARNING if check.disagreed else logging.INFO, "%s: %s", self.describe(), check.repair)
+        published, written = self._send(plan, check)
         self.state.save(published)  # only now: the target has committed
-        self._remember(hints)
-        unchanged = plan.total - written.inserted - written.updated
+        local, foreign = self._after(plan, check, published)
+        if check.repair is not None:
+            meta = meta.with_(repaired=f"{datetime.now(UTC).isoformat(timespec='seconds')}: {check.repair}")
+        self._remember(meta, hints, local, foreign)
+        unchanged = max(0, plan.total - written.inserted - written.updated)
         return PublishResult(
             written.inserted, written.updated, unchanged, published=published, changed_keys=plan.changed_keys,
-            newly_at_risk=newly_at_risk(plan.changed, last),
+            newly_at_risk=newly_at_risk(plan.changed, last), repaired=check.repair,
         )  # fmt: skip
 
     def _candidates(self, hints: ChangeHints | None) -> pl.Series | None:
@@ -171,15 +220,86 @@ class Publisher(ABC):
         meta = self.target_state.load_meta()
         return hints.candidates(as_of=meta.as_of, token=meta.change_token, scoring=meta.scoring)
 
-    def _remember(self, hints: ChangeHints | None) -> None:
-        """After the rows are saved: which state and as-of they came from (unknown without hints)."""
+    def _check(self, last: pl.DataFrame | None, meta: TargetMeta, *, rewrite: bool) -> TargetCheck:
+        """The cheap check: one query for the target's fingerprint, compared with the published state's plus
+        the rows someone else keeps there. Not asked before the first publish (everything is sent then)."""
+        if last is None:
+            return TargetCheck()
+        found = self._target_fingerprint()
+        local = self._local_fingerprint(last, meta)
+        foreign = Fingerprint(meta.foreign_rows, meta.foreign_digest)
+        if found is None:  # the target could not count: only a rewrite sends everything
+            return TargetCheck(local, None, foreign, repair_reason(None, local, rewrite=True) if rewrite else None)
+        disagreed = not local.plus(foreign).agrees(found)
+        if not (disagreed or rewrite):
+            return TargetCheck(local, found, foreign)
+        return TargetCheck(local, found, foreign, repair_reason(found, local, rewrite=rewrite), disagreed)
+
+    def _local_fingerprint(self, last: pl.DataFrame, meta: TargetMeta) -> Fingerprint:
+        """The published state's fingerprint: remembered with the file it describes, else computed."""
+        if not self.digests:
+            return Fingerprint(last.height)
+        if meta.published_digest is not None and meta.published_version == file_version(self.state.path):
+            return Fingerprint(last.height, meta.published_digest)
+        return fingerprint_rows(last)
+
+    def _send(self, plan: PublishPlan, check: TargetCheck) -> tuple[pl.DataFrame, Written]:
+        """Write the changed rows, or (a repair) the whole published state exactly as published; returns the
+        published state as the target now holds it, and what the target did."""
+        if check.repair is None:
+            written = self._upsert_members(plan.changed, seen_before=plan.seen_before)
+        else:
+            everything = plan.published
+            written = self._upsert_members(everything, seen_before=check.held(everything.height), exact=True)
+        published = plan.published
+        if written.kept is not None and written.kept.height:
+            # Rows we sent that the target already held: their updated_at is the target's, not run_at.
+            published = published.update(written.kept, on=KEY)
+        return published, written
+
+    def _after(self, plan: PublishPlan, check: TargetCheck, published: pl.DataFrame) -> tuple[Fingerprint, Fingerprint]:
+        """The new published state's fingerprint, and what the target holds besides it: measured (one more
+        query) after a repair, carried over otherwise (our upserts leave other rows alone)."""
+        if check.local is not None and check.repair is None:
+            return self._updated_fingerprint(check.local, plan, published), check.foreign
+        local = fingerprint_rows(published) if self.digests else Fingerprint(published.height)
+        if check.repair is None:  # the first publish
+            return local, NOTHING
+        found = self._target_fingerprint()
+        foreign = NOTHING if found is None else found.minus(local)
+        if foreign.rows <= 0:  # none, or the target changed meanwhile: the next check sees to it
+            return local, NOTHING
+        log.warning(
+            "%s: %d row(s) in member_activity were not published from here: left alone", self.describe(), foreign.rows
+        )
+        return local, foreign
+
+    def _updated_fingerprint(self, before: Fingerprint, plan: PublishPlan, published: pl.DataFrame) -> Fingerprint:
+        """``before`` with the changed rows' old digests taken out and their new ones put in (digests add up),
+        so a run pays for the rows it changed, not for the whole table."""
+        if not self.digests:
+            return Fingerprint(published.height)
+        if before.digest is None or plan.last is None:
+            return fingerprint_rows(published)
+        keys = plan.changed_keys.implode()
+        old = fingerprint_rows(plan.last.filter(pl.col(KEY).is_in(keys)))
+        return before.minus(old).plus(fingerprint_rows(published.filter(pl.col(KEY).is_in(keys))))
+
+    def _remember(
+        self, meta: TargetMeta, hints: ChangeHints | None, local: Fingerprint | None, foreign: Fingerprint
+    ) -> None:
+        """After the rows are saved: which state and as-of they came from (unknown without hints), and what
+        the next check compares."""
         if self.target_state is None:
             return
         known = hints.published_from() if hints is not None else {"as_of": None, "token": None, "scoring": None}
-        meta = self.target_state.load_meta()
         self.target_state.save_meta(
-            meta.with_(as_of=known["as_of"], change_token=known["token"], scoring=known["scoring"])
-        )
+            meta.with_(
+                as_of=known["as_of"], change_token=known["token"], scoring=known["scoring"],
+                published_version=file_version(self.state.path), published_digest=local.digest if local else None,
+                foreign_rows=foreign.rows, foreign_digest=foreign.digest or 0,
+            )
+        )  # fmt: skip
 
     def record_run(self, run: PipelineRun) -> None:
         """Insert or update (by run_id) this run's row in ``pipeline_runs``."""
@@ -210,10 +330,16 @@ class Publisher(ABC):
 
     # --- what a target implements --------------------------------------------------------------------------
     @abstractmethod
-    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int) -> Written:
+    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int, exact: bool = False) -> Written:
         """Write ``changed`` all or nothing.
 
-        ``seen_before`` = how many of these rows were published before (for targets that cannot tell)."""
+        ``seen_before`` = how many of these rows the target held before (for targets that cannot tell).
+        ``exact``: leave every row exactly as sent, ``updated_at`` included (a repair); otherwise a row whose
+        data the target holds already keeps its ``updated_at`` (reported in ``Written.kept``)."""
+
+    @abstractmethod
+    def _target_fingerprint(self) -> Fingerprint | None:
+        """The target's ``member_activity`` fingerprint, in one query (None: the target cannot count)."""
 
     @abstractmethod
     def _upsert_runs(self, rows: list[dict[str, Any]]) -> None: ...

@@ -41,10 +41,12 @@ Answer = httpx.Response | Exception
 
 @dataclass
 class ScriptedPostgrest:
-    """Accepts every upsert (201, empty body: ``return=minimal``) unless an answer is queued in ``script``."""
+    """Accepts every upsert (201, empty body: ``return=minimal``) and counts member_activity's keys for a
+    ``HEAD`` (``Content-Range: */n``), unless an answer is queued in ``script``."""
 
     script: deque[Answer] = field(default_factory=deque)
     requests: list[httpx.Request] = field(default_factory=list)
+    members: set[str] = field(default_factory=set)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -53,10 +55,17 @@ class ScriptedPostgrest:
             if isinstance(answer, Exception):
                 raise answer
             return answer
+        if request.method == "HEAD":
+            return httpx.Response(200, headers={"Content-Range": f"*/{len(self.members)}"})
+        if request.url.path.endswith("/member_activity"):
+            self.members |= {row["membership_id"] for row in json.loads(request.content)}
         return httpx.Response(201)
 
+    def upserts(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "POST"]
+
     def bodies(self) -> list[Any]:
-        return [json.loads(r.content) for r in self.requests]
+        return [json.loads(r.content) for r in self.upserts()]
 
 
 def _error(status: int, code: str, message: str, hint: str | None = None) -> httpx.Response:
@@ -111,8 +120,9 @@ def test_only_changed_rows_are_sent(postgrest: ScriptedPostgrest, tmp_path: Path
     assert (result.inserted, result.updated, result.unchanged) == (0, 1, 2)
     assert [len(b) for b in postgrest.bodies()] == [3, 1]
     assert postgrest.bodies()[1][0]["engagement_score"] == 9
+    before = len(postgrest.requests)
     assert publisher.publish_members(members(3, score=9).head(1).vstack(members(2, start=1)), run_at=T2).unchanged == 3
-    assert len(postgrest.requests) == 2
+    assert [r.method for r in postgrest.requests[before:]] == ["HEAD"]  # the check (a count), nothing sent
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 520])
