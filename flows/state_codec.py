@@ -40,7 +40,8 @@ from memberpulse.errors import CorruptState
 from memberpulse.flows.fsio import atomic_target, atomic_write_bytes, atomic_write_parquet, read_parquet_checked
 
 #: The storage format this memberpulse writes; it reads every format from FIRST_FORMAT up to this one.
-STATE_FORMAT: Final = 2
+#: 3: the publish target's state keeps what the check before each publish compares (TargetMeta).
+STATE_FORMAT: Final = 3
 #: memberpulse 0.2.0 and earlier: documents without "kind" and "format" (some kept a version key of their own).
 FIRST_FORMAT: Final = 1
 
@@ -110,6 +111,14 @@ class TargetMeta:
     as_of: IsoTime | None = None
     change_token: str | None = None
     scoring: list[float] | None = None
+    # For the check before each publish (``publish/_fingerprint.py``): the digest of the published rows, valid
+    # while their file is the version named, and the rows the target held besides them when last measured
+    # (someone else's: left alone, and not taken for a difference).
+    published_version: str | None = None
+    published_digest: Count | None = None
+    foreign_rows: Count = 0
+    foreign_digest: Count = 0
+    repaired: str | None = None  # when and why the target was last re-published whole
 
     def with_(self, **changes: Any) -> TargetMeta:
         return replace(self, **changes)

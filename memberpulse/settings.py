@@ -225,7 +225,15 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         le=600,
-        description="Seconds to connect to the publish target (Postgres), or per HTTP phase (PostgREST).",
+        description="Seconds to connect to the publish target, of silence on an open connection before TCP "
+        "keepalives probe it and of unacknowledged data before it fails (Postgres), or per HTTP phase (PostgREST).",
+    )
+    publish_deadline_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=3600,
+        description="Seconds one publish may take in all (connecting, every statement or request, retries and "
+        "their waits); past it the publish is abandoned and the run exits 3, the snapshot written.",
     )
     publish_statement_timeout_seconds: float = Field(
         default=60.0,

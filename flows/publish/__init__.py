@@ -15,6 +15,8 @@ or, holding the publisher itself::
 
 ``SUPABASE_DB_URL`` selects the Postgres path (COPY + one upsert, one transaction); otherwise
 ``SUPABASE_URL`` + ``SUPABASE_SERVICE_ROLE_KEY`` select the PostgREST path (supabase-py, batched upserts).
+Each ``publish_members`` first checks, in one query, that the target still holds the published state, and sends
+it whole again when it does not (or when the member state was rebuilt); each call ends by its deadline.
 """
 
 from __future__ import annotations

@@ -95,6 +95,12 @@ class ChangeHints:
             return None
         return pl.concat([touched, self.moved(last_as_of).cast(pl.Utf8).rename(KEY)]).unique()
 
+    @property
+    def rebuilt(self) -> bool:
+        """The member state was built from nothing by this run (``--full-refresh``, or the first run): the target
+        is then rewritten whole too, whatever the check before the publish finds."""
+        return self.token_before is None
+
     def published_from(self) -> dict[str, object]:
         """What to remember about rows published from these hints (the arguments of ``candidates``)."""
         return {

@@ -2,7 +2,11 @@
 
 Either the whole batch of changed rows is in ``member_activity`` or none of it is: the staging table is
 ``ON COMMIT DROP`` and the ``INSERT … ON CONFLICT`` runs in the same transaction as the COPY. The upsert's
-``WHERE … IS DISTINCT FROM`` skips rows whose data the table already holds, so their ``updated_at`` stays.
+``WHERE … IS DISTINCT FROM`` skips rows whose data the table already holds, so their ``updated_at`` stays
+(a repair compares ``updated_at`` too: the table then ends exactly as the published state).
+
+Every connection is guarded (``_connection``): TCP keepalives and user timeout, and a deadline on every wait, so
+a network partition ends the attempt instead of holding the run.
 """
 
 from __future__ import annotations
@@ -17,8 +21,12 @@ from psycopg import sql
 
 from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.times import UTC_US
+from memberpulse.errors import PublishUnavailable
 from memberpulse.flows.publish._changes import PublishedState
+from memberpulse.flows.publish._connection import GuardedConnection, tcp_options
+from memberpulse.flows.publish._deadline import DEADLINE_HINT
 from memberpulse.flows.publish._dsn import mask_dsn, translate_error
+from memberpulse.flows.publish._fingerprint import POSTGRES_FINGERPRINT, Fingerprint, from_counts
 from memberpulse.flows.publish._publisher import DEFAULT_PUBLISH_CONFIG, PublishConfig, Publisher, Written
 from memberpulse.flows.publish._schema import (
     COMPARED_COLUMNS,
@@ -47,27 +55,36 @@ CREATE_STAGE: Final = sql.SQL(
 COPY_STAGE: Final = sql.SQL("COPY {stage} ({cols}) FROM STDIN WITH (FORMAT csv, NULL {null})").format(
     stage=sql.Identifier(STAGE), cols=_COLUMNS, null=sql.Literal(_CSV_NULL)
 )
-UPSERT_FROM_STAGE: Final = sql.SQL(
-    """
-    WITH upserted AS (
-        INSERT INTO public.member_activity AS t ({cols})
-        SELECT {cols} FROM {stage}
-        ON CONFLICT ({key}) DO UPDATE SET {assignments}
-        WHERE ({current}) IS DISTINCT FROM ({incoming})
-        RETURNING (t.xmax = 0) AS inserted
+
+
+def _upsert_from_stage(compared: tuple[str, ...]) -> sql.Composed:
+    """Insert the staged rows, and update those whose ``compared`` columns differ; (inserted, updated)."""
+    return sql.SQL(
+        """
+        WITH upserted AS (
+            INSERT INTO public.member_activity AS t ({cols})
+            SELECT {cols} FROM {stage}
+            ON CONFLICT ({key}) DO UPDATE SET {assignments}
+            WHERE ({current}) IS DISTINCT FROM ({incoming})
+            RETURNING (t.xmax = 0) AS inserted
+        )
+        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted
+        """
+    ).format(
+        cols=_COLUMNS,
+        stage=sql.Identifier(STAGE),
+        key=sql.Identifier(KEY),
+        assignments=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in MEMBER_ACTIVITY_COLUMNS if c != KEY
+        ),
+        current=_ident_list(compared, "t"),
+        incoming=_ident_list(compared, "excluded"),
     )
-    SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted
-    """
-).format(
-    cols=_COLUMNS,
-    stage=sql.Identifier(STAGE),
-    key=sql.Identifier(KEY),
-    assignments=sql.SQL(", ").join(
-        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in MEMBER_ACTIVITY_COLUMNS if c != KEY
-    ),
-    current=_ident_list(COMPARED_COLUMNS, "t"),
-    incoming=_ident_list(COMPARED_COLUMNS, "excluded"),
-)
+
+
+UPSERT_FROM_STAGE: Final = _upsert_from_stage(COMPARED_COLUMNS)
+# A repair leaves every row exactly as published: a row differing only in updated_at is written too.
+UPSERT_EXACTLY_FROM_STAGE: Final = _upsert_from_stage(tuple(c for c in MEMBER_ACTIVITY_COLUMNS if c != KEY))
 KEPT_IN_TABLE: Final = sql.SQL(
     "SELECT s.{key}, t.updated_at FROM {stage} s JOIN public.member_activity t USING ({key})"
     " WHERE t.updated_at IS DISTINCT FROM s.updated_at"
@@ -117,6 +134,7 @@ class PostgresPublisher(Publisher):
     """Publishes through a direct Postgres connection (Supabase: the database's connection string)."""
 
     target = "postgres"
+    digests = True
 
     def __init__(
         self,
@@ -131,40 +149,69 @@ class PostgresPublisher(Publisher):
         super().__init__(state=state, config=config, **kwargs)
         self._where = mask_dsn(dsn)  # validates the DSN up front, without echoing it
         self._dsn = dsn
-        # libpq counts whole seconds and Postgres whole milliseconds, and both read 0 as "no limit": a setting
-        # shorter than one unit means the shortest limit, never none (a unit conversion, not a bound).
-        self._connect_timeout = max(1, round(config.timeout_seconds))
         # Server-side bounds on every statement of every publish transaction (SET LOCAL): a held lock or a
         # slow statement fails the attempt instead of holding the run (and its lock) for as long as it lasts.
+        # Postgres counts whole milliseconds and reads 0 as "no limit": a setting shorter than one unit means
+        # the shortest limit, never none (a unit conversion, not a bound).
         self._timeouts = (f"{max(1, round(config.statement_timeout_seconds * 1000))}ms",
                           f"{max(1, round(config.lock_timeout_seconds * 1000))}ms")  # fmt: skip
+        self._tcp = tcp_options(config.timeout_seconds)
+        # Client-side, one wait for the server may take as long as a statement may run plus the connect timeout:
+        # longer, and the server is not getting our bytes (or we are not getting its answer).
+        self._window = config.statement_timeout_seconds + config.timeout_seconds
         # Test seam: runs inside the open transaction, after COPY and before the upsert and commit.
         self._after_copy = after_copy
 
     def describe(self) -> str:
         return f"Postgres {self._where}"
 
-    def _connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self._dsn, connect_timeout=self._connect_timeout, application_name="memberpulse-publish")
+    def _connect(self, action: str) -> GuardedConnection:
+        """A guarded connection; connecting takes at most the connect timeout, or what is left of the deadline.
+        (libpq counts whole seconds and reads 0 as "no limit": at least one, a unit conversion.)"""
+        if self._deadline.passed():
+            raise self._deadline.unavailable(action, self._where)
+        timeout = max(1, round(self._deadline.within(self.config.timeout_seconds)))
+        conn = GuardedConnection.connect(
+            self._dsn, connect_timeout=timeout, application_name="memberpulse-publish", **self._tcp
+        )
+        conn.guard(self._deadline, self._window)
+        return conn
 
     def _transaction(self, action: str, work: Callable[[psycopg.Cursor[Any]], Any]) -> Any:
         """Run ``work`` in one transaction (commit on success, rollback on any error), errors translated.
 
-        Every statement in it is bounded by the statement and lock timeouts; connecting by the connect
-        timeout. Transient failures are retried here, ``max_attempts`` in all (the only retry layer)."""
+        Every statement in it is bounded by the statement and lock timeouts, every wait for the server by the
+        client's deadlines; connecting by the connect timeout. Transient failures are retried here,
+        ``max_attempts`` in all (the only retry layer), while the publish deadline allows."""
 
         def attempt() -> Any:
+            conn: GuardedConnection | None = None
             try:
-                with self._connect() as conn, conn.cursor() as cur:
+                conn = self._connect(action)
+                with conn, conn.cursor() as cur:
                     cur.execute(SET_LOCAL_TIMEOUTS, self._timeouts)
                     return work(cur)
             except psycopg.Error as exc:
+                if conn is not None and conn.stalled is not None:
+                    hint = DEADLINE_HINT if self._deadline.passed() else None
+                    raise PublishUnavailable(f"{action} at {self._where}: {conn.stalled}", hint=hint) from None
                 raise translate_error(exc, dsn=self._dsn, action=action) from None
 
         return self._with_retries(action, attempt)
 
-    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int) -> Written:
+    def _target_fingerprint(self) -> Fingerprint:
+        def work(cur: psycopg.Cursor[Any]) -> Fingerprint:
+            cur.execute(POSTGRES_FINGERPRINT)
+            row = cur.fetchone()
+            assert row is not None
+            return from_counts(*row)
+
+        result: Fingerprint = self._transaction("checking member_activity", work)
+        return result
+
+    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int, exact: bool = False) -> Written:
         frame = changed.select(MEMBER_ACTIVITY_COLUMNS)
+        upsert = UPSERT_EXACTLY_FROM_STAGE if exact else UPSERT_FROM_STAGE
 
         def work(cur: psycopg.Cursor[Any]) -> Written:
             cur.execute(CREATE_STAGE)
@@ -174,7 +221,7 @@ class PostgresPublisher(Publisher):
             if self._after_copy is not None:
                 self._after_copy()
             checkpoint("publish_before_commit")
-            cur.execute(UPSERT_FROM_STAGE)
+            cur.execute(upsert)
             row = cur.fetchone()
             assert row is not None
             inserted, updated = int(row[0]), int(row[1])

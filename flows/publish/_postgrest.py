@@ -4,27 +4,35 @@ Each batch is one ``POST /rest/v1/<table>?on_conflict=…`` with ``Prefer: resol
 which PostgREST runs as one transaction. Batches are idempotent, so a failure part-way leaves earlier
 batches applied (with the data they would get anyway) and the warehouse state unadvanced: the next run
 re-sends every row still pending. 5xx answers, 429 and timeouts are retried with backoff, a bounded number
-of times; any other refusal (4xx: bad key, missing table, constraint) is fatal.
+of times; any other refusal (4xx: bad key, missing table, constraint) is fatal. Every HTTP phase (connect,
+write, read, pool) has the timeout ``MEMBERPULSE_PUBLISH_TIMEOUT_SECONDS``, cut to what is left of the publish
+deadline, and no request starts past it.
+
+The check before each publish is a row count (``HEAD`` with ``Prefer: count=exact``): the API offers no
+aggregate of our own without a database function, so a row edited in place behind our back is not noticed here
+(``--full-refresh`` rewrites the table).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import httpx
 import polars as pl
 from postgrest import APIError
-from postgrest.types import ReturnMethod
+from postgrest.types import CountMethod, ReturnMethod
 
 from memberpulse.contracts.tables import PIPELINE_RUNS
 from memberpulse.contracts.times import UTC_US
 from memberpulse.errors import ConfigError, PublishError, PublishUnavailable
 from memberpulse.flows.publish._changes import PublishedState
+from memberpulse.flows.publish._fingerprint import Fingerprint
 from memberpulse.flows.publish._publisher import DEFAULT_PUBLISH_CONFIG, PublishConfig, Publisher, Written
 from memberpulse.flows.publish._schema import KEY, MEMBER_ACTIVITY_COLUMNS
 from supabase import Client, ClientOptions, create_client
 
+T = TypeVar("T")
 _RETRYABLE_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504, 520})
 _ISO_UTC: Final = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
 
@@ -40,6 +48,7 @@ class PostgrestPublisher(Publisher):
     """Publishes through Supabase's REST API with the service role key (RLS does not apply to it)."""
 
     target = "postgrest"
+    digests = False
 
     def __init__(
         self,
@@ -89,36 +98,56 @@ class PostgrestPublisher(Publisher):
     def _remember_status(self, response: httpx.Response) -> None:
         self._last_status = response.status_code
 
+    def _request(self, action: str, send: Callable[[], T]) -> T:
+        """One request, every HTTP phase bounded by the timeout or what is left of the deadline; errors
+        translated (transient: retried by the caller; a refusal a person must fix: fatal)."""
+        if self._deadline.passed():
+            raise self._deadline.unavailable(action, self.describe())
+        self._http.timeout = httpx.Timeout(self._deadline.within(self.config.timeout_seconds))
+        self._last_status = None
+        try:
+            return send()
+        except httpx.TimeoutException as exc:
+            if self._deadline.passed():
+                raise self._deadline.unavailable(action, self.describe()) from None
+            raise PublishUnavailable(f"{action}: timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise PublishUnavailable(f"{action}: {type(exc).__name__}: {exc}") from None
+        except APIError as exc:
+            status = self._last_status
+            message = f"{action}: HTTP {status}: {exc.message or 'error'} (code {exc.code})"
+            if status is None or status in _RETRYABLE_STATUSES:
+                raise PublishUnavailable(message) from None
+            hint = exc.hint or _hint_for(status, exc.code)
+            raise PublishError(message, hint=hint) from None
+
     def _upsert(self, table: str, rows: list[dict[str, Any]], *, on_conflict: str) -> None:
         action = f"upserting {len(rows)} row(s) into {table}"
 
-        def attempt() -> None:
-            self._last_status = None
-            try:
-                self._client.table(table).upsert(
-                    rows, on_conflict=on_conflict, returning=ReturnMethod.minimal
-                ).execute()
-            except httpx.TimeoutException as exc:
-                raise PublishUnavailable(f"{action}: timed out ({type(exc).__name__})") from None
-            except httpx.TransportError as exc:
-                raise PublishUnavailable(f"{action}: {type(exc).__name__}: {exc}") from None
-            except APIError as exc:
-                status = self._last_status
-                message = f"{action}: HTTP {status}: {exc.message or 'error'} (code {exc.code})"
-                if status is None or status in _RETRYABLE_STATUSES:
-                    raise PublishUnavailable(message) from None
-                hint = exc.hint or _hint_for(status, exc.code)
-                raise PublishError(message, hint=hint) from None
+        def send() -> None:
+            self._client.table(table).upsert(rows, on_conflict=on_conflict, returning=ReturnMethod.minimal).execute()
 
-        self._with_retries(action, attempt)
+        self._with_retries(action, lambda: self._request(action, send))
 
-    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int) -> Written:
+    def _target_fingerprint(self) -> Fingerprint | None:
+        """The row count of member_activity (``HEAD``, ``Prefer: count=exact``); None when none comes back."""
+        action = "counting member_activity"
+
+        def send() -> int | None:
+            query = self._client.table("member_activity").select(KEY, count=CountMethod.exact, head=True)
+            return query.execute().count
+
+        count = self._with_retries(action, lambda: self._request(action, send))
+        return None if count is None else Fingerprint(count)
+
+    def _upsert_members(self, changed: pl.DataFrame, *, seen_before: int, exact: bool = False) -> Written:
         frame = changed.select(MEMBER_ACTIVITY_COLUMNS)
         size = self.config.batch_size
         for offset in range(0, frame.height, size):
             batch = json_rows(frame.slice(offset, size))
             self._upsert("member_activity", batch, on_conflict=KEY)
-        # PostgREST does not say which rows it inserted; the warehouse state does.
+        # PostgREST does not say which rows it inserted; the warehouse state (or the check's count) does. Every
+        # sent column is overwritten (merge-duplicates), so an upsert is always exact.
         return Written(frame.height - seen_before, seen_before)
 
     def _upsert_runs(self, rows: list[dict[str, Any]]) -> None:

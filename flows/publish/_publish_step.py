@@ -73,18 +73,24 @@ def _empty_members() -> pl.DataFrame:
 
 
 def publish_members(
-    settings: Settings, scored: pl.DataFrame, *, run_at: datetime, hints: ChangeHints | None = None
+    settings: Settings,
+    scored: pl.DataFrame,
+    *,
+    run_at: datetime,
+    hints: ChangeHints | None = None,
+    rewrite: bool = False,
 ) -> PublishOutcome:
     """Publish the changed rows of ``scored`` to the configured target (or nowhere) — see the module doc.
 
-    ``hints`` (from the reconcile flow) lets it compare only the rows that can have changed."""
+    ``hints`` (from the reconcile flow) lets it compare only the rows that can have changed; when they say the
+    member state was rebuilt (``--full-refresh``), or with ``rewrite``, the target is rewritten whole."""
     scored = storable_members(scored, KEY)  # the target and the snapshot get the same, storable text
     publisher = get_publisher(settings)
     if publisher is None:
         return _stamp_without_target(settings, scored, run_at=run_at, hints=hints)
     before = file_version(publisher.state.path)
     with publisher:
-        result = publisher.publish_members(scored, run_at=run_at, hints=hints)
+        result = publisher.publish_members(scored, run_at=run_at, hints=hints, rewrite=rewrite)
     published = result.published if result.published is not None else _empty_members()
     return PublishOutcome(result, published, result.newly_at_risk, before, file_version(publisher.state.path))
 

@@ -81,6 +81,7 @@ NON_DEFAULT = {
     "MEMBERPULSE_PUBLISH_STATEMENT_TIMEOUT_SECONDS": ("6.5", [("publish", "statement_timeout_seconds", 6.5)]),
     "MEMBERPULSE_PUBLISH_LOCK_TIMEOUT_SECONDS": ("1.5", [("publish", "lock_timeout_seconds", 1.5)]),
     "MEMBERPULSE_PUBLISH_BATCH_SIZE": ("11", [("publish", "batch_size", 11)]),
+    "MEMBERPULSE_PUBLISH_DEADLINE_SECONDS": ("45", [("publish", "deadline_seconds", 45.0)]),
 }
 
 

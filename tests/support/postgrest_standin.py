@@ -1,7 +1,8 @@
 """A PostgREST STAND-IN for tests — not PostgREST. The real server cannot be installed on our machines.
 
 It implements only what memberpulse's supabase-py client sends: ``POST /rest/v1/<table>`` upserts with
-``Prefer: return=…,resolution=merge-duplicates`` and the ``on_conflict`` / ``columns`` query parameters,
+``Prefer: return=…,resolution=merge-duplicates`` and the ``on_conflict`` / ``columns`` query parameters, and
+``HEAD /rest/v1/<table>`` with ``Prefer: count=exact`` (the row count in ``Content-Range``, as PostgREST gives it),
 over a real PostgreSQL database, the way PostgREST does it: the gateway checks the ``apikey`` header, the
 ``Authorization: Bearer <key>`` picks the database role (``SET LOCAL ROLE``), the rows go through
 ``json_populate_recordset`` into one ``INSERT … ON CONFLICT … DO UPDATE`` inside one transaction, and
@@ -27,7 +28,7 @@ import uvicorn
 from psycopg import sql
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -57,10 +58,19 @@ class PostgrestStandIn:
     url: str = ""
 
     def app(self) -> Starlette:
-        return Starlette(routes=[Route("/rest/v1/{table}", self._post, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/rest/v1/{table}", self._post, methods=["POST"]),
+                Route("/rest/v1/{table}", self._head, methods=["HEAD"]),
+            ]
+        )
 
-    async def _post(self, request: Request) -> Response:
-        raw = await request.body()
+    async def _admit(self, request: Request) -> tuple[str, Any] | Response:
+        """Record the request, answer an injected failure, check the keys: (the key's role, the parsed body)."""
+        try:
+            raw = await request.body()
+        except ClientDisconnect:  # the client (or a partition in between) gave up mid-body: nobody to answer
+            return Response(status_code=499)
         body: Any = json.loads(raw) if raw else None
         self.requests.append(
             RecordedRequest(
@@ -85,12 +95,38 @@ class PostgrestStandIn:
         token = bearer.removeprefix("Bearer ")
         if not bearer.startswith("Bearer ") or token not in self.keys:
             return _error(401, "PGRST301", "JWT could not be decoded")
+        return self.keys[token], body
+
+    async def _head(self, request: Request) -> Response:
+        """``HEAD`` with ``Prefer: count=exact``: no rows, their count in ``Content-Range`` (``0-9/10``, ``*/0``)."""
+        admitted = await self._admit(request)
+        if isinstance(admitted, Response):
+            return admitted
+        role, _ = admitted
         table = request.path_params["table"]
-        prefer = {
-            k.strip(): v.strip()
-            for k, _, v in (p.partition("=") for p in request.headers.get("prefer", "").split(","))
-            if k.strip()
-        }
+        if _prefer(request).get("count") != "exact" or not _IDENT.match(table):
+            return _error(400, "PGRST100", "stand-in supports HEAD with Prefer: count=exact only")
+        try:
+            count = await run_in_threadpool(self._count, role, table)
+        except psycopg.Error as exc:
+            return _postgres_error(exc, role=role)
+        return Response(status_code=200, headers={"Content-Range": f"0-{count - 1}/{count}" if count else "*/0"})
+
+    def _count(self, role: str, table: str) -> int:
+        with psycopg.connect(self.dsn, connect_timeout=5) as conn, conn.cursor() as cur:
+            cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
+            cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("public", table)))
+            row = cur.fetchone()
+            assert row is not None
+            return int(row[0])
+
+    async def _post(self, request: Request) -> Response:
+        admitted = await self._admit(request)
+        if isinstance(admitted, Response):
+            return admitted
+        role, body = admitted
+        table = request.path_params["table"]
+        prefer = _prefer(request)
         on_conflict = _names(request.query_params.get("on_conflict", ""))
         columns = _names(request.query_params.get("columns", ""))
         rows: list[dict[str, Any]] = body if isinstance(body, list) else [body]
@@ -100,9 +136,9 @@ class PostgrestStandIn:
         if not on_conflict or not all(_IDENT.match(n) for n in names):
             return _error(400, "PGRST100", "stand-in supports upserts with on_conflict and plain names only")
         try:
-            result = await run_in_threadpool(self._upsert, self.keys[token], table, rows, columns, on_conflict, prefer)
+            result = await run_in_threadpool(self._upsert, role, table, rows, columns, on_conflict, prefer)
         except psycopg.Error as exc:
-            return _postgres_error(exc, role=self.keys[token])
+            return _postgres_error(exc, role=role)
         if prefer.get("return") == "representation":
             return JSONResponse(result, status_code=201)
         return Response(status_code=201)
@@ -142,6 +178,14 @@ class PostgrestStandIn:
             cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(role)))
             cur.execute(statement, (json.dumps(rows),))
             return [r[0] for r in cur.fetchall()]
+
+
+def _prefer(request: Request) -> dict[str, str]:
+    return {
+        k.strip(): v.strip()
+        for k, _, v in (p.partition("=") for p in request.headers.get("prefer", "").split(","))
+        if k.strip()
+    }
 
 
 def _names(param: str) -> list[str]:

@@ -82,6 +82,18 @@ def scenario() -> list[bytes]:
     ]
 
 
+def crowd(count: int, *, start: int = 1, active_days_ago: float = 1.0) -> list[bytes]:
+    """``count`` members from ``mem_<start>`` on, each valid since a day of the last forty and last active
+    ``active_days_ago`` (enough rows that publishing them takes many kilobytes on the wire)."""
+    day = timedelta(days=1)
+    lines = []
+    for n in range(start, start + count):
+        m = member(n)
+        lines.append(raw_record(mock.went_valid(m, created_at=AS_OF - (1 + n % 40) * day)))
+        lines.append(raw_record(mock.accessed(m, accessed_at=AS_OF - active_days_ago * day)))
+    return lines
+
+
 def snapshot_members(settings: Settings) -> pl.DataFrame:
     with duckdb.connect(str(settings.snapshots_dir / "latest.duckdb"), read_only=True) as con:
         frame = con.sql("SELECT * FROM member_activity").pl()

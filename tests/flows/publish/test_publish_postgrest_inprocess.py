@@ -9,6 +9,7 @@ milliseconds.
 from __future__ import annotations
 
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -40,10 +41,12 @@ Answer = httpx.Response | Exception
 
 @dataclass
 class ScriptedPostgrest:
-    """Accepts every upsert (201, empty body: ``return=minimal``) unless an answer is queued in ``script``."""
+    """Accepts every upsert (201, empty body: ``return=minimal``) and counts member_activity's keys for a
+    ``HEAD`` (``Content-Range: */n``), unless an answer is queued in ``script``."""
 
     script: deque[Answer] = field(default_factory=deque)
     requests: list[httpx.Request] = field(default_factory=list)
+    members: set[str] = field(default_factory=set)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -52,10 +55,17 @@ class ScriptedPostgrest:
             if isinstance(answer, Exception):
                 raise answer
             return answer
+        if request.method == "HEAD":
+            return httpx.Response(200, headers={"Content-Range": f"*/{len(self.members)}"})
+        if request.url.path.endswith("/member_activity"):
+            self.members |= {row["membership_id"] for row in json.loads(request.content)}
         return httpx.Response(201)
 
+    def upserts(self) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == "POST"]
+
     def bodies(self) -> list[Any]:
-        return [json.loads(r.content) for r in self.requests]
+        return [json.loads(r.content) for r in self.upserts()]
 
 
 def _error(status: int, code: str, message: str, hint: str | None = None) -> httpx.Response:
@@ -110,8 +120,9 @@ def test_only_changed_rows_are_sent(postgrest: ScriptedPostgrest, tmp_path: Path
     assert (result.inserted, result.updated, result.unchanged) == (0, 1, 2)
     assert [len(b) for b in postgrest.bodies()] == [3, 1]
     assert postgrest.bodies()[1][0]["engagement_score"] == 9
+    before = len(postgrest.requests)
     assert publisher.publish_members(members(3, score=9).head(1).vstack(members(2, start=1)), run_at=T2).unchanged == 3
-    assert len(postgrest.requests) == 2
+    assert [r.method for r in postgrest.requests[before:]] == ["HEAD"]  # the check (a count), nothing sent
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504, 520])
@@ -237,3 +248,31 @@ def test_a_publisher_made_without_a_config_has_the_settings_default_timeout(
                                    transport=httpx.MockTransport(postgrest))  # fmt: skip
     publisher.publish_members(members(1), run_at=T1)
     assert _phase_timeouts(postgrest.requests[0]) == {Settings.model_fields["publish_timeout_seconds"].default}
+
+
+def test_no_phase_outlasts_the_publish_deadline_and_no_try_starts_past_it(
+    tmp_path: Path, sleeps: SleepRecorder
+) -> None:
+    """Twenty tries of 2.5 s each would take almost a minute: the 0.3 s deadline cuts every phase's timeout to
+    what is left of it, and the publish gives up as soon as no time is left for another try."""
+    timeouts: list[set[float]] = []
+
+    def slow_timeout(request: httpx.Request) -> httpx.Response:
+        timeouts.append(_phase_timeouts(request))
+        time.sleep(0.1)  # a read that times out after taking some of the deadline
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    config = replace(
+        DEFAULT_PUBLISH_CONFIG, max_attempts=20, timeout_seconds=2.5, backoff_seconds=0, deadline_seconds=0.3
+    )
+    publisher = PostgrestPublisher(URL, SERVICE_KEY, state=PublishedState(tmp_path), config=config, sleep=sleeps,
+                                   transport=httpx.MockTransport(slow_timeout))  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(PublishUnavailable) as raised:
+        publisher.publish_members(members(2), run_at=T1)
+    assert time.monotonic() - started < 1.0
+    assert "deadline (0.3 s)" in raised.value.message
+    assert "MEMBERPULSE_PUBLISH_DEADLINE_SECONDS" in (raised.value.hint or "")
+    assert 2 <= len(timeouts) <= 4  # the tries that fit in 0.3 s, not twenty
+    assert all(max(phases) <= 0.3 for phases in timeouts), timeouts
+    assert publisher.state.load() is None  # nothing marked published
