@@ -257,6 +257,6 @@ def assemble_report(start: RunStart, done: StepResults, *, error: str | None = N
         publish_failure=failure,
         would_publish=published.would_publish if published else None,
         data_dir=start.data_dir,
-        warnings=list(start.warnings),
+        warnings=[*start.warnings, *([result.repaired] if result and result.repaired else [])],
         seconds=dict(done.seconds),
     )

@@ -18,12 +18,12 @@ import pytest
 
 from memberpulse.errors import PublishUnavailable
 from memberpulse.flows.publish import DEFAULT_PUBLISH_CONFIG, PostgresPublisher, PublishedState
-from tests.flows.reconcile_testkit import AS_OF, append_raw, crowd
 from tests.support.blackhole import BlackholeProxy
 from tests.support.cli_run import Finished, memberpulse_run
 from tests.support.postgres import PostgresServer
 from tests.support.postgrest_standin import PostgrestStandIn, run_postgrest_standin
 from tests.support.publish_data import T0, members
+from tests.support.reconcile_testkit import AS_OF, append_raw, crowd
 
 pytestmark = pytest.mark.slow  # a real PostgreSQL, memberpulse run in a subprocess
 

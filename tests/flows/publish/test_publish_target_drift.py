@@ -13,18 +13,18 @@ import polars as pl
 import psycopg
 import pytest
 
+from memberpulse.cli.run import run_once
 from memberpulse.flows.fsio import file_version
 from memberpulse.flows.publish import PostgresPublisher, apply_migrations, publish_state
 from memberpulse.flows.publish._fingerprint import Fingerprint, fingerprint_rows
 from memberpulse.flows.publish._schema import MEMBER_ACTIVITY_COLUMNS
 from memberpulse.flows.publish._targets import TargetState
-from memberpulse.flows.reconcile import run_once
 from memberpulse.settings import Settings
-from tests.flows.reconcile_testkit import AS_OF, append_raw, crowd, make_settings
 from tests.support.cli_run import memberpulse_run
 from tests.support.postgres import PostgresServer, PostgresUnavailable, start_server
 from tests.support.postgrest_standin import PostgrestStandIn, run_postgrest_standin
 from tests.support.publish_data import T0, members
+from tests.support.reconcile_testkit import AS_OF, append_raw, crowd, make_settings
 
 pytestmark = pytest.mark.slow  # real PostgreSQL
 
@@ -78,6 +78,8 @@ def test_a_target_changed_behind_our_back_is_made_equal_to_the_published_state_b
     assert _published(settings) == published
     # The person running it is told, and the target's state keeps it.
     assert f"published state {MEMBERS}" in repaired.stderr and "re-published all" in repaired.stderr
+    said_by_run = [line for line in repaired.stderr.splitlines() if line.startswith("memberpulse run: warning:")]
+    assert any("re-published all" in line for line in said_by_run), repaired.stderr  # the run's report says it
     said = publish_state(settings).load_meta().repaired
     assert said is not None and f"published state {MEMBERS}" in said and "re-published all" in said
 
