@@ -102,7 +102,10 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="A raw segment file is also closed once it has been open this many seconds."
     )
     quarantine_max_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=0, description="Total size cap of the landing's rejection log (quarantine)."
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Total size cap of the landing's rejection log (quarantine); past it the oldest entries are "
+        "removed. The counts per reason and the first refusal of each reason are kept beyond it (at most 270 KiB).",
     )
     landing_workers: int = Field(default=1, ge=1, le=64, description="Landing processes sharing the port.")
     log_level: LogLevel = Field(

@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from memberpulse.contracts.quarantine import FIRST_OF_EACH_REASON
 from memberpulse.landing.app import create_app
 from memberpulse.settings import Settings
 from tests.support.net import free_port
@@ -88,6 +89,17 @@ def read_records(landing_dir: Path) -> list[dict[str, Any]]:
     for path in sorted(landing_dir.rglob("*.ndjson")):
         records.extend(json.loads(line) for line in complete_lines(path))
     return records
+
+
+def quarantined(quarantine_dir: Path) -> list[dict[str, Any]]:
+    """Every quarantine entry (the first of each reason and the rest), oldest first."""
+    entries = [json.loads(line) for path in quarantine_dir.glob("*.ndjson") for line in complete_lines(path)]
+    return sorted(entries, key=lambda entry: entry["received_at"])
+
+
+def rotated_bytes(quarantine_dir: Path) -> int:
+    """Bytes in the entry files the cap applies to (all but the first-of-each-reason file)."""
+    return sum(p.stat().st_size for p in quarantine_dir.glob("*.ndjson") if p.name != FIRST_OF_EACH_REASON)
 
 
 def snapshot_tree(root: Path) -> dict[str, bytes]:
