@@ -157,6 +157,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Bytes of unfinished request bodies one landing process holds; past it, 503 and closed.",
     )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Connections one landing process keeps open; past it a new one closes the idlest idle one "
+        "(never one mid-request). Unset: the open-file limit, less an eighth of it (at most 2048, the listen "
+        "backlog) and 64; `serve` refuses a larger value.",
+    )
 
     # --- Whop API (backfill) -------------------------------------------------------------------------------
     whop_api_key: SecretStr | None = Field(

@@ -19,6 +19,7 @@ import uvicorn
 
 from memberpulse.contracts.quarantine import FIRST_OF_EACH_REASON
 from memberpulse.landing.app import create_app
+from memberpulse.landing.protocol import ConnectionLimits, GuardedHttpToolsProtocol
 from memberpulse.settings import Settings
 from tests.support.net import free_port
 from tests.support.tls import ServerCert
@@ -43,10 +44,13 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(settings: Settings, *, tls: ServerCert | None = None) -> Iterator[RunningServer]:
+def running_server(
+    settings: Settings, *, tls: ServerCert | None = None, guarded: bool = False
+) -> Iterator[RunningServer]:
     """``create_app(settings)`` under uvicorn (uvloop + httptools, as in production) on 127.0.0.1.
 
     ``tls``: serve HTTPS with that certificate instead of plain HTTP (the URLs then say ``https://127.0.0.1``).
+    ``guarded``: with ``serve``'s protocol and its connection limits and keep-alive timeout from ``settings``.
     """
     app = create_app(settings)
     port = free_port()
@@ -55,26 +59,31 @@ def running_server(settings: Settings, *, tls: ServerCert | None = None) -> Iter
         host="127.0.0.1",
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpToolsProtocol if guarded else "httptools",
+        timeout_keep_alive=settings.keep_alive_timeout_seconds if guarded else 5,
         access_log=False,
         log_level="warning",
         ssl_certfile=None if tls is None else str(tls.cert),
         ssl_keyfile=None if tls is None else str(tls.key),
     )
+    limits = GuardedHttpToolsProtocol.limits
+    if guarded:
+        GuardedHttpToolsProtocol.limits = ConnectionLimits.from_settings(settings)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.01)
-    base = f"{'http' if tls is None else 'https'}://127.0.0.1:{port}"
     try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        base = f"{'http' if tls is None else 'https'}://127.0.0.1:{port}"
         yield RunningServer(url=base + WEBHOOK_PATH, base=base, settings=settings, app=app)
     finally:
         server.should_exit = True
         thread.join(10)
+        GuardedHttpToolsProtocol.limits = limits  # class-wide: the next server of this process starts clean
 
 
 def complete_lines(path: Path) -> list[bytes]:
