@@ -5,8 +5,8 @@ The entry format and the file names are :mod:`memberpulse.contracts.quarantine`.
 The cap (``quarantine_max_bytes``) holds for the whole directory, all landing processes together: each write
 counts and appends under an exclusive ``flock`` on ``quarantine/.lock``, which also holds the bytes the entry
 files hold. A flood cannot blind the log: past the cap the oldest whole entry files (any process's) are removed
-and the new refusal is written. Each process writes files of an eighth of the cap, so a rotation keeps at least
-seven eighths of the newest entries. Whatever the flood, three things stay:
+and the new refusal is written. Each process writes files of an eighth of the cap, so a rotation keeps about seven
+eighths of the cap's worth of the newest entries. Whatever the flood, three things stay:
 
 - **counts**: ``reason-counts.txt`` counts every refusal per reason for the directory, restarts included (a
   fixed-width count rewritten in place), and each entry carries its reason's count (``reason_count``);
