@@ -137,7 +137,9 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", response_class=Response)
     async def metrics(landing: LandingDep) -> Response:
         health = landing.health
-        text = landing.metrics.render(free_bytes=health.free_bytes(), storage_ok=health.problem() is None)
+        text = landing.metrics.render(
+            free_bytes=health.free_bytes(), storage_ok=health.problem() is None, refusals=landing.quarantine.refusals
+        )
         return Response(text, media_type=METRICS_CONTENT_TYPE)
 
     # After the GET route: POST (and any other method, which it answers 405) reaches the plain ASGI endpoint.

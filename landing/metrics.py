@@ -13,6 +13,7 @@ import re
 import socket
 import time
 from bisect import bisect_left
+from collections.abc import Mapping
 from typing import Literal, get_args
 
 Outcome = Literal[
@@ -88,8 +89,15 @@ class LandingMetrics:
     def observe_quarantine(self, kept: bool) -> None:
         self.quarantine["kept" if kept else "dropped"] += 1
 
-    def render(self, *, free_bytes: int | None = None, storage_ok: bool | None = None) -> bytes:
-        """The text exposition; ``free_bytes``/``storage_ok`` come from the storage health at scrape time."""
+    def render(
+        self,
+        *,
+        free_bytes: int | None = None,
+        storage_ok: bool | None = None,
+        refusals: Mapping[str, int] | None = None,
+    ) -> bytes:
+        """The text exposition; ``free_bytes``/``storage_ok`` come from the storage health at scrape time,
+        ``refusals`` (per reason) from the quarantine."""
         labels = self._labels
         lines = [
             "# HELP landing_process_start_time_seconds Start time of this landing process, Unix seconds.",
@@ -119,6 +127,13 @@ class LandingMetrics:
             "# TYPE landing_quarantine_records_total counter",
         ]
         lines += [f'landing_quarantine_records_total{{{labels},result="{r}"}} {n}' for r, n in self.quarantine.items()]
+        if refusals is not None:
+            lines += [
+                "# HELP landing_refusals_total Refused webhooks by status and reason, whether or not their entry was "
+                "kept in the quarantine.",
+                "# TYPE landing_refusals_total counter",
+            ]
+            lines += [f'landing_refusals_total{{{labels},reason="{_escape(r)}"}} {n}' for r, n in refusals.items()]
         for histogram in (self.latency, self.batch, self.flush):
             lines += histogram.render(labels)
         return ("\n".join(lines) + "\n").encode()

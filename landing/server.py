@@ -4,6 +4,10 @@
 a ``ConfigError`` naming the address (CLI exit 2, one line), not uvicorn's error after a success line. With
 ``MEMBERPULSE_LANDING_WORKERS`` > 1, uvicorn's process manager runs that many processes on that socket; each
 builds its own app, so each has its own writer name, segments and metrics.
+
+Before that it raises its open-file limit to the hard limit (systemd's default soft limit, 1,024, is far below
+what the hard one allows), and sizes the listen backlog and the connection cap from it
+(:func:`~memberpulse.landing.protocol.connection_room`); the worker processes inherit the limit.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import resource
 import socket
 import sys
 from collections.abc import Callable
@@ -21,7 +26,13 @@ from uvicorn.supervisors import Multiprocess
 
 from memberpulse.errors import ConfigError
 from memberpulse.landing.app import create_app
-from memberpulse.landing.protocol import ConnectionLimits, GuardedHttpToolsProtocol
+from memberpulse.landing.protocol import (
+    ConnectionLimits,
+    GuardedHttpToolsProtocol,
+    connection_room,
+    listen_backlog,
+    open_file_limit,
+)
 from memberpulse.landing.readiness import probe_writable
 from memberpulse.settings import Settings
 
@@ -54,6 +65,9 @@ def run_server(app_factory: Callable[[Settings], FastAPI], settings: Settings, *
     settings.require_webhook_secrets()  # refuse before binding anything
     probe_writable(settings.landing_dir)  # exit 2 now rather than answer every webhook 503
     configure_logging(settings.log_level)
+    fd_limit = raise_open_file_limit()
+    limits = ConnectionLimits.from_settings(settings)  # as each worker will build them, under the raised limit
+    check_connection_room(limits, fd_limit)
     workers = settings.landing_workers
     config = uvicorn.Config(
         functools.partial(app_factory, settings),
@@ -73,12 +87,17 @@ def run_server(app_factory: Callable[[Settings], FastAPI], settings: Settings, *
         log_level=settings.log_level.lower(),
         workers=workers,
         timeout_graceful_shutdown=10,
+        backlog=listen_backlog(fd_limit),
     )
     listener = bind_listener(host, port, backlog=config.backlog)
     bound_port = listener.getsockname()[1]  # the OS's choice when port is 0
     log.info(
         "[Webhook] Listening on http://%s:%d/api/webhooks/whop (%d worker(s)), data dir %s",
         host, bound_port, workers, settings.data_dir.resolve(),
+    )  # fmt: skip
+    log.info(
+        "[Webhook] Up to %d connections per process (open-file limit %d); past that a new one closes the idlest "
+        "idle one", limits.max_connections, fd_limit,
     )  # fmt: skip
     try:
         if workers == 1:
@@ -87,6 +106,35 @@ def run_server(app_factory: Callable[[Settings], FastAPI], settings: Settings, *
             Multiprocess(config, sockets=[listener]).run()
     finally:
         listener.close()
+
+
+def raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one, as far as the system lets (logged); the limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # e.g. a hard limit above what the kernel allows one process
+        log.warning("[Webhook] Could not raise the open-file limit from %d to %d: %s", soft, hard, exc)
+        return soft
+    log.info("[Webhook] open-file limit raised from %d to %d (the hard limit)", soft, hard)
+    return open_file_limit()
+
+
+def check_connection_room(limits: ConnectionLimits, fd_limit: int) -> None:
+    """``ConfigError`` (exit 2) when the connection cap would not stay below the open-file limit."""
+    room = connection_room(fd_limit)
+    if limits.max_connections <= room:
+        return
+    raise ConfigError(
+        f"MEMBERPULSE_MAX_CONNECTIONS={limits.max_connections} does not fit the open-file limit of {fd_limit} "
+        f"(at most {room}: the limit less the listen backlog and descriptors for files)"
+        if room >= 1
+        else f"the open-file limit of {fd_limit} leaves no descriptors for connections",
+        variable="MEMBERPULSE_MAX_CONNECTIONS",
+        hint="raise the limit (LimitNOFILE= in the unit, ulimit -n) or lower MEMBERPULSE_MAX_CONNECTIONS",
+    )
 
 
 def bind_listener(host: str, port: int, *, backlog: int) -> socket.socket:

@@ -102,7 +102,10 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="A raw segment file is also closed once it has been open this many seconds."
     )
     quarantine_max_bytes: int = Field(
-        default=64 * 1024 * 1024, ge=0, description="Total size cap of the landing's rejection log (quarantine)."
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Total size cap of the landing's rejection log (quarantine); past it the oldest entries are "
+        "removed. The counts per reason and the first refusal of each reason are kept beyond it (at most 270 KiB).",
     )
     landing_workers: int = Field(default=1, ge=1, le=64, description="Landing processes sharing the port.")
     log_level: LogLevel = Field(
@@ -153,6 +156,13 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024,
         ge=1,
         description="Bytes of unfinished request bodies one landing process holds; past it, 503 and closed.",
+    )
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Connections one landing process keeps open; past it a new one closes the idlest idle one "
+        "(never one mid-request). Unset: the open-file limit, less an eighth of it (at most 2048, the listen "
+        "backlog) and 64; `serve` refuses a larger value.",
     )
 
     # --- Whop API (backfill) -------------------------------------------------------------------------------

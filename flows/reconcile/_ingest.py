@@ -107,6 +107,12 @@ def landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=REJECT_SCHEMA)
 
 
+def _live_quarantine_offsets(settings: Settings, base: Manifest, refused: raw_reader.RawBatch) -> dict[str, int]:
+    """The quarantine offsets after this run, without files no longer there: past its cap the landing removes
+    whole old files (as compaction removes segments), so the manifest does not grow with every one it wrote."""
+    return raw_archive.live_offsets(settings.quarantine_dir, {**base.quarantine_offsets, **refused.new_offsets})
+
+
 def ingest(
     settings: Settings,
     store: ReconcileStore,
@@ -148,7 +154,7 @@ def ingest(
         run_id=run_id,
         as_of=as_of.isoformat() if as_of else base.as_of,
         offsets=raw_archive.live_offsets(settings.landing_dir, {**base.offsets, **new.new_offsets}),
-        quarantine_offsets={**base.quarantine_offsets, **refused.new_offsets},
+        quarantine_offsets=_live_quarantine_offsets(settings, base, refused),
         **_staged(store, run_id, base, state=state if changed else None, events=events, rejects=rejects),
         backfills_folded=[*base.backfills_folded, *(s.path.name for s in pending)],
         change_seq=base.change_seq + 1 if changed else base.change_seq,

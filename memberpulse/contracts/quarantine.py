@@ -1,8 +1,16 @@
 """The quarantine entry: one NDJSON line per refused webhook, written by the landing, read by the flows.
 
 Diagnostics, not data: the request's metadata and at most the first 4 KiB of its body. Only an allow-list of
-headers is kept, and of the signature headers only their names (a signature is never stored). One file per
-landing process, ``<quarantine_dir>/<writer>.ndjson``, append-only.
+headers is kept, and of the signature headers only their names (a signature is never stored). Each entry also
+carries ``reason_count``: how many refusals with its reason the directory has counted so far, this one
+included (every landing process, restarts included), so the newest entry of a reason says how many there were
+even after older ones were rotated out.
+
+Files, each append-only and never rewritten (a reader keeps a byte offset per file): the first refusal of each
+reason in ``first-of-each-reason.ndjson`` (:data:`FIRST_OF_EACH_REASON`, never removed), every other one in
+``<writer>-<seq>.ndjson`` files of one landing process each (:func:`quarantine_path`), whole files of which the
+landing removes, oldest first, to stay under its cap. A removed file is simply gone; a name is never reused.
+The per-reason counts live in ``reason-counts.txt`` (:data:`REASON_COUNTS`, not an entry file).
 """
 
 from __future__ import annotations
@@ -20,12 +28,17 @@ KEPT_HEADERS: Final = ("webhook-id", "webhook-timestamp", "content-type", "conte
 SIGNATURE_HEADERS: Final = ("webhook-signature", "x-whop-signature")
 _HEADER_CHARS: Final = 200
 
-#: Quarantine files relative to the quarantine directory (what a reader globs).
+#: Quarantine files relative to the quarantine directory (what a reader globs): both kinds of entry file.
 QUARANTINE_GLOB: Final = "*.ndjson"
+#: The first refusal of each reason, kept whatever the cap (the landing bounds this file by itself).
+FIRST_OF_EACH_REASON: Final = "first-of-each-reason.ndjson"
+#: Refusals counted per reason: one fixed-width line each, ``<16-digit count> <status> <reason>``.
+REASON_COUNTS: Final = "reason-counts.txt"
 
 
-def quarantine_path(quarantine_dir: Path, writer: str) -> Path:
-    return quarantine_dir / f"{writer}.ndjson"
+def quarantine_path(quarantine_dir: Path, writer: str, seq: int = 1) -> Path:
+    """File number ``seq`` of landing process ``writer``; matches :data:`QUARANTINE_GLOB`."""
+    return quarantine_dir / f"{writer}-{seq:06d}.ndjson"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +51,7 @@ class QuarantineEntry:
     signature_headers: tuple[str, ...] = ()
     body_bytes: int | None = None
     body_prefix: str | None = None
+    reason_count: int | None = None  # absent in entries written before it existed
 
     @property
     def webhook_id(self) -> str | None:
@@ -53,6 +67,7 @@ def encode_quarantine_entry(
     headers: Mapping[str, str],
     body_bytes: int,
     body_prefix: bytes,
+    reason_count: int | None = None,
 ) -> bytes:
     """One complete quarantine line (with its ``\\n``) from the request as received (all its headers)."""
     entry = {
@@ -64,6 +79,7 @@ def encode_quarantine_entry(
         "signature_headers": [name for name in SIGNATURE_HEADERS if name in headers],
         "body_bytes": body_bytes,
         "body_prefix": body_prefix[:BODY_PREFIX_BYTES].decode("utf-8", "backslashreplace"),
+        "reason_count": reason_count,
     }
     return orjson.dumps(entry) + b"\n"
 
@@ -77,6 +93,7 @@ def decode_quarantine_entry(line: bytes) -> QuarantineEntry | None:
     if not isinstance(doc, dict):
         return None
     headers = doc.get("headers")
+    count = doc.get("reason_count")
     return QuarantineEntry(
         received_at=doc.get("received_at"),
         status=doc.get("status"),
@@ -86,4 +103,5 @@ def decode_quarantine_entry(line: bytes) -> QuarantineEntry | None:
         signature_headers=tuple(doc.get("signature_headers") or ()),
         body_bytes=doc.get("body_bytes"),
         body_prefix=doc.get("body_prefix"),
+        reason_count=count if type(count) is int else None,
     )

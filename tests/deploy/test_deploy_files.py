@@ -47,6 +47,11 @@ def test_units_run_unprivileged_and_sandboxed(unit: str) -> None:
     assert settings["EnvironmentFile"] == "/etc/memberpulse/memberpulse.env"
 
 
+def test_the_landing_unit_gives_it_descriptors_for_many_connections() -> None:
+    settings = dict(re.findall(r"^(\w+)=(.*)$", (DEPLOY / "memberpulse-landing.service").read_text(), re.M))
+    assert int(settings["LimitNOFILE"]) >= 65536  # systemd's default soft limit, 1024, is what ran out
+
+
 def test_environment_template_lists_every_setting_with_its_default() -> None:
     template = (DEPLOY / "memberpulse.env").read_text()
     entries = dict(re.findall(r"^#?([A-Z][A-Z0-9_]*)=(.*)$", template, re.M))

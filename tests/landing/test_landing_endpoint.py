@@ -28,7 +28,9 @@ from tests.support.landing_testkit import (
     SECRET,
     RunningServer,
     make_settings,
+    quarantined,
     read_records,
+    rotated_bytes,
     running_server,
     snapshot_tree,
 )
@@ -148,13 +150,12 @@ def test_bad_inputs_get_their_status_and_leave_the_raw_store_untouched(tmp_path:
         assert snapshot_tree(settings.landing_dir) == before
         metrics = client.get(server.base + "/metrics").text
 
-    (quarantine_file,) = settings.quarantine_dir.glob("*.ndjson")
-    quarantined = [json.loads(line) for line in quarantine_file.read_text().splitlines()]
-    assert [q["status"] for q in quarantined] == [c[1] for c in cases]
+    entries = quarantined(settings.quarantine_dir)
+    assert [q["status"] for q in entries] == [c[1] for c in cases]
     # A 405 is answered without reading the body; everything else records the body's size.
-    assert [q["body_bytes"] for q in quarantined] == [0 if c[1] == 405 else len(c[2]) for c in cases]
-    quarantine_text = json.dumps(quarantined)
-    assert SECRET not in quarantine_text and "webhook-signature" not in [h for q in quarantined for h in q["headers"]]
+    assert [q["body_bytes"] for q in entries] == [0 if c[1] == 405 else len(c[2]) for c in cases]
+    quarantine_text = json.dumps(entries)
+    assert SECRET not in quarantine_text and "webhook-signature" not in [h for q in entries for h in q["headers"]]
     assert 'outcome="bad_signature"} 11' in metrics
     assert 'outcome="too_large"} 1' in metrics and 'outcome="bad_body"} 3' in metrics
     assert 'outcome="method_not_allowed"} 3' in metrics and 'outcome="stored"} 1' in metrics
@@ -184,16 +185,16 @@ def test_quarantine_is_capped_and_keeps_at_most_4_kib_of_a_body(tmp_path: Path) 
     settings = make_settings(tmp_path / "data", MEMBERPULSE_QUARANTINE_MAX_BYTES=20_000)
     with running_server(settings) as server, httpx.Client(timeout=10) as client:
         body = b'{"blob":"' + b"q" * 50_000 + b'"}'
-        for _ in range(10):
-            assert client.post(server.url, content=body, headers={"webhook-id": "x"}).status_code == 403
+        for n in range(10):
+            assert client.post(server.url, content=body, headers={"webhook-id": f"x{n}"}).status_code == 403
         metrics = client.get(server.base + "/metrics").text
-    files = list(settings.quarantine_dir.glob("*.ndjson"))
-    total = sum(p.stat().st_size for p in files)
-    assert 0 < total <= 20_000
-    entries = [json.loads(line) for p in files for line in p.read_text().splitlines()]
+    assert 0 < rotated_bytes(settings.quarantine_dir) <= 20_000
+    entries = quarantined(settings.quarantine_dir)
     assert all(len(e["body_prefix"]) == 4096 and e["body_bytes"] == len(body) for e in entries)
-    kept = len(entries)
-    assert f'result="kept"}} {kept}' in metrics and f'result="dropped"}} {10 - kept}' in metrics
+    # Past the cap the oldest entries made room: the first (the first of its reason) and the newest are kept.
+    assert {"x0", "x9"} <= {e["headers"]["webhook-id"] for e in entries} and len(entries) < 10
+    assert 'result="kept"} 10' in metrics and 'result="dropped"} 0' in metrics
+    assert 'landing_refusals_total{host="' in metrics and 'reason="403 missing required headers' in metrics
 
 
 def test_storage_failure_answers_503_and_acknowledges_nothing(tmp_path: Path) -> None:

@@ -70,6 +70,7 @@ NON_DEFAULT = {
     "MEMBERPULSE_BODY_TIMEOUT_SECONDS": ("5.5", [("limits", "body_timeout_seconds", 5.5)]),
     "MEMBERPULSE_MAX_HEADER_BYTES": ("2048", [("limits", "max_header_bytes", 2048)]),
     "MEMBERPULSE_MAX_PENDING_BODY_BYTES": ("4096", [("limits", "max_pending_body_bytes", 4096)]),
+    "MEMBERPULSE_MAX_CONNECTIONS": ("100", [("limits", "max_connections", 100)]),
     "MEMBERPULSE_WHOP_PAGE_SIZE": ("7", [("whop", "page_size", 7)]),
     "MEMBERPULSE_WHOP_TIMEOUT_SECONDS": ("3.5", [("whop", "timeout_seconds", 3.5)]),
     "MEMBERPULSE_WHOP_MAX_ATTEMPTS": ("2", [("retry", "max_attempts", 2)]),

@@ -52,6 +52,8 @@ def _sample(name: str) -> tuple[str, Any]:
         return str(default + 1), default + 1
     if isinstance(default, float):
         return str(default + 0.5), default + 0.5
+    if field.annotation == int | None:  # unset by default (a value derived at run time)
+        return "1000", 1000
     return f"value_of_{name}", f"value_of_{name}"
 
 

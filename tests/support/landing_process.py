@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +35,17 @@ class LandingProcess:
 
 
 @contextmanager
-def landing_process(data_dir: Path, log_name: str = "serve.log", **env: str) -> Iterator[LandingProcess]:
+def landing_process(
+    data_dir: Path,
+    log_name: str = "serve.log",
+    *,
+    preexec_fn: Callable[[], None] | None = None,
+    **env: str,
+) -> Iterator[LandingProcess]:
     """``memberpulse serve`` with ``MEMBERPULSE_DATA_DIR=data_dir``; its stderr goes to ``data_dir/<log_name>``.
 
-    Stopped with SIGTERM (then SIGKILL) when the block ends."""
+    ``preexec_fn`` runs in the child before it starts (e.g. to lower a resource limit). Stopped with SIGTERM
+    (then SIGKILL) when the block ends."""
     port = free_port()
     full_env = {**os.environ, "WHOP_WEBHOOK_SECRET": SECRET, "MEMBERPULSE_DATA_DIR": str(data_dir), **env}
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -49,6 +56,7 @@ def landing_process(data_dir: Path, log_name: str = "serve.log", **env: str) -> 
             env=full_env,
             stdout=subprocess.DEVNULL,
             stderr=log_file,
+            preexec_fn=preexec_fn,
         )
     running = LandingProcess(proc, port, log_path)
     try:
