@@ -66,8 +66,9 @@ class RecoveryStore:
         offsets to store with it."""
         known = read_table_if_present(self.known_path, RECOVERY_INDEX)
         frames = [_KNOWN_SCHEMA.to_frame() if known is None else known]
-        offsets = dict(state.index_offsets)
-        for chunk in raw_reader.iter_new(self.landing_dir, state.index_offsets):
+        # A segment changed since it was indexed is indexed again from its start (ids are merged, not counted).
+        offsets = raw_reader.check_offsets(self.landing_dir, state.index_offsets).offsets
+        for chunk in raw_reader.iter_new(self.landing_dir, dict(offsets)):
             frames.append(_ids_in(chunk.data))
             offsets[chunk.relpath] = chunk.end
         merged = pl.concat(frames).group_by("webhook_id").agg(pl.col("landed").any())
