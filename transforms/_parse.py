@@ -444,7 +444,7 @@ _SKEW_US = CLOCK_SKEW_ALLOWANCE // timedelta(microseconds=1)
 _EVENT_US = pl.coalesce(pl.col("time_us"), pl.col("signed_at") * 1_000_000, pl.col("received_us"))
 # An event dated after its own arrival (beyond the clock skew two hosts may have) is damage, not a fact: kept,
 # it would stay the member's "latest" forever and every later run would re-score it.
-_IN_THE_FUTURE = _EVENT_US > pl.col("received_us") + _SKEW_US
+_IN_THE_FUTURE = (_EVENT_US - pl.col("received_us")).gt(_SKEW_US)
 
 
 def _typed(flat: pl.DataFrame) -> ParsedBatch:
