@@ -1,7 +1,8 @@
 """The backfill flow: every page of the company's memberships and members from Whop's REST API, written as
 one immutable snapshot (``warehouse/backfill/<fetched_at>/``) that the reconcile flow folds in.
 
-``memberpulse backfill`` calls :func:`run_once`; deployments run :func:`backfill_flow`. Without
+``memberpulse backfill`` calls :func:`run_once`, which runs :func:`backfill` (plain calls, no Prefect server);
+deployments run :func:`backfill_flow`. Without
 ``WHOP_API_KEY`` and ``WHOP_COMPANY_ID`` the backfill is skipped and says so (exit 0).
 
 Retries happen at two levels, each for what it can fix: the Whop client retries one page (429 waits, 5xx and
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from memberpulse.flows.backfill._cli import run_once
 from memberpulse.flows.backfill._fetch import fetch_members, fetch_memberships, fetch_resource
-from memberpulse.flows.backfill._flow import BackfillResult, backfill_flow
+from memberpulse.flows.backfill._flow import BackfillResult, backfill, backfill_flow
 from memberpulse.flows.backfill._progress import BackfillProgress, LineProgress, ResourceResult, RichProgress, reporting
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "LineProgress",
     "ResourceResult",
     "RichProgress",
+    "backfill",
     "backfill_flow",
     "fetch_members",
     "fetch_memberships",

@@ -7,7 +7,7 @@ import sys
 from urllib.parse import urlsplit, urlunsplit
 
 from memberpulse.errors import ExitCode, MemberpulseError
-from memberpulse.flows.backfill._flow import backfill_flow
+from memberpulse.flows.backfill._flow import backfill
 from memberpulse.flows.backfill._progress import LineProgress, RichProgress, rate, reporting
 from memberpulse.flows.whop import backfill_skip_reason, latest_snapshot
 from memberpulse.settings import Settings
@@ -32,9 +32,9 @@ def run_once(settings: Settings) -> int:
         with reporting(progress):
             if isinstance(progress, RichProgress):
                 with progress:
-                    result = backfill_flow(settings)
+                    result = backfill(settings)
             else:
-                result = backfill_flow(settings)
+                result = backfill(settings)
     except MemberpulseError as exc:  # 2: bad credentials or configuration; 3: Whop stayed unavailable
         return _failed(settings, exc)
     finally:
