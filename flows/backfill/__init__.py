@@ -2,12 +2,12 @@
 one immutable snapshot (``warehouse/backfill/<fetched_at>/``) that the reconcile flow folds in.
 
 ``memberpulse backfill`` calls :func:`run_once`, which runs :func:`backfill` (plain calls, no Prefect server);
-deployments run :func:`backfill_flow`. Without
-``WHOP_API_KEY`` and ``WHOP_COMPANY_ID`` the backfill is skipped and says so (exit 0).
+deployments run :func:`backfill_flow`. Without ``WHOP_API_KEY`` and ``WHOP_COMPANY_ID`` the backfill is skipped
+and says so (exit 0).
 
 Retries happen at two levels, each for what it can fix: the Whop client retries one page (429 waits, 5xx and
 timeouts with backoff, see ``flows/whop``) and gives up with :class:`WhopGaveUp` past its bounds; the Prefect
-tasks retry only on a :class:`TransientError` that escaped (a disk hiccup writing Parquet), restarting their
+tasks (deployments only) retry only on a :class:`TransientError` that escaped (a disk hiccup writing Parquet), restarting their
 resource from page 1 into a fresh file.
 """
 

@@ -14,6 +14,7 @@ from its start (the reconcile's event log drops webhook ids it already holds, so
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class RawBatch:
     def joined(self) -> bytes:
         return b"".join(c.data for c in self.chunks)
 
+
+log = logging.getLogger("memberpulse.raw")
 
 RAW_SEGMENTS = SEGMENT_GLOB
 QUARANTINE_FILES = QUARANTINE_GLOB
@@ -111,6 +114,7 @@ def check_offsets(landing_dir: Path, offsets: Mapping[str, int]) -> OffsetCheck:
                 "repair?); it is read again from its start and records already ingested are not counted twice; "
                 "if records are missing, restore the segment from a backup and run `memberpulse run --full-refresh`"
             )
+            log.warning(warnings[-1])  # in the log too, whatever the caller shows
     return OffsetCheck(checked, warnings)
 
 
