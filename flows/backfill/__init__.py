@@ -7,8 +7,8 @@ and says so (exit 0).
 
 Retries happen at two levels, each for what it can fix: the Whop client retries one page (429 waits, 5xx and
 timeouts with backoff, see ``flows/whop``) and gives up with :class:`WhopGaveUp` past its bounds; the Prefect
-tasks (deployments only) retry only on a :class:`TransientError` that escaped (a disk hiccup writing Parquet), restarting their
-resource from page 1 into a fresh file.
+tasks (deployments only) retry only on a :class:`TransientError` that escaped (a disk hiccup writing Parquet),
+restarting their resource from page 1 into a fresh file.
 """
 
 from __future__ import annotations
