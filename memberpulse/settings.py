@@ -189,6 +189,12 @@ class Settings(BaseSettings):
     whop_page_size: int = Field(
         default=100, ge=1, le=MAX_WHOP_PAGE_SIZE, description="Records per page asked of Whop's API."
     )
+    whop_max_pages: int = Field(
+        default=10_000,
+        ge=1,
+        description="Most pages one listing of Whop's API (memberships, members, the delivery log) may take; a "
+        "listing still going past it (a cursor that never ends) stops the command with exit 3.",
+    )
     whop_backoff_base_seconds: float = Field(
         default=0.5,
         gt=0,
@@ -203,6 +209,12 @@ class Settings(BaseSettings):
         validation_alias="WHOP_WEBHOOK_ID",
         description="The company's webhook (hook_...) whose delivery log recovery reads; unset: found by "
         "MEMBERPULSE_PUBLIC_WEBHOOK_URL.",
+    )
+    recover_max_deliveries: int = Field(
+        default=500_000,
+        ge=1,
+        description="Most delivery attempts one `memberpulse recover` reads (Whop keeps 30 days); a delivery log "
+        "longer than this stops the recovery with exit 3 and nothing written.",
     )
     public_webhook_url: str | None = Field(
         default=None,

@@ -27,8 +27,8 @@ ALLOWED: dict[str, dict[str, str]] = {
     "flows/fsio.py": {"*": "the crash-safe primitives the codec is built on (temporary sibling, fsync, rename)"},
     "flows/raw/reader.py": {"open": "the landing's raw segments: the raw store, which state is rebuilt from"},
     "flows/recover/_store.py": {
-        ".write_bytes": "recovered webhooks go into a new raw segment (the raw store, not state), fsync'd under a "
-        "name no reader globs, then renamed"
+        "open": "recovered webhooks are streamed into a new raw segment (the raw store, not state), fsync'd under "
+        "a name no reader globs, then renamed; unusable deliveries likewise into a quarantine file"
     },
     "flows/reconcile/_lock.py": {"open": "the run lock: an flock on an empty file"},
     "flows/snapshot/_files.py": {"open": "the snapshot writer's lock: an flock on an empty file"},

@@ -43,6 +43,7 @@ import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, NamedTuple
 
 import duckdb
@@ -53,6 +54,7 @@ from polars.exceptions import PolarsError
 from memberpulse.contracts.events import EVENT_KINDS
 from memberpulse.contracts.frames import conform
 from memberpulse.contracts.raw_record import REQUIRED_FIELDS, InvalidRawRecord, decode_raw_record
+from memberpulse.contracts.times import CLOCK_SKEW_ALLOWANCE
 from memberpulse.transforms._schema import (
     EVENT_SCHEMA,
     RAW_SCHEMA,
@@ -437,6 +439,12 @@ def _nonempty(name: str) -> pl.Expr:
 
 
 _KIND_TIME = {"joined": "d_created_at", "accessed": "d_accessed_at", "left": "d_expired_at"}
+_SKEW_US = CLOCK_SKEW_ALLOWANCE // timedelta(microseconds=1)
+# The event time as the event rows take it: the body's own time, else the signature's, else the arrival.
+_EVENT_US = pl.coalesce(pl.col("time_us"), pl.col("signed_at") * 1_000_000, pl.col("received_us"))
+# An event dated after its own arrival (beyond the clock skew two hosts may have) is damage, not a fact: kept,
+# it would stay the member's "latest" forever and every later run would re-score it.
+_IN_THE_FUTURE = (_EVENT_US - pl.col("received_us")).gt(_SKEW_US)
 
 
 def _typed(flat: pl.DataFrame) -> ParsedBatch:
@@ -447,6 +455,7 @@ def _typed(flat: pl.DataFrame) -> ParsedBatch:
         | ((kind != "other") & pl.col("membership_id").is_null())
         | (pl.col("time_text").is_not_null() & pl.col("time_us").is_null())
         | pl.col("received_us").is_null()
+        | _IN_THE_FUTURE.fill_null(False)
     )
     df = df.with_columns(_bad=bad)
     any_bad = bool(df["_bad"].any())
@@ -505,9 +514,7 @@ def _event_rows(good: pl.DataFrame) -> pl.DataFrame:
         "scheme",
         "event_type",
         "kind",
-        to_utc(pl.coalesce(pl.col("time_us"), pl.col("signed_at") * 1_000_000, pl.col("received_us"))).alias(
-            "event_at"
-        ),
+        to_utc(_EVENT_US).alias("event_at"),
         time_source.alias("time_source"),
         "membership_id",
         "user_id",
@@ -535,6 +542,13 @@ def _rejects(bad: pl.DataFrame) -> pl.DataFrame:
         ),
         pl.when(pl.col("received_us").is_null()).then(
             pl.format("unparsable received_at: '{}'", pl.col("received_at").fill_null("").str.head(64))
+        ),
+        pl.when(_IN_THE_FUTURE).then(
+            pl.format(
+                "event time in the future: '{}' (received {})",
+                pl.coalesce(pl.col("time_text"), pl.col("signed_at").cast(pl.Utf8)).str.head(64),
+                pl.col("received_at"),
+            )
         ),
     )
     return bad.select(

@@ -1,4 +1,9 @@
-"""The backfill flow: both resources fetched concurrently into a tmp dir, then published as one snapshot.
+"""The backfill: both resources fetched concurrently into a tmp dir, then published as one snapshot.
+
+Two entry points share one body: :func:`backfill` (``memberpulse backfill``) fetches the two resources as plain
+calls on two threads, outside any Prefect flow run, so no temporary Prefect API server starts and none can
+outlive a killed command (as ``memberpulse run`` does); :func:`backfill_flow` (deployments) fetches them as
+tracked, retried Prefect tasks and adds a summary artifact.
 
 Prefect loads this file by path for deployments (``prefect.yaml``), so every import here is absolute.
 """
@@ -8,8 +13,12 @@ Prefect loads this file by path for deployments (``prefect.yaml``), so every imp
 
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from prefect import flow, task
@@ -17,7 +26,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.backfill._fetch import fetch_members, fetch_memberships
+from memberpulse.flows.backfill._fetch import fetch_members, fetch_memberships, fetch_resource
 from memberpulse.flows.backfill._progress import ResourceResult, rate
 from memberpulse.flows.deployment_runs import in_deployment, require_absolute_data_dir
 from memberpulse.flows.recover import RecoveryResult, recover, recovery_skip_reason
@@ -48,14 +57,33 @@ class BackfillResult:
         return sum(r.records for r in self.resources.values())
 
 
-@flow(name="backfill", validate_parameters=False, persist_result=False)
-def backfill_flow(settings: Settings | None = None) -> BackfillResult:
-    """One backfill: both resources fetched concurrently into a tmp dir, then published as one snapshot.
+#: Fetches both resources into the tmp dir (concurrently) and returns their results, each finished.
+FetchBoth = Callable[[Settings, Path, datetime], list[ResourceResult]]
+
+
+def backfill(settings: Settings) -> BackfillResult:
+    """One backfill as plain calls (``memberpulse backfill``): no Prefect flow run, no temporary API server.
 
     Raises :class:`WhopAuthError`/:class:`ConfigError` (fix a variable), :class:`WhopGaveUp` (Whop stayed
-    down past the bounds). On any failure no snapshot is written and the previous one stays the latest.
+    down past the bounds, or paged without end). On any failure no snapshot is written and the previous one
+    stays the latest.
     """
-    settings = settings or load_settings()
+    return _backfill(settings, _fetch_on_threads, recover)
+
+
+@flow(name="backfill", validate_parameters=False, persist_result=False)
+def backfill_flow(settings: Settings | None = None) -> BackfillResult:
+    """One backfill as a Prefect flow (deployments): the fetches are tracked, retried tasks, and the run gets a
+    summary artifact. Raises as :func:`backfill`."""
+    result = _backfill(settings or load_settings(), _fetch_as_tasks, recover_task)
+    if result.snapshot is not None:
+        _summary_artifact(result)
+    return result
+
+
+def _backfill(
+    settings: Settings, fetch_both: FetchBoth, recover_step: Callable[[Settings], RecoveryResult]
+) -> BackfillResult:
     log.info("data dir: %s", settings.data_dir.resolve())
     if in_deployment():
         require_absolute_data_dir(settings)
@@ -70,16 +98,10 @@ def backfill_flow(settings: Settings | None = None) -> BackfillResult:
     with SnapshotWriter(
         settings.warehouse_dir, fetched_at=fetched_at, company_id=settings.whop_company_id.strip()
     ) as writer:
-        futures = [
-            fetch_memberships.submit(settings, writer.tmp_dir, fetched_at),
-            fetch_members.submit(settings, writer.tmp_dir, fetched_at),
-        ]
-        # Wait for both before looking at either: a failed one must not delete the tmp dir under the other.
-        wait(futures)
-        results = [f.result() for f in futures]
+        results = fetch_both(settings, writer.tmp_dir, fetched_at)
         snapshot = writer.commit(pages={r.resource: r.pages for r in results})
-    recovery, note, error = _recover_step(settings)
-    result = BackfillResult(
+    recovery, note, error = _recover_step(settings, recover_step)
+    return BackfillResult(
         status="written",
         message=f"snapshot {snapshot.path}",
         snapshot=snapshot,
@@ -89,8 +111,23 @@ def backfill_flow(settings: Settings | None = None) -> BackfillResult:
         recovery_note=note,
         recovery_error=error,
     )
-    _summary_artifact(result)
-    return result
+
+
+def _fetch_on_threads(settings: Settings, tmp_dir: Path, fetched_at: datetime) -> list[ResourceResult]:
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="backfill") as pool:
+        futures = [pool.submit(fetch_resource, r, settings, tmp_dir, fetched_at) for r in ("memberships", "members")]
+        # Wait for both before looking at either: a failed one must not delete the tmp dir under the other.
+        wait_all(futures)
+        return [f.result() for f in futures]
+
+
+def _fetch_as_tasks(settings: Settings, tmp_dir: Path, fetched_at: datetime) -> list[ResourceResult]:
+    futures = [
+        fetch_memberships.submit(settings, tmp_dir, fetched_at),
+        fetch_members.submit(settings, tmp_dir, fetched_at),
+    ]
+    wait(futures)  # both, before looking at either (as above)
+    return [f.result() for f in futures]
 
 
 @task(name="recover", cache_policy=NO_CACHE)
@@ -98,7 +135,9 @@ def recover_task(settings: Settings) -> RecoveryResult:
     return recover(settings)
 
 
-def _recover_step(settings: Settings) -> tuple[RecoveryResult | None, str | None, MemberpulseError | None]:
+def _recover_step(
+    settings: Settings, recover_step: Callable[[Settings], RecoveryResult]
+) -> tuple[RecoveryResult | None, str | None, MemberpulseError | None]:
     """The last step: events the landing missed, from Whop's delivery log. Its failure never undoes the
     snapshot already written; it is reported (and the CLI exits with its code)."""
     reason = recovery_skip_reason(settings)
@@ -106,7 +145,7 @@ def _recover_step(settings: Settings) -> tuple[RecoveryResult | None, str | None
         log.info(reason)
         return None, reason, None
     try:
-        result = recover_task(settings)
+        result = recover_step(settings)
     except MemberpulseError as exc:
         log.warning("recovery from Whop's delivery log failed: %s", exc)
         return None, f"recovery failed: {exc}", exc

@@ -23,7 +23,7 @@ import logging
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 from pathlib import Path, PurePosixPath
 from typing import Final
 
@@ -41,7 +41,7 @@ from memberpulse.contracts.raw_record import (
     segment_day,
 )
 from memberpulse.flows.fsio import atomic_target, fsync_path
-from memberpulse.flows.raw.reader import RawChunk, iter_file, list_segments
+from memberpulse.flows.raw.reader import RawChunk, is_sealed, iter_file, list_segments, sealed_cutoff
 from memberpulse.flows.state_codec import RAW_ARCHIVE, open_table_file, open_table_writer
 
 log = logging.getLogger("memberpulse.raw_archive")
@@ -71,6 +71,8 @@ class CompactionResult:
     days: list[str] = field(default_factory=list)
     #: Segments found in the archive already (a crash between write and unlink) whose bytes did not match.
     kept: list[str] = field(default_factory=list)
+    #: Temporary files a compaction killed mid-write left in the archive directory, removed.
+    removed_tmp: list[str] = field(default_factory=list)
 
 
 # --- which segments may go ---------------------------------------------------------------------------------
@@ -79,20 +81,14 @@ class CompactionResult:
 def compactable(
     landing_dir: Path, committed: Mapping[str, int], *, retention_days: float, now: datetime | None = None
 ) -> dict[date, list[Segment]]:
-    """Segments old enough and fully committed, by day."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=retention_days)
+    """Segments sealed (old enough) and fully committed, by day."""
+    cutoff = sealed_cutoff(retention_days, now)
     days: dict[date, list[Segment]] = {}
     for path in list_segments(landing_dir):
         rel = path.relative_to(landing_dir).as_posix()
         day = segment_day(rel)
-        if day is None:
-            continue
         stat = path.stat()
-        old = (
-            datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC) <= cutoff
-            and datetime.fromtimestamp(stat.st_mtime, UTC) <= cutoff
-        )
-        if old and committed.get(rel, 0) == stat.st_size:
+        if day is not None and is_sealed(rel, stat.st_mtime, cutoff) and committed.get(rel, 0) == stat.st_size:
             days.setdefault(day, []).append(Segment(rel, path, stat.st_size))
     return days
 
@@ -105,8 +101,8 @@ def compact(
 ) -> CompactionResult:
     """Move every compactable segment into its day's archive file, then remove the NDJSON. The caller holds
     the reconcile lock and passes the offsets of the committed manifest."""
-    result = CompactionResult()
     archive_dir = raw_archive_dir(landing_dir)
+    result = CompactionResult(removed_tmp=remove_stale_tmp(archive_dir))
     for day, segments in sorted(compactable(landing_dir, committed, retention_days=retention_days, now=now).items()):
         target = archive_path(archive_dir, day)
         already = _archived_sources(target)
@@ -129,6 +125,18 @@ def compact(
     return result
 
 
+def remove_stale_tmp(archive_dir: Path) -> list[str]:
+    """Delete the temporary files (``atomic_target``'s ``.tmp-*``) a compaction killed mid-write left behind.
+    Only compaction writes here, and it runs under the reconcile lock the caller holds, so none is in use."""
+    removed = []
+    for tmp in sorted(archive_dir.glob(".tmp-*")) if archive_dir.is_dir() else []:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp.name)
+            log.info("removed %s, left by a compaction that was killed mid-write", tmp)
+    return removed
+
+
 def _write_day(landing_dir: Path, target: Path, fresh: list[Segment]) -> dict[str, int]:
     """The day's archive: its previous row groups plus ``fresh`` segments, merged in segment order. Returns
     the bytes written per fresh segment."""
@@ -145,7 +153,7 @@ def _write_day(landing_dir: Path, target: Path, fresh: list[Segment]) -> dict[st
         ):
             for _, item in items:
                 if isinstance(item, Segment):
-                    for chunk in iter_file(landing_dir, item.relpath):
+                    for chunk in iter_file(landing_dir, item.relpath, final=True):  # sealed: its torn tail too
                         table = _lines_table(chunk)
                         writer.write_table(table, row_group_size=table.num_rows)
                         written[item.relpath] += len(chunk.data)
@@ -167,6 +175,8 @@ def _lines_table(chunk: RawChunk) -> pa.Table:
     while cut >= 0:  # str.find runs at memchr speed: far faster here than a vectorised compare + nonzero
         bounds.append(cut + 1)
         cut = data.find(b"\n", cut + 1)
+    if bounds[-1] < len(data):  # a sealed segment's torn tail: kept as its last, unterminated line
+        bounds.append(len(data))
     count = len(bounds) - 1
     offsets = pa.array(bounds, pa.int64())
     line_type, file_type = _SCHEMA.field("line").type, _SCHEMA.field("source_file").type
@@ -241,18 +251,20 @@ def archived_segments(landing_dir: Path) -> dict[str, tuple[Path, list[int]]]:
     return found
 
 
-def iter_history(landing_dir: Path) -> Iterator[RawChunk]:
+def iter_history(landing_dir: Path, *, sealed_before: datetime | None = None) -> Iterator[RawChunk]:
     """Every complete line ever landed: archived segments and live ones, in segment order (as
-    ``raw_reader.iter_new`` from no offsets would give them had nothing been compacted). A segment that is
+    ``raw_reader.iter_new`` from no offsets would give them had nothing been compacted), with the torn tails
+    of segments sealed by ``sealed_before`` (archived ones keep theirs as their last line). A segment that is
     both archived and still on disk (a compaction interrupted before its unlink) is read once, from the
     archive."""
     archived = archived_segments(landing_dir)
-    live = {p.relative_to(landing_dir).as_posix() for p in list_segments(landing_dir)}
+    live = {p.relative_to(landing_dir).as_posix(): p for p in list_segments(landing_dir)}
     open_files: dict[Path, pq.ParquetFile] = {}
     try:
-        for rel in sorted(live | archived.keys(), key=PurePosixPath):
+        for rel in sorted(live.keys() | archived.keys(), key=PurePosixPath):
             if rel not in archived:
-                yield from iter_file(landing_dir, rel)
+                final = sealed_before is not None and is_sealed(rel, live[rel].stat().st_mtime, sealed_before)
+                yield from iter_file(landing_dir, rel, final=final)
                 continue
             path, groups = archived[rel]
             pf = open_files.get(path) or open_files.setdefault(path, open_table_file(path, RAW_ARCHIVE))

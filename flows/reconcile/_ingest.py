@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +47,8 @@ class Ingested:
     touched: pl.Series | None = None
     token_before: str | None = None
     new_events: pl.DataFrame | None = None  # the events this run added to the log
+    # Raw segments that changed after they were ingested (named, with sizes and the remedy): the run shows them.
+    raw_warnings: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> pl.DataFrame:
@@ -60,6 +62,7 @@ class ParsedNew:
     rejects: pl.DataFrame
     records_read: int
     new_offsets: dict[str, int]
+    raw_warnings: list[str] = field(default_factory=list)
 
 
 def api_facts(snapshots: list[BackfillSnapshot]) -> pl.DataFrame | None:
@@ -76,7 +79,7 @@ def parse_new(chunks: Iterator[raw_reader.RawChunk]) -> ParsedNew:
         lines = transforms.parse_ndjson(chunk.data, source_file=chunk.relpath, base_offset=chunk.start)
         parsed = transforms.parse_raw(lines.records)
         events.append(parsed.events)
-        rejects += [lines.rejects, parsed.rejects]
+        rejects += [_torn_tail_named(chunk, lines.rejects), parsed.rejects]
         read += lines.records.height + lines.rejects.height
         offsets[chunk.relpath] = chunk.end
     return ParsedNew(
@@ -85,6 +88,18 @@ def parse_new(chunks: Iterator[raw_reader.RawChunk]) -> ParsedNew:
         records_read=read,
         new_offsets=offsets,
     )
+
+
+_TORN = "torn last line of a sealed segment (its writer never finished it): "
+
+
+def _torn_tail_named(chunk: raw_reader.RawChunk, rejects: pl.DataFrame) -> pl.DataFrame:
+    """Only a sealed segment's torn tail ends a chunk without a newline: its reject says so."""
+    if chunk.data.endswith(b"\n") or rejects.height == 0:
+        return rejects
+    tail = chunk.start + chunk.data.rfind(b"\n") + 1
+    torn = pl.col("source_offset") == tail
+    return rejects.with_columns(reason=pl.when(torn).then(pl.lit(_TORN) + pl.col("reason")).otherwise("reason"))
 
 
 def landing_rejections(batch: raw_reader.RawBatch) -> pl.DataFrame:
@@ -124,10 +139,9 @@ def ingest(
 ) -> Ingested:
     """Read, parse and fold what is new; with ``commit``, stage and commit it (recording ``as_of``)."""
     base = Manifest() if full_refresh else store.load_manifest()
-    new = parse_new(_raw_lines(settings, base, full_refresh=full_refresh))
+    new = _read_new(settings, base, full_refresh=full_refresh)
     refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
-    events, rejects = store.drop_known_events(base, new.events), new.rejects
-    events, test_webhooks = _without_test_webhooks(settings, events)
+    events, test_webhooks = _without_test_webhooks(settings, store.drop_known_events(base, new.events))
     pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
     previous = store.load_state(base)
     changed = events.height > 0 or bool(pending) or previous is None
@@ -137,7 +151,7 @@ def ingest(
         state=state,
         records_read=new.records_read,
         events_ingested=events.height,
-        rejects=rejects,
+        rejects=new.rejects,
         landing_rejections=landing_rejections(refused),
         unknown_events=int((events["kind"] == "other").sum()),
         backfills_folded=[s.path.name for s in pending],
@@ -147,6 +161,7 @@ def ingest(
         touched=_touched(events, pending, previous),
         token_before=base.change_token,
         new_events=events,
+        raw_warnings=new.raw_warnings,
     )
     if not commit:
         return ingested
@@ -155,7 +170,7 @@ def ingest(
         as_of=as_of.isoformat() if as_of else base.as_of,
         offsets=raw_archive.live_offsets(settings.landing_dir, {**base.offsets, **new.new_offsets}),
         quarantine_offsets=_live_quarantine_offsets(settings, base, refused),
-        **_staged(store, run_id, base, state=state if changed else None, events=events, rejects=rejects),
+        **_staged(store, run_id, base, state=state if changed else None, events=events, rejects=new.rejects),
         backfills_folded=[*base.backfills_folded, *(s.path.name for s in pending)],
         change_seq=base.change_seq + 1 if changed else base.change_seq,
         lineage=base.lineage or uuid.uuid4().hex,
@@ -190,11 +205,22 @@ def fold_settings_changed(settings: Settings, manifest: Manifest) -> str | None:
     )
 
 
-def _raw_lines(settings: Settings, base: Manifest, *, full_refresh: bool) -> Iterator[raw_reader.RawChunk]:
+def _read_new(settings: Settings, base: Manifest, *, full_refresh: bool) -> ParsedNew:
+    """What is new in the raw store; a segment that changed after it was ingested is named and read from 0."""
+    checked = raw_reader.check_offsets(settings.landing_dir, base.offsets)
+    new = parse_new(_raw_lines(settings, checked.offsets, full_refresh=full_refresh))
+    reset = {rel: 0 for rel, offset in checked.offsets.items() if offset != base.offsets[rel]}
+    return replace(new, new_offsets={**reset, **new.new_offsets}, raw_warnings=checked.warnings)
+
+
+def _raw_lines(settings: Settings, offsets: dict[str, int], *, full_refresh: bool) -> Iterator[raw_reader.RawChunk]:
     """A full refresh re-reads all history, compacted or not; an incremental run reads only live segments (a
-    compacted segment was fully ingested before it was archived)."""
-    landing = settings.landing_dir
-    return raw_archive.iter_history(landing) if full_refresh else raw_reader.iter_new(landing, base.offsets)
+    compacted segment was fully ingested before it was archived). Both read the torn tails of sealed segments
+    (as compaction decides them), so those segments end fully read and can be compacted."""
+    landing, sealed = settings.landing_dir, raw_reader.sealed_cutoff(settings.raw_retention_days)
+    if full_refresh:
+        return raw_archive.iter_history(landing, sealed_before=sealed)
+    return raw_reader.iter_new(landing, offsets, sealed_before=sealed)
 
 
 def _without_test_webhooks(settings: Settings, events: pl.DataFrame) -> tuple[pl.DataFrame, int]:

@@ -257,6 +257,10 @@ def assemble_report(start: RunStart, done: StepResults, *, error: str | None = N
         publish_failure=failure,
         would_publish=published.would_publish if published else None,
         data_dir=start.data_dir,
-        warnings=[*start.warnings, *([result.repaired] if result and result.repaired else [])],
+        warnings=[
+            *start.warnings,
+            *(ingested.raw_warnings if ingested else []),
+            *([result.repaired] if result and result.repaired else []),
+        ],
         seconds=dict(done.seconds),
     )

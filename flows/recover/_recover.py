@@ -1,16 +1,24 @@
 """Recovery: read Whop's delivery log for the company's webhook and bring every event the raw store lacks into
 it, as raw records of scheme ``delivery_log``; or ask Whop to replay the failed deliveries (``replay``).
 
-All reads happen before any write: a rate-limit storm or a dead API ends the run with :class:`WhopGaveUp`
-(exit 3) and nothing written. Whop's ``request_body`` comes back parsed; the record's body is it as compact
-JSON, which is what Whop POSTs, so a recovered record and a landed one carry the same body.
+Every page is read before anything is committed: a rate-limit storm, a dead API, a cursor that never ends or
+cycles, or a log longer than MEMBERPULSE_RECOVER_MAX_DELIVERIES ends the run with :class:`WhopGaveUp` (exit 3)
+and nothing written. Memory stays bounded while reading: recovered records are streamed to a hidden file,
+named only at the end, and of each attempt only its compact ``webhook_deliveries`` row is kept. Whop's
+``request_body`` comes back parsed; the record's body is it as compact JSON, which is what Whop POSTs, so a
+recovered record and a landed one carry the same body.
+
+The API is not trusted with what a delivery holds either: an attempt whose ``sent_at`` is not a time or whose
+body cannot be stored as JSON (nested deeper than any encoder goes) is recorded as a failure (a quarantine
+entry, which the reconcile brings into ``webhook_failures`` with its reason) and the recovery goes on; an event
+of a company other than the configured one (the envelope's ``company_id``/``account_id``) is skipped and counted.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -18,10 +26,11 @@ from typing import Any
 import orjson
 import polars as pl
 
+from memberpulse.contracts.quarantine import encode_quarantine_entry
 from memberpulse.contracts.raw_record import SCHEME_DELIVERY_LOG, encode_raw_record
 from memberpulse.contracts.tables import WEBHOOK_DELIVERIES
-from memberpulse.errors import ConfigError, InvalidInput
-from memberpulse.flows.recover._store import RETENTION, RecoveryStore
+from memberpulse.errors import ConfigError, InvalidInput, WhopGaveUp
+from memberpulse.flows.recover._store import RETENTION, RecordSink, RecoveryStore
 from memberpulse.flows.recover._webhook import find_webhook, require_recovery_settings
 from memberpulse.flows.state_codec import RecoveryState
 from memberpulse.flows.whop import RetryEvent, WhopBackfillClient
@@ -46,6 +55,8 @@ class RecoveryResult:
     recovered: int = 0  # events written to the raw store
     already_stored: int = 0  # messages in the log the raw store already had
     without_id: int = 0  # attempts whose body carries no envelope id (cannot be deduplicated: skipped)
+    unusable: int = 0  # attempts recorded as failures (a sent_at that is no time, a body no encoder takes)
+    other_company: int = 0  # attempts for a company other than the configured ones (skipped)
     segment: str | None = None
     seconds: float = 0.0
 
@@ -66,6 +77,10 @@ class RecoveryResult:
             )
         if self.without_id:
             text += f"; {self.without_id} attempt(s) without an envelope id skipped"
+        if self.unusable:
+            text += f"; {self.unusable} unusable attempt(s) recorded as failures (see webhook_failures)"
+        if self.other_company:
+            text += f"; {self.other_company} attempt(s) for another company skipped"
         return text
 
 
@@ -94,8 +109,22 @@ def recover(
             client.call("replay", 1, lambda: request(hook_id, sent_after=_iso(window_start), failed_only=True))
             log.info("asked Whop to replay failed deliveries of %s since %s", hook_id, window_start.isoformat())
             return RecoveryResult(hook_id, window_start, replayed=True)
-        attempts, pages = _read_log(client, hook_id, window_start, on_page)
-    return _store_recovered(store, state, attempts, hook_id, window_start, pages, started)
+        known, offsets = store.known_ids(state)
+        reading = _LogReading(
+            window_start, configured_companies(settings), set(known["webhook_id"].to_list()),
+            store.record_sink(started), settings.recover_max_deliveries, client.company_id,
+        )  # fmt: skip
+        try:
+            pages = _read_log(client, hook_id, reading, on_page)
+        except BaseException:
+            reading.sink.abort()
+            raise
+    return _commit(store, state, reading, (known, offsets), hook_id, pages, started)
+
+
+def configured_companies(settings: Settings) -> frozenset[str]:
+    """The companies whose events recovery keeps (WHOP_COMPANY_ID; a set, so several can be configured)."""
+    return frozenset(c.strip() for c in (settings.whop_company_id or "").split(",") if c.strip())
 
 
 def _window_start(since: datetime | None, state: RecoveryState, now: datetime) -> datetime:
@@ -110,117 +139,192 @@ def _window_start(since: datetime | None, state: RecoveryState, now: datetime) -
     return max(stopped - OVERLAP, oldest) if stopped is not None else oldest
 
 
-def _read_log(
-    client: WhopBackfillClient, hook_id: str, since: datetime, on_page: PageObserver | None
-) -> tuple[list[Any], int]:
-    """Every attempt sent at or after ``since`` (the log is newest first: stop at the first older one)."""
+@dataclass
+class _LogReading:
+    """One pass over the delivery log, newest first: what it keeps is bounded (compact rows, ids, counts);
+    recovered records go straight to ``sink``."""
+
+    since: datetime
+    companies: frozenset[str]
+    known_ids: set[str]
+    sink: RecordSink
+    max_deliveries: int
+    company_id: str
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    seen: set[str] = field(default_factory=set)  # delivery ids (a page shift may show one twice)
+    messages: set[str] = field(default_factory=set)  # envelope ids of the attempts read
+    recovered: set[str] = field(default_factory=set)
+    failed_ids: list[str | None] = field(default_factory=list)  # envelope ids of failed attempts
+    rows: list[pl.DataFrame] = field(default_factory=list)
+    unusable: list[bytes] = field(default_factory=list)  # quarantine lines
+    newest: datetime | None = None
+    deliveries: int = 0
+    without_id: int = 0
+    other_company: int = 0
+
+    def take(self, items: list[Any]) -> bool:
+        """Take one page; False once it reaches attempts older than the window (the rest are older still)."""
+        rows: list[dict[str, Any]] = []
+        lines: list[bytes] = []
+        older = False
+        for attempt in items:
+            sent = _time_or_none(attempt.sent_at)
+            if sent is not None and sent < self.since:
+                older = True
+            elif attempt.id not in self.seen:
+                self.seen.add(attempt.id)
+                self._count()
+                problem = self._take_one(attempt, sent, rows, lines)
+                if problem is not None:
+                    self.unusable.append(_failure_line(attempt, problem, self.now))
+        self.sink.write(lines)
+        self.rows.append(pl.DataFrame(rows, schema=WEBHOOK_DELIVERIES.schema))
+        return not older
+
+    def _count(self) -> None:
+        self.deliveries += 1
+        if self.deliveries > self.max_deliveries:
+            raise WhopGaveUp(
+                f"stopped reading Whop's delivery log for company {self.company_id}: more than "
+                f"{self.max_deliveries} attempts since {self.since.isoformat()}",
+                company_id=self.company_id,
+                last_status=200,
+                hint="nothing was written; raise MEMBERPULSE_RECOVER_MAX_DELIVERIES if the log really is that "
+                "long, or recover a shorter window with --since",
+            )
+
+    def _take_one(
+        self, attempt: Any, sent: datetime | None, rows: list[dict[str, Any]], lines: list[bytes]
+    ) -> str | None:
+        """Keep one attempt in the window; why it cannot be taken, or None."""
+        if sent is None:
+            return f"sent_at {str(attempt.sent_at)[:64]!r} is not a time"
+        company = _company_of(attempt.request_body)
+        if company is not None and company not in self.companies:
+            self.other_company += 1
+            return None
+        webhook_id = _envelope_id(attempt)
+        try:
+            rows.append(_delivery_row(attempt, webhook_id, sent))
+            if webhook_id is not None and webhook_id not in self.known_ids and webhook_id not in self.recovered:
+                body = orjson.dumps(attempt.request_body).decode()
+                lines.append(encode_raw_record(webhook_id, self.now, None, SCHEME_DELIVERY_LOG, attempt.event, body))
+                self.recovered.add(webhook_id)
+        except (orjson.JSONEncodeError, TypeError, ValueError) as exc:
+            return f"request_body cannot be stored as JSON ({str(exc)[:120]})"
+        self.newest = max(sent, self.newest) if self.newest is not None else sent
+        self.without_id += webhook_id is None
+        if webhook_id is not None:
+            self.messages.add(webhook_id)
+        if not attempt.success:
+            self.failed_ids.append(webhook_id)
+        return None
+
+
+def _read_log(client: WhopBackfillClient, hook_id: str, reading: _LogReading, on_page: PageObserver | None) -> int:
+    """Every attempt sent at or after the window's start (the log is newest first: stop at the first older)."""
     missing = ConfigError(
         f"Whop has no webhook {hook_id} for this API key",
         variable="WHOP_WEBHOOK_ID",
         hint="set WHOP_WEBHOOK_ID to the hook_... id shown in Whop's dashboard (Developer → Webhooks)",
     )
-    list_deliveries = client.sdk.webhooks.list_deliveries
-    attempts: list[Any] = []
-    seen: set[str] = set()
-    after: str | None = None
-    page = 0
-    while True:
-        page += 1
-        pager, _ = client.call(
-            "deliveries",
-            page,
-            partial(list_deliveries, hook_id, first=client.page_size, after=after),
-            not_found=missing,
-        )
+    request = partial(client.sdk.webhooks.list_deliveries, hook_id, first=client.page_size)
+    pages = 0
+    for pages, pager, _ in client.cursor_pages("deliveries", lambda after: request(after=after), not_found=missing):
         items = list(pager.items or [])
-        fresh = [d for d in items if _parse_time(d.sent_at) >= since]
-        # New attempts logged while we page shift the pages: an attempt may come twice, keep it once.
-        attempts += [d for d in fresh if d.id not in seen]
-        seen.update(d.id for d in fresh)
-        oldest = _parse_time(items[-1].sent_at) if items else None
+        more = reading.take(items)
         if on_page is not None:
-            on_page(page, len(attempts), oldest)
-        end = pager.response.page_info.end_cursor or None
-        if len(fresh) < len(items) or not items or end is None or end == after:
-            return attempts, page
-        after = end
+            on_page(pages, reading.deliveries, _time_or_none(items[-1].sent_at) if items else None)
+        if not more:
+            break
+    return pages
 
 
-def _store_recovered(
+def _commit(
     store: RecoveryStore,
     state: RecoveryState,
-    attempts: list[Any],
+    reading: _LogReading,
+    index: tuple[pl.DataFrame, dict[str, int]],
     hook_id: str,
-    since: datetime,
     pages: int,
     started: datetime,
 ) -> RecoveryResult:
-    known, offsets = store.known_ids(state)
+    """Records, unusable attempts, then the recovery's own files (the state last)."""
+    known, offsets = index
+    segment = reading.sink.commit()
+    store.write_failures(reading.unusable, reading.now)
     landed_ids = set(known.filter(pl.col("landed"))["webhook_id"].to_list())
-    now = datetime.now(UTC)
-    lines, without_id = _missing_records(attempts, set(known["webhook_id"].to_list()), now)
-    segment = store.write_records(list(lines.values()), now)
-
     refused = store.quarantined_ids()
-    failed = [a for a in attempts if not a.success]
-    unlogged = [a for a in failed if _envelope_id(a) not in landed_ids and _envelope_id(a) not in refused]
-    newest = max((_parse_time(a.sent_at) for a in attempts), default=None)
+    unlogged = [i for i in reading.failed_ids if i not in landed_ids and i not in refused]
     new_state = RecoveryState(
-        stopped_at=(newest or state.stopped_at_time() or since).isoformat(),
+        stopped_at=(reading.newest or state.stopped_at_time() or reading.since).isoformat(),
         index_offsets=offsets,
-        recovered_at=now.isoformat(),
-        recovered=len(lines),
-        failed_attempts=len(failed),
+        recovered_at=reading.now.isoformat(),
+        recovered=len(reading.recovered),
+        failed_attempts=len(reading.failed_ids),
         unlogged_failures=len(unlogged),
-        unlogged_messages=len({_envelope_id(a) for a in unlogged}),
+        unlogged_messages=len(set(unlogged)),
     )
-    store.commit(new_state, known, lines.keys(), deliveries_frame(attempts))
-    messages = {i for i in map(_envelope_id, attempts) if i is not None}
+    deliveries = pl.concat(reading.rows) if reading.rows else WEBHOOK_DELIVERIES.schema.to_frame()
+    store.commit(new_state, known, reading.recovered, deliveries)
     return RecoveryResult(
-        hook_id=hook_id,
-        since=since,
-        pages=pages,
-        deliveries=len(attempts),
-        failed_attempts=len(failed),
-        unlogged_failures=len(unlogged),
-        unlogged_messages=new_state.unlogged_messages,
-        recovered=len(lines),
-        already_stored=len(messages) - len(lines),
-        without_id=without_id,
-        segment=str(segment) if segment else None,
-        seconds=(datetime.now(UTC) - started).total_seconds(),
+        hook_id=hook_id, since=reading.since, pages=pages, deliveries=reading.deliveries,
+        failed_attempts=len(reading.failed_ids), unlogged_failures=len(unlogged),
+        unlogged_messages=new_state.unlogged_messages, recovered=len(reading.recovered),
+        already_stored=len(reading.messages) - len(reading.recovered), without_id=reading.without_id,
+        unusable=len(reading.unusable), other_company=reading.other_company,
+        segment=str(segment) if segment else None, seconds=(datetime.now(UTC) - started).total_seconds(),
+    )  # fmt: skip
+
+
+def _failure_line(attempt: Any, problem: str, now: datetime) -> bytes:
+    """An attempt recovery cannot take, as a quarantine entry keyed by its envelope id (when it has one)."""
+    webhook_id = _envelope_id(attempt)
+    try:
+        prefix = orjson.dumps(attempt.request_body)[:4096]
+    except (orjson.JSONEncodeError, TypeError):
+        prefix = repr(attempt.request_body)[:4096].encode("utf-8", "backslashreplace")
+    return encode_quarantine_entry(
+        received_at=now,
+        status=422,
+        reason=f"recovered from Whop's delivery log but unusable: delivery {attempt.id}: {problem}",
+        remote="whop delivery log",
+        headers={"webhook-id": webhook_id} if webhook_id else {},
+        body_bytes=len(prefix),
+        body_prefix=prefix,
     )
 
 
-def _missing_records(attempts: list[Any], known_ids: set[str], now: datetime) -> tuple[dict[str, bytes], int]:
-    """Raw-record lines for the messages the raw store lacks (by webhook id), and how many attempts had no id."""
-    lines: dict[str, bytes] = {}
-    without_id = 0
-    for attempt in reversed(attempts):  # oldest first: the earliest attempt of a message is its record
-        webhook_id = _envelope_id(attempt)
-        if webhook_id is None:
-            without_id += 1
-        elif webhook_id not in known_ids and webhook_id not in lines:
-            body = orjson.dumps(attempt.request_body).decode()
-            lines[webhook_id] = encode_raw_record(webhook_id, now, None, SCHEME_DELIVERY_LOG, attempt.event, body)
-    return lines, without_id
+def _company_of(body: Any) -> str | None:
+    """The company an event belongs to: the v1 envelope's ``company_id`` (or ``account_id``), else its data's."""
+    if not isinstance(body, dict):
+        return None
+    data = body.get("data")
+    data = data if isinstance(data, dict) else {}
+    company = data.get("company")
+    company = company if isinstance(company, dict) else {}
+    for value in (body.get("company_id"), body.get("account_id"), data.get("company_id"), company.get("id")):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _delivery_row(attempt: Any, webhook_id: str | None, sent: datetime) -> dict[str, Any]:
+    return {
+        "delivery_id": attempt.id,
+        "event": attempt.event,
+        "webhook_id": webhook_id,
+        "sent_at": sent,
+        "response_code": int(attempt.response_code),
+        "success": bool(attempt.success),
+        "total_time": float(attempt.total_time),
+        "replayed_from": attempt.replayed_from,
+    }
 
 
 def deliveries_frame(attempts: list[Any]) -> pl.DataFrame:
     """whop-sdk ``WebhookDelivery`` models as ``webhook_deliveries`` rows (the payload is not kept again)."""
-    rows = [
-        {
-            "delivery_id": a.id,
-            "event": a.event,
-            "webhook_id": _envelope_id(a),
-            "sent_at": _parse_time(a.sent_at),
-            "response_code": int(a.response_code),
-            "success": bool(a.success),
-            "total_time": float(a.total_time),
-            "replayed_from": a.replayed_from,
-        }
-        for a in attempts
-    ]
+    rows = [_delivery_row(a, _envelope_id(a), _parse_time(a.sent_at)) for a in attempts]
     return pl.DataFrame(rows, schema=WEBHOOK_DELIVERIES.schema)
 
 
@@ -232,6 +336,14 @@ def _envelope_id(attempt: Any) -> str | None:
 def _parse_time(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _time_or_none(text: Any) -> datetime | None:
+    """``sent_at`` as a time, or None when Whop's log holds something else there."""
+    try:
+        return _parse_time(text)
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def _iso(moment: datetime) -> str:

@@ -7,8 +7,10 @@ Layout under ``$MEMBERPULSE_DATA_DIR/warehouse/recovery/``::
     known_ids.parquet       every webhook id in the raw store (webhook_id, landed: true = through the landing)
     deliveries.parquet      Whop's delivery attempts read (the snapshot's webhook_deliveries), last 30 days
 
-Order of writes: recovered records first (a new segment under the landing directory, written whole and
-fsync'd before its name appears), then the delivery log, then the index, then ``state.json``. A crash before
+Order of writes: recovered records first (a new segment under the landing directory, streamed to a hidden
+temporary file while the log is read, fsync'd and renamed into place only once every page was read), then
+the deliveries it could not take (a quarantine file, so they reach ``webhook_failures``), then the delivery
+log, then the index, then ``state.json``. A crash before
 the end leaves the previous state in force; the next recovery re-reads the raw store from the old offsets,
 finds the ids it already wrote, and does not write them again. The index is incremental: each recovery reads
 only the raw bytes appended since the last one.
@@ -21,11 +23,12 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 import polars as pl
 
-from memberpulse.contracts.quarantine import decode_quarantine_entry
+from memberpulse.contracts.quarantine import decode_quarantine_entry, quarantine_path
 from memberpulse.contracts.raw_record import DELIVERY_LOG_WRITER, SCHEME_DELIVERY_LOG, segment_path
 from memberpulse.contracts.tables import WEBHOOK_DELIVERIES
 from memberpulse.contracts.times import file_time
@@ -66,8 +69,9 @@ class RecoveryStore:
         offsets to store with it."""
         known = read_table_if_present(self.known_path, RECOVERY_INDEX)
         frames = [_KNOWN_SCHEMA.to_frame() if known is None else known]
-        offsets = dict(state.index_offsets)
-        for chunk in raw_reader.iter_new(self.landing_dir, state.index_offsets):
+        # A segment changed since it was indexed is indexed again from its start (ids are merged, not counted).
+        offsets = raw_reader.check_offsets(self.landing_dir, state.index_offsets).offsets
+        for chunk in raw_reader.iter_new(self.landing_dir, dict(offsets)):
             frames.append(_ids_in(chunk.data))
             offsets[chunk.relpath] = chunk.end
         merged = pl.concat(frames).group_by("webhook_id").agg(pl.col("landed").any())
@@ -88,23 +92,20 @@ class RecoveryStore:
         return WEBHOOK_DELIVERIES.schema.to_frame() if read is None else read
 
     # --- writing -------------------------------------------------------------------------------------------
-    def write_records(self, lines: list[bytes], now: datetime) -> Path | None:
-        """One new segment file holding ``lines`` (raw records), durable before its name appears."""
+    def record_sink(self, now: datetime) -> RecordSink:
+        """Where recovered records are streamed while the delivery log is read (named only at the end)."""
+        path = segment_path(self.landing_dir, now.date(), f"{DELIVERY_LOG_WRITER}-{file_time(now)}", 1)
+        return RecordSink(path)
+
+    def write_failures(self, lines: list[bytes], now: datetime) -> Path | None:
+        """Deliveries recovery could not take, as quarantine entries (the reconcile reads them into
+        ``webhook_failures``); one new file, durable before its name appears."""
         if not lines:
             return None
-        path = segment_path(self.landing_dir, now.date(), f"{DELIVERY_LOG_WRITER}-{file_time(now)}", 1)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fsync_path(self.landing_dir)
-        # Not atomic_target: its temporary name ends in .ndjson, which a reader would glob half-written.
-        tmp = path.with_name(f".{uuid.uuid4().hex}.partial")
-        try:
-            tmp.write_bytes(b"".join(lines))
-            fsync_path(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_path(path.parent)
-        return path
+        path = quarantine_path(self.quarantine_dir, f"{DELIVERY_LOG_WRITER}-{file_time(now)}")
+        sink = RecordSink(path)
+        sink.write(lines)
+        return sink.commit()
 
     def commit(
         self, state: RecoveryState, known: pl.DataFrame, recovered_ids: Iterable[str], deliveries: pl.DataFrame
@@ -123,6 +124,45 @@ class RecoveryStore:
         known = pl.concat([known, new.with_columns(landed=pl.lit(False))]).unique("webhook_id", keep="first")
         write_table(known, self.known_path)
         write_document(self.state_path, RECOVERY_STATE, state)
+
+
+class RecordSink:
+    """Lines streamed to a hidden temporary file beside ``path`` (its name is not a segment's, so no reader
+    globs it half-written), made durable and renamed into place by :meth:`commit`; :meth:`abort` drops it.
+    Recovered records never sit in memory all at once, however long the delivery log."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines = 0
+        self._tmp = path.with_name(f".{uuid.uuid4().hex}.partial")
+        self._fh: BinaryIO | None = None
+
+    def write(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        if self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self._tmp, "wb")  # noqa: SIM115 - closed by commit or abort
+        self._fh.write(b"".join(lines))
+        self.lines += len(lines)
+
+    def commit(self) -> Path | None:
+        """fsync, rename into place, fsync the directory; None when nothing was written."""
+        if self._fh is None:
+            return None
+        try:
+            self._fh.close()
+            fsync_path(self._tmp)
+            os.replace(self._tmp, self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)
+        fsync_path(self.path.parent)
+        return self.path
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+        self._tmp.unlink(missing_ok=True)
 
 
 def _ids_in(data: bytes) -> pl.DataFrame:

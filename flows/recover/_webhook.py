@@ -68,20 +68,10 @@ def find_webhook(client: WhopBackfillClient, settings: Settings) -> str:
 
 def _all_webhooks(client: WhopBackfillClient) -> list[Any]:
     hooks: list[Any] = []
-    after: str | None = None
-    page = 0
-    while True:
-        page += 1
-        pager, _ = client.call(
-            "webhooks",
-            page,
-            partial(client.sdk.webhooks.list, account_id=client.company_id, first=100, after=after),
-        )
+    request = partial(client.sdk.webhooks.list, account_id=client.company_id, first=100)
+    for _, pager, _ in client.cursor_pages("webhooks", lambda after: request(after=after)):
         hooks += list(pager.items or [])
-        end = pager.response.page_info.end_cursor or None
-        if end is None or end == after or not pager.items:
-            return hooks
-        after = end
+    return hooks
 
 
 def _normal(url: str) -> str:

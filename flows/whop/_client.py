@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
@@ -43,12 +44,13 @@ _KEPT = {
 
 @dataclass(frozen=True)
 class WhopClientConfig:
-    """How the client reads Whop: MEMBERPULSE_WHOP_PAGE_SIZE, _WHOP_TIMEOUT_SECONDS and the retry policy, as
-    :meth:`from_settings` reads them (their defaults and bounds are on the Settings fields)."""
+    """How the client reads Whop: MEMBERPULSE_WHOP_PAGE_SIZE, _WHOP_TIMEOUT_SECONDS, _WHOP_MAX_PAGES and the
+    retry policy, as :meth:`from_settings` reads them (their defaults and bounds are on the Settings fields)."""
 
     page_size: int
     timeout_seconds: float  # of one HTTP request
     retry: RetryPolicy
+    max_pages: int  # of one listing: past it the cursor is taken as endless
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WhopClientConfig:
@@ -56,6 +58,7 @@ class WhopClientConfig:
             page_size=settings.whop_page_size,
             timeout_seconds=settings.whop_timeout_seconds,
             retry=RetryPolicy.from_settings(settings),
+            max_pages=settings.whop_max_pages,
         )
 
 
@@ -184,29 +187,55 @@ class WhopBackfillClient:
 
     # --- pages ---------------------------------------------------------------------------------------------
     def pages(self, resource: Resource) -> Iterator[Page]:
-        """Every page, first to last. Stops when Whop says there is no next page (no ``end_cursor`` — what the
-        SDK's pager checks — or ``has_next_page`` false) or a page comes back empty."""
+        """Every page, first to last (see :meth:`cursor_pages` for when it stops and what it refuses)."""
+        for number, pager, attempts in self.cursor_pages(resource, lambda after: self._list(resource, after)):
+            yield self._page(resource, number, pager, attempts)
+
+    def cursor_pages(
+        self, what: str, request: Callable[[str | None], Any], *, not_found: ConfigError | None = None
+    ) -> Iterator[tuple[int, Any, int]]:
+        """(page number, whop-sdk page, HTTP attempts) of one cursor listing, ``request(after)`` fetching one
+        page through :meth:`call`. Stops when Whop says there is no next page (no ``end_cursor`` — what the
+        SDK's pager checks — or ``has_next_page`` false) or a page comes back empty. Never trusts the cursor:
+        one that comes back (A→A, A→B→A) or a listing past MEMBERPULSE_WHOP_MAX_PAGES is WhopGaveUp (exit 3)
+        naming ``what`` and the cursor, instead of paging until killed."""
         after: str | None = None
+        seen: dict[str, int] = {}  # cursor -> the page that handed it out
         number = 1
         while True:
-            page = self.fetch_page(resource, after=after, number=number)
-            yield page
-            if not page.has_next or not page.items:
+            pager, attempts = self.call(what, number, partial(request, after), not_found=not_found)
+            yield number, pager, attempts
+            page_info = pager.response.page_info
+            end = page_info.end_cursor or None
+            if end is None or not page_info.has_next_page or not pager.items:
                 return
-            if page.end_cursor == after:
-                raise WhopGaveUp(
-                    f"Whop returned the same cursor twice for {resource} of company {self.company_id} "
-                    f"at page {number}; stopping instead of looping",
-                    company_id=self.company_id,
-                    page=number,
-                    last_status=200,
-                )
-            after = page.end_cursor
+            if end in seen:
+                raise self._runaway(what, number, end, f"handed out again (first by page {seen[end]}): it cycles")
+            if number >= self.config.max_pages:
+                raise self._runaway(what, number, end, f"still has a next page after {number} pages")
+            seen[end] = number
+            after = end
             number += 1
+
+    def _runaway(self, what: str, number: int, cursor: str, detail: str) -> WhopGaveUp:
+        return WhopGaveUp(
+            f"stopped reading Whop {what} for company {self.company_id} at page {number}: cursor {cursor[:80]!r} "
+            f"{detail}",
+            company_id=self.company_id,
+            page=number,
+            last_status=200,
+            hint=f"Whop's API is paging without end; run the {self._job} later "
+            f"({_KEPT.get(self._job, 'nothing was written')}), or raise MEMBERPULSE_WHOP_MAX_PAGES "
+            f"(now {self.config.max_pages}) if the company really has more",
+        )
 
     def fetch_page(self, resource: Resource, *, after: str | None, number: int) -> Page:
         """One page, retried within the policy's bounds."""
         pager, attempts = self.call(resource, number, lambda: self._list(resource, after))
+        return self._page(resource, number, pager, attempts)
+
+    @staticmethod
+    def _page(resource: Resource, number: int, pager: Any, attempts: int) -> Page:
         page_info = pager.response.page_info
         end_cursor = page_info.end_cursor or None
         items: Sequence[Any] = pager.items or []

@@ -1,5 +1,5 @@
-"""``memberpulse backfill``: one flow run in Prefect's ephemeral mode, its progress shown (a live bar per
-resource on a terminal, plain lines in logs and pipes), and a one-line result."""
+"""``memberpulse backfill``: one backfill as plain calls (no Prefect server a kill could leave behind), its
+progress shown (a live bar per resource on a terminal, plain lines in logs and pipes), and a one-line result."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from memberpulse.errors import ExitCode, MemberpulseError
-from memberpulse.flows.backfill import ResourceResult, backfill_flow, rate, reporting
+from memberpulse.flows.backfill import ResourceResult, backfill, rate, reporting
 from memberpulse.flows.whop import Resource, RetryEvent, backfill_skip_reason, latest_snapshot
 from memberpulse.settings import Settings
 
@@ -25,7 +25,7 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_once(settings: Settings) -> int:
-    """One flow run in Prefect's ephemeral mode. Exit 0 done or skipped, 2 a setting to fix (bad credentials,
+    """One backfill, its fetches on two threads. Exit 0 done or skipped, 2 a setting to fix (bad credentials,
     bad config), 3 Whop stayed unavailable (run it again later)."""
     reason = backfill_skip_reason(settings)
     if reason is not None:
@@ -42,9 +42,9 @@ def run_once(settings: Settings) -> int:
         with reporting(progress):
             if isinstance(progress, RichProgress):
                 with progress:
-                    result = backfill_flow(settings)
+                    result = backfill(settings)
             else:
-                result = backfill_flow(settings)
+                result = backfill(settings)
     except MemberpulseError as exc:  # 2: bad credentials or configuration; 3: Whop stayed unavailable
         return _failed(settings, exc)
     finally:
@@ -82,8 +82,8 @@ def _failed(settings: Settings, exc: MemberpulseError) -> int:
 
 
 class RichProgress:
-    """A live bar per resource on a terminal: pages, records so far, rate. (A ``BackfillProgress``: the fetch
-    tasks call it from Prefect's worker threads.)"""
+    """A live bar per resource on a terminal: pages, records so far, rate. (A ``BackfillProgress``: the two fetches
+    call it from their threads.)"""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()

@@ -13,7 +13,8 @@ unknown ``company_id``/``account_id``), cursor pagination with ``first``/``after
 (``create_app(..., webhooks=hub)``) it also sends: signed webhooks POSTed to a URL, every attempt in a delivery
 log, served at ``/webhooks`` (list, retrieve, deliveries, replay, replay one delivery, test) as whop-sdk 2.6.0
 reads them. An ``intercept`` hook runs
-before each request is served (tests inject rate limits and outages with it: ``memberpulse.testing.whop_faults``).
+before each request is served (tests inject rate limits and outages with it: ``memberpulse.testing.whop_faults``),
+and a ``rewrite`` hook alters list answers (cursors that never end or cycle, odd deliveries).
 """
 
 from memberpulse.contracts.events import VALID_STATUSES
@@ -21,6 +22,7 @@ from memberpulse.whop_simulator._app import (
     Endpoint,
     Intercept,
     LoggedRequest,
+    Rewrite,
     SimulatedAnswer,
     SimulatorState,
     create_app,
@@ -42,6 +44,7 @@ __all__ = [
     "Intercept",
     "LoggedRequest",
     "Population",
+    "Rewrite",
     "SimMember",
     "SimMembership",
     "SimUser",

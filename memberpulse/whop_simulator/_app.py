@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import json
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -41,6 +42,10 @@ class SimulatedAnswer:
 #: may answer instead of the endpoint (None: serve normally).
 Intercept = Callable[[Endpoint], Awaitable[SimulatedAnswer | None]]
 
+#: Called with every successful list answer (endpoint, the request's ``after``, the JSON body) and returns the
+#: body to send: a misbehaving API (cursors that never end, odd records) built on the simulator's real pages.
+Rewrite = Callable[[Endpoint, "str | None", dict[str, Any]], dict[str, Any]]
+
 
 @dataclass(frozen=True)
 class LoggedRequest:
@@ -61,12 +66,16 @@ class SimulatorState:
     intercept: Intercept | None = None
     max_page_size: int | None = None  # Whop caps ``first``; None: no cap
     webhooks: WebhookHub | None = None  # the sending side and its delivery log (``/webhooks`` endpoints)
+    rewrite: Rewrite | None = None  # alters list answers (``memberpulse.testing.whop_faults``)
     requests: list[LoggedRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def log(self, entry: LoggedRequest) -> None:
         with self._lock:
             self.requests.append(entry)
+
+    def rewritten(self, endpoint: Endpoint, after: str | None, body: dict[str, Any]) -> dict[str, Any]:
+        return body if self.rewrite is None else self.rewrite(endpoint, after, body)
 
     def served(self, endpoint: Endpoint | None = None, status: int | None = None) -> list[LoggedRequest]:
         with self._lock:
@@ -85,10 +94,13 @@ def create_app(
     max_page_size: int | None = None,
     base_path: str = "/api/v1",
     webhooks: WebhookHub | None = None,
+    rewrite: Rewrite | None = None,
 ) -> FastAPI:
     """A simulator for one company (``population.company_id``) that accepts one bearer ``api_key``; with
-    ``webhooks``, it also serves that hub's ``/webhooks`` endpoints (list, retrieve, deliveries, replay, test)."""
-    state = SimulatorState(population, api_key, intercept, max_page_size, webhooks or WebhookHub(population.company_id))
+    ``webhooks``, it also serves that hub's ``/webhooks`` endpoints (list, retrieve, deliveries, replay, test);
+    ``rewrite`` alters its list answers."""
+    hub = webhooks or WebhookHub(population.company_id)
+    state = SimulatorState(population, api_key, intercept, max_page_size, hub, rewrite)
     app = FastAPI(title="Whop API simulator (memberpulse tests and demo)", docs_url=None, redoc_url=None)
     app.state.whop_simulator = state
     base = base_path.rstrip("/")
@@ -122,7 +134,7 @@ async def _list(state: SimulatorState, request: Request, endpoint: Endpoint) -> 
     def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
         first_logged = int(first_raw) if first_raw and first_raw.isdigit() else None
         state.log(LoggedRequest(endpoint, first_logged, after, company_id, status, time.monotonic()))
-        return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+        return Response(json_bytes(body), status_code=status, media_type="application/json", headers=headers)
 
     refused = await guard(state, request, endpoint, company_id)
     if refused is not None:
@@ -153,7 +165,7 @@ async def _list(state: SimulatorState, request: Request, endpoint: Endpoint) -> 
         "has_next_page": has_next,
         "has_previous_page": offset > 0,
     }
-    return answer(200, {"data": data, "page_info": page_info})
+    return answer(200, state.rewritten(endpoint, after, {"data": data, "page_info": page_info}))
 
 
 async def guard(
@@ -174,6 +186,14 @@ async def guard(
     return None
 
 
+def json_bytes(body: Any) -> bytes:
+    """An answer's JSON; bodies nested deeper than orjson goes (a fault a test injects) through the stdlib."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
 def encode_cursor(endpoint: str, offset: int) -> str:
     return base64.urlsafe_b64encode(f"{endpoint}:{offset}".encode()).decode().rstrip("=")
 
@@ -181,10 +201,10 @@ def encode_cursor(endpoint: str, offset: int) -> str:
 def decode_cursor(cursor: str, endpoint: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        kind, _, offset = raw.partition(":")
+        kind, _, rest = raw.partition(":")
         if kind != endpoint:
             raise ValueError
-        return int(offset)
+        return int(rest.split(":", 1)[0])  # ``kind:offset[:tag]``: a tag makes a cursor unique (faults)
     except (ValueError, UnicodeDecodeError):
         raise ValueError(f"invalid cursor {cursor!r}") from None
 

@@ -29,6 +29,7 @@ from memberpulse.whop_simulator._app import (
     encode_cursor,
     guard,
     iso,
+    json_bytes,
 )
 from memberpulse.whop_simulator._webhooks import DeliveryAttempt, SimWebhook, WebhookHub
 
@@ -46,7 +47,7 @@ def add_webhook_routes(app: FastAPI, state: SimulatorState, base: str) -> None:
 
     @app.get(f"{base}/webhooks/{{hook_id}}/deliveries")
     async def list_deliveries(request: Request, hook_id: str) -> Response:
-        return await _serve(state, request, "deliveries", lambda hub, r: _deliveries(hub, hook_id, r))
+        return await _serve(state, request, "deliveries", lambda hub, r: _deliveries(state, hub, hook_id, r))
 
     @app.post(f"{base}/webhooks/{{hook_id}}/replay")
     async def replay(request: Request, hook_id: str) -> Response:
@@ -84,7 +85,7 @@ async def _serve(state: SimulatorState, request: Request, endpoint: Endpoint, ha
         LoggedRequest(endpoint, int(first) if first and first.isdigit() else None, params.get("after"),
                       company_id, status, time.monotonic())
     )  # fmt: skip
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return Response(json_bytes(body), status_code=status, media_type="application/json", headers=headers)
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -131,11 +132,12 @@ def _retrieve(hub: WebhookHub, hook_id: str) -> Answer:
     return 200, {**_hook_json(hook), "testable_events": list(_TESTABLE)}
 
 
-def _deliveries(hub: WebhookHub, hook_id: str, request: Request) -> Answer:
+def _deliveries(state: SimulatorState, hub: WebhookHub, hook_id: str, request: Request) -> Answer:
     if hook_id not in hub.hooks:
         return _not_found("webhook", hook_id)
     chunk, page_info = _page(hub.deliveries(hook_id), request, "deliveries")
-    return 200, {"data": [_delivery_json(a) for a in chunk], "page_info": page_info}
+    body = {"data": [_delivery_json(a) for a in chunk], "page_info": page_info}
+    return 200, state.rewritten("deliveries", request.query_params.get("after"), body)
 
 
 def _replay(hub: WebhookHub, hook_id: str, body: dict[str, Any]) -> Answer:

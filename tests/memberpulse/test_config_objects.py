@@ -73,6 +73,7 @@ NON_DEFAULT = {
     "MEMBERPULSE_MAX_CONNECTIONS": ("100", [("limits", "max_connections", 100)]),
     "MEMBERPULSE_WHOP_PAGE_SIZE": ("7", [("whop", "page_size", 7)]),
     "MEMBERPULSE_WHOP_TIMEOUT_SECONDS": ("3.5", [("whop", "timeout_seconds", 3.5)]),
+    "MEMBERPULSE_WHOP_MAX_PAGES": ("12", [("whop", "max_pages", 12)]),
     "MEMBERPULSE_WHOP_MAX_ATTEMPTS": ("2", [("retry", "max_attempts", 2)]),
     "MEMBERPULSE_WHOP_MAX_RATE_LIMIT_WAIT_SECONDS": ("9", [("retry", "max_rate_limit_wait", 9.0)]),
     "MEMBERPULSE_WHOP_BACKOFF_BASE_SECONDS": ("0.25", [("retry", "backoff_base", 0.25)]),

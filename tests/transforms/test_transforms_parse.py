@@ -448,7 +448,7 @@ def test_dedupe_keeps_one_per_webhook_id_ordered_by_event_time() -> None:
         return {"action": "membership.accessed", "data": {"id": "m", "accessed_at": t}}
 
     batch = parse(
-        record(acc("2026-01-03T00:00:00Z"), webhook_id="late", received_at="2026-01-01T00:00:00Z"),
+        record(acc("2026-01-03T00:00:00Z"), webhook_id="late", received_at="2026-01-04T00:00:00Z"),
         record(acc("2026-01-01T00:00:00Z"), webhook_id="early", received_at="2026-01-09T00:00:00Z"),
         record(acc("2026-01-01T00:00:00Z"), webhook_id="early", received_at="2026-01-08T00:00:00Z"),
         record(acc("2026-01-02T00:00:00Z"), webhook_id="mid"),
@@ -482,7 +482,7 @@ def test_time_source_says_where_the_event_time_came_from() -> None:
 
 _REPEATED = (
     '{"action":"membership.went_valid","action":"membership.went_invalid","data":{"id":"mem_first",'
-    '"user_id":"u","id":"mem_last","created_at":"2026-11-01T00:00:00Z","expired_at":"2026-11-02T00:00:00Z",'
+    '"user_id":"u","id":"mem_last","created_at":"2026-01-01T00:00:00Z","expired_at":"2026-01-02T00:00:00Z",'
     '"user":{"id":"u1","id":"u2"}}}'
 )
 
@@ -525,3 +525,32 @@ def test_a_body_nested_beyond_any_parser_is_a_reject_not_a_crash() -> None:
     batch = parse(record(body))
     assert batch.events.height == 0
     assert batch.rejects.height == 1
+
+
+# --- event times in the future: damage, not facts (CLOCK_SKEW_ALLOWANCE past received_at) -----------------
+
+
+@pytest.mark.parametrize(
+    "timestamp",
+    ["9999-12-31T23:59:59Z", "2026-02-01T12:05:06Z"],  # year 9999; just past received_at + 5 minutes
+)
+def test_an_event_time_beyond_the_clock_skew_allowance_is_a_reject(timestamp: str) -> None:
+    batch = parse(record(v1("membership.activated", UNPINNED, timestamp=timestamp)))
+    assert batch.events.height == 0
+    assert batch.rejects.height == 1
+    reject = batch.rejects.row(0, named=True)
+    assert reject["reason"].startswith("event time in the future")
+    assert timestamp in reject["reason"] and reject["webhook_id"] == "wh_1"
+
+
+def test_an_event_time_within_the_clock_skew_allowance_is_kept() -> None:
+    ev = one_event(v1("membership.activated", UNPINNED, timestamp="2026-02-01T12:05:05Z"))  # received + 4:59.75
+    assert ev["event_at"] == utc(2026, 2, 1, 12, 5, 5)
+
+
+def test_a_future_payload_time_without_an_envelope_is_a_reject_too() -> None:
+    body = {"action": "membership.accessed", "data": {"id": "m", "accessed_at": 4102444800}}  # 2100-01-01
+    batch = parse(record(body))
+    assert batch.events.height == 0
+    reasons = batch.rejects["reason"].to_list()
+    assert reasons == [f"event time in the future: '4102444800' (received {RECEIVED})"]

@@ -195,3 +195,17 @@ def test_compaction_copies_nothing_it_cannot_verify(tmp_path: Path) -> None:
                                  retention_days=7, now=NOW)  # fmt: skip
 
     assert result.kept == ["dt=2026-11-01/a-000001.ndjson"] and grown.exists()
+
+
+def test_temporary_files_a_killed_compaction_left_are_removed_by_the_next(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    _segment(landing, "2026-11-01", "a", _lines("a", 3))
+    archive_dir = raw_archive_dir(landing)
+    archive_dir.mkdir(parents=True)
+    leftover = archive_dir / ".tmp-0123456789abcdef-dt=2026-11-01.parquet"  # atomic_target's name, half written
+    leftover.write_bytes(b"PAR1 half a row group")
+
+    result = raw_archive.compact(landing, _committed(landing), retention_days=7, now=NOW)
+
+    assert result.removed_tmp == [leftover.name] and not leftover.exists()
+    assert sorted(p.name for p in archive_dir.iterdir()) == ["dt=2026-11-01.parquet"]

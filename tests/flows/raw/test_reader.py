@@ -1,6 +1,8 @@
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 
-from memberpulse.flows.raw.reader import iter_new, list_segments, read_new
+from memberpulse.flows.raw.reader import OffsetCheck, check_offsets, iter_new, list_segments, read_new
 
 
 def _segment(root: Path, day: str, name: str, data: bytes) -> Path:
@@ -42,3 +44,48 @@ def test_slices_cut_at_newlines_and_carry_long_lines_over(tmp_path: Path) -> Non
     assert b"".join(c.data for c in chunks) == b"".join(lines)
     assert [c.start for c in chunks[1:]] == [c.end for c in chunks[:-1]]  # contiguous, nothing skipped
     assert chunks[-1].end == len(b"".join(lines))  # the torn tail waits
+
+
+def test_a_segment_truncated_then_appended_to_is_named_and_read_again_from_its_start(tmp_path: Path) -> None:
+    seg = _segment(tmp_path, "2026-11-27", "a.ndjson", b'{"n":1}\n{"n":2}\n{"n":3}\n')
+    offsets = read_new(tmp_path, {}).new_offsets  # all 24 bytes ingested
+    seg.write_bytes(b'{"n":1}\n{"n":20}\n{"n":30}\n')  # restored from an older copy, then appended to: 26 bytes
+
+    checked = check_offsets(tmp_path, offsets)
+    assert checked.offsets == {"dt=2026-11-27/a.ndjson": 0}
+    (warning,) = checked.warnings
+    assert "dt=2026-11-27/a.ndjson" in warning and "offset 24 (of 26 bytes)" in warning
+    assert "--full-refresh" in warning
+    assert read_new(tmp_path, checked.offsets).joined() == seg.read_bytes()  # the new records are read
+
+
+def test_a_segment_shorter_than_its_offset_is_named_with_both_sizes(tmp_path: Path) -> None:
+    seg = _segment(tmp_path, "2026-11-27", "a.ndjson", b'{"n":1}\n{"n":2}\n')
+    offsets = read_new(tmp_path, {}).new_offsets
+    seg.write_bytes(b'{"n":1}\n')
+
+    checked = check_offsets(tmp_path, offsets)
+    assert checked.offsets == {"dt=2026-11-27/a.ndjson": 0}
+    assert "it is 8 bytes, shorter than the 16 bytes already ingested" in checked.warnings[0]
+
+
+def test_an_intact_segment_keeps_its_offset_without_a_warning(tmp_path: Path) -> None:
+    _segment(tmp_path, "2026-11-27", "a.ndjson", b'{"n":1}\n')
+    offsets = read_new(tmp_path, {}).new_offsets
+    _segment(tmp_path, "2026-11-27", "a.ndjson", b'{"n":2}\n')  # an ordinary append
+    assert check_offsets(tmp_path, {**offsets, "dt=2026-11-20/gone.ndjson": 5}) == OffsetCheck(
+        {**offsets, "dt=2026-11-20/gone.ndjson": 5}, []
+    )
+
+
+def test_only_a_sealed_segment_gives_up_its_torn_tail(tmp_path: Path) -> None:
+    seg = _segment(tmp_path, "2026-11-01", "a.ndjson", b'{"n":1}\n{"torn":')
+    old = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
+    os.utime(seg, (old, old))
+
+    in_flight = read_new(tmp_path, {})  # no cutoff: the tail may still be being written
+    assert in_flight.joined() == b'{"n":1}\n'
+    before_sealed = list(iter_new(tmp_path, {}, sealed_before=datetime(2026, 11, 1, 23, tzinfo=UTC)))
+    assert b"".join(c.data for c in before_sealed) == b'{"n":1}\n'
+    sealed = list(iter_new(tmp_path, {}, sealed_before=datetime(2026, 11, 9, tzinfo=UTC)))
+    assert b"".join(c.data for c in sealed) == seg.read_bytes() and sealed[-1].end == seg.stat().st_size

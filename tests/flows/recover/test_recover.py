@@ -23,7 +23,7 @@ from whop_sdk.environment import WhopEnvironment
 
 from memberpulse.contracts.raw_record import SCHEME_DELIVERY_LOG
 from memberpulse.demo import landing_process
-from memberpulse.flows.reconcile import reconcile_flow
+from memberpulse.flows.reconcile import reconcile, reconcile_flow
 from memberpulse.flows.recover import RecoveryStore, recover
 from memberpulse.landing import mock_events as mock
 from memberpulse.settings import Settings
@@ -99,7 +99,8 @@ def world(root: Path) -> Iterator[World]:
     faults = Faults()
     port = free_port()
     hook = hub.register(f"http://127.0.0.1:{port}/api/webhooks/whop", secret=SECRET)
-    with serve_in_thread(create_app(population, api_key=KEY, webhooks=hub, intercept=faults)) as api:
+    app = create_app(population, api_key=KEY, webhooks=hub, intercept=faults, rewrite=faults.rewrite)
+    with serve_in_thread(app) as api:
         yield World(root, api, hub, hook, faults, port)
 
 
@@ -286,3 +287,74 @@ def test_a_crash_after_the_records_before_the_state_repeats_nothing(
     assert len(after_crash) == len(lost)  # the records were durable before the crash
     assert rerun.recovered == 0 and rerun.already_stored == len(payloads)
     assert report["events_ingested"] == len(payloads) and report["records_read"] == len(payloads)
+
+
+# --- an API that cannot be trusted: endless or cycling cursors, unusable deliveries, other companies --------
+
+
+def _delivery_log_records(settings: Settings) -> list[dict[str, Any]]:
+    return [r for r in read_records(settings.landing_dir) if r["scheme"] == SCHEME_DELIVERY_LOG]
+
+
+def test_a_delivery_log_that_pages_without_end_is_bounded_exit_3_and_writes_nothing(tmp_path: Path) -> None:
+    with world(tmp_path / "w") as w:
+        send_with_outage(w, stream())
+        w.faults.endless_delivery_log()  # fresh attempts on every page, forever
+        endless = w.cli("recover", MEMBERPULSE_RECOVER_MAX_DELIVERIES="300")
+        w.faults.clear()
+        w.faults.cycling_cursor("deliveries")  # A → B → A
+        cycling = w.cli("recover", MEMBERPULSE_WHOP_PAGE_SIZE="5")
+        w.faults.clear()
+        w.faults.endless_cursor("deliveries")  # a new cursor every page, the same attempts
+        runaway = w.cli("recover", MEMBERPULSE_WHOP_PAGE_SIZE="5", MEMBERPULSE_WHOP_MAX_PAGES="30")
+        store = RecoveryStore(w.settings.warehouse_dir, w.settings.landing_dir, w.settings.quarantine_dir)
+        written = _delivery_log_records(w.settings)
+
+    for done in (endless, cycling, runaway):
+        assert done.returncode == 3, done.stdout + done.stderr
+        assert "Traceback" not in done.stderr and "nothing written" in done.stderr
+    assert "more than 300 attempts" in endless.stderr.splitlines()[0]
+    first = cycling.stderr.splitlines()[0]
+    assert "deliveries" in first and "cursor" in first and "first by page 1): it cycles" in first
+    assert "deliveries" in runaway.stderr and "still has a next page after 30 pages" in runaway.stderr
+    assert written == [] and not store.state_path.exists() and not list(w.settings.landing_dir.rglob("*.partial"))
+
+
+def test_unusable_deliveries_are_recorded_failures_and_every_other_event_is_recovered(tmp_path: Path) -> None:
+    payloads = stream()
+    newest_lost = len(payloads) - 2 * (len(payloads) // 3)  # the log is newest first: the lost third follows
+    with world(tmp_path / "w") as w:
+        lost = send_with_outage(w, payloads)
+        w.faults.malformed_delivery("nested", index=newest_lost)  # 300 levels: no JSON encoder of ours takes it
+        w.faults.malformed_delivery("sent_at", index=newest_lost + 1)  # "yesterday"
+        first = recover(w.settings)
+        second = recover(w.settings)  # nothing blocks a later recovery
+        run = reconcile(w.settings, as_of=AS_OF, full_refresh=False)
+        recovered = _delivery_log_records(w.settings)
+        with duckdb.connect(str(w.settings.snapshots_dir / "latest.duckdb"), read_only=True) as con:
+            failures = dict(con.execute("SELECT webhook_id, reason FROM webhook_failures").fetchall())
+
+    unusable = {lost[-1]["id"], lost[-2]["id"]}  # the newest two lost messages
+    assert (first.recovered, first.unusable, second.recovered) == (len(lost) - 2, 2, 0)
+    assert {r["webhook_id"] for r in recovered} == {p["id"] for p in lost} - unusable
+    assert run.status == "completed" and set(failures) == unusable
+    assert "sent_at 'yesterday' is not a time" in failures[lost[-2]["id"]]
+    assert "request_body cannot be stored as JSON" in failures[lost[-1]["id"]]
+
+
+def test_an_event_of_another_company_is_neither_recovered_nor_published(tmp_path: Path) -> None:
+    payloads = stream()
+    newest_lost = len(payloads) - 2 * (len(payloads) // 3)
+    with world(tmp_path / "w") as w:
+        lost = send_with_outage(w, payloads)
+        w.faults.other_company_delivery("biz_someone_else", index=newest_lost)
+        result = recover(w.settings)
+        reconcile(w.settings, as_of=AS_OF, full_refresh=False)
+        recovered = _delivery_log_records(w.settings)
+        with duckdb.connect(str(w.settings.snapshots_dir / "latest.duckdb"), read_only=True) as con:
+            events = {row[0] for row in con.execute("SELECT webhook_id FROM events").fetchall()}
+
+    foreign = lost[-1]["id"]
+    assert (result.other_company, result.recovered) == (1, len(lost) - 1)
+    assert foreign not in {r["webhook_id"] for r in recovered} and foreign not in events
+    assert len(events) == len(payloads) - 1

@@ -22,7 +22,7 @@ def population() -> Population:
 @pytest.fixture
 def simulator(population: Population) -> Iterator[Simulator]:
     faults = Faults()
-    app = create_app(population, api_key=API_KEY, intercept=faults)
+    app = create_app(population, api_key=API_KEY, intercept=faults, rewrite=faults.rewrite)
     with serve_in_thread(app) as base_url:
         yield Simulator(base_url, population, faults, app.state.whop_simulator)
 
