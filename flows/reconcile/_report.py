@@ -14,7 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 import polars as pl
 
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.publish import REFUSED_LABEL, REJECTS_LABEL, PipelineRun, RunStatus
+from memberpulse.flows.publish import REFUSED_LABEL, REJECTS_LABEL, PipelineRun, PublishResult, RunStatus
 from memberpulse.flows.reconcile._ingest import Ingested
 from memberpulse.flows.reconcile._step_list import RunMode, Step
 from memberpulse.flows.reconcile._steps import Published, RunStart, Scored, Snapshotted
@@ -257,10 +257,13 @@ def assemble_report(start: RunStart, done: StepResults, *, error: str | None = N
         publish_failure=failure,
         would_publish=published.would_publish if published else None,
         data_dir=start.data_dir,
-        warnings=[
-            *start.warnings,
-            *(ingested.raw_warnings if ingested else []),
-            *([result.repaired] if result and result.repaired else []),
-        ],
+        warnings=_warnings(start, ingested, result),
         seconds=dict(done.seconds),
     )
+
+
+def _warnings(start: RunStart, ingested: Ingested | None, result: PublishResult | None) -> list[str]:
+    """What a person should look at although the run completed: the run's placing (clock, fold setting, data
+    dir), raw segments changed after ingestion, a publish target put right."""
+    repaired = [result.repaired] if result and result.repaired else []
+    return [*start.warnings, *(ingested.raw_warnings if ingested else []), *repaired]
