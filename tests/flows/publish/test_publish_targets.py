@@ -86,7 +86,8 @@ def test_switching_targets_sends_everything_to_the_new_one(
     first = make_settings(tmp_path, SUPABASE_DB_URL=migrated_postgres_dsn)
     reconcile_flow(as_of=AS_OF + timedelta(hours=3), settings=first)
     # New facts while the first target is in use, then the switch to PostgREST over another database.
-    append_raw(tmp_path, [raw_record(mock.accessed(member(3), accessed_at=AS_OF + timedelta(hours=3)))])
+    late = AS_OF + timedelta(hours=3)  # received when it happened: a webhook is never dated after its arrival
+    append_raw(tmp_path, [raw_record(mock.accessed(member(3), accessed_at=late), received_at=late)])
     _refuse_one(first, "msg_refused_2")
     reconcile_flow(as_of=AS_OF + timedelta(hours=4), settings=first)
     expected = _rows(migrated_postgres_dsn)
