@@ -22,6 +22,7 @@ from memberpulse.settings import Settings, env_names
 from memberpulse.testing.kill_points import FAULT_ENV
 from tests.support.landing_testkit import SECRET, read_records, running_server
 from tests.support.landing_testkit import make_settings as make_landing_settings
+from tests.support.processes import processes_carrying
 from tests.support.reconcile_testkit import append_raw, scenario
 
 pytestmark = pytest.mark.slow
@@ -109,20 +110,6 @@ def test_a_one_off_run_does_not_import_prefect(tmp_path: Path) -> None:
     assert done.stdout.strip().endswith("False")
 
 
-def _processes_carrying(marker: str) -> list[int]:
-    """Processes whose environment holds ``marker`` (every child of the CLI inherits it)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (proc / "environ").read_bytes():
-                found.append(int(proc.name))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    return found
-
-
 def _killed_run(tmp_path: Path, argv: list[str]) -> list[int]:
     """Run ``argv`` with a kill point armed just before the snapshot swap (every step done); the process
     SIGKILLs itself there, as the OOM killer would. Returns the processes it left behind."""
@@ -143,7 +130,7 @@ def _killed_run(tmp_path: Path, argv: list[str]) -> list[int]:
         finally:
             proc.kill()
     time.sleep(1.0)
-    left = _processes_carrying(str(data_dir))
+    left = processes_carrying(str(data_dir))
     assert returncode == -signal.SIGKILL, (tmp_path / "output.log").read_text()
     return left
 
@@ -164,7 +151,7 @@ def test_the_orphan_check_sees_a_prefect_temporary_server(tmp_path: Path) -> Non
         left = _killed_run(tmp_path, [sys.executable, "-c", flow_run])
         assert left, "expected Prefect's temporary server to outlive its SIGKILLed parent"
     finally:
-        for pid in _processes_carrying(str(tmp_path / "data")):
+        for pid in processes_carrying(str(tmp_path / "data")):
             os.kill(pid, signal.SIGKILL)
 
 

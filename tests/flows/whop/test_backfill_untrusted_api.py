@@ -16,6 +16,7 @@ import pytest
 from memberpulse.errors import ExitCode, WhopGaveUp
 from memberpulse.flows.whop import WhopBackfillClient, latest_snapshot
 from memberpulse.settings import Settings
+from tests.support.processes import processes_carrying
 from tests.support.whop_testkit import COMPANY_ID, PAGE_SIZE, Simulator, make_settings
 
 pytestmark = pytest.mark.slow
@@ -74,20 +75,6 @@ def test_cli_backfill_with_an_endless_cursor_exits_3_with_one_line_and_writes_no
     assert latest_snapshot(data / "warehouse") is None
 
 
-def _processes_carrying(marker: str) -> list[int]:
-    """Processes whose environment holds ``marker`` (every child of the CLI inherits it)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            if marker.encode() in (proc / "environ").read_bytes():
-                found.append(int(proc.name))
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-    return found
-
-
 def test_a_sigkilled_cli_backfill_leaves_no_process_behind(simulator: Simulator, tmp_path: Path) -> None:
     """Killed while both fetches wait on Whop (their first pages answer after 60 s). Before, the backfill ran as
     a Prefect flow and Prefect's temporary API server (218 MB) outlived the killed command."""
@@ -107,7 +94,7 @@ def test_a_sigkilled_cli_backfill_leaves_no_process_behind(simulator: Simulator,
         finally:
             proc.kill()
     time.sleep(1.0)
-    left = _processes_carrying(str(data))
+    left = processes_carrying(str(data))
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert both_fetching and returncode == -signal.SIGKILL, (tmp_path / "output.log").read_text()
