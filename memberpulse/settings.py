@@ -34,6 +34,7 @@ from pydantic_settings import (
 
 from memberpulse.contracts.scoring import ScoringParams
 from memberpulse.errors import ConfigError
+from memberpulse.storage.object_store import StorageUrl
 
 DEFAULT_WHOP_API_BASE_URL = "https://api.whop.com/api/v1"
 ENV_PREFIX = "MEMBERPULSE_"
@@ -278,6 +279,16 @@ class Settings(BaseSettings):
         "from the directory a command starts in (refused in deployment runs, which start in a temporary one).",
     )
     snapshots_keep: int = Field(default=10, ge=1, description="DuckDB snapshot files kept.")
+    storage_url: str | None = Field(
+        default=None,
+        description="Object storage shared by landing replicas and workers on several hosts (`s3://bucket/prefix`, "
+        "`gs://…`, `az://…`; R2, Supabase Storage and MinIO through `AWS_ENDPOINT_URL`). Credentials come from "
+        "the cloud's standard variables. Unset: everything stays under the data dir.",
+    )
+    storage_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=600, description="Timeout of one object-store request (each is retried 3 times)."
+    )
+
     include_test_webhooks: bool = Field(
         default=False,
         description="Score and publish the `send-test` mock webhooks (ids starting `test_`) like real ones; "
@@ -322,6 +333,16 @@ class Settings(BaseSettings):
                 "it is a file, not a directory; the data dir holds the landing files, warehouse and snapshots"
             )
         return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _object_store_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        try:
+            return str(StorageUrl.parse(value))
+        except ConfigError as exc:
+            raise ValueError(f"{exc.message}; {exc.hint}") from None
 
     @field_validator("whop_api_base_url")
     @classmethod
@@ -410,6 +431,11 @@ class Settings(BaseSettings):
     def snapshots_dir(self) -> Path:
         return self.data_dir / "snapshots"
 
+    @property
+    def storage(self) -> StorageUrl | None:
+        """The object store shared across hosts, or None for the local layout under the data dir."""
+        return StorageUrl.parse(self.storage_url) if self.storage_url else None
+
 
 def _both_or_neither(name_a: str, a: object, name_b: str, b: object, purpose: str) -> None:
     if (a is None) != (b is None):
@@ -459,9 +485,17 @@ def _config_error(exc: ValidationError) -> ConfigError:
     key = str(loc[0])  # the field name, or the alias it was read under
     key = next((name for name in Settings.model_fields if key in env_names(name)), key)
     variable = env_names(key)[0] if key in Settings.model_fields else str(loc[0])
-    shown = "(secret)" if _is_secret(key) else repr(error.get("input"))
+    shown = "(secret)" if _is_secret(key) else repr(_without_userinfo(error.get("input")))
     message = str(error["msg"]).removeprefix("Value error, ")
     return ConfigError(f"{variable}={shown} is invalid: {message}", variable=variable, hint=_fix(key, error))
+
+
+def _without_userinfo(value: object) -> object:
+    """A URL's ``user:password@`` is never echoed back, whichever setting it was put in by mistake."""
+    if isinstance(value, str) and "@" in value and "://" in value:
+        scheme, _, rest = value.partition("://")
+        return f"{scheme}://…@{rest.rpartition('@')[2]}"
+    return value
 
 
 def _is_secret(field_name: str) -> bool:

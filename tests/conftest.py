@@ -45,6 +45,7 @@ hypothesis_settings.register_profile("dev", print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 from tests.support.fast_loop import pytest_runtest_call, pytest_runtest_setup  # noqa: E402, F401
+from tests.support.object_store import S3Server, s3_thread  # noqa: E402
 from tests.support.postgres import PostgresServer, install_supabase_auth, start_server  # noqa: E402
 
 MIGRATED_TEMPLATE = "memberpulse_migrated_template"
@@ -109,3 +110,19 @@ def prefect_harness(_prefect_session_harness: str) -> Iterator[str]:
 
     yield _prefect_session_harness
     EventsWorker.drain_all(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """moto's S3 server (the named S3 stand-in), one for the session, served from a thread of this process."""
+    with s3_thread() as server:
+        yield server
+
+
+@pytest.fixture
+def storage_env(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A fresh bucket and the variables that point memberpulse at it, set in this process's environment."""
+    env = {**s3.environment(), "MEMBERPULSE_STORAGE_URL": f"s3://{s3.new_bucket()}/memberpulse"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env

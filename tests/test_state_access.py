@@ -43,6 +43,9 @@ ALLOWED: dict[str, dict[str, str]] = {
         ".write_bytes": "the HTML report to a file a person named (--out): output for people, not state",
     },
     "memberpulse/demo.py": {"open": "the log of the landing process the demo starts"},
+    "memberpulse/storage/object_store.py": {
+        ".open": "the object-store client streams an object into a file its caller names (the caller's format)"
+    },
 }
 
 _POLARS = {"read_parquet", "scan_parquet", "read_parquet_schema", "read_parquet_metadata"}

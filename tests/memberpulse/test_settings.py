@@ -46,6 +46,8 @@ def _sample(name: str) -> tuple[str, Any]:
         return "debug", "DEBUG"
     if name == "data_dir":
         return "/srv/memberpulse-data", Path("/srv/memberpulse-data")
+    if name == "storage_url":
+        return "s3://team-bucket/memberpulse", "s3://team-bucket/memberpulse"
     if isinstance(default, bool):
         return "true", True
     if isinstance(default, int):
