@@ -312,6 +312,7 @@ def _company_of(body: Any) -> str | None:
 def _delivery_row(attempt: Any, webhook_id: str | None, sent: datetime) -> dict[str, Any]:
     return {
         "delivery_id": attempt.id,
+        "company_id": _company_of(attempt.request_body),
         "event": attempt.event,
         "webhook_id": webhook_id,
         "sent_at": sent,

@@ -88,8 +88,13 @@ class RecoveryStore:
         return ids
 
     def deliveries(self) -> pl.DataFrame:
+        """The delivery log as the last recovery kept it, in ``webhook_deliveries``' columns (a log written
+        before a column existed, e.g. ``company_id``, reads with it null: those attempts did not keep it)."""
         read = read_table_if_present(self.deliveries_path, RECOVERY_DELIVERIES)
-        return WEBHOOK_DELIVERIES.schema.to_frame() if read is None else read
+        if read is None:
+            return WEBHOOK_DELIVERIES.schema.to_frame()
+        missing = [pl.lit(None, t).alias(c) for c, t in WEBHOOK_DELIVERIES.schema.items() if c not in read.columns]
+        return read.with_columns(missing).select(WEBHOOK_DELIVERIES.names)
 
     # --- writing -------------------------------------------------------------------------------------------
     def record_sink(self, now: datetime) -> RecordSink:

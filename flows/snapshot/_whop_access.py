@@ -11,10 +11,10 @@ from memberpulse.flows.whop import latest_snapshot
 
 
 def whop_access(warehouse_dir: Path) -> pl.DataFrame | None:
-    """``membership_id, user_id, last_accessed_at, fetched_at`` as Whop's API reported them, or None before
-    the first backfill."""
+    """``membership_id, company_id, user_id, last_accessed_at, fetched_at`` as Whop's API reported them, or None
+    before the first backfill."""
     snap = latest_snapshot(warehouse_dir)
     if snap is None:
         return None
     facts = transforms.api_facts(snap.read_memberships(), snap.read_members())
-    return facts.select("membership_id", "user_id", "last_accessed_at", fetched_at="fact_at")
+    return facts.select("membership_id", "company_id", "user_id", "last_accessed_at", fetched_at="fact_at")

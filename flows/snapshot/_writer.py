@@ -192,6 +192,7 @@ def _update(
     con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     try:
         con.execute("SET TimeZone = 'UTC'")
+        _require_current_layout(con)
         con.execute("BEGIN TRANSACTION")
         if record.events_token != lineage.events_token and lineage.new_events is not None:
             _append_events(con, lineage.new_events)
@@ -208,6 +209,7 @@ def _update(
         if record.whop_access_source != lineage.whop_access_source or lineage.whop_access_source is None:
             con.execute("DROP TABLE whop_member_access")
             _load("whop_member_access", lambda: _load_whop_access(con, whop_access))
+        _create_views(con)  # this memberpulse's definitions, whichever wrote the previous file
         comment_snapshot(con)  # the tables made anew carry their descriptions again
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
@@ -219,6 +221,27 @@ def _update(
 _REBUILT_EVERY_RUN = (
     "reconciliation_drift", "pipeline_runs", "webhook_failures", "webhook_deliveries", "snapshot_info",
 )  # fmt: skip
+# Tables an update may keep as they are in the previous file, whose columns are declared.
+_KEPT_AS_DECLARED = (MEMBER_ACTIVITY, WHOP_MEMBER_ACCESS)
+
+
+def _require_current_layout(con: duckdb.DuckDBPyConnection) -> None:
+    """A previous file written by a memberpulse that declared fewer columns (before ``company_id`` on
+    ``whop_member_access``, say) is not patched: the snapshot is built anew, in this release's layout."""
+    present = set(
+        con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns()"
+            " WHERE database_name = current_database() AND schema_name = 'main'"
+        ).fetchall()
+    )
+    for table in _KEPT_AS_DECLARED:
+        if any((table.name, column) not in present for column in table.names):
+            raise _NotIncremental(f"{table.name} of the previous snapshot lacks a column this release declares")
+
+
+def _create_views(con: duckdb.DuckDBPyConnection) -> None:
+    for name, sql in {**VIEWS, **ANALYST_VIEWS}.items():
+        con.execute(f"CREATE OR REPLACE VIEW {quote_ident(name)} AS {sql}")
 
 
 def _append_events(con: duckdb.DuckDBPyConnection, events: pl.DataFrame) -> None:
@@ -285,8 +308,7 @@ def _build(
         _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
         _load_info(con, run_id, run_at)
         _load("whop_member_access", lambda: _load_whop_access(con, whop_access))
-        for name, sql in {**VIEWS, **ANALYST_VIEWS}.items():
-            con.execute(f"CREATE VIEW {quote_ident(name)} AS {sql}")
+        _create_views(con)
         comment_snapshot(con)
         con.execute("COMMIT")
         # Everything into the main file now, so the closed file stands alone with no .wal beside it.

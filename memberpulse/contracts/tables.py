@@ -254,6 +254,14 @@ WEBHOOK_DELIVERIES: Final = Table(
     "Every delivery attempt Whop logged for the company's webhook, as recovery last read it (Whop's side).",
     (
         _req("delivery_id", _S, "text", "Whop's id of the attempt (whdel_...)."),
+        _col(
+            "company_id",
+            _S,
+            "text",
+            "The Whop company (biz_…) the attempt's request body names (its envelope's company_id or account_id, "
+            "else data.company_id or data.company.id, as recovery reads it); null when it names none, and for "
+            "attempts read before this was kept.",
+        ),
         _col("event", _S, "text", "The event type the attempt carried."),
         _col("webhook_id", _S, "text", "The message's webhook-id (the envelope id); the same across retries."),
         _req("sent_at", UTC_US, "timestamptz", "When Whop sent the attempt."),
@@ -290,6 +298,7 @@ WHOP_MEMBER_ACCESS: Final = Table(
     "Whop's own last access time per membership, from the latest backfill (empty until a backfill has run).",
     (
         _col("membership_id", _S, "text", "The membership Whop's API listed."),
+        _col("company_id", _S, "text", "The Whop company (biz_…) the API listed the membership under."),
         _col("user_id", _S, "text", "The user holding the membership."),
         _col("last_accessed_at", UTC_US, "timestamptz", "When Whop last saw the member access the product."),
         _col("fetched_at", UTC_US, "timestamptz", "When the backfill that reported it was fetched."),

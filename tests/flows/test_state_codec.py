@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,27 @@ def test_a_0_2_0_recovery_state_is_read(tmp_path: Path) -> None:
     store.state_path.write_text(json.dumps(asdict(legacy), indent=2))
 
     assert store.load_state() == legacy
+
+
+def test_a_delivery_log_kept_before_company_id_reads_with_it_null_and_takes_new_attempts(tmp_path: Path) -> None:
+    """0.3's ``deliveries.parquet`` had no ``company_id``: its attempts read with none, and the next recovery's
+    attempts (with their company) are merged into it."""
+    store = RecoveryStore(tmp_path / "warehouse", tmp_path / "landing", tmp_path / "quarantine")
+    attempt = {"delivery_id": "whdel_old", "event": "membership.activated", "webhook_id": "msg_1",
+               "sent_at": datetime.now(UTC) - timedelta(hours=1), "response_code": 200, "success": True,
+               "total_time": 0.1, "replayed_from": None}  # fmt: skip
+    old_layout = {name: dtype for name, dtype in WEBHOOK_DELIVERIES.schema.items() if name != "company_id"}
+    store.root.mkdir(parents=True)
+    pl.DataFrame([attempt], schema=old_layout).write_parquet(store.deliveries_path)
+
+    assert store.deliveries().columns == list(WEBHOOK_DELIVERIES.names)
+    assert store.deliveries().row(0, named=True) == {**attempt, "company_id": None}
+    new = pl.DataFrame([{**attempt, "delivery_id": "whdel_new", "company_id": "biz_a"}], WEBHOOK_DELIVERIES.schema)
+    store.commit(RecoveryState(), pl.DataFrame(schema={"webhook_id": pl.String, "landed": pl.Boolean}), [], new)
+    assert dict(store.deliveries().select("delivery_id", "company_id").iter_rows()) == {
+        "whdel_old": None,
+        "whdel_new": "biz_a",
+    }
 
 
 def test_0_2_0_build_records_and_backfill_manifests_are_read(tmp_path: Path) -> None:

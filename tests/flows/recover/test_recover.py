@@ -144,11 +144,13 @@ def test_outage_then_recover_gives_the_member_table_of_the_same_stream_without_o
         with duckdb.connect(str(w.settings.snapshots_dir / "latest.duckdb"), read_only=True) as con:
             health = con.execute("SELECT sum(attempts), sum(failed), string_agg(failures_by_status) "
                              "FROM webhook_delivery_health").fetchone()  # fmt: skip
+            companies = con.execute("SELECT DISTINCT company_id FROM webhook_deliveries").fetchall()
 
     assert got.height == 9 and got.equals(expected)
     assert sorted(r["webhook_id"] for r in recovered) == sorted(p["id"] for p in lost)
     assert all(r["signed_at"] is None for r in recovered)
     assert health == (len(payloads), len(lost), f"0: {len(lost)}")
+    assert companies == [(COMPANY,)]  # each attempt carries the company its body names
 
 
 def test_recover_twice_then_a_replay_through_the_endpoint_counts_each_event_once(tmp_path: Path) -> None:

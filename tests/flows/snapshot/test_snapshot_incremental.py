@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from memberpulse.flows.reconcile import _steps, reconcile_flow
-from memberpulse.flows.snapshot import SNAPSHOT_TABLES, SNAPSHOT_VIEWS, _writer
+from memberpulse.contracts.tables import WHOP_MEMBER_ACCESS
+from memberpulse.flows.reconcile import _steps, reconcile, reconcile_flow
+from memberpulse.flows.snapshot import SNAPSHOT_TABLES, SNAPSHOT_VIEWS, VIEW_COLUMNS, _writer
 from memberpulse.flows.snapshot import write_snapshot as real_write_snapshot
 from memberpulse.landing import mock_events as mock
 from tests.support.reconcile_testkit import AS_OF, append_raw, make_settings, member, raw_record
@@ -79,3 +80,37 @@ def test_incremental_snapshot_equals_a_build_from_scratch(
         as_of += data.draw(st.sampled_from(STEPS))
         reconcile_flow(as_of=as_of, settings=config)
     assert any(updates), "the incremental path was never taken"
+
+
+def test_a_previous_snapshot_in_an_older_layout_is_built_anew_in_the_current_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An upgrade never leaves a snapshot patched in the layout of the release before: a previous file that
+    lacks a column this release declares (here ``whop_member_access.company_id``) is not patched but rebuilt,
+    and every update writes this release's views."""
+    config = make_settings(tmp_path)
+    append_raw(tmp_path, [raw_record(mock.went_valid(member(1), created_at=AS_OF - timedelta(days=2)))])
+    reconcile(config, as_of=AS_OF, full_refresh=False)
+    latest = config.snapshots_dir / "latest.duckdb"
+    latest.chmod(0o644)  # the file of an older release, as it wrote it
+    with duckdb.connect(str(latest)) as con:
+        con.execute("ALTER TABLE whop_member_access DROP COLUMN company_id")
+        con.execute("CREATE OR REPLACE VIEW members_at_risk_now AS SELECT 1 AS older_view")
+    latest.chmod(0o444)
+    updates: list[bool] = []
+    real_update = _writer._update_and_swap
+
+    def spy_update(*args: Any, **kwargs: Any) -> bool:
+        updates.append(real_update(*args, **kwargs))
+        return updates[-1]
+
+    monkeypatch.setattr(_writer, "_update_and_swap", spy_update)
+
+    append_raw(tmp_path, [raw_record(mock.accessed(member(1), accessed_at=AS_OF))], writer="later")
+    reconcile(config, as_of=AS_OF + timedelta(hours=1), full_refresh=False)
+
+    assert updates == [False]  # found the older layout: built from scratch
+    with duckdb.connect(str(latest), read_only=True) as con:
+        access = [r[0] for r in con.execute("DESCRIBE whop_member_access").fetchall()]
+        at_risk = [r[0] for r in con.execute("DESCRIBE members_at_risk_now").fetchall()]
+    assert access == list(WHOP_MEMBER_ACCESS.names) and at_risk == list(VIEW_COLUMNS["members_at_risk_now"])
