@@ -52,7 +52,12 @@ def overview(con: duckdb.DuckDBPyConnection) -> Overview:
 
 
 def status_over_time(con: duckdb.DuckDBPyConnection) -> Rows:
-    return con.execute("SELECT day, active, at_risk, inactive FROM status_counts_per_day ORDER BY day").fetchall()
+    """(day, active, at_risk, inactive), every company's members together (the view counts per company)."""
+    return con.execute(
+        """
+        SELECT day, sum(active), sum(at_risk), sum(inactive) FROM status_counts_per_day GROUP BY day ORDER BY day
+        """
+    ).fetchall()
 
 
 def score_distribution(con: duckdb.DuckDBPyConnection) -> Rows:
@@ -71,11 +76,14 @@ def cohort_retention(con: duckdb.DuckDBPyConnection) -> Bounded:
     and how many cohorts there are."""
     rows = con.execute(
         f"""
-        WITH shown AS (
-            SELECT DISTINCT cohort_week FROM weekly_cohort_retention ORDER BY cohort_week DESC LIMIT {COHORTS_SHOWN}
+        WITH cohorts AS (  -- every company's members of a cohort together (the view counts per company)
+            SELECT cohort_week, week_number, sum(retained) AS retained, sum(members) AS members
+            FROM weekly_cohort_retention GROUP BY ALL
+        ), shown AS (
+            SELECT DISTINCT cohort_week FROM cohorts ORDER BY cohort_week DESC LIMIT {COHORTS_SHOWN}
         )
-        SELECT cohort_week, week_number, retained_share, retained, members
-        FROM weekly_cohort_retention JOIN shown USING (cohort_week)
+        SELECT cohort_week, week_number, round(retained / members, 4) AS retained_share, retained, members
+        FROM cohorts JOIN shown USING (cohort_week)
         ORDER BY cohort_week, week_number
         """
     ).fetchall()

@@ -12,7 +12,7 @@ from memberpulse.contracts.views import SNAPSHOT_VIEW_DEFINITIONS
 # A member who is not valid now left at their latest "went invalid" webhook; without one (the webhook went
 # missing, or only Whop's API said so) at their last activity, else at their join. Valid members never left.
 _LIFETIMES = """
-    SELECT m.membership_id,
+    SELECT m.company_id, m.membership_id,
            CAST(date_trunc('week', timezone('UTC', m.joined_at)) AS DATE) AS cohort_week,
            CASE WHEN NOT coalesce(m.valid, false)
                 THEN greatest(coalesce(l.left_at, m.last_active, m.joined_at), m.joined_at) END AS left_at
@@ -22,34 +22,38 @@ _LIFETIMES = """
     WHERE m.joined_at IS NOT NULL
 """
 
+# Like the views in _schema, each leads with company_id and counts per company.
 ANALYST_VIEWS: dict[str, str] = {
-    # Counted per (cohort, weeks lasted) first, so the cost is one pass over members whatever their number.
+    # Counted per (company, cohort, weeks lasted) first, so the cost is one pass over members whatever their number.
     "weekly_cohort_retention": f"""
         WITH lifetimes AS ({_LIFETIMES}),
         run_week AS (SELECT CAST(date_trunc('week', timezone('UTC', run_at)) AS DATE) AS week FROM snapshot_info),
-        cohorts AS (SELECT cohort_week, count(*) AS members FROM lifetimes GROUP BY ALL),
+        cohorts AS (SELECT company_id, cohort_week, count(*) AS members FROM lifetimes GROUP BY ALL),
         departures AS (
-            SELECT cohort_week,
+            SELECT company_id, cohort_week,
                    CAST(floor(date_diff('day', cohort_week, CAST(timezone('UTC', left_at) AS DATE)) / 7) AS INTEGER)
                        AS weeks_lasted,
                    count(*) AS departed
             FROM lifetimes WHERE left_at IS NOT NULL GROUP BY ALL
         ),
         grid AS (
-            SELECT c.cohort_week, c.members, CAST(k.week_number AS INTEGER) AS week_number
+            SELECT c.company_id, c.cohort_week, c.members, CAST(k.week_number AS INTEGER) AS week_number
             FROM cohorts AS c CROSS JOIN run_week AS r,
                  range(0, CAST(date_diff('week', c.cohort_week, r.week) AS BIGINT) + 1) AS k(week_number)
         )
-        SELECT g.cohort_week,
+        SELECT g.company_id,
+               g.cohort_week,
                g.week_number,
                CAST(g.cohort_week + INTERVAL (g.week_number) WEEK AS DATE) AS week_start,
                g.members,
                CAST(g.members - coalesce(sum(d.departed), 0) AS BIGINT) AS retained,
                round((g.members - coalesce(sum(d.departed), 0)) / g.members, 4) AS retained_share
         FROM grid AS g
-        LEFT JOIN departures AS d ON d.cohort_week = g.cohort_week AND d.weeks_lasted <= g.week_number
-        GROUP BY g.cohort_week, g.week_number, g.members
-        ORDER BY g.cohort_week, g.week_number
+        LEFT JOIN departures AS d
+            ON d.company_id IS NOT DISTINCT FROM g.company_id AND d.cohort_week = g.cohort_week
+               AND d.weeks_lasted <= g.week_number
+        GROUP BY g.company_id, g.cohort_week, g.week_number, g.members
+        ORDER BY g.company_id, g.cohort_week, g.week_number
     """,
     # Each member's status on each UTC day with a run (that day's last run), against their previous such day.
     "status_transitions": """
@@ -58,16 +62,16 @@ ANALYST_VIEWS: dict[str, str] = {
             FROM member_activity_history GROUP BY ALL
         ),
         daily AS (
-            SELECT l.day, h.membership_id, h.status
+            SELECT l.day, h.company_id, h.membership_id, h.status
             FROM last_run AS l JOIN member_activity_history AS h ON h.run_at = l.run_at
         ),
         paired AS (
-            SELECT day, membership_id, status,
+            SELECT day, company_id, membership_id, status,
                    lag(day) OVER w AS previous_day, lag(status) OVER w AS previous_status
             FROM daily
             WINDOW w AS (PARTITION BY membership_id ORDER BY day)
         )
-        SELECT day, previous_day, membership_id, previous_status AS from_status, status AS to_status
+        SELECT company_id, day, previous_day, membership_id, previous_status AS from_status, status AS to_status
         FROM paired
         WHERE previous_day IS NOT NULL AND previous_status IS DISTINCT FROM status
         ORDER BY day, membership_id
@@ -80,7 +84,7 @@ ANALYST_VIEWS: dict[str, str] = {
             FROM events WHERE kind = 'accessed' GROUP BY ALL
         ),
         compared AS (
-            SELECT w.membership_id, m.member_name, m.email,
+            SELECT coalesce(w.company_id, m.company_id) AS company_id, w.membership_id, m.member_name, m.email,
                    w.last_accessed_at AS whop_last_accessed_at,
                    a.last_accessed_at AS webhook_last_accessed_at,
                    round(date_diff('second', a.last_accessed_at, w.last_accessed_at) / 86400.0, 1) AS gap_days

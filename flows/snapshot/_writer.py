@@ -409,6 +409,13 @@ def _load_history(
     con.execute(f"{into} SELECT {run_at} AS run_at, {rest} FROM {source}", params)
     if "run_at" not in columns:
         con.unregister("_history_dates")
+    if create:  # a declared column no file holds (updated_at: runs score, they do not stamp) is there, null
+        held = {row[0] for row in con.execute("DESCRIBE member_activity_history").fetchall()}
+        for column in MEMBER_ACTIVITY_HISTORY.columns:
+            if column.name not in held:
+                con.execute(
+                    f"ALTER TABLE member_activity_history ADD COLUMN {quote_ident(column.name)} {column.duckdb_type}"
+                )
 
 
 def _load_whop_access(con: duckdb.DuckDBPyConnection, source: WhopAccess) -> None:

@@ -11,6 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+#: The column every view leads with; a view that counts, counts per company.
+_MEMBER_COMPANY: Final = ("company_id", "The Whop company (biz_…) the membership belongs to.")
+_COUNTED_COMPANY: Final = (
+    "company_id",
+    "The Whop company (biz_…) counted on this row; null for memberships no webhook or API response named one of.",
+)
+
 
 @dataclass(frozen=True, slots=True)
 class View:
@@ -27,6 +34,7 @@ MEMBERS_AT_RISK_NOW: Final = View(
     "members_at_risk_now",
     "Members whose status is at_risk as of the snapshot's run, longest quiet first.",
     (
+        _MEMBER_COMPANY,
         ("membership_id", "Whop's membership id (mem_…)."),
         ("member_name", "The member's display name, else their username."),
         ("email", "The member's email address."),
@@ -42,8 +50,9 @@ MEMBERS_AT_RISK_NOW: Final = View(
 
 STATUS_COUNTS_PER_DAY: Final = View(
     "status_counts_per_day",
-    "One row per UTC day with a run: member counts by status as of that day's last run.",
+    "One row per UTC day with a run and company: member counts by status as of that day's last run.",
     (
+        _COUNTED_COMPANY,
         ("day", "The UTC calendar day."),
         ("as_of", "The as-of time of that day's last run, which the counts describe."),
         ("active", "Members active as of that run."),
@@ -55,8 +64,9 @@ STATUS_COUNTS_PER_DAY: Final = View(
 
 NEW_MEMBERS_PER_WEEK: Final = View(
     "new_members_per_week",
-    "Memberships by the UTC week (Monday start) they became valid, and how many of them still are.",
+    "Memberships by company and the UTC week (Monday start) they became valid, and how many of them still are.",
     (
+        _COUNTED_COMPANY,
         ("week_start", "Monday of the UTC week the members joined in."),
         ("new_members", "Members who joined that week."),
         ("still_valid", "Of them, members whose membership is valid as of the run."),
@@ -65,8 +75,9 @@ NEW_MEMBERS_PER_WEEK: Final = View(
 
 WEEKLY_COHORT_RETENTION: Final = View(
     "weekly_cohort_retention",
-    "Weekly join cohorts by weeks since joining: how many members of each cohort were still valid.",
+    "Weekly join cohorts of each company by weeks since joining: how many members of each were still valid.",
     (
+        _COUNTED_COMPANY,
         ("cohort_week", "Monday of the UTC week the members joined in."),
         ("week_number", "Weeks since the cohort week (0 = the join week itself)."),
         ("week_start", "Monday of the week counted (cohort_week + week_number weeks)."),
@@ -80,6 +91,7 @@ STATUS_TRANSITIONS: Final = View(
     "status_transitions",
     "Members whose status changed between consecutive UTC days with a run (each day's last run).",
     (
+        _MEMBER_COMPANY,
         ("day", "UTC day of the run the new status comes from (that day's last run)."),
         ("previous_day", "The member's previous UTC day with a run."),
         ("membership_id", "Whop's membership id (mem_…)."),
@@ -92,6 +104,7 @@ ACCESS_TIME_DISAGREEMENTS: Final = View(
     "access_time_disagreements",
     "Memberships whose last access in Whop's API and in the webhooks differ by over a day, or only one knows one.",
     (
+        _MEMBER_COMPANY,
         ("membership_id", "Whop's membership id (mem_…)."),
         ("member_name", "The member's name as published."),
         ("email", "The member's email as published."),
@@ -105,8 +118,9 @@ ACCESS_TIME_DISAGREEMENTS: Final = View(
 #: Views in every DuckDB snapshot, in creation order.
 WEBHOOK_DELIVERY_HEALTH: Final = View(
     "webhook_delivery_health",
-    "Whop's side of webhook delivery, per UTC hour, from the delivery log the last recovery read.",
+    "Whop's side of webhook delivery, per UTC hour and company, from the delivery log the last recovery read.",
     (
+        ("company_id", "The Whop company (biz_…) the attempts' bodies name; null for attempts naming none."),
         ("hour", "The UTC hour Whop sent the attempts in."),
         ("attempts", "Delivery attempts Whop made in the hour (replays included)."),
         ("succeeded", "Attempts the landing answered with a 2xx."),

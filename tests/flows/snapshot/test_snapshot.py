@@ -263,7 +263,7 @@ def test_tables_views_types_and_content(tmp_path: Path) -> None:
         want_days = []
         for day, (at, frame) in sorted(last_of_day.items()):
             c = Counter(frame["status"].to_list())
-            want_days.append((day, at, c["active"], c["at_risk"], c["inactive"], len(frame)))
+            want_days.append(("biz_demo", day, at, c["active"], c["at_risk"], c["inactive"], len(frame)))
         assert con.execute("SELECT * FROM status_counts_per_day").fetchall() == want_days
         assert len(want_days) == 3  # two runs on the first day collapse into one row
 
@@ -276,7 +276,7 @@ def test_tables_views_types_and_content(tmp_path: Path) -> None:
             if v
         )
         assert con.execute("SELECT * FROM new_members_per_week").fetchall() == [
-            (w, weeks[w], valid_weeks[w]) for w in sorted(weeks)
+            ("biz_demo", w, weeks[w], valid_weeks[w]) for w in sorted(weeks)
         ]
         assert con.execute("SELECT run_id, run_at FROM snapshot_info").fetchone() == (
             "3f2a9c1e-aaaa-bbbb-cccc-000000000001",

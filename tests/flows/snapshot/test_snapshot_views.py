@@ -117,18 +117,47 @@ def test_weekly_cohort_retention_counts_members_still_valid_at_each_week_end(tmp
     snapshots = _write(tmp_path, members, events)
     rows = _rows(snapshots, "SELECT * FROM weekly_cohort_retention")
     assert rows == [
-        (date(2026, 11, 2), 0, date(2026, 11, 2), 4, 3, 0.75),
-        (date(2026, 11, 2), 1, date(2026, 11, 9), 4, 2, 0.5),
-        (date(2026, 11, 2), 2, date(2026, 11, 16), 4, 1, 0.25),
-        (date(2026, 11, 9), 0, date(2026, 11, 9), 1, 1, 1.0),
-        (date(2026, 11, 9), 1, date(2026, 11, 16), 1, 1, 1.0),
-        (date(2026, 11, 16), 0, date(2026, 11, 16), 1, 0, 0.0),
+        ("biz_1", date(2026, 11, 2), 0, date(2026, 11, 2), 4, 3, 0.75),
+        ("biz_1", date(2026, 11, 2), 1, date(2026, 11, 9), 4, 2, 0.5),
+        ("biz_1", date(2026, 11, 2), 2, date(2026, 11, 16), 4, 1, 0.25),
+        ("biz_1", date(2026, 11, 9), 0, date(2026, 11, 9), 1, 1, 1.0),
+        ("biz_1", date(2026, 11, 9), 1, date(2026, 11, 16), 1, 1, 1.0),
+        ("biz_1", date(2026, 11, 16), 0, date(2026, 11, 16), 1, 0, 0.0),
     ]
+
+
+def test_views_that_count_count_each_company_apart(tmp_path: Path) -> None:
+    """One cohort, one day, one week, two companies (and members no company was named for): a row each, whose
+    sum is the whole deployment's."""
+    members = _members(
+        [
+            {"membership_id": "a1", "company_id": "biz_a", "joined_at": W0},
+            {"membership_id": "a2", "company_id": "biz_a", "joined_at": W0, "valid": False, "status": "inactive"},
+            {"membership_id": "b1", "company_id": "biz_b", "joined_at": W0 + timedelta(days=1), "status": "at_risk"},
+            {"membership_id": "n1", "company_id": None, "joined_at": W0},
+        ]
+    )
+    events = _events([("a2", "left", W0 + timedelta(days=8))])
+    history = [(RUN_AT, members.drop("updated_at"))]
+    snapshots = _write(tmp_path, members, events, history=history)
+
+    cohorts = "SELECT company_id, week_number, members, retained FROM weekly_cohort_retention WHERE week_number < 2"
+    assert _rows(snapshots, cohorts + " ORDER BY company_id NULLS LAST, week_number") == [
+        ("biz_a", 0, 2, 2), ("biz_a", 1, 2, 1), ("biz_b", 0, 1, 1), ("biz_b", 1, 1, 1),
+        (None, 0, 1, 1), (None, 1, 1, 1),
+    ]  # fmt: skip
+    assert _rows(snapshots, "SELECT company_id, active, at_risk, inactive, members FROM status_counts_per_day") == [
+        ("biz_a", 1, 0, 1, 2), ("biz_b", 0, 1, 0, 1), (None, 1, 0, 0, 1),
+    ]  # fmt: skip
+    assert _rows(snapshots, "SELECT company_id, new_members, still_valid FROM new_members_per_week") == [
+        ("biz_a", 2, 1), ("biz_b", 1, 1), (None, 1, 1),
+    ]  # fmt: skip
+    assert _rows(snapshots, "SELECT company_id, membership_id FROM members_at_risk_now") == [("biz_b", "b1")]
 
 
 def test_status_transitions_compare_each_day_last_run_with_the_previous_day(tmp_path: Path) -> None:
     def scored(statuses: dict[str, str]) -> pl.DataFrame:
-        return pl.DataFrame({"membership_id": list(statuses), "status": list(statuses.values())})
+        return pl.DataFrame({"membership_id": list(statuses), "company_id": "biz_1", "status": list(statuses.values())})
 
     day1, day2, day4 = (datetime(2026, 11, d, tzinfo=UTC) for d in (14, 15, 17))
     history = [
@@ -142,10 +171,10 @@ def test_status_transitions_compare_each_day_last_run_with_the_previous_day(tmp_
     members = _members([{"membership_id": "m1", "joined_at": W0}])
     snapshots = _write(tmp_path, members, _events([]), history=history)
     assert _rows(snapshots, "SELECT * FROM status_transitions") == [
-        (date(2026, 11, 15), date(2026, 11, 14), "m1", "active", "at_risk"),
-        (date(2026, 11, 17), date(2026, 11, 15), "m1", "at_risk", "active"),
-        (date(2026, 11, 17), date(2026, 11, 15), "m2", "inactive", "active"),
-        (date(2026, 11, 17), date(2026, 11, 15), "m3", "active", "inactive"),
+        ("biz_1", date(2026, 11, 15), date(2026, 11, 14), "m1", "active", "at_risk"),
+        ("biz_1", date(2026, 11, 17), date(2026, 11, 15), "m1", "at_risk", "active"),
+        ("biz_1", date(2026, 11, 17), date(2026, 11, 15), "m2", "inactive", "active"),
+        ("biz_1", date(2026, 11, 17), date(2026, 11, 15), "m3", "active", "inactive"),
     ]
 
 
