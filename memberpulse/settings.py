@@ -37,6 +37,8 @@ from memberpulse.errors import ConfigError
 from memberpulse.storage.object_store import StorageUrl
 
 DEFAULT_WHOP_API_BASE_URL = "https://api.whop.com/api/v1"
+#: A Whop company id as memberpulse takes it: it names folders under the warehouse, so nothing else.
+COMPANY_ID: Final = re.compile(r"biz_[A-Za-z0-9_]{1,64}")
 ENV_PREFIX = "MEMBERPULSE_"
 MAX_WHOP_PAGE_SIZE = 1000  # Whop's API refuses larger pages
 #: The longest single wait of the Whop backoff (a bound, not a setting).
@@ -170,12 +172,50 @@ class Settings(BaseSettings):
     whop_api_key: SecretStr | None = Field(
         default=None,
         validation_alias="WHOP_API_KEY",
-        description="Company API key for the backfill (with `WHOP_COMPANY_ID`; neither set: backfill skipped).",
+        description="API key for the backfill and recovery: a company's key, or a Whop app's key, which reads "
+        "every company that installed the app (the default key of every company without its own in "
+        "`WHOP_COMPANY_API_KEYS`). No key at all: backfill skipped.",
     )
     whop_company_id: str | None = Field(
         default=None,
         validation_alias=AliasChoices("WHOP_COMPANY_ID", "NEXT_PUBLIC_WHOP_COMPANY_ID"),
-        description="Company to backfill, `biz_…` (`NEXT_PUBLIC_WHOP_COMPANY_ID` is read too).",
+        description="Company to backfill, `biz_…` (`NEXT_PUBLIC_WHOP_COMPANY_ID` is read too); read like "
+        "`WHOP_COMPANY_IDS`, and both lists are combined.",
+    )
+    whop_company_ids: str | None = Field(
+        default=None,
+        validation_alias="WHOP_COMPANY_IDS",
+        description="More companies, comma-separated `biz_…`, fetched besides `WHOP_COMPANY_ID`, the companies of "
+        "`WHOP_COMPANY_API_KEYS` and every company seen in landed webhooks; `-biz_…` leaves a company out "
+        "whatever names it.",
+    )
+    whop_company_api_keys: SecretStr | None = Field(
+        default=None,
+        validation_alias="WHOP_COMPANY_API_KEYS",
+        description="Per-company API keys, `biz_a=key_a,biz_b=key_b` (each such company is fetched); a company "
+        "without one is read with `WHOP_API_KEY`.",
+    )
+    whop_rate_limit_requests: int = Field(
+        default=600,
+        ge=10,
+        description="Requests Whop allows one API key per window (600 a minute); the backfill and recovery "
+        "of every company read with that key share nine tenths of it.",
+    )
+    whop_rate_limit_window_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="The window Whop counts a key's requests in, in seconds."
+    )
+    backfill_concurrency: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Companies the backfill and recovery read at once (each backfill reads its two lists side "
+        "by side).",
+    )
+    backfill_retry_hours: float = Field(
+        default=12.0,
+        ge=0,
+        description="After a backfill that some companies failed, a backfill started within this many hours "
+        "of that round's start fetches only the companies still to do; later, or with `--all`, every company.",
     )
     whop_api_base_url: str = Field(
         default=DEFAULT_WHOP_API_BASE_URL, validation_alias="WHOP_API_BASE_URL", description="Whop API root."
@@ -352,6 +392,26 @@ class Settings(BaseSettings):
             raise ValueError("not an http(s) URL; the API root is e.g. https://api.whop.com/api/v1")
         return value
 
+    @field_validator("whop_company_id", "whop_company_ids")
+    @classmethod
+    def _company_list(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        items = _split_list(value)
+        for item in items:
+            if not COMPANY_ID.fullmatch(item.removeprefix("-")):
+                raise ValueError(
+                    f"{item!r} is not a Whop company id (biz_ then letters, digits or _; -biz_… leaves one out)"
+                )
+        return ",".join(items)
+
+    @field_validator("whop_company_api_keys")
+    @classmethod
+    def _company_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _parse_company_keys(value.get_secret_value())  # ValueError names the item, never its key
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _read_env_style_names(cls, data: Any) -> Any:
@@ -381,7 +441,7 @@ class Settings(BaseSettings):
             self.supabase_service_role_key,
             "PostgREST publishing",
         )
-        _both_or_neither("WHOP_API_KEY", self.whop_api_key, "WHOP_COMPANY_ID", self.whop_company_id, "the backfill")
+        _every_listed_company_has_a_key(self)
         return self
 
     # --- derived -------------------------------------------------------------------------------------------
@@ -416,6 +476,40 @@ class Settings(BaseSettings):
         return ScoringParams(self.half_life_days, self.active_days, self.at_risk_days)
 
     @property
+    def listed_companies(self) -> tuple[str, ...]:
+        """The companies the settings name (WHOP_COMPANY_ID, WHOP_COMPANY_IDS, WHOP_COMPANY_API_KEYS), in that
+        order, each once, without those left out."""
+        named = [
+            *_split_list(self.whop_company_id or ""),
+            *_split_list(self.whop_company_ids or ""),
+            *self.company_api_keys,
+        ]
+        left_out = self.excluded_companies
+        return tuple(dict.fromkeys(c for c in named if not c.startswith("-") and c not in left_out))
+
+    @property
+    def excluded_companies(self) -> frozenset[str]:
+        """Companies left out (``-biz_…``) whatever names them: the settings or landed webhooks."""
+        named = [*_split_list(self.whop_company_id or ""), *_split_list(self.whop_company_ids or "")]
+        return frozenset(c[1:] for c in named if c.startswith("-"))
+
+    @property
+    def company_api_keys(self) -> dict[str, SecretStr]:
+        """WHOP_COMPANY_API_KEYS by company (empty when unset)."""
+        if self.whop_company_api_keys is None:
+            return {}
+        pairs = _parse_company_keys(self.whop_company_api_keys.get_secret_value())
+        return {company: SecretStr(key) for company, key in pairs.items()}
+
+    def whop_key_for(self, company_id: str) -> SecretStr | None:
+        """The key that reads ``company_id``: its own, else WHOP_API_KEY (None: no key reads it)."""
+        own = self.company_api_keys.get(company_id)
+        if own is not None:
+            return own
+        default = self.whop_api_key
+        return default if default is not None and default.get_secret_value().strip() else None
+
+    @property
     def landing_dir(self) -> Path:
         return self.data_dir / "landing"
 
@@ -441,6 +535,37 @@ def _both_or_neither(name_a: str, a: object, name_b: str, b: object, purpose: st
     if (a is None) != (b is None):
         have, missing = (name_a, name_b) if b is None else (name_b, name_a)
         raise ValueError(f"{missing} is not set while {have} is ({purpose} needs both); set {missing} or unset {have}")
+
+
+def _split_list(value: str) -> list[str]:
+    """A comma-separated list as written in a variable: items stripped, empty ones (a trailing comma) dropped."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _parse_company_keys(value: str) -> dict[str, str]:
+    """``biz_a=key_a,biz_b=key_b`` by company. A ValueError names the item by its place (and its company, which
+    is no secret), never the key."""
+    keys: dict[str, str] = {}
+    for place, item in enumerate(_split_list(value), 1):
+        company, sep, key = (part.strip() for part in item.partition("="))
+        if not sep or not COMPANY_ID.fullmatch(company) or not key:
+            shown = f" ({company})" if COMPANY_ID.fullmatch(company) else ""
+            raise ValueError(f"item {place}{shown} is not biz_…=<API key>")
+        if company in keys:
+            raise ValueError(f"item {place} gives {company} a second key")
+        keys[company] = key
+    return keys
+
+
+def _every_listed_company_has_a_key(settings: Settings) -> None:
+    """A company named in the settings must be readable: by its own key or WHOP_API_KEY."""
+    keyless = [c for c in settings.listed_companies if settings.whop_key_for(c) is None]
+    if keyless:
+        named_in = "WHOP_COMPANY_ID" if settings.whop_company_ids is None else "WHOP_COMPANY_IDS"
+        raise ValueError(
+            f"WHOP_API_KEY is not set while {named_in} is ({', '.join(keyless[:3])} would have no key for the "
+            f"backfill); set WHOP_API_KEY, or give each company its key in WHOP_COMPANY_API_KEYS"
+        )
 
 
 def default_settings() -> Settings:

@@ -91,12 +91,15 @@ def _backfill(
     if reason is not None:
         log.warning(reason)
         return BackfillResult(status="skipped", message=reason)
-    assert settings.whop_company_id is not None
+    if not settings.listed_companies:
+        reason = "backfill skipped: no company to fetch (WHOP_COMPANY_ID and WHOP_COMPANY_IDS are not set)"
+        log.warning(reason)
+        return BackfillResult(status="skipped", message=reason)
     started = time.monotonic()
     clean_stale_tmp(settings.warehouse_dir)
     fetched_at = datetime.now(UTC)
     with SnapshotWriter(
-        settings.warehouse_dir, fetched_at=fetched_at, company_id=settings.whop_company_id.strip()
+        settings.warehouse_dir, fetched_at=fetched_at, company_id=settings.listed_companies[0]
     ) as writer:
         results = fetch_both(settings, writer.tmp_dir, fetched_at)
         snapshot = writer.commit(pages={r.resource: r.pages for r in results})

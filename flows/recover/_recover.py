@@ -123,8 +123,8 @@ def recover(
 
 
 def configured_companies(settings: Settings) -> frozenset[str]:
-    """The companies whose events recovery keeps (WHOP_COMPANY_ID; a set, so several can be configured)."""
-    return frozenset(c.strip() for c in (settings.whop_company_id or "").split(",") if c.strip())
+    """The companies whose events recovery keeps (those the settings list; a set, so several can be)."""
+    return frozenset(settings.listed_companies)
 
 
 def _window_start(since: datetime | None, state: RecoveryState, now: datetime) -> datetime:

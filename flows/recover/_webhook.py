@@ -26,8 +26,7 @@ def require_recovery_settings(settings: Settings) -> None:
     """Fail before any request, naming the one variable to fix."""
     reason = backfill_skip_reason(settings)
     if reason is not None:
-        variable = "WHOP_API_KEY" if settings.whop_api_key is None else "WHOP_COMPANY_ID"
-        raise ConfigError(reason.replace("backfill skipped", "cannot recover"), variable=variable)
+        raise ConfigError(reason.replace("backfill skipped", "cannot recover"), variable="WHOP_API_KEY")
     hook_id = (settings.whop_webhook_id or "").strip()
     if hook_id and not hook_id.startswith("hook_"):
         raise ConfigError(

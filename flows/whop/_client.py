@@ -91,14 +91,14 @@ class RetryEvent:
 
 
 def backfill_skip_reason(settings: Settings) -> str | None:
-    """Why a backfill cannot run with these settings (a run without backfill settings skips it and says so), or None."""
-    missing = []
-    if settings.whop_api_key is None or not settings.whop_api_key.get_secret_value().strip():
-        missing.append("WHOP_API_KEY")
-    if not (settings.whop_company_id or "").strip():
-        missing.append(_COMPANY_VARS)
-    if missing:
-        return f"backfill skipped: {' and '.join(missing)} not set (the Whop API backfill needs both)"
+    """Why a backfill cannot run with these settings (a run without backfill settings skips it and says so), or
+    None. Only a key is needed: with an app's key alone, the companies come from the webhooks that landed."""
+    default = settings.whop_api_key
+    if (default is None or not default.get_secret_value().strip()) and not settings.company_api_keys:
+        return (
+            f"backfill skipped: WHOP_API_KEY and {_COMPANY_VARS} not set (the Whop API backfill needs a key, and "
+            "companies: listed, or seen in landed webhooks)"
+        )
     return None
 
 
@@ -153,19 +153,33 @@ class WhopBackfillClient:
         cls,
         settings: Settings,
         *,
+        company_id: str | None = None,
         on_retry: Callable[[RetryEvent], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
         job: str = "backfill",
     ) -> WhopBackfillClient:
+        """A client for ``company_id`` (default: the first company the settings list), with its key."""
         reason = backfill_skip_reason(settings)
         if reason is not None:
-            variable = "WHOP_API_KEY" if settings.whop_api_key is None else "WHOP_COMPANY_ID"
-            raise ConfigError(reason, variable=variable)
-        assert settings.whop_api_key is not None and settings.whop_company_id is not None
+            raise ConfigError(reason, variable="WHOP_API_KEY")
+        company = company_id or next(iter(settings.listed_companies), None)
+        if company is None:
+            raise ConfigError(
+                f"no company to read: {_COMPANY_VARS} and WHOP_COMPANY_IDS are not set", variable="WHOP_COMPANY_ID"
+            )
+        key = settings.whop_key_for(company)
+        if key is None:
+            raise ConfigError(
+                f"no API key reads company {company}: WHOP_API_KEY is not set and WHOP_COMPANY_API_KEYS has none "
+                "for it",
+                variable="WHOP_COMPANY_API_KEYS",
+                hint=f"add {company}=<its API key> to WHOP_COMPANY_API_KEYS, set WHOP_API_KEY, or leave it out "
+                f"with -{company} in WHOP_COMPANY_IDS",
+            )
         return cls(
-            api_key=settings.whop_api_key.get_secret_value().strip(),
-            company_id=settings.whop_company_id.strip(),
+            api_key=key.get_secret_value().strip(),
+            company_id=company,
             base_url=settings.whop_api_base_url,
             config=WhopClientConfig.from_settings(settings),
             on_retry=on_retry,

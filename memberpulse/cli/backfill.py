@@ -32,8 +32,8 @@ def run_once(settings: Settings) -> int:
         print(f"memberpulse backfill: {reason}; nothing fetched, no snapshot written.")
         return ExitCode.OK
     progress: RichProgress | LineProgress = RichProgress() if sys.stdout.isatty() else LineProgress()
-    assert settings.whop_company_id is not None
-    print(f"memberpulse backfill: company {settings.whop_company_id.strip()} from {_safe_url(settings)}")
+    companies = ", ".join(settings.listed_companies) or "(none listed)"
+    print(f"memberpulse backfill: company {companies} from {_safe_url(settings)}")
     # Our own lines say what failed and how to fix it; Prefect's failure tracebacks would only bury them.
     prefect_logger = logging.getLogger("prefect")
     previous_level = prefect_logger.level

@@ -67,10 +67,10 @@ def test_an_invalid_setting_stops_every_command_with_one_line(command: list[str]
         ({"MEMBERPULSE_LOG_LEVEL": "chatty"}, "MEMBERPULSE_LOG_LEVEL"),
         ({"SUPABASE_URL": "https://p.supabase.co"}, "SUPABASE_SERVICE_ROLE_KEY is not set"),
         ({"SUPABASE_SERVICE_ROLE_KEY": "srk_test"}, "SUPABASE_URL is not set"),
-        ({"WHOP_API_KEY": "k_test"}, "WHOP_COMPANY_ID is not set"),
+        ({"WHOP_COMPANY_IDS": "biz_test,acme"}, "'acme' is not a Whop company id"),
         ({"WHOP_COMPANY_ID": "biz_test"}, "WHOP_API_KEY is not set"),
     ],
-    ids=["not-number", "active-over-at-risk", "log-level", "url-no-key", "key-no-url", "whop-key-only", "company-only"],
+    ids=["not-number", "active-over-at-risk", "log-level", "url-no-key", "key-no-url", "bad-company", "company-only"],
 )
 def test_misconfigured_run_exits_2_naming_the_variable(settings: dict[str, str], named: str, tmp_path: Path) -> None:
     done = _cli(tmp_path, "run", **settings)

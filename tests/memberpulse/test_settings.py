@@ -48,6 +48,10 @@ def _sample(name: str) -> tuple[str, Any]:
         return "/srv/memberpulse-data", Path("/srv/memberpulse-data")
     if name == "storage_url":
         return "s3://team-bucket/memberpulse", "s3://team-bucket/memberpulse"
+    if name in ("whop_company_id", "whop_company_ids"):
+        return "biz_sample", "biz_sample"
+    if name == "whop_company_api_keys":
+        return "biz_sample=k_sample", "biz_sample=k_sample"
     if isinstance(default, bool):
         return "true", True
     if isinstance(default, int):
@@ -107,8 +111,14 @@ def test_unprefixed_and_keyword_names_both_work(tmp_path: Path, clean_env: pytes
         ({"WHOP_API_BASE_URL": "api.whop.com"}, "WHOP_API_BASE_URL", "http(s) URL"),
         ({"SUPABASE_URL": "https://p.supabase.co"}, "SUPABASE_SERVICE_ROLE_KEY", "unset SUPABASE_URL"),
         ({"SUPABASE_SERVICE_ROLE_KEY": "srk"}, "SUPABASE_URL", "unset SUPABASE_SERVICE_ROLE_KEY"),
-        ({"WHOP_API_KEY": "k"}, "WHOP_COMPANY_ID", "unset WHOP_API_KEY"),
         ({"NEXT_PUBLIC_WHOP_COMPANY_ID": "biz_1"}, "WHOP_API_KEY", "set WHOP_API_KEY"),
+        ({"WHOP_COMPANY_IDS": "biz_1,biz_2"}, "WHOP_API_KEY", "WHOP_COMPANY_API_KEYS"),
+        ({"WHOP_API_KEY": "k", "WHOP_COMPANY_IDS": "biz_1, acme"}, "WHOP_COMPANY_IDS", "'acme' is not a Whop company"),
+        ({"WHOP_API_KEY": "k", "WHOP_COMPANY_ID": "biz_1/.."}, "WHOP_COMPANY_ID", "not a Whop company id"),
+        ({"WHOP_COMPANY_API_KEYS": "biz_1=k1,biz_2"}, "WHOP_COMPANY_API_KEYS", "item 2 (biz_2) is not biz_…=<API"),
+        ({"WHOP_COMPANY_API_KEYS": "biz_1=k1,biz_1=k2"}, "WHOP_COMPANY_API_KEYS", "biz_1 a second key"),
+        ({"WHOP_COMPANY_IDS": "biz_1,biz_2", "WHOP_COMPANY_API_KEYS": "biz_1=k1"}, "WHOP_API_KEY", "biz_2"),
+        ({"MEMBERPULSE_WHOP_RATE_LIMIT_REQUESTS": "1"}, "MEMBERPULSE_WHOP_RATE_LIMIT_REQUESTS", "≥ 10"),
         ({"MEMBERPULSE_INCLUDE_TEST_WEBHOOKS": "maybe"}, "MEMBERPULSE_INCLUDE_TEST_WEBHOOKS", "true or false"),
     ],
 )
@@ -128,6 +138,36 @@ def test_secrets_never_appear_in_a_configuration_error(clean_env: pytest.MonkeyP
     with pytest.raises(ConfigError) as caught:
         load_settings(_env_file=None)
     assert "srk_very_secret_value" not in str(caught.value)
+    clean_env.delenv("SUPABASE_SERVICE_ROLE_KEY")
+    clean_env.setenv("WHOP_COMPANY_API_KEYS", "biz_a=apik_secret_one,apik_secret_two")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_env_file=None)
+    assert "apik_secret" not in str(caught.value) and "item 2" in str(caught.value)
+
+
+def test_company_lists_combine_in_order_once_without_those_left_out(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("WHOP_API_KEY", "k_app")
+    clean_env.setenv("NEXT_PUBLIC_WHOP_COMPANY_ID", "biz_one")
+    clean_env.setenv("WHOP_COMPANY_IDS", " biz_two, biz_one,-biz_three,,biz_four ")
+    clean_env.setenv("WHOP_COMPANY_API_KEYS", "biz_three=k_three, biz_five = k_five")
+    settings = load_settings(_env_file=None)
+    assert settings.listed_companies == ("biz_one", "biz_two", "biz_four", "biz_five")
+    assert settings.excluded_companies == {"biz_three"}
+    assert {c: settings.whop_key_for(c).get_secret_value() for c in ("biz_one", "biz_five")} == {  # type: ignore[union-attr]
+        "biz_one": "k_app",
+        "biz_five": "k_five",
+    }
+
+
+def test_an_app_key_alone_is_a_whole_configuration(clean_env: pytest.MonkeyPatch) -> None:
+    """A Whop app's key reads every company that installed the app: the companies come from landed webhooks."""
+    clean_env.setenv("WHOP_API_KEY", "k_app")
+    settings = load_settings(_env_file=None)
+    assert settings.listed_companies == () and settings.whop_key_for("biz_any") is not None
+    clean_env.delenv("WHOP_API_KEY")
+    clean_env.setenv("WHOP_COMPANY_API_KEYS", "biz_own=k_own")
+    keyed = load_settings(_env_file=None)
+    assert keyed.listed_companies == ("biz_own",) and keyed.whop_key_for("biz_other") is None
 
 
 def test_a_setting_declared_with_its_prefixed_name_as_alias_still_works(clean_env: pytest.MonkeyPatch) -> None:
