@@ -10,6 +10,8 @@ Routes:
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,13 +23,18 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from memberpulse.landing.endpoint import WEBHOOK_PATH, WebhookEndpoint
-from memberpulse.landing.metrics import METRICS_CONTENT_TYPE, LandingMetrics
+from memberpulse.landing.metrics import METRICS_CONTENT_TYPE, LandingMetrics, ShippingFigures
 from memberpulse.landing.quarantine import Quarantine
 from memberpulse.landing.raw_store import RawStore, writer_name
 from memberpulse.landing.readiness import StorageHealth
 from memberpulse.landing.run_signal import RunSignal, api_url_from_environment
+from memberpulse.landing.shipper import Shipper, sources_for
 from memberpulse.landing.verify import secret_keys
 from memberpulse.settings import Settings
+from memberpulse.storage import open_store
+
+#: How long a stopping landing keeps trying to ship what is left (the next start ships the rest).
+SHIP_ON_SHUTDOWN_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,20 @@ class Landing:
     endpoint: WebhookEndpoint
     health: StorageHealth
     run_signal: RunSignal
+    #: Uploads what the raw files gained to the object store; None without ``MEMBERPULSE_STORAGE_URL``.
+    shipper: Shipper | None = None
+
+    def shipping(self) -> ShippingFigures | None:
+        if self.shipper is None:
+            return None
+        status = self.shipper.status
+        return ShippingFigures(
+            lag_seconds=status.lag_seconds(time.monotonic()),
+            ok=status.last_error is None,
+            chunks=status.chunks,
+            bytes=status.bytes,
+            requests=dict(self.shipper.store.requests),
+        )
 
 
 def build_landing(settings: Settings) -> Landing:
@@ -73,7 +94,21 @@ def build_landing(settings: Settings) -> Landing:
         max_body_bytes=settings.max_body_bytes,
         tolerance_seconds=settings.webhook_tolerance_seconds,
     )
-    return Landing(settings, store, quarantine, metrics, endpoint, health, run_signal)
+    return Landing(settings, store, quarantine, metrics, endpoint, health, run_signal, _shipper(settings, writer))
+
+
+def _shipper(settings: Settings, writer: str) -> Shipper | None:
+    """The shipper of this process's raw files when the storage URL is set (opening the store checks its URL and
+    credentials' shape now: a landing that cannot ship refuses to start rather than ship nothing silently)."""
+    object_store = open_store(settings)
+    if object_store is None:
+        return None
+    return Shipper(
+        object_store,
+        sources_for(settings.landing_dir, settings.quarantine_dir),
+        writer=writer,
+        interval_seconds=settings.ship_interval_seconds,
+    )
 
 
 def get_landing(request: Request) -> Landing:
@@ -114,11 +149,15 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         landing.run_signal.start()
+        if landing.shipper is not None:
+            landing.shipper.start()
         yield
         await landing.run_signal.aclose()
         # Shutdown: acknowledge nothing more, finish the batches in flight, close the segment.
         await landing.store.aclose()
         landing.quarantine.close()
+        if landing.shipper is not None:  # a last ship of what is left; the next start ships what this could not
+            await asyncio.to_thread(landing.shipper.stop, SHIP_ON_SHUTDOWN_SECONDS)
 
     app = LandingApp(
         title="memberpulse landing",
@@ -132,13 +171,19 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(WEBHOOK_PATH)
     async def webhook_health(landing: LandingDep) -> JSONResponse:
         status, body = landing.health.answer()
+        shipping = landing.shipping()
+        if shipping is not None:  # reported, never a 503: a store outage hits every replica at once
+            body["shipping"] = {"lag_seconds": round(shipping.lag_seconds, 3), "ok": shipping.ok}
         return JSONResponse(body, status_code=status)
 
     @app.get("/metrics", response_class=Response)
     async def metrics(landing: LandingDep) -> Response:
         health = landing.health
         text = landing.metrics.render(
-            free_bytes=health.free_bytes(), storage_ok=health.problem() is None, refusals=landing.quarantine.refusals
+            free_bytes=health.free_bytes(),
+            storage_ok=health.problem() is None,
+            refusals=landing.quarantine.refusals,
+            shipping=landing.shipping(),
         )
         return Response(text, media_type=METRICS_CONTENT_TYPE)
 

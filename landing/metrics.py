@@ -14,6 +14,7 @@ import socket
 import time
 from bisect import bisect_left
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 Outcome = Literal[
@@ -95,9 +96,10 @@ class LandingMetrics:
         free_bytes: int | None = None,
         storage_ok: bool | None = None,
         refusals: Mapping[str, int] | None = None,
+        shipping: ShippingFigures | None = None,
     ) -> bytes:
         """The text exposition; ``free_bytes``/``storage_ok`` come from the storage health at scrape time,
-        ``refusals`` (per reason) from the quarantine."""
+        ``refusals`` (per reason) from the quarantine, ``shipping`` from the shipper (storage URL set)."""
         labels = self._labels
         lines = [
             "# HELP landing_process_start_time_seconds Start time of this landing process, Unix seconds.",
@@ -134,9 +136,43 @@ class LandingMetrics:
                 "# TYPE landing_refusals_total counter",
             ]
             lines += [f'landing_refusals_total{{{labels},reason="{_escape(r)}"}} {n}' for r, n in refusals.items()]
+        lines += shipping.render(labels) if shipping is not None else []
         for histogram in (self.latency, self.batch, self.flush):
             lines += histogram.render(labels)
         return ("\n".join(lines) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class ShippingFigures:
+    """The shipper's figures at scrape time (``MEMBERPULSE_STORAGE_URL`` set)."""
+
+    lag_seconds: float
+    ok: bool
+    chunks: int
+    bytes: int
+    requests: Mapping[str, int]
+
+    def render(self, labels: str) -> list[str]:
+        lines = [
+            "# HELP landing_ship_lag_seconds Acknowledged webhooks older than this are in the object store; younger "
+            "ones may be only on this host's disk.",
+            "# TYPE landing_ship_lag_seconds gauge",
+            f"landing_ship_lag_seconds{{{labels}}} {_num(self.lag_seconds)}",
+            "# HELP landing_ship_ok 1 when the last ship to the object store succeeded, else 0.",
+            "# TYPE landing_ship_ok gauge",
+            f"landing_ship_ok{{{labels}}} {int(self.ok)}",
+            "# HELP landing_shipped_chunks_total Chunk objects uploaded to the object store.",
+            "# TYPE landing_shipped_chunks_total counter",
+            f"landing_shipped_chunks_total{{{labels}}} {self.chunks}",
+            "# HELP landing_shipped_bytes_total Raw bytes uploaded to the object store.",
+            "# TYPE landing_shipped_bytes_total counter",
+            f"landing_shipped_bytes_total{{{labels}}} {self.bytes}",
+            "# HELP landing_object_store_requests_total Requests to the object store, by operation.",
+            "# TYPE landing_object_store_requests_total counter",
+        ]
+        name = "landing_object_store_requests_total"
+        lines += [f'{name}{{{labels},operation="{op}"}} {n}' for op, n in self.requests.items()]
+        return lines
 
 
 def host_label() -> str:

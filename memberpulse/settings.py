@@ -328,6 +328,14 @@ class Settings(BaseSettings):
     storage_timeout_seconds: float = Field(
         default=30.0, gt=0, le=600, description="Timeout of one object-store request (each is retried 3 times)."
     )
+    ship_interval_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="With the storage URL set: how often a landing process uploads what its raw segments and "
+        "quarantine gained. At most this much (plus the upload's time) of acknowledged webhooks is only on the "
+        "landing host's disk.",
+    )
 
     include_test_webhooks: bool = Field(
         default=False,

@@ -30,6 +30,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         "open": "recovered webhooks are streamed into a new raw segment (the raw store, not state), fsync'd under "
         "a name no reader globs, then renamed; unusable deliveries likewise into a quarantine file"
     },
+    "landing/shipper.py": {"open": "reads the landing's own raw segments to ship them (the raw store, not state)"},
     "flows/reconcile/_lock.py": {"open": "the run lock: an flock on an empty file"},
     "flows/snapshot/_files.py": {"open": "the snapshot writer's lock: an flock on an empty file"},
     "memberpulse/cli/sql.py": {".open": "`memberpulse sql` output, copied from DuckDB's temporary export file"},

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from memberpulse.contracts.checkpoints import checkpoint
+from memberpulse.contracts.raw_chunks import ARCHIVE_PREFIX, archived_key, file_prefix, parse_chunk_key, split_file_name
 from memberpulse.contracts.raw_record import (
     ARCHIVE_GLOB,
     RAW_ARCHIVE_SCHEMA,
@@ -43,6 +44,7 @@ from memberpulse.contracts.raw_record import (
 from memberpulse.flows.fsio import atomic_target, fsync_path
 from memberpulse.flows.raw.reader import RawChunk, is_sealed, iter_file, list_segments, sealed_cutoff
 from memberpulse.flows.state_codec import RAW_ARCHIVE, open_table_file, open_table_writer
+from memberpulse.storage import ObjectStore
 
 log = logging.getLogger("memberpulse.raw_archive")
 
@@ -97,10 +99,17 @@ def compactable(
 
 
 def compact(
-    landing_dir: Path, committed: Mapping[str, int], *, retention_days: float, now: datetime | None = None
+    landing_dir: Path,
+    committed: Mapping[str, int],
+    *,
+    retention_days: float,
+    now: datetime | None = None,
+    remote: ObjectStore | None = None,
 ) -> CompactionResult:
     """Move every compactable segment into its day's archive file, then remove the NDJSON. The caller holds
-    the reconcile lock and passes the offsets of the committed manifest."""
+    the reconcile lock and passes the offsets of the committed manifest. With ``remote`` (the storage URL set),
+    the day's archive file is uploaded before anything is deleted, then each segment's chunks are replaced by
+    a tombstone, then the local segment goes (:func:`_forget_remote`)."""
     archive_dir = raw_archive_dir(landing_dir)
     result = CompactionResult(removed_tmp=remove_stale_tmp(archive_dir))
     for day, segments in sorted(compactable(landing_dir, committed, retention_days=retention_days, now=now).items()):
@@ -112,17 +121,35 @@ def compact(
         if fresh:
             held |= _write_day(landing_dir, target, fresh)
         checkpoint("archive_before_unlink")
+        if remote is not None and target.exists():
+            remote.put(f"{ARCHIVE_PREFIX}/{target.name}", target)
         for seg in segments:
             if held.get(seg.relpath) != seg.size:
                 result.kept.append(seg.relpath)  # never delete bytes the archive does not hold
                 log.warning("raw archive %s does not hold all of %s; the segment is kept", target, seg.relpath)
                 continue
+            if remote is not None:
+                _forget_remote(remote, seg.relpath)
             seg.path.unlink(missing_ok=True)
             result.segments += 1
             result.bytes += seg.size
         _tidy_partition(landing_dir / f"dt={day.isoformat()}")
         result.days.append(day.isoformat())
     return result
+
+
+def _forget_remote(remote: ObjectStore, relpath: str) -> None:
+    """The segment's chunks in the store, now that the uploaded archive holds its bytes: a tombstone first (so
+    a landing restarted on the disk that wrote it never ships it again), then the chunks. The local segment is
+    removed after this: a crash in between leaves it to the next compaction, which finds it archived."""
+    remote.put(archived_key("landing", relpath), b"")
+    writer_seq = split_file_name(relpath.rsplit("/", 1)[-1])
+    if writer_seq is None:
+        return
+    for info in list(remote.list(file_prefix("landing", *writer_seq))):
+        ref = parse_chunk_key(info.key)
+        if ref is not None and not ref.archived:
+            remote.delete(info.key)
 
 
 def remove_stale_tmp(archive_dir: Path) -> list[str]:

@@ -7,6 +7,7 @@ as-of earlier than the last commit's) ingests in memory only: nothing staged, no
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -21,9 +22,13 @@ from memberpulse.contracts.failures import REJECT_SCHEMA
 from memberpulse.contracts.quarantine import decode_quarantine_entry
 from memberpulse.flows.raw import archive as raw_archive
 from memberpulse.flows.raw import reader as raw_reader
+from memberpulse.flows.raw.remote import pull_raw
 from memberpulse.flows.reconcile._store import Manifest, ReconcileStore
 from memberpulse.flows.whop import BackfillSnapshot, list_snapshots
 from memberpulse.settings import Settings
+from memberpulse.storage import open_store
+
+log = logging.getLogger("memberpulse.reconcile")
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,18 @@ def ingest(
     return replace(ingested, manifest=manifest, uncommitted_events=None)
 
 
+def pull_from_store(settings: Settings) -> list[str]:
+    """With the storage URL set, the local raw directories are a cache of the landing replicas' chunks: bring
+    them up to date before reading (StorageUnavailable, exit 3, when the store does not answer). Returns the
+    pull's warnings for the run's report."""
+    object_store = open_store(settings)
+    if object_store is None:
+        return []
+    pulled = pull_raw(object_store, settings.landing_dir, settings.quarantine_dir)
+    log.info("pulled %d raw chunk(s), %d bytes, from %d landing writer(s)", pulled.chunks, pulled.bytes, pulled.writers)
+    return pulled.warnings
+
+
 def _commit(store: ReconcileStore, manifest: Manifest, run_id: str) -> Manifest:
     manifest = store.compact_events(manifest, run_id)
     checkpoint("ingest_before_commit")
@@ -206,11 +223,13 @@ def fold_settings_changed(settings: Settings, manifest: Manifest) -> str | None:
 
 
 def _read_new(settings: Settings, base: Manifest, *, full_refresh: bool) -> ParsedNew:
-    """What is new in the raw store; a segment that changed after it was ingested is named and read from 0."""
+    """What is new in the raw store (pulled from the object store first when it is set); a segment that changed
+    after it was ingested is named and read from 0."""
+    pulled = pull_from_store(settings)
     checked = raw_reader.check_offsets(settings.landing_dir, base.offsets)
     new = parse_new(_raw_lines(settings, checked.offsets, full_refresh=full_refresh))
     reset = {rel: 0 for rel, offset in checked.offsets.items() if offset != base.offsets[rel]}
-    return replace(new, new_offsets={**reset, **new.new_offsets}, raw_warnings=checked.warnings)
+    return replace(new, new_offsets={**reset, **new.new_offsets}, raw_warnings=[*pulled, *checked.warnings])
 
 
 def _raw_lines(settings: Settings, offsets: dict[str, int], *, full_refresh: bool) -> Iterator[raw_reader.RawChunk]:

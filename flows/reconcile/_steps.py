@@ -35,6 +35,7 @@ from memberpulse.flows.recover import RecoveryState, RecoveryStore
 from memberpulse.flows.snapshot import SnapshotLineage, read_build_record, thin_history, whop_access, write_snapshot
 from memberpulse.flows.whop import latest_snapshot, list_snapshots
 from memberpulse.settings import Settings
+from memberpulse.storage import open_store
 
 BACKDATED_DIR = "as-of"  # backdated runs' snapshots, beside (never instead of) latest.duckdb
 Logger = logging.Logger | logging.LoggerAdapter[logging.Logger]
@@ -242,9 +243,12 @@ def compact_step(settings: Settings, store: ReconcileStore, logger: Logger) -> C
     (None), never fails a run whose outputs are written; the next run tries again."""
     try:
         result = compact(
-            settings.landing_dir, store.load_manifest().offsets, retention_days=settings.raw_retention_days
+            settings.landing_dir,
+            store.load_manifest().offsets,
+            retention_days=settings.raw_retention_days,
+            remote=open_store(settings),
         )
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, MemberpulseError) as exc:  # a store outage too: retried next run
         logger.warning("raw history compaction failed (retried next run): %s", exc)
         return None
     if result.segments:

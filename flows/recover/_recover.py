@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,11 +31,14 @@ from memberpulse.contracts.quarantine import encode_quarantine_entry
 from memberpulse.contracts.raw_record import SCHEME_DELIVERY_LOG, encode_raw_record
 from memberpulse.contracts.tables import WEBHOOK_DELIVERIES
 from memberpulse.errors import ConfigError, InvalidInput, WhopGaveUp
+from memberpulse.flows.raw.remote import pull_raw
 from memberpulse.flows.recover._store import RETENTION, RecordSink, RecoveryStore
 from memberpulse.flows.recover._webhook import find_webhook, require_recovery_settings
 from memberpulse.flows.state_codec import RecoveryState
 from memberpulse.flows.whop import RetryEvent, WhopBackfillClient
+from memberpulse.landing.shipper import ship_files, sources_for
 from memberpulse.settings import Settings
+from memberpulse.storage import ObjectStore, open_store
 
 log = logging.getLogger("memberpulse.recover")
 
@@ -101,6 +105,9 @@ def recover(
     started = datetime.now(UTC)
     store = RecoveryStore(settings.warehouse_dir, settings.landing_dir, settings.quarantine_dir)
     state = store.load_state()
+    object_store = open_store(settings)
+    if object_store is not None:  # the index must see what every landing replica shipped
+        pull_raw(object_store, settings.landing_dir, settings.quarantine_dir)
     window_start = _window_start(since, state, started)
     with WhopBackfillClient.from_settings(settings, on_retry=on_retry, job="recover") as client:
         hook_id = find_webhook(client, settings)
@@ -119,7 +126,7 @@ def recover(
         except BaseException:
             reading.sink.abort()
             raise
-    return _commit(store, state, reading, (known, offsets), hook_id, pages, started)
+    return _commit(store, state, reading, (known, offsets), hook_id, pages, started, object_store)
 
 
 def configured_companies(settings: Settings) -> frozenset[str]:
@@ -248,11 +255,16 @@ def _commit(
     hook_id: str,
     pages: int,
     started: datetime,
+    object_store: ObjectStore | None,
 ) -> RecoveryResult:
-    """Records, unusable attempts, then the recovery's own files (the state last)."""
+    """Records, unusable attempts, then (with the storage URL set) both shipped to the store, then the
+    recovery's own files (the state last): recovery reports success only once what it recovered is where every
+    worker reads it."""
     known, offsets = index
     segment = reading.sink.commit()
-    store.write_failures(reading.unusable, reading.now)
+    failures = store.write_failures(reading.unusable, reading.now)
+    if object_store is not None:
+        ship_recovered(object_store, store, segment, failures)
     landed_ids = set(known.filter(pl.col("landed"))["webhook_id"].to_list())
     refused = store.quarantined_ids()
     unlogged = [i for i in reading.failed_ids if i not in landed_ids and i not in refused]
@@ -275,6 +287,16 @@ def _commit(
         unusable=len(reading.unusable), other_company=reading.other_company,
         segment=str(segment) if segment else None, seconds=(datetime.now(UTC) - started).total_seconds(),
     )  # fmt: skip
+
+
+def ship_recovered(
+    object_store: ObjectStore, store: RecoveryStore, segment: Path | None, failures: Path | None
+) -> None:
+    """Ship recovery's new segment and quarantine file as chunks, as a landing replica ships its own."""
+    landing, quarantine = sources_for(store.landing_dir, store.quarantine_dir)
+    for source, path in ((landing, segment), (quarantine, failures)):
+        if path is not None:
+            ship_files(object_store, source, [path.relative_to(source.root).as_posix()])
 
 
 def _failure_line(attempt: Any, problem: str, now: datetime) -> bytes:
