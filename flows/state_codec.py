@@ -250,6 +250,11 @@ PUBLISHED_ROWS = TableKind(
 RUN_LOG = TableKind(
     "run-log", "the run log", "delete it: only the earlier runs' rows in the snapshot's pipeline_runs table are lost"
 )
+RUN_COMPANY_LOG = TableKind(
+    "run-company-log",
+    "the per-company run log",
+    "delete it: only the earlier runs' rows in the snapshot's pipeline_run_companies table are lost",
+)
 FAILURE_LOG = TableKind(
     "failure-log",
     "the webhook failures log",
@@ -268,7 +273,7 @@ DOCUMENT_KINDS: tuple[DocumentKind[Any], ...] = (
     RECONCILE_MANIFEST, PUBLISH_TARGET, RECOVERY_STATE, SNAPSHOT_BUILD, BACKFILL_MANIFEST,
 )  # fmt: skip
 TABLE_KINDS: tuple[TableKind, ...] = (
-    RECONCILE_STATE, EVENT_LOG, HISTORY, PUBLISHED_ROWS, RUN_LOG, FAILURE_LOG, RECOVERY_INDEX,
+    RECONCILE_STATE, EVENT_LOG, HISTORY, PUBLISHED_ROWS, RUN_LOG, RUN_COMPANY_LOG, FAILURE_LOG, RECOVERY_INDEX,
     RECOVERY_DELIVERIES, BACKFILL_TABLE, RAW_ARCHIVE,
 )  # fmt: skip
 

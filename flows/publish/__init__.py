@@ -32,6 +32,7 @@ from memberpulse.flows.publish._changes import (
     newly_at_risk,
     plan_publish,
 )
+from memberpulse.flows.publish._failure_company import failure_company
 from memberpulse.flows.publish._migrations import Migrated, apply_migrations, migrate
 from memberpulse.flows.publish._postgres import PostgresPublisher
 from memberpulse.flows.publish._publish_step import (
@@ -89,6 +90,7 @@ __all__ = [
     "apply_migrations",
     "as_published",
     "diff_published",
+    "failure_company",
     "failures_from_rejects",
     "failures_with",
     "get_publisher",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from memberpulse.flows.reconcile._companies import COMPANY_HEADINGS, CompanyLine
 from memberpulse.flows.reconcile._flow import OutputFailed, check_data_dir, reconcile
 from memberpulse.flows.reconcile._ingest import Ingested, ingest
 from memberpulse.flows.reconcile._lock import run_lock
@@ -45,7 +46,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AT_RISK_LISTED",
+    "COMPANY_HEADINGS",
     "STEPS",
+    "CompanyLine",
     "Ingested",
     "OutputFailed",
     "RunMode",

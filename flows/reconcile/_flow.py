@@ -20,6 +20,7 @@ from memberpulse.contracts.times import CLOCK_BEHIND_LIMIT, CLOCK_SKEW_ALLOWANCE
 from memberpulse.errors import ConfigError, CorruptState, MemberpulseError, TransientError
 from memberpulse.flows.deployment_runs import require_absolute_data_dir
 from memberpulse.flows.publish import record_run, target_name
+from memberpulse.flows.reconcile._companies import run_companies_with
 from memberpulse.flows.reconcile._ingest import fold_settings_changed
 from memberpulse.flows.reconcile._lock import run_lock
 from memberpulse.flows.reconcile._report import RunReport, StepResults, assemble_report
@@ -41,6 +42,7 @@ from memberpulse.flows.reconcile._steps import (
     compact_step,
     ingest_step,
     publish_step,
+    record_step,
     score_step,
     snapshot_step,
 )
@@ -184,20 +186,23 @@ def _run_steps(settings: Settings, start: RunStart, store: ReconcileStore, done:
     done.published = published = done.timed(PUBLISH, mode, publish_step, settings, start, scored, ingested, logger)
     done.drift = drift_frame = done.timed(DRIFT, mode, drift, settings, ingested.state)
     done.finished_at = datetime.now(UTC)
-    # The snapshot carries this run's row as it will be recorded; the run log and the target hear of the run
+    # The snapshot carries this run's rows as they will be recorded; the run logs and the target hear of the run
     # only after the snapshot is in place, so no record says "completed" while an output is missing.
-    run = assemble_report(start, done).pipeline_run()
+    report = assemble_report(start, done)
+    run = report.pipeline_run()
+    companies = run_companies_with(settings.warehouse_dir, start.run_id, start.started_at, report.companies)
     if mode in SNAPSHOT.modes:
         done.snapshot = done.timed(
-            SNAPSHOT, mode, snapshot_step, settings, start, store, ingested, published, drift=drift_frame, run=run
-        )
+            SNAPSHOT, mode, snapshot_step, settings, start, store, ingested, published,
+            drift=drift_frame, run=run, run_companies=companies,
+        )  # fmt: skip
         logger.info("snapshot written: %s", done.snapshot.path)
     if mode in REPORT.modes:
         done.analyst_report = done.timed(REPORT, mode, write_run_report, settings.snapshots_dir, logger)
     if mode in RECORD.modes:
         failure = published.failure
         done.timed(
-            RECORD, mode, record_run, settings, run,
+            RECORD, mode, record_step, settings, run, companies,
             rejects=ingested.failures,
             best_effort=failure is not None,
             local_only=isinstance(failure, TransientError),  # the target is down: do not wait on it again

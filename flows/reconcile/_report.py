@@ -15,6 +15,14 @@ import polars as pl
 
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.publish import REFUSED_LABEL, REJECTS_LABEL, PipelineRun, PublishResult, RunStatus
+from memberpulse.flows.reconcile._companies import (
+    COMPANIES_LISTED,
+    COMPANY_HEADINGS,
+    CompanyLine,
+    busiest_first,
+    count_per_company,
+    lines_from_dicts,
+)
 from memberpulse.flows.reconcile._ingest import Ingested
 from memberpulse.flows.reconcile._step_list import RunMode, Step
 from memberpulse.flows.reconcile._steps import Published, RunStart, Scored, Snapshotted
@@ -70,6 +78,8 @@ class RunReport:
     data_dir: str | None = None  # absolute
     warnings: list[str] = field(default_factory=list)  # what a person should look at although the run completed
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
+    # What the run did per company, for the companies it touched (``_companies``), by company.
+    companies: list[CompanyLine] = field(default_factory=list)
 
     # --- the views: the pipeline_runs row, the summary rows (the CLI draws them), the Prefect artifact -------
 
@@ -163,13 +173,28 @@ class RunReport:
         mode = {"run": "", "dry-run": " (dry run: nothing written)", "backdated": " (backdated: nothing committed)"}
         return f"Reconcile run {self.run_id[:8]} as of {self.as_of.isoformat()}{refresh}{mode[self.mode]}"
 
+    def company_rows(self) -> tuple[list[list[str]], str | None]:
+        """The per-company table both summaries show (the busiest ``COMPANIES_LISTED`` lines), and a note
+        saying how many more there are, or None."""
+        lines = busiest_first(self.companies)
+        more = len(lines) - COMPANIES_LISTED
+        note = f"… and {more} more companies (all of them: --json, or the snapshot's pipeline_run_companies)"
+        return [line.cells() for line in lines[:COMPANIES_LISTED]], note if more > 0 else None
+
     def markdown(self) -> str:
-        """The Prefect artifact: the summary rows, then members per status."""
+        """The Prefect artifact: the summary rows, members per status, then what the run did per company."""
         measures = "\n".join(f"| {name} | {value} |" for name, value in self.summary_rows())
         by_status = "\n".join(f"| {k} | {v} |" for k, v in sorted(self.members_by_status.items()))
+        rows, note = self.company_rows()
+        companies = "".join(f"| {' | '.join(cells)} |\n" for cells in rows)
+        per_company = (
+            f"\n| {' | '.join(COMPANY_HEADINGS)} |\n|{'---|' * len(COMPANY_HEADINGS)}\n{companies}{note or ''}\n"
+            if rows
+            else ""
+        )
         return (
             f"# {self.title}\n\n| measure | value |\n|---|---|\n{measures}\n\n"
-            f"| status | members |\n|---|---|\n{by_status}\n"
+            f"| status | members |\n|---|---|\n{by_status}\n{per_company}"
         )
 
     # --- the flow's return value ----------------------------------------------------------------------------
@@ -186,7 +211,8 @@ class RunReport:
         """The report inside a flow's return value (which may carry more keys, e.g. an event-driven run's passes)."""
         known = {f.name for f in dataclasses.fields(cls)}
         times = {k: datetime.fromisoformat(values[k]) for k in _TIMES if values.get(k) is not None}
-        return cls(**{k: v for k, v in {**values, **times}.items() if k in known})
+        lines = {"companies": lines_from_dicts(values.get("companies") or [])}
+        return cls(**{k: v for k, v in {**values, **times, **lines}.items() if k in known})
 
 
 @dataclass
@@ -259,6 +285,25 @@ def assemble_report(start: RunStart, done: StepResults, *, error: str | None = N
         data_dir=start.data_dir,
         warnings=_warnings(start, ingested, result),
         seconds=dict(done.seconds),
+        companies=_company_lines(start, done),
+    )
+
+
+def _company_lines(start: RunStart, done: StepResults) -> list[CompanyLine]:
+    """What the run did per company, from what its steps returned. A changed row is one the run stamped with
+    its ``run_at`` (``updated_at``); a backdated run changes nothing in the present."""
+    ingested, scored, published = done.ingested, done.scored, done.published
+    changed = None
+    if published is not None and start.mode != "backdated":
+        changed = published.table.filter(pl.col("updated_at") == start.started_at)
+    sent = bool(start.publish_target and published and published.result and not published.failure)
+    return count_per_company(
+        members=scored.members if scored else None,
+        changed=changed,
+        published=sent and start.mode == "run",
+        events=ingested.new_events if ingested else None,
+        rejects=ingested.rejects if ingested else None,
+        drift=done.drift,
     )
 
 

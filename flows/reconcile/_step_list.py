@@ -53,8 +53,8 @@ STEPS: tuple[Step, ...] = (
     Step("report", "the analysts' HTML report beside the snapshot (never fails the run)", COMMITTING),
     Step(
         "record",
-        "the run in pipeline_runs (the run log and the target): only now, so no record says completed while an "
-        "output is missing",
+        "the run's lines per company (pipeline_run_companies), then the run in pipeline_runs (the run log and the "
+        "target): only now, so no record says completed while an output is missing",
         COMMITTING,
     ),
     Step("compact", "landing segments past the retention window into the daily raw archive", COMMITTING),

@@ -24,9 +24,11 @@ from memberpulse.flows.publish import (
     preview_publish,
     publish_members,
     publish_state,
+    record_run,
     runs_with,
 )
 from memberpulse.flows.raw.archive import CompactionResult, compact
+from memberpulse.flows.reconcile._companies import record_run_companies
 from memberpulse.flows.reconcile._ingest import Ingested, all_events, ingest, scoring_state
 from memberpulse.flows.reconcile._score import change_hints, score
 from memberpulse.flows.reconcile._step_list import INGEST, PUBLISH, SNAPSHOT, RunMode, Step
@@ -183,11 +185,12 @@ def snapshot_step(
     *,
     drift: pl.DataFrame,
     run: PipelineRun,
+    run_companies: pl.DataFrame | None = None,
 ) -> Snapshotted:
     """A new DuckDB file swapped in as ``snapshots/latest.duckdb`` (the previous one plus this run's changes
     when it matches what this run started from); for a backdated run, a file of its own named for its as-of
     (``snapshots/as-of/<as_of>.duckdb``), with the history up to that time. ``run`` is this run's
-    ``pipeline_runs`` row as it will be recorded."""
+    ``pipeline_runs`` row as it will be recorded, ``run_companies`` the per-company run log with its lines."""
     recovery = RecoveryStore(settings.warehouse_dir, settings.landing_dir, settings.quarantine_dir)
     health = recovery.load_state()
     health_known = health.recovered_at is not None
@@ -212,6 +215,7 @@ def snapshot_step(
         history_parquet=thin_history(history),
         drift=drift,
         pipeline_runs=runs_with(settings, run),
+        pipeline_run_companies=run_companies,
         keep=settings.snapshots_keep,
         whop_access=lambda: whop_access(settings.warehouse_dir),
         own_file=f"{file_time(start.as_of)}.duckdb" if backdated else None,
@@ -235,6 +239,21 @@ def _lineage(settings: Settings, start: RunStart, ingested: Ingested, outcome: P
         whop_access_source=str(backfill.path) if backfill is not None else None,
         full=start.full_refresh,
     )
+
+
+def record_step(
+    settings: Settings,
+    run: PipelineRun,
+    run_companies: pl.DataFrame,
+    *,
+    rejects: pl.DataFrame,
+    best_effort: bool,
+    local_only: bool,
+) -> pl.DataFrame:
+    """Record the run: its per-company lines in the warehouse first (they describe what was committed), then
+    its row in the run log and the target (``publish.record_run``), which says it completed."""
+    record_run_companies(settings.warehouse_dir, run_companies)
+    return record_run(settings, run, rejects=rejects, best_effort=best_effort, local_only=local_only)
 
 
 def compact_step(settings: Settings, store: ReconcileStore, logger: Logger) -> CompactionResult | None:

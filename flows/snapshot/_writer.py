@@ -17,6 +17,7 @@ from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.contracts.tables import (
     MEMBER_ACTIVITY,
     MEMBER_ACTIVITY_HISTORY,
+    PIPELINE_RUN_COMPANIES,
     SNAPSHOT_INFO,
     WEBHOOK_DELIVERIES,
     WEBHOOK_FAILURES,
@@ -67,16 +68,16 @@ def write_snapshot(
     webhook_failures: pl.DataFrame | None = None,
     webhook_deliveries: pl.DataFrame | None = None,
     lineage: SnapshotLineage | None = None,
+    pipeline_run_companies: pl.DataFrame | None = None,
 ) -> Path:
     """Write this run's snapshot to ``snapshots_dir/<run_at>-<run_id8>.duckdb`` and make it ``latest.duckdb``;
     or to ``snapshots_dir/<own_file>`` alone, no swap and no retention (a backdated run's own file).
 
-    ``events`` (a frame) or ``events_parquet`` (files, loaded by DuckDB without passing through Python) gives
-    the parsed events; neither means "no events yet". ``history_parquet`` holds one file per run (this run's
-    included) of scored member rows, each with a ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``.
-    ``whop_access``, ``webhook_failures``, ``webhook_deliveries``: the tables of those names (None: empty).
-    ``lineage`` (what changed since the previous run) lets it update a copy of the previous one instead.
-    Returns the file's path; older timestamped snapshots past ``keep`` are deleted."""
+    ``events`` (a frame) or ``events_parquet`` (files DuckDB loads, bypassing Python): the parsed events (neither:
+    none yet). ``history_parquet``: one file per run (this one's included) of scored member rows, each with a
+    ``run_at`` column or named ``<YYYYMMDDTHHMMSSffffffZ>...``. ``whop_access``, ``webhook_failures``,
+    ``webhook_deliveries``, ``pipeline_run_companies``: those tables (None: empty). ``lineage`` (what changed
+    since the previous run) lets it update a copy of the previous one. Older snapshots past ``keep`` go."""
     _check_inputs(keep=keep, events=events, events_parquet=events_parquet, member_activity=member_activity,
                   drift=drift, pipeline_runs=pipeline_runs)  # fmt: skip
     final = snapshots_dir / (own_file or _files.snapshot_name(run_at, run_id))
@@ -84,7 +85,7 @@ def write_snapshot(
     tables: dict[str, Any] = dict(
         run_id=run_id, run_at=run_at.astimezone(UTC), member_activity=member_activity, history_files=history_files,
         drift=drift, pipeline_runs=pipeline_runs, whop_access=whop_access, webhook_failures=webhook_failures,
-        webhook_deliveries=webhook_deliveries,
+        webhook_deliveries=webhook_deliveries, pipeline_run_companies=pipeline_run_companies,
     )  # fmt: skip
     events_files = list(events_parquet) if events_parquet is not None else None
     with _storage_errors(final):
@@ -188,6 +189,7 @@ def _update(
     whop_access: WhopAccess,
     webhook_failures: pl.DataFrame | None,
     webhook_deliveries: pl.DataFrame | None,
+    pipeline_run_companies: pl.DataFrame | None,
 ) -> None:
     con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     try:
@@ -200,11 +202,12 @@ def _update(
             _replace_members(con, member_activity, lineage.changed_members)
         _update_history(con, record.history, history_files)
         for table in _REBUILT_EVERY_RUN:
-            con.execute(f"DROP TABLE {table}")
+            con.execute(f"DROP TABLE IF EXISTS {table}")  # IF EXISTS: one a previous release did not write
         _load_frame(con, "reconciliation_drift", drift)
         _load_frame(con, "pipeline_runs", pipeline_runs)
         _load("webhook_failures", lambda: _load_declared(con, WEBHOOK_FAILURES, webhook_failures))
         _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
+        _load(PIPELINE_RUN_COMPANIES.name, lambda: _load_declared(con, PIPELINE_RUN_COMPANIES, pipeline_run_companies))
         _load_info(con, run_id, run_at)
         if record.whop_access_source != lineage.whop_access_source or lineage.whop_access_source is None:
             con.execute("DROP TABLE whop_member_access")
@@ -220,6 +223,7 @@ def _update(
 # The small tables an incremental update recreates in full (the big ones are patched).
 _REBUILT_EVERY_RUN = (
     "reconciliation_drift", "pipeline_runs", "webhook_failures", "webhook_deliveries", "snapshot_info",
+    "pipeline_run_companies",
 )  # fmt: skip
 # Tables an update may keep as they are in the previous file, whose columns are declared.
 _KEPT_AS_DECLARED = (MEMBER_ACTIVITY, WHOP_MEMBER_ACCESS)
@@ -294,6 +298,7 @@ def _build(
     whop_access: WhopAccess = None,
     webhook_failures: pl.DataFrame | None = None,
     webhook_deliveries: pl.DataFrame | None = None,
+    pipeline_run_companies: pl.DataFrame | None = None,
 ) -> None:
     con = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_COMPATIBILITY})
     try:
@@ -308,6 +313,7 @@ def _build(
         _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
         _load_info(con, run_id, run_at)
         _load("whop_member_access", lambda: _load_whop_access(con, whop_access))
+        _load(PIPELINE_RUN_COMPANIES.name, lambda: _load_declared(con, PIPELINE_RUN_COMPANIES, pipeline_run_companies))
         _create_views(con)
         comment_snapshot(con)
         con.execute("COMMIT")

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from memberpulse.errors import ConfigError, ExitCode
-from memberpulse.flows.reconcile import RunReport, one_off_run
+from memberpulse.flows.reconcile import COMPANY_HEADINGS, RunReport, one_off_run
 from memberpulse.settings import Settings
 
 RowsFormat = Literal["table", "csv", "json"]
@@ -103,8 +103,24 @@ def print_summary(report: RunReport, console: Console | None = None) -> None:
                 table.add_row(Text(f"  {status}"), Text(str(n)))
     console = console or Console()
     console.print(table)
+    _print_companies(report, console)
     for name, value in paths:
         console.print(Text(f"{name}: {value}"), soft_wrap=True)
+
+
+def _print_companies(report: RunReport, console: Console) -> None:
+    """What the run did per company, busiest first, for the companies it touched (none: no table)."""
+    rows, note = report.company_rows()
+    if not rows:
+        return
+    table = Table(title=Text(f"Per company ({len(report.companies)} touched by this run)"))
+    for index, heading in enumerate(COMPANY_HEADINGS):
+        table.add_column(heading, justify="left" if index == 0 else "right")
+    for cells in rows:
+        table.add_row(*(Text(cell) for cell in cells))
+    console.print(table)
+    if note:
+        console.print(Text(note))
 
 
 def _write_rows(rows: pl.DataFrame, rows_format: RowsFormat) -> None:

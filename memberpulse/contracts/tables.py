@@ -305,10 +305,49 @@ WHOP_MEMBER_ACCESS: Final = Table(
     ),
 )
 
+PIPELINE_RUN_COMPANIES: Final = Table(
+    "pipeline_run_companies",
+    "What each reconcile run did per company: one row per run and company it ingested events, found failures or "
+    "changed member rows for (a company left out of a run's rows was not touched by it); the last 90 days.",
+    (
+        _req("run_id", _S, "text", "The run (pipeline_runs.run_id)."),
+        _req("started_at", UTC_US, "timestamptz", "When the run started (pipeline_runs.started_at)."),
+        _col(
+            "company_id",
+            _S,
+            "text",
+            "The Whop company (biz_…); null for what no webhook or API response named a company for (and landing "
+            "refusals, whose bodies are unverified, are counted on no company's row).",
+        ),
+        _req("members", _I64, "bigint", "The company's members the run scored."),
+        _req(
+            "members_changed",
+            _I64,
+            "bigint",
+            "Of them, members whose published values (status, score, ...) this run changed, target or not.",
+        ),
+        _req(
+            "rows_published",
+            _I64,
+            "bigint",
+            "member_activity rows of the company this run sent to the publish target (0 with no target, a dry run "
+            "or a failed publish).",
+        ),
+        _req("events_ingested", _I64, "bigint", "The company's new events the run read."),
+        _req(
+            "rejects",
+            _I64,
+            "bigint",
+            "Records of the raw store the run could not turn into events whose (verified) body names the company.",
+        ),
+        _req("drift_count", _I64, "bigint", "The company's memberships where Whop's API and the webhooks disagree."),
+    ),
+)
+
 #: Tables in Supabase (one migration each).
 PUBLISHED_TABLES: Final = (MEMBER_ACTIVITY, WEBHOOK_FAILURES, PIPELINE_RUNS)
 #: Tables in every DuckDB snapshot, in load order.
 SNAPSHOT_TABLES: Final = (
     MEMBER_ACTIVITY, EVENTS, MEMBER_ACTIVITY_HISTORY, RECONCILIATION_DRIFT, PIPELINE_RUNS, WEBHOOK_FAILURES,
-    WEBHOOK_DELIVERIES, SNAPSHOT_INFO, WHOP_MEMBER_ACCESS,
+    WEBHOOK_DELIVERIES, SNAPSHOT_INFO, WHOP_MEMBER_ACCESS, PIPELINE_RUN_COMPANIES,
 )  # fmt: skip

@@ -3,12 +3,14 @@ views of one object, so they agree (publish counts appear in both summaries only
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from rich.console import Console
 
 from memberpulse.cli.run import print_summary
-from memberpulse.flows.reconcile import RunReport
+from memberpulse.flows.reconcile import CompanyLine, RunReport
+from memberpulse.flows.reconcile._companies import COMPANIES_LISTED
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 T1 = datetime(2026, 11, 27, 12, 1, tzinfo=UTC)
@@ -32,6 +34,10 @@ def _report(target: str | None) -> RunReport:
         unchanged=9,
         drift_count=5,
         snapshot_path="/data/snapshots/latest.duckdb",
+        companies=[
+            CompanyLine("biz_a", members=3, members_changed=1, rows_published=1, events_ingested=5, drift_count=4),
+            CompanyLine(None, members=1, members_changed=3, rows_published=3, events_ingested=2, rejects=2),
+        ],
     )
 
 
@@ -79,3 +85,16 @@ def test_the_flow_result_round_trips_to_the_same_report() -> None:
     values = report.as_dict()
     assert values["as_of"] == T0.isoformat() and values["finished_at"] == T1.isoformat()
     assert RunReport.from_dict(values) == report
+
+
+def test_both_summaries_list_the_companies_busiest_first_and_say_how_many_more() -> None:
+    report = _report(None)
+    markdown, terminal = report.markdown(), _terminal(report)
+    assert "| (no company named) | 1 | 3 | 3 | 2 | 2 | 0 |\n| biz_a | 3 | 1 | 1 | 5 | 0 | 4 |" in markdown
+    assert "Per company (2 touched by this run)" in terminal and "│ None" not in terminal
+    assert terminal.index("(no company named)") < terminal.index("biz_a")  # the most changed rows first
+
+    many = [CompanyLine(f"biz_{n:03d}", members=1, members_changed=1) for n in range(COMPANIES_LISTED + 5)]
+    crowded = dataclasses.replace(report, companies=many)
+    assert "… and 5 more companies" in crowded.markdown() and "… and 5 more companies" in _terminal(crowded)
+    assert "biz_000" in _terminal(crowded) and f"biz_{COMPANIES_LISTED:03d}" not in _terminal(crowded)
