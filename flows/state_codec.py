@@ -41,7 +41,8 @@ from memberpulse.flows.fsio import atomic_target, atomic_write_bytes, atomic_wri
 
 #: The storage format this memberpulse writes; it reads every format from FIRST_FORMAT up to this one.
 #: 3: the publish target's state keeps what the check before each publish compares (TargetMeta).
-STATE_FORMAT: Final = 3
+#: 4: the reconcile manifest keeps a checksum of the bytes read from each segment (ReconcileManifest.checksums).
+STATE_FORMAT: Final = 4
 #: memberpulse 0.2.0 and earlier: documents without "kind" and "format" (some kept a version key of their own).
 FIRST_FORMAT: Final = 1
 
@@ -56,6 +57,7 @@ def _iso_time(value: str) -> str:
 
 IsoTime = Annotated[str, AfterValidator(_iso_time)]  # ISO 8601 text, kept as written
 Count = Annotated[int, Field(ge=0)]
+Crc32 = Annotated[int, Field(ge=0, le=0xFFFFFFFF)]  # zlib.crc32's value
 # Strict: a number is not text, true is not 1; unknown keys are refused (a newer format says so in its header).
 _CLOSED = ConfigDict(strict=True, extra="forbid")
 
@@ -72,6 +74,9 @@ class ReconcileManifest:
     committed_at: IsoTime | None = None
     run_id: str | None = None
     offsets: dict[str, Count] = field(default_factory=dict)  # landing segment -> bytes read
+    # Landing segment -> CRC-32 of exactly the bytes read (0 .. its offset), chained run after run: compaction
+    # archives a segment only while its bytes still have it. Absent: not known (read before format 4).
+    checksums: dict[str, Crc32] = field(default_factory=dict)
     quarantine_offsets: dict[str, Count] = field(default_factory=dict)
     state_file: str | None = None
     event_files: list[str] = field(default_factory=list)
@@ -204,6 +209,14 @@ def _without_own_version(body: Body) -> Body:
     return body
 
 
+def _checksums_unknown(body: Body) -> Body:
+    """Format 3 kept no checksums: the segments it read are archived unchecked, as that release did (see
+    ``ReconcileManifest.checksums``); segments read from the start from now on have one."""
+    if "checksums" in body:
+        raise ValueError("it holds 'checksums', which no format-3 manifest kept")
+    return {**body, "checksums": {}}
+
+
 def _known_fields(model: type[Any]) -> Upgrade:
     """Releases before 0.2.0 kept fields since dropped (``change_seq``, ``version``, ``extra``), which 0.2.0
     ignored: format-1 files are read the same way."""
@@ -218,7 +231,11 @@ RECOVERY_HINT = (
 BACKFILL_HINT = "delete that backfill's folder and run `memberpulse backfill` to fetch a new one"
 
 RECONCILE_MANIFEST = DocumentKind(
-    "reconcile-manifest", ReconcileManifest, "the reconcile manifest", REBUILD_HINT, {1: _without_own_version}
+    "reconcile-manifest",
+    ReconcileManifest,
+    "the reconcile manifest",
+    REBUILD_HINT,
+    {1: _without_own_version, 3: _checksums_unknown},
 )
 PUBLISH_TARGET = DocumentKind(
     "publish-target",

@@ -5,6 +5,13 @@ and its last write are older than the retention window (the landing never append
 and the committed reconcile manifest has read it to its last byte (offset == size, so it ends on a newline).
 Lines are kept byte-exact with their segment name and offset (layout: ``memberpulse.contracts.raw_record``).
 
+Only the bytes that were ingested are archived: the manifest keeps a CRC-32 of exactly the bytes read from each
+segment (``reader.Checksums``), and a segment whose bytes no longer have it (edited in place after ingestion,
+its size unchanged) is neither archived nor removed; :attr:`CompactionResult.warnings` names it with the
+remedy, ``memberpulse run --full-refresh``, which reads it again as it now is (its checksum then matches, and the
+next compaction archives it). A segment read before checksums were kept (format 3) is archived unchecked, as
+then.
+
 Crash safety: a day's archive file is written whole through ``fsio.atomic_target`` (the old file, if any, is
 copied into the new one), and only then are its segments unlinked. A crash before the rename leaves the old
 archive and every segment; a crash after it leaves segments that are also archived: readers prefer the
@@ -42,7 +49,15 @@ from memberpulse.contracts.raw_record import (
     segment_day,
 )
 from memberpulse.flows.fsio import atomic_target, fsync_path
-from memberpulse.flows.raw.reader import RawChunk, is_sealed, iter_file, list_segments, sealed_cutoff
+from memberpulse.flows.raw.reader import (
+    Checksums,
+    RawChunk,
+    file_checksum,
+    is_sealed,
+    iter_file,
+    list_segments,
+    sealed_cutoff,
+)
 from memberpulse.flows.state_codec import RAW_ARCHIVE, open_table_file, open_table_writer
 from memberpulse.storage import ObjectStore
 
@@ -75,6 +90,31 @@ class CompactionResult:
     kept: list[str] = field(default_factory=list)
     #: Temporary files a compaction killed mid-write left in the archive directory, removed.
     removed_tmp: list[str] = field(default_factory=list)
+    #: Segments whose bytes are not the ones ingested (edited after ingestion): neither archived nor removed.
+    changed: list[str] = field(default_factory=list)
+    #: What a person must look at: each changed segment, with the remedy (the run's report carries them).
+    warnings: list[str] = field(default_factory=list)
+
+    def not_as_ingested(self, relpath: str, problem: str) -> None:
+        self.changed.append(relpath)
+        self.warnings.append(
+            f"raw segment {relpath} is not what was ingested from it: {problem}; it is neither archived nor "
+            "removed. Run `memberpulse run --full-refresh`: it reads the segment again as it now is (restore it "
+            "from a backup first if the change was not meant), and the next compaction archives it"
+        )
+        log.warning(self.warnings[-1])  # in the log too, whatever the caller shows
+
+
+class _ChangedWhileArchived(Exception):
+    """A segment's bytes changed between their check and their copy into the archive: the copy is dropped."""
+
+    def __init__(self, relpath: str) -> None:
+        super().__init__(relpath)
+        self.relpath = relpath
+
+
+# (bytes, CRC-32) of a segment: as the archive holds it, or as ingested; the CRC None where it is not known.
+Held = tuple[int, int | None]
 
 
 # --- which segments may go ---------------------------------------------------------------------------------
@@ -101,41 +141,84 @@ def compactable(
 def compact(
     landing_dir: Path,
     committed: Mapping[str, int],
+    checksums: Mapping[str, int],
     *,
     retention_days: float,
     now: datetime | None = None,
     remote: ObjectStore | None = None,
 ) -> CompactionResult:
     """Move every compactable segment into its day's archive file, then remove the NDJSON. The caller holds
-    the reconcile lock and passes the offsets of the committed manifest. With ``remote`` (the storage URL set),
-    the day's archive file is uploaded before anything is deleted, then each segment's chunks are replaced by
-    a tombstone, then the local segment goes (:func:`_forget_remote`)."""
+    the reconcile lock and passes the committed manifest's offsets and checksums (a segment without one is
+    archived unchecked). With ``remote`` (the storage URL set), the day's archive file is uploaded before
+    anything is deleted, then each segment's chunks are replaced by a tombstone, then the local segment goes
+    (:func:`_forget_remote`)."""
     archive_dir = raw_archive_dir(landing_dir)
     result = CompactionResult(removed_tmp=remove_stale_tmp(archive_dir))
     for day, segments in sorted(compactable(landing_dir, committed, retention_days=retention_days, now=now).items()):
         target = archive_path(archive_dir, day)
-        already = _archived_sources(target)
-        fresh = [s for s in segments if s.relpath not in already and s.size]
-        held = {s.relpath: 0 for s in segments if not s.size}
-        held |= _archived_bytes(target, only={s.relpath for s in segments} & already)
-        if fresh:
-            held |= _write_day(landing_dir, target, fresh)
+        try:
+            held = _archive_day(landing_dir, target, segments, checksums, result)
+        except _ChangedWhileArchived as changed:  # nothing of the day written or removed; checked again next run
+            result.not_as_ingested(changed.relpath, "its bytes changed while they were being archived")
+            continue
         checkpoint("archive_before_unlink")
         if remote is not None and target.exists():
             remote.put(f"{ARCHIVE_PREFIX}/{target.name}", target)
         for seg in segments:
-            if held.get(seg.relpath) != seg.size:
-                result.kept.append(seg.relpath)  # never delete bytes the archive does not hold
-                log.warning("raw archive %s does not hold all of %s; the segment is kept", target, seg.relpath)
-                continue
-            if remote is not None:
-                _forget_remote(remote, seg.relpath)
-            seg.path.unlink(missing_ok=True)
-            result.segments += 1
-            result.bytes += seg.size
+            if seg.relpath not in result.changed and _held_whole(seg, held, checksums, result, target):
+                if remote is not None:
+                    _forget_remote(remote, seg.relpath)
+                seg.path.unlink(missing_ok=True)
+                result.segments += 1
+                result.bytes += seg.size
         _tidy_partition(landing_dir / f"dt={day.isoformat()}")
         result.days.append(day.isoformat())
     return result
+
+
+def _archive_day(
+    landing_dir: Path, target: Path, segments: list[Segment], checksums: Mapping[str, int], result: CompactionResult
+) -> dict[str, Held]:
+    """Write the day's segments not archived yet whose bytes are still the ones ingested into its archive file;
+    what the archive then holds of each segment."""
+    already = _archived_sources(target)
+    held: dict[str, Held] = {s.relpath: (0, 0) for s in segments if not s.size}
+    held |= _archived_bytes(target, only={s.relpath for s in segments} & already)
+    fresh = [s for s in segments if s.relpath not in already and s.size]
+    intact = [s for s in fresh if _as_ingested(landing_dir, s, checksums, result)]
+    if intact:
+        held |= _write_day(landing_dir, target, intact, checksums)
+    return held
+
+
+def _as_ingested(landing_dir: Path, seg: Segment, checksums: Mapping[str, int], result: CompactionResult) -> bool:
+    """Whether the segment's bytes still have the checksum of the bytes ingested (unknown: trusted, as before
+    checksums were kept). Read before the archive is written, so a changed segment costs no archive rewrite."""
+    expected = checksums.get(seg.relpath)
+    if expected is None:
+        return True
+    size, now = file_checksum(landing_dir, seg.relpath)
+    if (size, now) == (seg.size, expected):
+        return True
+    said = f"its {size} bytes have CRC-32 {now:08x}"
+    result.not_as_ingested(seg.relpath, f"{said}, the {seg.size} bytes ingested had {expected:08x} (edited in place?)")
+    return False
+
+
+def _held_whole(
+    seg: Segment, held: Mapping[str, Held], checksums: Mapping[str, int], result: CompactionResult, target: Path
+) -> bool:
+    """Whether the archive holds exactly the segment's bytes as ingested, so the NDJSON may go."""
+    size, crc = held.get(seg.relpath, (None, None))
+    if size != seg.size:
+        result.kept.append(seg.relpath)  # never delete bytes the archive does not hold
+        log.warning("raw archive %s does not hold all of %s; the segment is kept", target, seg.relpath)
+        return False
+    expected = checksums.get(seg.relpath)
+    if expected is not None and crc != expected:  # archived before checksums were checked, or another file's
+        result.not_as_ingested(seg.relpath, f"the archive {target.name} holds other bytes of it than were ingested")
+        return False
+    return True
 
 
 def _forget_remote(remote: ObjectStore, relpath: str) -> None:
@@ -164,14 +247,16 @@ def remove_stale_tmp(archive_dir: Path) -> list[str]:
     return removed
 
 
-def _write_day(landing_dir: Path, target: Path, fresh: list[Segment]) -> dict[str, int]:
+def _write_day(landing_dir: Path, target: Path, fresh: list[Segment], checksums: Mapping[str, int]) -> dict[str, Held]:
     """The day's archive: its previous row groups plus ``fresh`` segments, merged in segment order. Returns
-    the bytes written per fresh segment."""
+    the bytes and checksum written per fresh segment; a segment whose bytes no longer have its checksum in
+    ``checksums`` drops the whole file (:class:`_ChangedWhileArchived`)."""
     previous = open_table_file(target, RAW_ARCHIVE) if target.exists() else None
     items: list[tuple[PurePosixPath, int | Segment]] = [(PurePosixPath(s.relpath), s) for s in fresh]
     if previous is not None:
         items += [(PurePosixPath(rel), i) for i, rel in enumerate(_row_group_sources(previous))]
     items.sort(key=lambda item: (item[0], isinstance(item[1], Segment)))
+    sums = Checksums({s.relpath: 0 for s in fresh}, {})
     written = {s.relpath: 0 for s in fresh}
     try:
         with (
@@ -180,10 +265,14 @@ def _write_day(landing_dir: Path, target: Path, fresh: list[Segment]) -> dict[st
         ):
             for _, item in items:
                 if isinstance(item, Segment):
-                    for chunk in iter_file(landing_dir, item.relpath, final=True):  # sealed: its torn tail too
+                    # sealed: its torn tail too
+                    for chunk in sums.through(iter_file(landing_dir, item.relpath, final=True)):
                         table = _lines_table(chunk)
                         writer.write_table(table, row_group_size=table.num_rows)
                         written[item.relpath] += len(chunk.data)
+                    expected = checksums.get(item.relpath)
+                    if expected is not None and sums.at(written).get(item.relpath) != expected:
+                        raise _ChangedWhileArchived(item.relpath)
                 else:
                     assert previous is not None
                     group = previous.read_row_group(item)
@@ -191,7 +280,8 @@ def _write_day(landing_dir: Path, target: Path, fresh: list[Segment]) -> dict[st
     finally:
         if previous is not None:
             previous.close()
-    return written
+    crcs = sums.at(written)
+    return {rel: (size, crcs.get(rel)) for rel, size in written.items()}
 
 
 def _lines_table(chunk: RawChunk) -> pa.Table:
@@ -242,17 +332,21 @@ def _archived_sources(target: Path) -> set[str]:
         return set(_row_group_sources(pf))
 
 
-def _archived_bytes(target: Path, *, only: set[str]) -> dict[str, int]:
-    """Bytes one archive file holds of each segment in ``only`` (read only when a compaction was cut short)."""
+def _archived_bytes(target: Path, *, only: set[str]) -> dict[str, Held]:
+    """Bytes and checksum one archive file holds of each segment in ``only`` (read only when a compaction was
+    cut short)."""
     held: dict[str, int] = {}
     if not only:
-        return held
+        return {}
+    sums = Checksums(dict.fromkeys(only, 0), {})
     with open_table_file(target, RAW_ARCHIVE) as pf:
         for i, rel in enumerate(_row_group_sources(pf)):
             if rel in only:
                 chunk = _row_group_chunk(pf, i, rel)
+                sums.add(chunk)
                 held[rel] = held.get(rel, 0) + (chunk.end - chunk.start)
-    return held
+    crcs = sums.at(held)
+    return {rel: (size, crcs.get(rel)) for rel, size in held.items()}
 
 
 def _row_group_chunk(pf: pq.ParquetFile, index: int, rel: str) -> RawChunk:

@@ -9,14 +9,17 @@ line), whose torn tail is read as a last, unterminated line, so it becomes a rej
 An offset is only a checkpoint while the bytes before it are the ones read. A segment shorter than its offset,
 or whose byte before the offset is not a newline, changed after it was ingested (a restore from a backup, a
 disk repair, a truncation followed by new appends): :func:`check_offsets` names it and the segment is read again
-from its start (the reconcile's event log drops webhook ids it already holds, so nothing counts twice).
+from its start (the reconcile's event log drops webhook ids it already holds, so nothing counts twice). Bytes
+changed in place, the size unchanged, escape that cheap check; :class:`Checksums` keeps a CRC-32 of exactly the
+bytes read from each segment, so compaction can check them before it archives the segment.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -127,6 +130,45 @@ def _damage(path: Path, size: int, committed: int) -> str | None:
     if before != b"\n":
         return f"the byte before offset {committed} (of {size} bytes) is not the end of a line"
     return None
+
+
+class Checksums:
+    """The CRC-32 (``zlib.crc32``) of the bytes read from each segment, from its first byte to where reading
+    stands, chained chunk by chunk: reading never goes back over bytes, and the checksum still covers them.
+
+    Start it from the offsets reading starts at and the checksums known for them (a segment read from 0 needs
+    none); pass the chunks through :meth:`through`. A segment whose bytes before its offset have no known
+    checksum (read by a release that kept none) stays unknown until it is read from its start again.
+    """
+
+    def __init__(self, offsets: Mapping[str, int], known: Mapping[str, int]) -> None:
+        self._at = {rel: (start, known.get(rel, 0)) for rel, start in offsets.items() if start == 0 or rel in known}
+
+    def through(self, chunks: Iterable[RawChunk]) -> Iterator[RawChunk]:
+        """``chunks`` unchanged, each one's bytes added to its segment's checksum on the way."""
+        for chunk in chunks:
+            self.add(chunk)
+            yield chunk
+
+    def add(self, chunk: RawChunk) -> None:
+        end, crc = (0, 0) if chunk.start == 0 else self._at.get(chunk.relpath, (None, 0))
+        if end == chunk.start:
+            self._at[chunk.relpath] = (chunk.end, zlib.crc32(chunk.data, crc))
+        else:  # not contiguous with what was checksummed (never, reading forward): unknown, not wrong
+            self._at.pop(chunk.relpath, None)
+
+    def at(self, offsets: Mapping[str, int]) -> dict[str, int]:
+        """The checksum of each segment's bytes ``0 .. offsets[segment]``, where exactly those were checksummed."""
+        return {rel: self._at[rel][1] for rel, end in offsets.items() if self._at.get(rel, (None, 0))[0] == end}
+
+
+def file_checksum(landing_dir: Path, rel: str, *, block_bytes: int = 1 << 20) -> tuple[int, int]:
+    """(bytes, CRC-32) of one file (``rel`` under ``landing_dir``) as it is now, read in blocks."""
+    size, crc = 0, 0
+    with open(landing_dir / rel, "rb") as fh:
+        while block := fh.read(block_bytes):
+            size, crc = size + len(block), zlib.crc32(block, crc)
+    return size, crc
 
 
 def iter_new(

@@ -208,7 +208,7 @@ def _run_steps(settings: Settings, start: RunStart, store: ReconcileStore, done:
             local_only=isinstance(failure, TransientError),  # the target is down: do not wait on it again
         )  # fmt: skip
     if mode in COMPACT.modes:
-        done.timed(COMPACT, mode, compact_step, settings, store, logger)
+        done.compaction = done.timed(COMPACT, mode, compact_step, settings, store, logger)
 
 
 def data_dir_unused(settings: Settings) -> str | None:

@@ -68,6 +68,8 @@ class ParsedNew:
     records_read: int
     new_offsets: dict[str, int]
     raw_warnings: list[str] = field(default_factory=list)
+    # Every segment's checksum at its offset after this read (raw_reader.Checksums), where it is known.
+    checksums: dict[str, int] = field(default_factory=dict)
 
 
 def api_facts(snapshots: list[BackfillSnapshot]) -> pl.DataFrame | None:
@@ -173,7 +175,7 @@ def ingest(
     manifest = base.with_(
         run_id=run_id,
         as_of=as_of.isoformat() if as_of else base.as_of,
-        offsets=raw_archive.live_offsets(settings.landing_dir, {**base.offsets, **new.new_offsets}),
+        **_read_up_to(settings, base, new),
         quarantine_offsets=_live_quarantine_offsets(settings, base, refused),
         **_staged(store, run_id, base, state=state if changed else None, events=events, rejects=new.rejects),
         backfills_folded=[*base.backfills_folded, *(s.path.name for s in pending)],
@@ -183,6 +185,13 @@ def ingest(
     )
     manifest = _commit(store, manifest, run_id)
     return replace(ingested, manifest=manifest, uncommitted_events=None)
+
+
+def _read_up_to(settings: Settings, base: Manifest, new: ParsedNew) -> dict[str, Any]:
+    """Where reading each live segment stands after this run: its offset, and the checksum of the bytes before
+    it (compacted segments go: the manifest stays proportional to the live landing store)."""
+    offsets = raw_archive.live_offsets(settings.landing_dir, {**base.offsets, **new.new_offsets})
+    return {"offsets": offsets, "checksums": {rel: crc for rel, crc in new.checksums.items() if rel in offsets}}
 
 
 def pull_from_store(settings: Settings) -> list[str]:
@@ -224,12 +233,20 @@ def fold_settings_changed(settings: Settings, manifest: Manifest) -> str | None:
 
 def _read_new(settings: Settings, base: Manifest, *, full_refresh: bool) -> ParsedNew:
     """What is new in the raw store (pulled from the object store first when it is set); a segment that changed
-    after it was ingested is named and read from 0."""
+    after it was ingested is named and read from 0. The checksum of each segment's bytes read so far is carried
+    on through what this run reads."""
     pulled = pull_from_store(settings)
     checked = raw_reader.check_offsets(settings.landing_dir, base.offsets)
-    new = parse_new(_raw_lines(settings, checked.offsets, full_refresh=full_refresh))
+    checksums = raw_reader.Checksums(checked.offsets, base.checksums)
+    new = parse_new(checksums.through(_raw_lines(settings, checked.offsets, full_refresh=full_refresh)))
     reset = {rel: 0 for rel, offset in checked.offsets.items() if offset != base.offsets[rel]}
-    return replace(new, new_offsets={**reset, **new.new_offsets}, raw_warnings=[*pulled, *checked.warnings])
+    offsets = {**base.offsets, **reset, **new.new_offsets}
+    return replace(
+        new,
+        new_offsets={**reset, **new.new_offsets},
+        raw_warnings=[*pulled, *checked.warnings],
+        checksums=checksums.at(offsets),
+    )
 
 
 def _raw_lines(settings: Settings, offsets: dict[str, int], *, full_refresh: bool) -> Iterator[raw_reader.RawChunk]:

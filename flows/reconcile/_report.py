@@ -15,6 +15,7 @@ import polars as pl
 
 from memberpulse.errors import MemberpulseError
 from memberpulse.flows.publish import REFUSED_LABEL, REJECTS_LABEL, PipelineRun, PublishResult, RunStatus
+from memberpulse.flows.raw.archive import CompactionResult
 from memberpulse.flows.reconcile._companies import (
     COMPANIES_LISTED,
     COMPANY_HEADINGS,
@@ -226,6 +227,7 @@ class StepResults:
     drift: pl.DataFrame | None = None
     snapshot: Snapshotted | None = None
     analyst_report: str | None = None  # its path, or "not written: <why>"
+    compaction: CompactionResult | None = None
     finished_at: datetime | None = None  # set once the run's outcome is decided (before its outputs are written)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -283,7 +285,7 @@ def assemble_report(start: RunStart, done: StepResults, *, error: str | None = N
         publish_failure=failure,
         would_publish=published.would_publish if published else None,
         data_dir=start.data_dir,
-        warnings=_warnings(start, ingested, result),
+        warnings=_warnings(start, ingested, result, done.compaction),
         seconds=dict(done.seconds),
         companies=_company_lines(start, done),
     )
@@ -307,8 +309,12 @@ def _company_lines(start: RunStart, done: StepResults) -> list[CompanyLine]:
     )
 
 
-def _warnings(start: RunStart, ingested: Ingested | None, result: PublishResult | None) -> list[str]:
+def _warnings(
+    start: RunStart, ingested: Ingested | None, result: PublishResult | None, compaction: CompactionResult | None
+) -> list[str]:
     """What a person should look at although the run completed: the run's placing (clock, fold setting, data
-    dir), raw segments changed after ingestion, a publish target put right."""
+    dir), raw segments changed after ingestion (found by the offset check or by compaction), a publish target
+    put right."""
     repaired = [result.repaired] if result and result.repaired else []
-    return [*start.warnings, *(ingested.raw_warnings if ingested else []), *repaired]
+    raw = [*(ingested.raw_warnings if ingested else []), *(compaction.warnings if compaction else [])]
+    return [*start.warnings, *raw, *repaired]

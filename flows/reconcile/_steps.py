@@ -258,12 +258,15 @@ def record_step(
 
 def compact_step(settings: Settings, store: ReconcileStore, logger: Logger) -> CompactionResult | None:
     """Landing segments past the retention window into the daily raw archive (after the commit, under the run
-    lock, so only what a committed manifest has read to the end can go). Housekeeping: a failure is logged
-    (None), never fails a run whose outputs are written; the next run tries again."""
+    lock, so only what a committed manifest has read to the end, and whose bytes are still the ones it read, can
+    go). Housekeeping: a failure is logged (None), never fails a run whose outputs are written; the next run
+    tries again. A segment changed after ingestion is a warning in the result, for the run's report."""
+    committed = store.load_manifest()
     try:
         result = compact(
             settings.landing_dir,
-            store.load_manifest().offsets,
+            committed.offsets,
+            committed.checksums,
             retention_days=settings.raw_retention_days,
             remote=open_store(settings),
         )

@@ -46,7 +46,8 @@ from tests.support.reconcile_testkit import AS_OF
 
 SAMPLES: dict[str, Any] = {
     "reconcile-manifest": Manifest(
-        run_id="r1", offsets={"dt=2026-11-27/w-1.ndjson": 30}, as_of=AS_OF.isoformat(), change_seq=4,
+        run_id="r1", offsets={"dt=2026-11-27/w-1.ndjson": 30}, checksums={"dt=2026-11-27/w-1.ndjson": 2 ** 32 - 1},
+        as_of=AS_OF.isoformat(), change_seq=4,
         lineage="abc", event_files=["events/r1.parquet"], fold_settings={"include_test_webhooks": "false"},
     ),
     "publish-target": TargetMeta(failures_sent=3, as_of=AS_OF.isoformat(), change_token="abc/4", scoring=[7.0, 7, 30]),
@@ -108,6 +109,37 @@ def test_a_0_2_0_reconcile_manifest_is_read_and_rewritten_in_the_current_format(
     stored = json.loads(store.manifest_path.read_text())
     assert stored["format"] == STATE_FORMAT and "version" not in stored
     assert store.load_manifest().with_(committed_at=None) == manifest.with_(committed_at=None)
+
+
+# The manifest as the v0.2.0 tag writes it (format 3): no checksums of the segments it read.
+FORMAT_3_MANIFEST = {
+    **{k: v for k, v in LEGACY_MANIFEST.items() if k != "version"},
+    "kind": "reconcile-manifest",
+    "format": 3,
+}
+
+
+def test_a_format_3_reconcile_manifest_is_read_knowing_no_checksums_and_rewritten_in_the_current_format(
+    tmp_path: Path,
+) -> None:
+    store = ReconcileStore(tmp_path / "warehouse")
+    _legacy(store.manifest_path, FORMAT_3_MANIFEST)
+
+    manifest = store.load_manifest()
+    assert manifest.checksums == {} and manifest.offsets == {"dt=2026-11-27/w-1.ndjson": 30}  # trusted, unchecked
+    assert manifest.change_token == "abc/2" and manifest.as_of_time == AS_OF
+    store.commit(manifest.with_(checksums={"dt=2026-11-27/w-2.ndjson": 0xFFFFFFFF}))
+    stored = json.loads(store.manifest_path.read_text())
+    assert (stored["format"], stored["checksums"]) == (STATE_FORMAT, {"dt=2026-11-27/w-2.ndjson": 0xFFFFFFFF})
+
+
+def test_a_format_3_manifest_holding_checksums_is_damage(tmp_path: Path) -> None:
+    store = ReconcileStore(tmp_path / "warehouse")
+    _legacy(store.manifest_path, {**FORMAT_3_MANIFEST, "checksums": {"dt=2026-11-27/w-1.ndjson": 7}})
+
+    with pytest.raises(CorruptState, match="no format-3 manifest kept") as raised:
+        store.load_manifest()
+    assert raised.value.hint is not None and "--full-refresh" in raised.value.hint
 
 
 def test_0_2_0_publish_target_states_are_read_with_the_fields_earlier_releases_kept(tmp_path: Path) -> None:

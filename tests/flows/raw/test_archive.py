@@ -5,6 +5,7 @@ runs never read the archive."""
 from __future__ import annotations
 
 import os
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,8 +46,11 @@ def _lines(tag: str, n: int) -> bytes:
     return b"".join(raw_record({"type": "x", "n": i, "tag": tag}, webhook_id=f"msg_{tag}_{i}") for i in range(n))
 
 
-def _committed(landing: Path) -> dict[str, int]:
-    return {c.relpath: c.end for c in raw_reader.iter_new(landing, {})}
+def _ingested(landing: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """What a reconcile that read every segment whole commits: the offsets and the checksums of the bytes read."""
+    sums = raw_reader.Checksums({}, {})
+    offsets = {c.relpath: c.end for c in sums.through(raw_reader.iter_new(landing, {}))}
+    return offsets, sums.at(offsets)
 
 
 def test_only_old_fully_committed_segments_are_compacted_byte_exact(tmp_path: Path) -> None:
@@ -58,11 +62,11 @@ def test_only_old_fully_committed_segments_are_compacted_byte_exact(tmp_path: Pa
     torn = _segment(landing, "2026-11-02", "d", _lines("d", 3) + b'{"webhook_id": "half')
     recent_day = _segment(landing, "2026-11-28", "e", _lines("e", 3))
     touched = _segment(landing, "2026-11-03", "f", _lines("f", 3), mtime=NOW - timedelta(days=1))
-    committed = _committed(landing)
+    committed, checksums = _ingested(landing)
     committed.pop(uncommitted.relative_to(landing).as_posix())
     originals = {p: p.read_bytes() for p in (done, done2)}
 
-    result = raw_archive.compact(landing, committed, retention_days=7, now=NOW)
+    result = raw_archive.compact(landing, committed, checksums, retention_days=7, now=NOW)
 
     assert (result.segments, result.days, result.kept) == (2, ["2026-11-01"], [])
     assert not done.exists() and not done2.exists()
@@ -84,13 +88,13 @@ def test_a_late_segment_joins_its_days_archive_and_history_reads_in_segment_orde
     late = _segment(landing, "2026-11-01", "c", _lines("c", 4))
     _segment(landing, "2026-11-29", "z", _lines("z", 2), mtime=NOW)
     reference = list(raw_reader.iter_new(landing, {}))
-    committed = _committed(landing)
+    committed, checksums = _ingested(landing)
     committed.pop(late.relative_to(landing).as_posix())
 
-    raw_archive.compact(landing, committed, retention_days=7, now=NOW)
+    raw_archive.compact(landing, committed, checksums, retention_days=7, now=NOW)
     assert late.exists()
     assert list(raw_archive.iter_history(landing)) == reference
-    raw_archive.compact(landing, _committed(landing), retention_days=7, now=NOW)
+    raw_archive.compact(landing, *_ingested(landing), retention_days=7, now=NOW)
 
     assert not late.exists()
     assert list(raw_archive.iter_history(landing)) == reference
@@ -103,11 +107,12 @@ def test_a_segment_both_archived_and_on_disk_is_read_once_and_then_removed(tmp_p
     seg = _segment(landing, "2026-11-01", "a", _lines("a", 5))
     reference = list(raw_reader.iter_new(landing, {}))
     data = seg.read_bytes()
-    raw_archive.compact(landing, _committed(landing), retention_days=7, now=NOW)
+    raw_archive.compact(landing, *_ingested(landing), retention_days=7, now=NOW)
     _segment(landing, "2026-11-01", "a", data)  # as if the unlink never happened
 
     assert list(raw_archive.iter_history(landing)) == reference
-    result = raw_archive.compact(landing, {seg.relative_to(landing).as_posix(): len(data)}, retention_days=7, now=NOW)
+    rel = seg.relative_to(landing).as_posix()
+    result = raw_archive.compact(landing, {rel: len(data)}, {rel: zlib.crc32(data)}, retention_days=7, now=NOW)
     assert result.segments == 1 and not seg.exists()
     assert list(raw_archive.iter_history(landing)) == reference
 
@@ -187,12 +192,11 @@ def test_incremental_runs_never_read_the_archive(tmp_path: Path) -> None:
 
 def test_compaction_copies_nothing_it_cannot_verify(tmp_path: Path) -> None:
     landing = tmp_path / "landing"
-    seg = _segment(landing, "2026-11-01", "a", _lines("a", 5))
-    raw_archive.compact(landing, _committed(landing), retention_days=7, now=NOW)
+    _segment(landing, "2026-11-01", "a", _lines("a", 5))
+    raw_archive.compact(landing, *_ingested(landing), retention_days=7, now=NOW)
     grown = _segment(landing, "2026-11-01", "a", _lines("a", 6))  # same name, more bytes than archived
 
-    result = raw_archive.compact(landing, {seg.relative_to(landing).as_posix(): grown.stat().st_size},
-                                 retention_days=7, now=NOW)  # fmt: skip
+    result = raw_archive.compact(landing, *_ingested(landing), retention_days=7, now=NOW)
 
     assert result.kept == ["dt=2026-11-01/a-000001.ndjson"] and grown.exists()
 
@@ -205,7 +209,71 @@ def test_temporary_files_a_killed_compaction_left_are_removed_by_the_next(tmp_pa
     leftover = archive_dir / ".tmp-0123456789abcdef-dt=2026-11-01.parquet"  # atomic_target's name, half written
     leftover.write_bytes(b"PAR1 half a row group")
 
-    result = raw_archive.compact(landing, _committed(landing), retention_days=7, now=NOW)
+    result = raw_archive.compact(landing, *_ingested(landing), retention_days=7, now=NOW)
 
     assert result.removed_tmp == [leftover.name] and not leftover.exists()
     assert sorted(p.name for p in archive_dir.iterdir()) == ["dt=2026-11-01.parquet"]
+
+
+def _edit_in_place(path: Path, at: int) -> None:
+    """One byte changed, the size and the last-write time kept: what no offset check can see."""
+    stat = path.stat()
+    data = bytearray(path.read_bytes())
+    data[at] = ord("7") if data[at] != ord("7") else ord("8")
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_a_segment_edited_in_place_after_ingestion_is_neither_archived_nor_removed(tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    edited = _segment(landing, "2026-11-01", "a", _lines("a", 5))
+    untouched = _segment(landing, "2026-11-01", "b", _lines("b", 5))
+    untouched_bytes = untouched.read_bytes()
+    committed, checksums = _ingested(landing)
+    _edit_in_place(edited, at=40)
+    rel = edited.relative_to(landing).as_posix()
+
+    result = raw_archive.compact(landing, committed, checksums, retention_days=7, now=NOW)
+
+    assert (result.changed, result.segments, result.kept) == ([rel], 1, [])
+    (warning,) = result.warnings
+    assert rel in warning and "memberpulse run --full-refresh" in warning and "neither archived nor removed" in warning
+    assert edited.exists() and not untouched.exists()
+    archive = archive_path(raw_archive_dir(landing), datetime(2026, 11, 1).date())
+    rows = pl.read_parquet(archive)
+    assert set(rows["source_file"]) == {untouched.relative_to(landing).as_posix()}
+    assert b"".join(rows.sort("source_offset")["line"].to_list()) == untouched_bytes
+
+    written = archive.stat()
+    again = raw_archive.compact(landing, committed, checksums, retention_days=7, now=NOW)  # every run until fixed
+    assert again.changed == [rel] and len(again.warnings) == 1 and edited.exists()
+    assert (archive.stat().st_ino, archive.stat().st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # no rewrite
+
+
+def test_a_segment_changed_while_it_is_copied_drops_the_days_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy checks the bytes it archives too: a change between the check and the copy leaves nothing."""
+    landing = tmp_path / "landing"
+    seg = _segment(landing, "2026-11-01", "a", _lines("a", 5))
+    committed, checksums = _ingested(landing)
+    _edit_in_place(seg, at=40)
+    monkeypatch.setattr(raw_archive, "_as_ingested", lambda *args: True)  # as if changed just after its check
+
+    result = raw_archive.compact(landing, committed, checksums, retention_days=7, now=NOW)
+
+    assert result.changed == [seg.relative_to(landing).as_posix()]
+    assert "while they were being archived" in result.warnings[0]
+    assert seg.exists() and list(raw_archive_dir(landing).iterdir()) == []  # no archive, no temporary file
+
+
+def test_a_segment_read_before_checksums_were_kept_is_archived_unchecked(tmp_path: Path) -> None:
+    """A manifest of format 3 knows no checksum: its segments are trusted, as that release did."""
+    landing = tmp_path / "landing"
+    seg = _segment(landing, "2026-11-01", "a", _lines("a", 5))
+    committed, _ = _ingested(landing)
+    _edit_in_place(seg, at=40)
+
+    result = raw_archive.compact(landing, committed, {}, retention_days=7, now=NOW)
+
+    assert (result.segments, result.changed, result.warnings) == (1, [], [])

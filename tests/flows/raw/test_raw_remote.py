@@ -146,8 +146,11 @@ def test_compaction_uploads_the_archive_then_forgets_the_chunks(store: ObjectSto
     pull_raw(store, worker)
     cached = worker / segment.relative_to(data_dir / "landing")
     os.utime(cached, (old_day.timestamp(), old_day.timestamp()))
-    committed = {c.relpath: c.end for c in raw_reader.iter_new(worker, {})}
-    result = raw_archive.compact(worker, committed, retention_days=7, now=old_day + timedelta(days=30), remote=store)
+    sums = raw_reader.Checksums({}, {})
+    committed = {c.relpath: c.end for c in sums.through(raw_reader.iter_new(worker, {}))}
+    result = raw_archive.compact(
+        worker, committed, sums.at(committed), retention_days=7, now=old_day + timedelta(days=30), remote=store
+    )
     assert result.segments == 1 and not cached.exists()
     keys = [info.key for info in store.list("raw/landing")]
     assert keys == [archived_key("landing", cached.relative_to(worker).as_posix())]

@@ -1,8 +1,9 @@
 import os
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
-from memberpulse.flows.raw.reader import OffsetCheck, check_offsets, iter_new, list_segments, read_new
+from memberpulse.flows.raw.reader import Checksums, OffsetCheck, check_offsets, iter_new, list_segments, read_new
 
 
 def _segment(root: Path, day: str, name: str, data: bytes) -> Path:
@@ -89,3 +90,27 @@ def test_only_a_sealed_segment_gives_up_its_torn_tail(tmp_path: Path) -> None:
     assert b"".join(c.data for c in before_sealed) == b'{"n":1}\n'
     sealed = list(iter_new(tmp_path, {}, sealed_before=datetime(2026, 11, 9, tzinfo=UTC)))
     assert b"".join(c.data for c in sealed) == seg.read_bytes() and sealed[-1].end == seg.stat().st_size
+
+
+def test_checksums_cover_exactly_the_bytes_read_across_reads(tmp_path: Path) -> None:
+    seg = _segment(tmp_path, "2026-11-27", "a.ndjson", b'{"n":1}\n{"n":2}\n{"n":')
+    first = Checksums({}, {})
+    offsets = {c.relpath: c.end for c in first.through(iter_new(tmp_path, {}))}
+    assert first.at(offsets) == {"dt=2026-11-27/a.ndjson": zlib.crc32(b'{"n":1}\n{"n":2}\n')}  # not the torn tail
+
+    _segment(tmp_path, "2026-11-27", "a.ndjson", b'3}\n{"n":4}\n')
+    second = Checksums(offsets, first.at(offsets))  # the next run starts from the committed ones
+    offsets |= {c.relpath: c.end for c in second.through(iter_new(tmp_path, offsets, slice_bytes=8))}
+    assert second.at(offsets) == {"dt=2026-11-27/a.ndjson": zlib.crc32(seg.read_bytes())}
+
+
+def test_a_checksum_never_known_stays_unknown_until_the_segment_is_read_from_its_start(tmp_path: Path) -> None:
+    _segment(tmp_path, "2026-11-27", "a.ndjson", b'{"n":1}\n')
+    _segment(tmp_path, "2026-11-27", "b.ndjson", b'{"n":1}\n')
+    offsets = {"dt=2026-11-27/a.ndjson": 8, "dt=2026-11-27/b.ndjson": 0}  # a read by a release keeping none
+    _segment(tmp_path, "2026-11-27", "a.ndjson", b'{"n":2}\n')
+
+    sums = Checksums(offsets, {})
+    offsets |= {c.relpath: c.end for c in sums.through(iter_new(tmp_path, offsets))}
+    assert sums.at(offsets) == {"dt=2026-11-27/b.ndjson": zlib.crc32(b'{"n":1}\n')}
+    assert sums.at({"dt=2026-11-27/b.ndjson": 0}) == {}  # only at the offset it describes
