@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,13 @@ from memberpulse.errors import ConfigError
 from memberpulse.flows.fsio import atomic_output, atomic_write_bytes
 from memberpulse.flows.report import _charts, _page, _queries
 from memberpulse.flows.report._charts import Chart
-from memberpulse.flows.snapshot import latest_path, open_latest
+from memberpulse.flows.snapshot import (
+    latest_path,
+    open_latest,
+    open_snapshot_file,
+    scoped_file_name,
+    scoped_snapshot,
+)
 
 REPORT_NAME = "report.html"
 log = logging.getLogger("memberpulse.report")
@@ -33,45 +39,56 @@ CHART_NAMES: tuple[str, ...] = tuple(name for name, *_ in _CHARTS)
 
 
 @contextmanager
-def _latest(snapshots_dir: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def _latest(snapshots_dir: Path, companies: Sequence[str] = ()) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The latest snapshot, or with ``companies`` its scoped copy (only their rows: ``snapshot.scoped_snapshot``)."""
     if not latest_path(snapshots_dir).is_file():
         raise ConfigError(
             f"no snapshot yet at {latest_path(snapshots_dir)}",
             hint="run `memberpulse run` (or `memberpulse demo`) to write the first one",
         )
-    con = open_latest(snapshots_dir)
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        yield con
-    finally:
-        con.close()
+    with ExitStack() as stack:
+        scoped = stack.enter_context(scoped_snapshot(snapshots_dir, companies)) if companies else None
+        con = open_snapshot_file(scoped) if scoped else open_latest(snapshots_dir)
+        try:
+            con.execute("SET TimeZone = 'UTC'")
+            yield con
+        finally:
+            con.close()
 
 
 def _charts_of(con: duckdb.DuckDBPyConnection) -> dict[str, Chart]:
     return {name: chart(query(con)) for name, query, chart, _ in _CHARTS}
 
 
-def report_charts(snapshots_dir: Path) -> dict[str, Chart]:
+def report_charts(snapshots_dir: Path, companies: Sequence[str] = ()) -> dict[str, Chart]:
     """The charts of the latest snapshot's report by name (heading, note, figure), exactly as the page has them."""
-    with _latest(snapshots_dir) as con:
+    with _latest(snapshots_dir, companies) as con:
         return _charts_of(con)
 
 
-def build_report(snapshots_dir: Path) -> str:
-    """The report of ``snapshots_dir/latest.duckdb`` as one self-contained HTML page."""
-    with _latest(snapshots_dir) as con:
+def build_report(snapshots_dir: Path, companies: Sequence[str] = ()) -> str:
+    """The report of ``snapshots_dir/latest.duckdb`` as one self-contained HTML page; with ``companies``, of
+    their members only."""
+    with _latest(snapshots_dir, companies) as con:
         overview, charts, at_risk = _queries.overview(con), _charts_of(con), _queries.newly_at_risk(con)
     sections = [_page.chart_html(name, charts[name], wide=wide) for name, *_, wide in _CHARTS]
     sections.insert(5, _page.at_risk_html(at_risk))
-    return _page.page_html(overview, sections, source=str(latest_path(snapshots_dir)))
+    return _page.page_html(overview, sections, source=str(latest_path(snapshots_dir)), companies=companies)
 
 
-def write_report(snapshots_dir: Path, out: Path | None = None) -> Path:
-    """Build the report and replace ``out`` (default ``snapshots_dir/report.html``) with it atomically."""
-    page = build_report(snapshots_dir).encode("utf-8")
+def default_report_path(snapshots_dir: Path, companies: Sequence[str] = ()) -> Path:
+    """``report.html`` beside the snapshot; a scoped report beside it under its companies' name, so it never
+    replaces the whole deployment's."""
+    return snapshots_dir / (f"report-{scoped_file_name(companies)}.html" if companies else REPORT_NAME)
+
+
+def write_report(snapshots_dir: Path, out: Path | None = None, *, companies: Sequence[str] = ()) -> Path:
+    """Build the report and replace ``out`` (default :func:`default_report_path`) with it atomically."""
+    page = build_report(snapshots_dir, companies).encode("utf-8")
     if out is None:
-        atomic_write_bytes(snapshots_dir / REPORT_NAME, page)
-        return snapshots_dir / REPORT_NAME
+        out = default_report_path(snapshots_dir, companies)
+        atomic_write_bytes(out, page)
+        return out
     with atomic_output(out) as tmp:  # a file a person named: its folder must exist and be writable (exit 2)
         tmp.write_bytes(page)
     return out

@@ -3,6 +3,7 @@ after it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -106,8 +107,10 @@ def at_risk_html(newly: NewlyAtRisk) -> str:
     )
 
 
-def page_html(overview: Overview, sections: list[str], *, source: str) -> str:
+def page_html(overview: Overview, sections: list[str], *, source: str, companies: Sequence[str] = ()) -> str:
     generated = f"snapshot of run {escape(overview.run_id[:8])} at {_when(overview.run_at)}"
+    if companies:
+        generated += f"; only {'company' if len(companies) == 1 else 'companies'} {escape(', '.join(companies))}"
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import duckdb
 
-from memberpulse.errors import CorruptState, InvalidInput
+from memberpulse.errors import InvalidInput
 from memberpulse.flows.snapshot._files import LATEST_NAME
 from memberpulse.flows.snapshot._history import history_file_time, thin_history
 from memberpulse.flows.snapshot._incremental import SnapshotLineage, read_build_record
+from memberpulse.flows.snapshot._open import open_snapshot_file
 from memberpulse.flows.snapshot._query import (
     EXPORT_FORMATS,
     PRINTED_ROWS,
@@ -29,7 +30,8 @@ from memberpulse.flows.snapshot._query import (
     exported,
     query,
 )
-from memberpulse.flows.snapshot._schema import TABLES, VIEWS, quote_literal
+from memberpulse.flows.snapshot._schema import TABLES, VIEWS
+from memberpulse.flows.snapshot._scope import parse_companies, scoped_file_name, scoped_snapshot
 from memberpulse.flows.snapshot._views import ANALYST_VIEWS, VIEW_COLUMNS
 from memberpulse.flows.snapshot._whop_access import whop_access
 from memberpulse.flows.snapshot._writer import write_snapshot
@@ -56,21 +58,7 @@ def open_latest(snapshots_dir: Path) -> duckdb.DuckDBPyConnection:
             value=str(path),
             hint="run `memberpulse run` (or `memberpulse demo`) to write the first one",
         )
-    con = duckdb.connect(":memory:")
-    try:
-        con.execute(f"ATTACH {quote_literal(str(path.resolve()))} AS snapshot (READ_ONLY)")
-        con.execute("USE snapshot")
-    except duckdb.Error as exc:
-        con.close()
-        raise CorruptState(
-            f"the snapshot {path} cannot be read: {str(exc).strip().splitlines()[0]}",
-            path=str(path),
-            hint=f"delete {path.name} and .build.json beside it, then `memberpulse run`: it builds a full snapshot",
-        ) from None
-    except BaseException:
-        con.close()
-        raise
-    return con
+    return open_snapshot_file(path)
 
 
 __all__ = [
@@ -89,8 +77,12 @@ __all__ = [
     "history_file_time",
     "latest_path",
     "open_latest",
+    "open_snapshot_file",
+    "parse_companies",
     "query",
     "read_build_record",
+    "scoped_file_name",
+    "scoped_snapshot",
     "thin_history",
     "whop_access",
     "write_snapshot",

@@ -28,7 +28,9 @@ import duckdb
 from memberpulse.errors import ConfigError, QueryError
 from memberpulse.flows.fsio import atomic_output
 from memberpulse.flows.snapshot._files import LATEST_NAME
+from memberpulse.flows.snapshot._open import open_snapshot_file
 from memberpulse.flows.snapshot._schema import quote_literal
+from memberpulse.flows.snapshot._scope import scoped_snapshot
 
 EXPORT_FORMATS = {"csv": "FORMAT csv, HEADER true", "json": "FORMAT json, ARRAY true", "parquet": "FORMAT parquet"}
 TEXT_FORMATS = ("csv", "json")  # what may go to standard output; parquet is binary, so only to a file
@@ -43,10 +45,12 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class QueryLimits:
     """How a user's query may run: ``timeout_seconds`` before it is interrupted; ``allow_files`` lets it read
-    files it names (``read_csv(...)``), which is off by default (the process environment is a file too)."""
+    files it names (``read_csv(...)``), which is off by default (the process environment is a file too);
+    ``companies``, when given, are the only companies whose rows it sees (a scoped copy of the snapshot)."""
 
     timeout_seconds: float
     allow_files: bool
+    companies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,25 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.Statemen
 @contextlib.contextmanager
 def _locked(snapshots_dir: Path, limits: QueryLimits) -> Iterator[tuple[duckdb.DuckDBPyConnection, Callable[[], bool]]]:
     """The latest snapshot, read-only, files off (unless allowed), configuration locked; a timer interrupts
-    whatever runs on it past the timeout. Yields the connection and whether the timer fired."""
-    con = connect_latest(snapshots_dir)
+    whatever runs on it past the timeout. Yields the connection and whether the timer fired. With companies,
+    the connection holds only the scoped copy of the snapshot, never the snapshot itself."""
+    with contextlib.ExitStack() as stack:
+        if limits.companies:
+            if limits.allow_files:  # a query that may read files may read latest.duckdb itself, unscoped
+                raise ConfigError(
+                    "--company and --allow-files together: a query that reads files could read the whole snapshot",
+                    hint="leave out --allow-files to see only those companies' rows",
+                )
+            con = open_snapshot_file(stack.enter_context(scoped_snapshot(snapshots_dir, limits.companies)))
+        else:
+            con = connect_latest(snapshots_dir)
+        yield stack.enter_context(_guarded_connection(con, limits))
+
+
+@contextlib.contextmanager
+def _guarded_connection(
+    con: duckdb.DuckDBPyConnection, limits: QueryLimits
+) -> Iterator[tuple[duckdb.DuckDBPyConnection, Callable[[], bool]]]:
     fired = threading.Event()
 
     def stop() -> None:

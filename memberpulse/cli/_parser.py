@@ -109,7 +109,15 @@ def _add_run_command(command: Command) -> None:
 
 def _add_analyst_commands(command: Command) -> None:
     report = command("report", "write the analysts' HTML report of the latest snapshot")
-    report.add_argument("--out", type=Path, default=None, help="where to write it (default: snapshots/report.html)")
+    report.add_argument(
+        "--out", type=Path, default=None,
+        help="where to write it (default: snapshots/report.html; with --company, snapshots/report-<companies>.html)",
+    )  # fmt: skip
+    report.add_argument(
+        "--company", action="append", default=None, metavar="biz_…",
+        help="report on this company only (repeat it, or give several comma-separated): every chart and table "
+        "is of their members; with more than one, an index compares them",
+    )  # fmt: skip
 
     sql = command("sql", "run one read-only SQL query against the latest snapshot")
     sql.add_argument("query", help='e.g. "SELECT status, count(*) FROM member_activity GROUP BY ALL"')
@@ -136,6 +144,11 @@ def _add_analyst_commands(command: Command) -> None:
     sql.add_argument(
         "--allow-files", action="store_true",
         help="let the query read files it names (read_csv, read_parquet ...); by default it reads only the snapshot",
+    )  # fmt: skip
+    sql.add_argument(
+        "--company", action="append", default=None, metavar="biz_…",
+        help="see only this company's rows (repeat it, or give several comma-separated): every table and view "
+        "is filtered to them (not with --allow-files)",
     )  # fmt: skip
 
 

@@ -6,9 +6,11 @@ import argparse
 
 from memberpulse.errors import ExitCode
 from memberpulse.flows.report import write_report
+from memberpulse.flows.snapshot import parse_companies
 from memberpulse.settings import Settings
 
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
-    print(f"report written: {write_report(settings.snapshots_dir, args.out)}")
+    companies = parse_companies(args.company or [])
+    print(f"report written: {write_report(settings.snapshots_dir, args.out, companies=companies)}")
     return ExitCode.OK

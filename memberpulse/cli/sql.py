@@ -23,7 +23,15 @@ from rich.text import Text
 
 from memberpulse.cli._parser import DEFAULT_TIMEOUT_SECONDS
 from memberpulse.errors import ConfigError, ExitCode, OutputClosed
-from memberpulse.flows.snapshot import EXPORT_FORMATS, TEXT_FORMATS, QueryLimits, export, exported, query
+from memberpulse.flows.snapshot import (
+    EXPORT_FORMATS,
+    TEXT_FORMATS,
+    QueryLimits,
+    export,
+    exported,
+    parse_companies,
+    query,
+)
 from memberpulse.settings import Settings
 
 # What a query may do when called without the command line's options: no file but the snapshot, the default
@@ -73,7 +81,9 @@ class _DataConsole(Console):
 
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
-    limits = QueryLimits(timeout_seconds=args.timeout, allow_files=args.allow_files)
+    limits = QueryLimits(
+        timeout_seconds=args.timeout, allow_files=args.allow_files, companies=parse_companies(args.company or [])
+    )
     return run_sql(settings.snapshots_dir, args.query, fmt=args.format, out=args.out, limits=limits)
 
 

@@ -31,17 +31,22 @@ def _digest(folder: Path) -> dict[str, str]:
         "SELECT * FROM read_text('/proc/self/environ')",
         "SELECT * FROM read_csv('/etc/passwd')",
         "EXPLAIN ANALYZE ATTACH '{out}' AS other",
+        "EXPLAIN ANALYZE ATTACH '{beside}/../latest.duckdb' AS whole",
+        "EXPLAIN ANALYZE DETACH snapshot",
     ],
 )
+@pytest.mark.parametrize("scope", [[], ["--company", "biz"]], ids=["whole", "scoped"])
 def test_no_statement_writes_or_reads_a_file(
     snapshot: Path,  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     statement: str,
+    scope: list[str],
 ) -> None:
+    """Scoped to a company, the query runs on a copy held the same way: the same statements fail the same way."""
     out, beside = tmp_path / "pwned.csv", snapshot.parent / "pwned.csv"
     before = _digest(snapshot.parent)
-    code = main(["sql", statement.format(out=out, beside=beside)])
+    code = main(["sql", statement.format(out=out, beside=beside), *scope])
     captured = capsys.readouterr()
     assert code == 1, captured
     assert "root:" not in captured.out and os.environ.get("PATH", "") not in captured.out
@@ -100,3 +105,12 @@ def test_a_runaway_query_is_stopped_by_its_timeout(
     assert main(["sql", runaway, "--timeout", "1", "--format", fmt]) == 1
     assert time.monotonic() - started < 60
     assert "ran past --timeout (1 s)" in capsys.readouterr().err
+
+
+def test_a_company_filter_and_files_are_not_given_together(
+    snapshot: Path,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A query that may read files may read latest.duckdb itself: --company with --allow-files is refused."""
+    assert main(["sql", "SELECT 1", "--company", "biz", "--allow-files"]) == 2
+    assert "--company and --allow-files together" in capsys.readouterr().err
