@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import uuid
@@ -134,3 +135,12 @@ def file_version(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     return f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file's bytes, read in 1 MiB blocks (the state tree names each object by it)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

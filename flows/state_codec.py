@@ -174,6 +174,77 @@ class BackfillManifest:
     written_at: IsoTime | None = None
 
 
+@dataclass(frozen=True)
+class TreeEntry:
+    """One file of the state tree: the object holding its bytes (named by their sha256), its size and sha256."""
+
+    __pydantic_config__ = _CLOSED
+
+    key: str
+    size: Count
+    sha256: str
+
+
+@dataclass(frozen=True)
+class StateTree:
+    """``state/tree.json`` in the object store: every state file (path under the data dir -> its object), the
+    single commit point of every run with ``MEMBERPULSE_STORAGE_URL`` set (``statestore/_tree.py``)."""
+
+    __pydantic_config__ = _CLOSED
+
+    files: dict[str, TreeEntry] = field(default_factory=dict)
+    run_id: str | None = None
+    command: str | None = None  # run, backfill, recover
+    holder: str | None = None  # the lease holder that committed it
+    committed_at: IsoTime | None = None
+    parent: str | None = None  # the version (ETag) of the tree this one replaced
+
+
+@dataclass(frozen=True)
+class StateLease:
+    """``state/lease.json`` in the object store: who may commit the state tree, until when (``statestore/_lease.py``).
+    ``expires_at`` is the holder's clock; ``released`` frees it before then."""
+
+    __pydantic_config__ = _CLOSED
+
+    holder: str
+    command: str
+    acquired_at: IsoTime
+    expires_at: IsoTime
+    released: bool = False
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A file of the local cache as it was synced: its checksum, valid while its size and mtime are these."""
+
+    __pydantic_config__ = _CLOSED
+
+    sha256: str
+    size: Count
+    mtime_ns: Count
+
+
+@dataclass(frozen=True)
+class StateCache:
+    """``<data_dir>/.state-cache.json``: which tree version the local cache holds, file by file (a cache file
+    changed since is uploaded; one the tree has otherwise is fetched)."""
+
+    __pydantic_config__ = _CLOSED
+
+    tree_version: str | None = None
+    files: dict[str, CachedFile] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteCopies:
+    """``<data_dir>/analytics/.versions.json``: the version (ETag) of each analytics object downloaded here."""
+
+    __pydantic_config__ = _CLOSED
+
+    versions: dict[str, str] = field(default_factory=dict)
+
+
 # --- the kinds: what each file is called in messages, its remedy, and how older formats are read ----------------
 
 D = TypeVar("D")
@@ -286,8 +357,26 @@ RAW_ARCHIVE = TableKind(
     "restore it from a backup: it is the only copy of that day's raw webhooks (runs go on without it)",
 )
 
+STATE_TREE = DocumentKind(
+    "state-tree",
+    StateTree,
+    "the state tree",
+    "restore the previous version of state/tree.json from the bucket's versioning, or delete it to start the "
+    "shared state over (then `memberpulse run --full-refresh`)",
+)
+STATE_LEASE = DocumentKind(
+    "state-lease",
+    StateLease,
+    "the state lease",
+    "delete state/lease.json once no run is working: the next run takes it",
+)
+CACHE_HINT = "delete it: the local cache is checked against the state tree again, and fetched where it differs"
+STATE_CACHE = DocumentKind("state-cache", StateCache, "the local cache's record", CACHE_HINT)
+REMOTE_COPIES = DocumentKind("remote-copies", RemoteCopies, "the analytics cache's record", CACHE_HINT)
+
 DOCUMENT_KINDS: tuple[DocumentKind[Any], ...] = (
-    RECONCILE_MANIFEST, PUBLISH_TARGET, RECOVERY_STATE, SNAPSHOT_BUILD, BACKFILL_MANIFEST,
+    RECONCILE_MANIFEST, PUBLISH_TARGET, RECOVERY_STATE, SNAPSHOT_BUILD, BACKFILL_MANIFEST, STATE_TREE, STATE_LEASE,
+    STATE_CACHE, REMOTE_COPIES,
 )  # fmt: skip
 TABLE_KINDS: tuple[TableKind, ...] = (
     RECONCILE_STATE, EVENT_LOG, HISTORY, PUBLISHED_ROWS, RUN_LOG, RUN_COMPANY_LOG, FAILURE_LOG, RECOVERY_INDEX,
@@ -300,11 +389,16 @@ TABLE_KINDS: tuple[TableKind, ...] = (
 
 def write_document(path: Path, kind: DocumentKind[D], document: D) -> None:
     """Replace ``path`` atomically with ``document``, headed by its kind and the current format."""
+    atomic_write_bytes(path, encode_document(kind, document))
+
+
+def encode_document(kind: DocumentKind[D], document: D) -> bytes:
+    """``document`` as the bytes of its file (or object), headed by its kind and the current format."""
     if not isinstance(document, kind.model):
         raise TypeError(f"{kind.name} holds {kind.model.__name__}, not {type(document).__name__}")
     body = _adapter(kind.model).dump_python(document, mode="json")
     text = json.dumps({"kind": kind.name, "format": STATE_FORMAT, **body}, indent=1, sort_keys=True)
-    atomic_write_bytes(path, (text + "\n").encode())
+    return (text + "\n").encode()
 
 
 def read_document(path: Path, kind: DocumentKind[D]) -> D | None:

@@ -336,6 +336,19 @@ class Settings(BaseSettings):
         "quarantine gained. At most this much (plus the upload's time) of acknowledged webhooks is only on the "
         "landing host's disk.",
     )
+    storage_lease_seconds: float = Field(
+        default=120.0,
+        ge=2,
+        le=3600,
+        description="With a storage URL: how long a run's lease on the shared state lasts without renewal (renewed "
+        "every third of it while the run works). A worker that died holds it this long; keep it well above the "
+        "hosts' clock skew.",
+    )
+    storage_gc_grace_seconds: float = Field(
+        default=86400.0,
+        ge=0,
+        description="With a storage URL: state objects no state tree references are deleted once this much older.",
+    )
 
     include_test_webhooks: bool = Field(
         default=False,

@@ -44,6 +44,9 @@ ALLOWED: dict[str, dict[str, str]] = {
         ".write_bytes": "the HTML report to a file a person named (--out): output for people, not state",
     },
     "memberpulse/demo.py": {"open": "the log of the landing process the demo starts"},
+    "flows/statestore/_analytics.py": {
+        "atomic_write_bytes": "this machine's copy of the store's snapshot (a DuckDB file, cached by its ETag)"
+    },
     "memberpulse/storage/object_store.py": {
         ".open": "the object-store client streams an object into a file its caller names (the caller's format)"
     },

@@ -30,6 +30,7 @@ from memberpulse.flows.backfill._fetch import fetch_members, fetch_memberships, 
 from memberpulse.flows.backfill._progress import ResourceResult, rate
 from memberpulse.flows.deployment_runs import in_deployment, require_absolute_data_dir
 from memberpulse.flows.recover import RecoveryResult, recover, recovery_skip_reason
+from memberpulse.flows.statestore import shared_state
 from memberpulse.flows.whop import (
     BackfillSnapshot,
     SnapshotWriter,
@@ -68,14 +69,17 @@ def backfill(settings: Settings) -> BackfillResult:
     down past the bounds, or paged without end). On any failure no snapshot is written and the previous one
     stays the latest.
     """
-    return _backfill(settings, _fetch_on_threads, recover)
+    with shared_state(settings, "backfill"):  # the storage URL set: lease, cache fetched, one tree commit
+        return _backfill(settings, _fetch_on_threads, recover)
 
 
 @flow(name="backfill", validate_parameters=False, persist_result=False)
 def backfill_flow(settings: Settings | None = None) -> BackfillResult:
     """One backfill as a Prefect flow (deployments): the fetches are tracked, retried tasks, and the run gets a
     summary artifact. Raises as :func:`backfill`."""
-    result = _backfill(settings or load_settings(), _fetch_as_tasks, recover_task)
+    settings = settings or load_settings()
+    with shared_state(settings, "backfill"):
+        result = _backfill(settings, _fetch_as_tasks, recover_task)
     if result.snapshot is not None:
         _summary_artifact(result)
     return result

@@ -11,6 +11,7 @@ from memberpulse.flows.reconcile._flow import check_data_dir, reconcile
 from memberpulse.flows.reconcile._report import RunReport
 from memberpulse.flows.reconcile._steps import check_state_readable
 from memberpulse.flows.reconcile._store import Manifest, ReconcileStore
+from memberpulse.flows.statestore import shared_state
 from memberpulse.settings import Settings
 
 
@@ -26,6 +27,18 @@ def one_off_run(
     named before any work (a full refresh replaces it); a data dir no one writes to is a warning, handed to
     ``on_warning`` at once and kept in the report. Ctrl-C raises :class:`Interrupted` saying what was
     committed."""
+    with shared_state(settings, "run", write=not dry_run):  # the storage URL set: lease, cache, tree commit
+        return _run(settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run, on_warning=on_warning)
+
+
+def _run(
+    settings: Settings,
+    *,
+    as_of: datetime | None,
+    full_refresh: bool,
+    dry_run: bool,
+    on_warning: Callable[[str], None],
+) -> RunReport:
     store = ReconcileStore(settings.warehouse_dir)
     check_state_readable(settings, store, full_refresh=full_refresh)  # damaged state: said before any work
     warning = check_data_dir(settings, deployment=False)

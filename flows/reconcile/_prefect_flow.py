@@ -18,6 +18,7 @@ from memberpulse.flows.deployment_runs import in_deployment
 from memberpulse.flows.reconcile._event_runs import landed_since_last_commit, supersede_queued_runs
 from memberpulse.flows.reconcile._flow import OutputFailed, check_data_dir, reconcile
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
+from memberpulse.flows.statestore import shared_state
 from memberpulse.settings import Settings, load_settings
 
 
@@ -42,6 +43,23 @@ def reconcile_flow(
     (:mod:`memberpulse.flows.reconcile._event_runs`).
     """
     settings = settings or load_settings()
+    # The storage URL set: lease, cache, one tree commit. A failed publish is raised after the commit: the
+    # state and snapshot it wrote are kept, as without the storage URL.
+    with shared_state(settings, "run", write=not dry_run):
+        outcome = _passes(settings, as_of, full_refresh, dry_run, only_new, catch_up_seconds)
+    if isinstance(outcome, OutputFailed):
+        raise outcome
+    return outcome
+
+
+def _passes(
+    settings: Settings,
+    as_of: datetime | None,
+    full_refresh: bool,
+    dry_run: bool,
+    only_new: bool,
+    catch_up_seconds: float,
+) -> dict[str, Any] | OutputFailed:
     logger = get_run_logger()
     logger.info("data dir: %s", settings.data_dir.resolve())
     warning = check_data_dir(settings, deployment=in_deployment())
@@ -63,7 +81,7 @@ def reconcile_flow(
         passes += 1
         _create_artifacts(report)
         if report.publish_failure is not None:
-            raise OutputFailed(report.publish_failure, report.as_dict())
+            return OutputFailed(report.publish_failure, report.as_dict())
         if not follow or report.records_read == 0 or time.monotonic() >= deadline:
             break
         if not landed_since_last_commit(settings):

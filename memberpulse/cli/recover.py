@@ -4,6 +4,7 @@ shown (a live line on a terminal, plain lines in logs and pipes), and a one-line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from datetime import datetime
 from typing import TextIO
@@ -13,6 +14,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from memberpulse.errors import ExitCode, MemberpulseError
 from memberpulse.flows.recover import recover
+from memberpulse.flows.statestore import shared_state
 from memberpulse.flows.whop import RetryEvent
 from memberpulse.settings import Settings
 
@@ -60,11 +62,10 @@ def run_once(settings: Settings, *, since: datetime | None, replay: bool) -> int
     """Exit 0 done, 2 a setting to fix (named), 3 Whop stayed unavailable (nothing written; run it again)."""
     progress = RichProgress() if sys.stdout.isatty() else LineProgress()
     try:
-        if isinstance(progress, RichProgress):
-            with progress.bar:
+        with shared_state(settings, "recover"):  # the storage URL set: lease, cache, one tree commit
+            shown = progress.bar if isinstance(progress, RichProgress) else contextlib.nullcontext()
+            with shown:
                 result = recover(settings, since=since, replay=replay, on_page=progress.page, on_retry=progress.retry)
-        else:
-            result = recover(settings, since=since, replay=replay, on_page=progress.page, on_retry=progress.retry)
     except MemberpulseError as exc:
         print(f"memberpulse recover: {exc}", file=sys.stderr)
         if exc.exit_code == ExitCode.TRANSIENT:

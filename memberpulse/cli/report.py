@@ -7,10 +7,11 @@ import argparse
 from memberpulse.errors import ExitCode
 from memberpulse.flows.report import write_report
 from memberpulse.flows.snapshot import parse_companies
+from memberpulse.flows.statestore import analysts_snapshots_dir
 from memberpulse.settings import Settings
 
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
     companies = parse_companies(args.company or [])
-    print(f"report written: {write_report(settings.snapshots_dir, args.out, companies=companies)}")
+    print(f"report written: {write_report(analysts_snapshots_dir(settings), args.out, companies=companies)}")
     return ExitCode.OK

@@ -32,6 +32,7 @@ from memberpulse.flows.snapshot import (
     parse_companies,
     query,
 )
+from memberpulse.flows.statestore import analysts_snapshots_dir
 from memberpulse.settings import Settings
 
 # What a query may do when called without the command line's options: no file but the snapshot, the default
@@ -84,7 +85,7 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     limits = QueryLimits(
         timeout_seconds=args.timeout, allow_files=args.allow_files, companies=parse_companies(args.company or [])
     )
-    return run_sql(settings.snapshots_dir, args.query, fmt=args.format, out=args.out, limits=limits)
+    return run_sql(analysts_snapshots_dir(settings), args.query, fmt=args.format, out=args.out, limits=limits)
 
 
 def run_sql(

@@ -15,19 +15,26 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 from typing import Final
 
-from memberpulse.contracts.checkpoints import AUDIT_EVENT, CHECKPOINTS
+from memberpulse.contracts.checkpoints import AUDIT_EVENT, CHECKPOINTS, SHARED_STATE_CHECKPOINTS
 
 FAULT_ENV: Final = "MEMBERPULSE_FAULT_KILL_AT"
 SIGNAL_ENV: Final = "MEMBERPULSE_FAULT_SIGNAL"
-KILL_POINTS: Final = CHECKPOINTS
+#: ``MEMBERPULSE_FAULT_PAUSE_AT=<checkpoint>`` with ``MEMBERPULSE_FAULT_PAUSE_FILE=<path>``: at the checkpoint the
+#: process creates ``<path>.reached`` and waits until ``<path>`` exists (a test holds it there, deterministically).
+PAUSE_ENV: Final = "MEMBERPULSE_FAULT_PAUSE_AT"
+PAUSE_FILE_ENV: Final = "MEMBERPULSE_FAULT_PAUSE_FILE"
+KILL_POINTS: Final = CHECKPOINTS  # a local run reaches every one of them
+ALL_POINTS: Final = (*CHECKPOINTS, *SHARED_STATE_CHECKPOINTS)
 
 
 def install(point: str, signum: int = signal.SIGKILL) -> None:
     """From now on, this process sends itself ``signum`` (SIGKILL) on reaching checkpoint ``point``."""
-    if point not in KILL_POINTS:
-        raise ValueError(f"unknown kill point {point!r}; one of: {', '.join(KILL_POINTS)}")
+    if point not in ALL_POINTS:
+        raise ValueError(f"unknown kill point {point!r}; one of: {', '.join(ALL_POINTS)}")
 
     def hook(event: str, args: tuple[object, ...]) -> None:
         if event == AUDIT_EVENT and args == (point,):
@@ -36,10 +43,27 @@ def install(point: str, signum: int = signal.SIGKILL) -> None:
     sys.addaudithook(hook)
 
 
+def install_pause(point: str, gate: Path) -> None:
+    """From now on, this process waits at checkpoint ``point`` until ``gate`` exists (announcing it arrived)."""
+    if point not in ALL_POINTS:
+        raise ValueError(f"unknown pause point {point!r}; one of: {', '.join(ALL_POINTS)}")
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == AUDIT_EVENT and args == (point,):
+            gate.with_name(gate.name + ".reached").touch()
+            while not gate.exists():
+                time.sleep(0.02)
+
+    sys.addaudithook(hook)
+
+
 def main(argv: list[str] | None = None) -> int:
     point = os.environ.get(FAULT_ENV)
     if point:
         install(point, signal.Signals[os.environ.get(SIGNAL_ENV, "SIGKILL")])
+    pause = os.environ.get(PAUSE_ENV)
+    if pause:
+        install_pause(pause, Path(os.environ[PAUSE_FILE_ENV]))
     from memberpulse.cli import main as cli_main
 
     return cli_main(argv if argv is not None else sys.argv[1:])

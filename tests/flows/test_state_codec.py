@@ -29,9 +29,15 @@ from memberpulse.flows.state_codec import (
     SNAPSHOT_BUILD,
     STATE_FORMAT,
     BackfillManifest,
+    CachedFile,
     RecoveryState,
+    RemoteCopies,
     SnapshotBuild,
+    StateCache,
+    StateLease,
+    StateTree,
     TargetMeta,
+    TreeEntry,
     check_table,
     query_tables,
     read_document,
@@ -54,6 +60,10 @@ SAMPLES: dict[str, Any] = {
     "recovery-state": RecoveryState(stopped_at=AS_OF.isoformat(), index_offsets={"dt=2026-11-27/w-1.ndjson": 30}),
     "snapshot-build": SnapshotBuild(file="a.duckdb", events_token="abc/4", history={"h.parquet": "1:2:3"}),
     "backfill-manifest": BackfillManifest(fetched_at="2026-11-27T12:00:00Z", company_id="biz", counts={"members": 2}),
+    "state-tree": StateTree(files={"warehouse/a": TreeEntry(key="state/objects/ab", size=2, sha256="ab")}, run_id="r1"),
+    "state-lease": StateLease(holder="h", command="run", acquired_at=AS_OF.isoformat(), expires_at=AS_OF.isoformat()),
+    "state-cache": StateCache(tree_version="v1", files={"warehouse/a": CachedFile(sha256="ab", size=2, mtime_ns=5)}),
+    "remote-copies": RemoteCopies(versions={"analytics/latest.duckdb": "e1"}),
 }  # fmt: skip
 
 
