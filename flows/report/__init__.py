@@ -1,6 +1,7 @@
 """The analysts' report: one self-contained HTML page (Plotly, its script inlined) from the latest snapshot.
 
-Members by status over time, the engagement score distribution, weekly join cohorts × weeks retained, churn
+An index across companies when the snapshot has more than one (members by status, churn and drift per company);
+members by status over time, the engagement score distribution, weekly join cohorts × weeks retained, churn
 per week, members newly at risk this week, drift by kind and pipeline health. Every number is aggregated in
 DuckDB; the page carries only the aggregates, so its size does not grow with the member count.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from memberpulse.flows.report._build import (
     CHART_NAMES,
+    COMPANY_INDEX_CHART,
     REPORT_NAME,
     build_report,
     report_charts,
@@ -21,4 +23,13 @@ from memberpulse.flows.report._build import (
 )
 from memberpulse.flows.report._charts import Chart
 
-__all__ = ["CHART_NAMES", "REPORT_NAME", "Chart", "build_report", "report_charts", "write_report", "write_run_report"]
+__all__ = [
+    "CHART_NAMES",
+    "COMPANY_INDEX_CHART",
+    "REPORT_NAME",
+    "Chart",
+    "build_report",
+    "report_charts",
+    "write_report",
+    "write_run_report",
+]

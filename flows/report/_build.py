@@ -36,6 +36,8 @@ _CHARTS: tuple[tuple[str, Callable[[duckdb.DuckDBPyConnection], Any], Callable[[
     ("pipeline-health", _queries.pipeline_health, _charts.pipeline_health, True),
 )
 CHART_NAMES: tuple[str, ...] = tuple(name for name, *_ in _CHARTS)
+# The chart of the index across companies, first on the page when the snapshot has more than one company.
+COMPANY_INDEX_CHART = "companies"
 
 
 @contextmanager
@@ -71,8 +73,12 @@ def build_report(snapshots_dir: Path, companies: Sequence[str] = ()) -> str:
     their members only."""
     with _latest(snapshots_dir, companies) as con:
         overview, charts, at_risk = _queries.overview(con), _charts_of(con), _queries.newly_at_risk(con)
+        index = _queries.company_index(con)
     sections = [_page.chart_html(name, charts[name], wide=wide) for name, *_, wide in _CHARTS]
     sections.insert(5, _page.at_risk_html(at_risk))
+    if index.total > 1:  # an index across companies, first, when there is more than one to compare
+        chart = _page.chart_html(COMPANY_INDEX_CHART, _charts.company_index(index), wide=True)
+        sections[:0] = [chart, _page.company_index_html(index)]
     return _page.page_html(overview, sections, source=str(latest_path(snapshots_dir)), companies=companies)
 
 

@@ -26,6 +26,9 @@ REFUSED_COLOUR = "#8e44ad"
 NEUTRAL_COLOUR = "#4a6fa5"
 HEIGHT = 360
 COHORT_ROW_PX = 16
+COMPANY_ROW_PX = 28
+COMPANIES_DRAWN = 20  # bars in the index chart: the largest companies; the table below it lists more
+NO_COMPANY = "(no company named)"
 
 
 @dataclass(frozen=True)
@@ -175,3 +178,20 @@ def pipeline_health(runs: Bounded) -> Chart:
         _note_if_empty(fig, not rows, "no runs recorded yet"),
         _shown("runs", len(rows), runs.total),
     )
+
+
+def company_index(index: Bounded) -> Chart:
+    """Members by status per company, the largest companies first (a bar each, stacked like the status charts),
+    so a company whose share of active members stands out is seen at once."""
+    rows = index.rows[:COMPANIES_DRAWN]
+    names = [str(r[0]) if r[0] is not None else NO_COMPANY for r in rows]
+    fig = go.Figure()
+    for offset, status in enumerate(("active", "at_risk", "inactive"), start=2):
+        label = STATUS_LABELS[status]
+        fig.add_bar(y=names, x=[r[offset] for r in rows], orientation="h", name=label,
+                    marker_color=STATUS_COLOURS[status], customdata=[r[1] for r in rows],
+                    hovertemplate=f"%{{y}}: %{{x}} {label} of %{{customdata}}<extra></extra>")  # fmt: skip
+    _layout(fig, "members", "company", barmode="stack", height=max(HEIGHT, 140 + COMPANY_ROW_PX * len(rows)))
+    fig.update_yaxes(autorange="reversed", type="category")
+    more = f"Showing the {len(rows)} largest of {index.total:,} companies." if len(rows) < index.total else None
+    return Chart("Companies: members by status", _note_if_empty(fig, not rows, "no members yet"), more)

@@ -10,8 +10,8 @@ from typing import Any
 
 from plotly.offline import get_plotlyjs
 
-from memberpulse.flows.report._charts import STATUS_COLOURS, Chart
-from memberpulse.flows.report._queries import AT_RISK_LISTED, NewlyAtRisk, Overview
+from memberpulse.flows.report._charts import NO_COMPANY, STATUS_COLOURS, Chart
+from memberpulse.flows.report._queries import AT_RISK_LISTED, CHURN_DAYS, Bounded, NewlyAtRisk, Overview
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0; background: #f4f5f7;
@@ -105,6 +105,40 @@ def at_risk_html(newly: NewlyAtRisk) -> str:
         f'<p class="note">{newly.total:,} members at risk now{since}{listed}.</p>'
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>"
     )
+
+
+_INDEX_HEAD = (
+    ("company", False),
+    ("members", True),
+    ("active", True),
+    ("at risk", True),
+    (f"churned ({CHURN_DAYS} days)", True),
+    ("drifting", True),
+)
+
+
+def company_index_html(index: Bounded) -> str:
+    """The index across companies: members, the share active and at risk, churn and drift per company, the
+    largest first (each share of the company's own members)."""
+    listed = f" The {len(index.rows)} largest of {index.total:,} are listed." if index.total > len(index.rows) else ""
+    head = "".join(f"<th{' class=num' if n else ''}>{escape(h)}</th>" for h, n in _INDEX_HEAD)
+    body = "".join(
+        f"<tr><td>{_text(company if company is not None else NO_COMPANY)}</td><td class=num>{members:,}</td>"
+        f"<td class=num>{_share(active, members)}</td><td class=num>{_share(at_risk, members)}</td>"
+        f"<td class=num>{_share(churned, members)}</td><td class=num>{_share(drifting, members)}</td></tr>"
+        for company, members, active, at_risk, _, churned, drifting in index.rows
+    )
+    return (
+        '<section class="card wide" data-table="company-index"><h2>Companies</h2>'
+        f'<p class="note">{index.total:,} companies, by members. Each share is of the company\'s own members: '
+        f"active and at risk now, went invalid in the last {CHURN_DAYS} days (their webhooks), and where Whop's "
+        f"API and the webhooks disagree.{listed}</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>"
+    )
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part:,} ({100 * part / whole:.1f}%)" if whole else f"{part:,}"
 
 
 def page_html(overview: Overview, sections: list[str], *, source: str, companies: Sequence[str] = ()) -> str:

@@ -13,6 +13,8 @@ AT_RISK_LISTED = 20  # rows in the "newly at risk" table; the heading gives the 
 # something off, the chart says so ("the last N of M").
 COHORTS_SHOWN = 104  # weekly cohorts in the retention heatmap (two years)
 RUNS_SHOWN = 60  # pipeline runs in the health chart
+COMPANIES_SHOWN = 50  # companies in the index table, the largest first (its chart draws the first 20 of them)
+CHURN_DAYS = 30  # the index's churn: memberships that went invalid in this many days up to the run
 
 Rows = list[tuple[Any, ...]]
 
@@ -159,6 +161,40 @@ def pipeline_health(con: duckdb.DuckDBPyConnection) -> Bounded:
         """
     ).fetchall()
     return Bounded(rows, _count(con, "SELECT count(*) FROM pipeline_runs"))
+
+
+def company_index(con: duckdb.DuckDBPyConnection) -> Bounded:
+    """(company_id, members, active, at_risk, inactive, churned, drifting) for the ``COMPANIES_SHOWN`` companies
+    with the most members, largest first, and how many companies the snapshot names. ``churned``: memberships
+    whose "left" webhook came in the ``CHURN_DAYS`` days up to the run; ``drifting``: memberships where Whop's
+    API and the webhooks disagree. Members no company was named for are a row of their own (company null)."""
+    rows = con.execute(
+        f"""
+        WITH members AS (
+            SELECT company_id, count(*) AS members,
+                   count(*) FILTER (WHERE status = 'active') AS active,
+                   count(*) FILTER (WHERE status = 'at_risk') AS at_risk,
+                   count(*) FILTER (WHERE status = 'inactive') AS inactive
+            FROM member_activity GROUP BY ALL
+        ), churned AS (
+            SELECT e.company_id, count(DISTINCT e.membership_id) AS churned
+            FROM events AS e CROSS JOIN snapshot_info AS i
+            WHERE e.kind = 'left' AND e.event_at > i.run_at - INTERVAL {CHURN_DAYS} DAY AND e.event_at <= i.run_at
+            GROUP BY ALL
+        ), drifting AS (
+            SELECT company_id, count(*) AS drifting FROM reconciliation_drift GROUP BY ALL
+        )
+        SELECT m.company_id, m.members, m.active, m.at_risk, m.inactive,
+               coalesce(c.churned, 0) AS churned, coalesce(d.drifting, 0) AS drifting
+        FROM members AS m
+        LEFT JOIN churned AS c ON c.company_id IS NOT DISTINCT FROM m.company_id
+        LEFT JOIN drifting AS d ON d.company_id IS NOT DISTINCT FROM m.company_id
+        ORDER BY m.members DESC, m.company_id NULLS LAST
+        LIMIT {COMPANIES_SHOWN}
+        """
+    ).fetchall()
+    named = "SELECT count(DISTINCT company_id) FROM member_activity"
+    return Bounded(rows, _count(con, named))
 
 
 def _count(con: duckdb.DuckDBPyConnection, query: str) -> int:

@@ -18,6 +18,7 @@ from memberpulse.contracts.tables import (
     MEMBER_ACTIVITY,
     MEMBER_ACTIVITY_HISTORY,
     PIPELINE_RUN_COMPANIES,
+    RECONCILIATION_DRIFT,
     SNAPSHOT_INFO,
     WEBHOOK_DELIVERIES,
     WEBHOOK_FAILURES,
@@ -203,7 +204,7 @@ def _update(
         _update_history(con, record.history, history_files)
         for table in _REBUILT_EVERY_RUN:
             con.execute(f"DROP TABLE IF EXISTS {table}")  # IF EXISTS: one a previous release did not write
-        _load_frame(con, "reconciliation_drift", drift)
+        _load("reconciliation_drift", lambda: _load_declared(con, RECONCILIATION_DRIFT, drift))
         _load_frame(con, "pipeline_runs", pipeline_runs)
         _load("webhook_failures", lambda: _load_declared(con, WEBHOOK_FAILURES, webhook_failures))
         _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))
@@ -307,7 +308,7 @@ def _build(
         _load("member_activity", lambda: _load_member_activity(con, member_activity))
         _load("events", lambda: _load_events(con, events, events_parquet))
         _load("member_activity_history", lambda: _load_history(con, history_files))
-        _load("reconciliation_drift", lambda: _load_frame(con, "reconciliation_drift", drift))
+        _load("reconciliation_drift", lambda: _load_declared(con, RECONCILIATION_DRIFT, drift))
         _load("pipeline_runs", lambda: _load_frame(con, "pipeline_runs", pipeline_runs))
         _load("webhook_failures", lambda: _load_declared(con, WEBHOOK_FAILURES, webhook_failures))
         _load("webhook_deliveries", lambda: _load_declared(con, WEBHOOK_DELIVERIES, webhook_deliveries))

@@ -1,5 +1,6 @@
 """The analysts' report of the demo's data, opened in a real headless Chromium with networking disabled: every
-chart drawn, nothing fetched, and at common screen widths every chart inside its card with its legend."""
+chart drawn, nothing fetched, and at common screen widths every chart inside its card with its legend; and the
+report of three companies, with its index across them first, whole and scoped to some of them."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from memberpulse.flows.report import CHART_NAMES, REPORT_NAME
+from memberpulse.flows.report import CHART_NAMES, COMPANY_INDEX_CHART, REPORT_NAME, write_report
 from tests.support.chromium import Chromium
+from tests.support.companies_testkit import several_companies
 from tests.support.report_layout import chart_geometry, layout_problems, wait_until_drawn
 
 pytestmark = pytest.mark.slow
@@ -101,3 +103,38 @@ def test_every_chart_fits_its_card_with_a_legend_for_its_series(days_report: Pat
     assert drawn, f"charts not drawn at their cards' size within the timeout; {problems}"
     assert problems == []
     assert page.console_errors() == []
+
+
+@pytest.fixture(scope="module")
+def companies_reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The report two real runs over three companies wrote, and the same snapshot's report scoped to two of
+    them and to one (``memberpulse report --company``)."""
+    snapshots = several_companies(tmp_path_factory.mktemp("companies") / "data").settings.snapshots_dir
+    return {
+        "all": snapshots / REPORT_NAME,
+        "two": write_report(snapshots, companies=("biz_beta", "biz_gamma")),
+        "one": write_report(snapshots, companies=("biz_alpha",)),
+    }
+
+
+@pytest.mark.parametrize(("which", "width"), [("all", 1000), ("all", 1920), ("two", 1400), ("one", 1400)])
+def test_the_company_index_comes_first_and_fits_like_every_chart(companies_reports: dict[str, Path],
+                                                                 browser: Chromium, which: str,
+                                                                 width: int) -> None:  # fmt: skip
+    page = browser.new_page(width, 900)
+    page.open(companies_reports[which].resolve().as_uri())
+    index = [COMPANY_INDEX_CHART] if which != "one" else []
+    drawn = wait_until_drawn(page, len(index) + len(CHART_NAMES))
+    names = [chart["name"] for chart in chart_geometry(page)]
+    problems = layout_problems(page)
+    listed = page.evaluate(
+        "[...document.querySelectorAll('[data-table=company-index] tbody tr td:first-child')].map(td => td.textContent)"
+    )
+    bars = page.evaluate(f"document.getElementById('chart-{COMPANY_INDEX_CHART}')?.data?.[0]?.y ?? []")
+
+    assert drawn, f"charts not drawn within the timeout; {problems}"
+    assert names == [*index, *CHART_NAMES] and problems == []
+    assert page.console_errors() == []
+    assert [url for url in page.requests() if not url.startswith(("file:", "data:", "about:", "blob:"))] == []
+    expected = {"all": ["biz_alpha", "biz_beta", "biz_gamma"], "two": ["biz_beta", "biz_gamma"], "one": []}[which]
+    assert listed == expected and bars == expected  # by members, largest first; table and chart alike
