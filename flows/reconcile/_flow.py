@@ -213,7 +213,10 @@ def _run_steps(settings: Settings, start: RunStart, store: ReconcileStore, done:
 
 def data_dir_unused(settings: Settings) -> str | None:
     """Why the data dir looks like one no one writes to, or None when something has: a landing started on
-    it (``serve`` creates ``landing/`` at start), a webhook stored or refused, a backfill, a recovery."""
+    it (``serve`` creates ``landing/`` at start), a webhook stored or refused, a backfill, a recovery. With the
+    storage URL set the data dir is a cache, and a fresh worker's is empty by design: never unused."""
+    if settings.storage is not None:
+        return None
     in_use = (
         settings.landing_dir.is_dir()
         or settings.quarantine_dir.is_dir()

@@ -27,8 +27,16 @@ def one_off_run(
     named before any work (a full refresh replaces it); a data dir no one writes to is a warning, handed to
     ``on_warning`` at once and kept in the report. Ctrl-C raises :class:`Interrupted` saying what was
     committed."""
-    with shared_state(settings, "run", write=not dry_run):  # the storage URL set: lease, cache, tree commit
-        return _run(settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run, on_warning=on_warning)
+    try:
+        with shared_state(settings, "run", write=not dry_run):  # the storage URL set: lease, cache, tree commit
+            return _run(settings, as_of=as_of, full_refresh=full_refresh, dry_run=dry_run, on_warning=on_warning)
+    except Interrupted:
+        if settings.storage is None:
+            raise
+        raise Interrupted(  # the shared state's commit comes last: an interrupted run made none
+            "interrupted: nothing of this run was committed to the shared state; the next run starts from its last "
+            "commit"
+        ) from None
 
 
 def _run(

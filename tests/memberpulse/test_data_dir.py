@@ -95,6 +95,13 @@ def test_a_deployment_run_refuses_a_relative_or_unused_data_dir(tmp_path: Path) 
     assert check_data_dir(unused, deployment=True) is None
 
 
+def test_a_fresh_workers_empty_cache_is_not_an_unused_data_dir(tmp_path: Path) -> None:
+    worker = Settings(
+        MEMBERPULSE_DATA_DIR=str(tmp_path), WHOP_WEBHOOK_SECRET="ws_x", MEMBERPULSE_STORAGE_URL="s3://b/p"
+    )
+    assert check_data_dir(worker, deployment=True) is None  # the state is in the store; the data dir a cache
+
+
 @pytest.mark.slow
 def test_serve_names_its_data_dir_when_it_listens(tmp_path: Path) -> None:
     from tests.support.landing_process import landing_process

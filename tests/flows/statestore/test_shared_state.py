@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from memberpulse.cli import main
 from memberpulse.flows.reconcile import one_off_run
 from memberpulse.flows.state_codec import STATE_TREE, TreeEntry, decode_document
 from memberpulse.flows.statestore import (
@@ -23,6 +24,7 @@ from memberpulse.flows.statestore import (
     read_tree,
     shared_state,
 )
+from memberpulse.landing.shipper import Shipper, sources_for
 from memberpulse.settings import Settings
 from memberpulse.storage import open_store
 from tests.support.reconcile_testkit import (
@@ -135,3 +137,47 @@ def _members(snapshot: Path) -> pl.DataFrame:
     with duckdb.connect(str(snapshot), read_only=True) as con:
         frame = con.sql("SELECT * FROM member_activity").pl()
     return frame.select(COMPARED).sort("membership_id")
+
+
+def test_sql_and_report_on_a_machine_with_only_the_storage_url(
+    tmp_path: Path, storage_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    worker = _shared(tmp_path / "worker", storage_env)
+    append_raw(worker.data_dir, scenario())
+    one_off_run(worker, as_of=AS_OF, full_refresh=False)
+    capsys.readouterr()
+
+    monkeypatch.setenv("MEMBERPULSE_DATA_DIR", str(tmp_path / "analyst"))  # nothing here but a cache to be
+    assert main(["sql", "SELECT count(*) AS members FROM member_activity", "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["members", "4"]
+    assert main(["sql", "CREATE TABLE t AS SELECT 1"]) == 1  # read-only, as the local snapshot
+    report = tmp_path / "report.html"
+    assert main(["report", "--out", str(report)]) == 0 and report.stat().st_size > 0
+    assert not (tmp_path / "analyst" / "warehouse").exists()  # an analyst's machine holds no state
+
+
+def test_a_worker_whose_whole_data_dir_is_deleted_between_runs_ends_where_a_local_run_does(
+    tmp_path: Path, storage_env: dict[str, str]
+) -> None:
+    """The raw side's chunks (shipped by a landing replica) and the state tree together: nothing on the worker's
+    disk survives from one run to the next."""
+    local = make_settings(tmp_path / "local")
+    landing_host = tmp_path / "landing-host"
+    worker = _shared(tmp_path / "worker", storage_env)
+    store = open_store(worker)
+    assert store is not None
+    shipper = Shipper(
+        store,
+        sources_for(landing_host / "landing", landing_host / "quarantine"),
+        writer="test-writer",
+        interval_seconds=1,
+    )
+    for batch, minutes in ((scenario(), 0), (crowd(5, start=10), 60)):
+        append_raw(local.data_dir, batch)
+        append_raw(landing_host, batch)
+        shipper.ship_once()
+        shutil.rmtree(worker.data_dir, ignore_errors=True)
+        for settings in (local, worker):
+            one_off_run(settings, as_of=AS_OF + timedelta(minutes=minutes), full_refresh=False)
+        assert snapshot_members(worker).equals(snapshot_members(local))
+    assert snapshot_members(worker).height == 9
