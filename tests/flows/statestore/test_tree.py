@@ -3,13 +3,14 @@ their changes are disjoint (a backfill's new folder beside a reconcile run's com
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from memberpulse.errors import RunInProgress
 from memberpulse.flows.statestore import read_tree
-from memberpulse.flows.statestore._tree import commit_tree, fetch_tree
+from memberpulse.flows.statestore._tree import OBJECTS_PREFIX, collect_garbage, commit_tree, fetch_tree
 from memberpulse.storage import ObjectStore, StorageUrl
 
 
@@ -69,3 +70,16 @@ def test_overlapping_changes_lose_and_commit_nothing(tmp_path: Path, store: Obje
     assert read_tree(store).tree.files["warehouse/reconcile/manifest.json"].size == 1
     fetch_tree(store, second, read_tree(store))  # the loser's cache is made equal to the tree again
     assert (second / "warehouse/reconcile/manifest.json").read_bytes() == b"a"
+
+
+def test_objects_no_tree_references_are_deleted_only_after_the_grace_period(tmp_path: Path, store: ObjectStore) -> None:
+    host = _host(tmp_path, "host", {"warehouse/reconcile/manifest.json": b"old"})
+    _commit(store, host, read_tree(store), "run")
+    (host / "warehouse/reconcile/manifest.json").write_bytes(b"new")
+    _commit(store, host, read_tree(store), "run")
+    tree = read_tree(store).tree
+    assert len(list(store.list(OBJECTS_PREFIX))) == 2
+
+    assert collect_garbage(store, tree, grace=timedelta(days=1)) == 0  # a run may still be fetching it
+    assert collect_garbage(store, tree, grace=timedelta(0)) == 1
+    assert [info.key for info in store.list(OBJECTS_PREFIX)] == [entry.key for entry in tree.files.values()]
