@@ -1,12 +1,15 @@
 """DuckDB snapshots for analysts: one file per run, swapped in atomically as ``snapshots/latest.duckdb``.
 
 Tables: ``member_activity`` (as published), ``events``, ``member_activity_history`` (one row per member per
-run), ``reconciliation_drift``, ``pipeline_runs``, ``snapshot_info``, ``whop_member_access``. Views:
-``members_at_risk_now``, ``status_counts_per_day``, ``new_members_per_week``, and for the next questions
-``weekly_cohort_retention``, ``status_transitions``, ``access_time_disagreements`` (columns in ``VIEW_COLUMNS``).
+run), ``reconciliation_drift``, ``pipeline_runs``, ``pipeline_run_companies``, ``webhook_failures``,
+``webhook_deliveries``, ``snapshot_info``, ``whop_member_access``. Views: ``members_at_risk_now``,
+``status_counts_per_day``, ``new_members_per_week``, and for the next questions ``weekly_cohort_retention``,
+``status_transitions``, ``access_time_disagreements``, ``webhook_delivery_health`` (columns in
+``VIEW_COLUMNS``); each leads with ``company_id`` and counts per company.
 
 Analysts query the latest one read-only: :func:`query` (the first rows), :func:`export` (every row to a file)
-and :func:`exported` (every row in a temporary file); ``memberpulse sql`` shows them.
+and :func:`exported` (every row in a temporary file); ``memberpulse sql`` shows them. With
+``QueryLimits.companies`` they query :func:`scoped_snapshot`, a copy holding only those companies' rows.
 """
 
 from __future__ import annotations
