@@ -113,11 +113,8 @@ def _add_analyst_commands(command: Command) -> None:
         "--out", type=Path, default=None,
         help="where to write it (default: snapshots/report.html; with --company, snapshots/report-<companies>.html)",
     )  # fmt: skip
-    report.add_argument(
-        "--company", action="append", default=None, metavar="biz_…",
-        help="report on this company only (repeat it, or give several comma-separated): every chart and table "
-        "is of their members; with more than one, an index compares them",
-    )  # fmt: skip
+    _add_company(report, "report on this company only", "every chart and table is of their members; with more "
+                 "than one, an index compares them")  # fmt: skip
 
     sql = command("sql", "run one read-only SQL query against the latest snapshot")
     sql.add_argument("query", help='e.g. "SELECT status, count(*) FROM member_activity GROUP BY ALL"')
@@ -145,11 +142,14 @@ def _add_analyst_commands(command: Command) -> None:
         "--allow-files", action="store_true",
         help="let the query read files it names (read_csv, read_parquet ...); by default it reads only the snapshot",
     )  # fmt: skip
-    sql.add_argument(
-        "--company", action="append", default=None, metavar="biz_…",
-        help="see only this company's rows (repeat it, or give several comma-separated): every table and view "
-        "is filtered to them (not with --allow-files)",
-    )  # fmt: skip
+    _add_company(sql, "see only this company's rows", "every table and view is filtered to them (not with "
+                 "--allow-files)")  # fmt: skip
+
+
+def _add_company(parser: argparse.ArgumentParser, what: str, then: str) -> None:
+    """``--company biz_…``, repeatable or comma-separated (``snapshot.parse_companies`` reads the values)."""
+    parser.add_argument("--company", action="append", default=None, metavar="biz_…",
+                        help=f"{what} (repeat it, or give several comma-separated): {then}")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
