@@ -112,8 +112,9 @@ MEMBER_ACTIVITY: Final = Table(
             "engagement_score",
             _I32,
             "integer",
-            "0-100: recency of the last activity (up to 60) plus session frequency over 30 days (up to 40); "
-            "0 when the membership is not valid.",
+            "0-100 as of the run: 100 halved for every MEMBERPULSE_HALF_LIFE_DAYS (default 7) since the last "
+            "activity, rounded half up (floor(100 * 0.5^(days / half_life_days) + 0.5)); 0 when the membership is "
+            "not valid.",
         ),
         Column(
             "activity_score",
