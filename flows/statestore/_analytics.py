@@ -28,9 +28,10 @@ ANALYTICS_CACHE: Final = "analytics"
 _VERSIONS: Final = ".versions.json"
 
 
-def publish_analytics(store: ObjectStore, snapshots_dir: Path) -> list[str]:
+def publish_analytics(store: ObjectStore, snapshots_dir: Path, *, snapshot_object: str | None = None) -> list[str]:
     """Upload the latest snapshot, its report and a Parquet file per table; returns the keys written. The
-    snapshot goes last, so a reader that sees a new snapshot finds its tables' files already there."""
+    snapshot goes last, so a reader that sees a new snapshot finds its tables' files already there; when the
+    state tree holds it already (``snapshot_object``), it is copied there server-side instead of uploaded again."""
     latest = snapshots_dir / "latest.duckdb"
     if not latest.is_file():
         return []
@@ -43,7 +44,10 @@ def publish_analytics(store: ObjectStore, snapshots_dir: Path) -> list[str]:
     if report.is_file():
         store.put(REPORT_KEY, report)
         written.append(REPORT_KEY)
-    store.put(LATEST_KEY, latest)
+    if snapshot_object is not None:
+        store.copy(snapshot_object, LATEST_KEY)
+    else:
+        store.put(LATEST_KEY, latest)
     return [*written, LATEST_KEY]
 
 

@@ -15,6 +15,7 @@ from memberpulse.contracts.checkpoints import checkpoint
 from memberpulse.flows.statestore._analytics import publish_analytics
 from memberpulse.flows.statestore._lease import Lease
 from memberpulse.flows.statestore._tree import (
+    LATEST_SNAPSHOT,
     CommitResult,
     FetchResult,
     collect_garbage,
@@ -79,11 +80,13 @@ def shared_state(settings: Settings, command: str, *, write: bool = True) -> Ite
 
 
 def _after_commit(settings: Settings, store: ObjectStore, session: StateSession) -> None:
-    if session.command == "run":
-        session.analytics = publish_analytics(store, settings.snapshots_dir)
     committed = session.committed.tree if session.committed is not None else None
     if committed is None:
         return
+    if session.command == "run":
+        latest = committed.files.get(LATEST_SNAPSHOT)
+        snapshot_object = latest.key if latest is not None else None
+        session.analytics = publish_analytics(store, settings.snapshots_dir, snapshot_object=snapshot_object)
     garbage = collect_garbage(store, committed, grace=timedelta(seconds=settings.storage_gc_grace_seconds))
     if garbage:
         log.info("state objects no tree references, deleted: %d", garbage)

@@ -181,3 +181,23 @@ def test_a_worker_whose_whole_data_dir_is_deleted_between_runs_ends_where_a_loca
             one_off_run(settings, as_of=AS_OF + timedelta(minutes=minutes), full_refresh=False)
         assert snapshot_members(worker).equals(snapshot_members(local))
     assert snapshot_members(worker).height == 9
+
+
+@pytest.mark.slow  # Prefect's test harness
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_deployed_reconcile_flow_commits_the_tree_like_a_cli_run(
+    tmp_path: Path, storage_env: dict[str, str]
+) -> None:
+    from memberpulse.flows.reconcile import reconcile_flow
+
+    local, shared = make_settings(tmp_path / "local"), _shared(tmp_path / "worker", storage_env)
+    for settings in (local, shared):
+        append_raw(settings.data_dir, scenario())
+    one_off_run(local, as_of=AS_OF, full_refresh=False)
+    assert reconcile_flow(as_of=AS_OF, settings=shared)["status"] == "completed"
+    store = open_store(shared)
+    assert store is not None
+    assert read_tree(store).tree.command == "run" and store.head(LATEST_KEY) is not None
+    _forget_cache(shared.data_dir)
+    assert reconcile_flow(settings=shared, only_new=True)["status"] == "skipped"  # the offsets: from the tree
+    assert snapshot_members(shared).equals(snapshot_members(local))

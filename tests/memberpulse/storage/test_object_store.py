@@ -63,6 +63,14 @@ def test_download_again_only_when_changed(store: ObjectStore, tmp_path: Path) ->
     assert target.read_bytes() == b"y" * 10
 
 
+def test_copy_within_the_store_replaces_the_target(store: ObjectStore) -> None:
+    store.put("state/objects/abc", b"snapshot v2")
+    store.put("analytics/latest.duckdb", b"snapshot v1")
+    store.copy("state/objects/abc", "analytics/latest.duckdb")
+    copied = store.get("analytics/latest.duckdb")
+    assert copied is not None and copied.data == b"snapshot v2" and store.requests["copy"] == 1
+
+
 def test_list_after_a_key_and_across_pages(store: ObjectStore) -> None:
     keys = [f"raw/w1/{n:08d}" for n in range(1_005)]
     for key in keys:
