@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -27,7 +27,9 @@ from memberpulse.settings import Settings
 from memberpulse.storage import ObjectStore, open_store
 
 log = logging.getLogger("memberpulse.statestore")
-_active_anywhere = threading.Event()  # a command's nested steps (Prefect tasks on other threads) reuse its session
+# A command inside another's session (same context: a caller wrapping a run) reuses it; two sessions on two
+# threads of one process each take the lease, as two hosts would.
+_inside_session: ContextVar[bool] = ContextVar("memberpulse_state_session", default=False)
 
 
 @dataclass
@@ -49,16 +51,16 @@ class StateSession:
 def shared_state(settings: Settings, command: str, *, write: bool = True) -> Iterator[StateSession | None]:
     """With ``MEMBERPULSE_STORAGE_URL`` set: take the lease (``write``), make the cache equal to the state tree,
     let the command work on it, then upload and commit what it changed and, when ``command`` is a run, publish
-    the analysts' copies. An exception from the command commits nothing. Unset (or inside another session of
-    this process): nothing, None."""
+    the analysts' copies. An exception from the command commits nothing. Unset, or called within another
+    session (same thread or context): nothing, None."""
     store = open_store(settings)
-    if store is None or _active_anywhere.is_set():
+    if store is None or _inside_session.get():
         yield None
         return
     lease = Lease(store, command, timedelta(seconds=settings.storage_lease_seconds)) if write else None
     if lease is not None:
         lease.acquire()
-    _active_anywhere.set()
+    entered = _inside_session.set(True)
     try:
         checkpoint("lease_taken")
         base = read_tree(store)
@@ -74,7 +76,7 @@ def shared_state(settings: Settings, command: str, *, write: bool = True) -> Ite
             if session.committed.version is not None:
                 _after_commit(settings, store, session)
     finally:
-        _active_anywhere.clear()
+        _inside_session.reset(entered)
         if lease is not None:
             lease.release()
 

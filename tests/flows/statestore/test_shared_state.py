@@ -4,6 +4,7 @@ ends where a local run does, the local data dir is only a cache, and the analyst
 from __future__ import annotations
 
 import shutil
+import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import polars as pl
 import pytest
 
 from memberpulse.cli import main
+from memberpulse.errors import RunInProgress
 from memberpulse.flows.reconcile import one_off_run
 from memberpulse.flows.state_codec import STATE_TREE, TreeEntry, decode_document
 from memberpulse.flows.statestore import (
@@ -201,3 +203,25 @@ def test_the_deployed_reconcile_flow_commits_the_tree_like_a_cli_run(
     _forget_cache(shared.data_dir)
     assert reconcile_flow(settings=shared, only_new=True)["status"] == "skipped"  # the offsets: from the tree
     assert snapshot_members(shared).equals(snapshot_members(local))
+
+
+def test_two_sessions_on_two_threads_of_one_process_exclude_each_other(
+    tmp_path: Path, storage_env: dict[str, str]
+) -> None:
+    refused: list[BaseException] = []
+
+    def second_session() -> None:
+        try:
+            with shared_state(_shared(tmp_path / "b", storage_env), "backfill"):
+                pass
+        except RunInProgress as exc:
+            refused.append(exc)
+
+    with shared_state(_shared(tmp_path / "a", storage_env), "run") as first:
+        assert first is not None
+        other = threading.Thread(target=second_session)
+        other.start()
+        other.join()
+        with shared_state(_shared(tmp_path / "a", storage_env), "run") as nested:
+            assert nested is None  # the same thread: the caller's session
+    assert len(refused) == 1 and "holds the shared state's lease" in str(refused[0])
