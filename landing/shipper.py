@@ -15,6 +15,7 @@ not grow). Recovery ships its own segment with :func:`ship_files` before it repo
 
 from __future__ import annotations
 
+import glob
 import logging
 import threading
 import time
@@ -39,6 +40,8 @@ log = logging.getLogger("memberpulse.landing.shipper")
 
 #: Largest chunk object: a shipper that fell behind (a store outage) catches up in pieces of this size.
 MAX_CHUNK_BYTES: Final = 8 * 1024 * 1024
+#: How long another writer's file must be unchanged before this process ships it (after its first pass).
+FOREIGN_QUIET_SECONDS: Final = 10.0
 #: What a compacted file counts as shipped up to: all of it, whatever is still on this disk.
 ARCHIVED_END: Final = 2**62
 
@@ -142,8 +145,11 @@ class Shipper:
         with self._lock:
             started = self._clock()
             self._passes += 1
+            # After the first pass, another writer's file is shipped only once it has been quiet for a while: a
+            # live process on this disk (another worker of this landing) ships its own.
+            quiet_since = None if self._passes == 1 else time.time() - FOREIGN_QUIET_SECONDS
             for source in self.sources:
-                for relpath, size in _local_files(source, None if everything else self.writer):
+                for relpath, size in _local_files(source, self.writer, everything=everything, quiet_since=quiet_since):
                     self.ship_file(source, relpath, size)
             self._forget_gone()
             self.status.last_error = None
@@ -198,19 +204,28 @@ class Shipper:
                 del self._shipped.ends[(kind, relpath)]
 
 
-def _local_files(source: ShipSource, only_writer: str | None) -> list[tuple[str, int]]:
-    """(relpath, size) of each file of ``source`` (of ``only_writer`` when given) that is a writer's file."""
+def _local_files(
+    source: ShipSource, own_writer: str, *, everything: bool, quiet_since: float | None
+) -> list[tuple[str, int]]:
+    """(relpath, size) of the writer files of ``source``: ``own_writer``'s, and with ``everything`` other
+    writers' too — when ``quiet_since`` (Unix time) is given, only those unchanged since then."""
     if not source.root.is_dir():
         return []
+    pattern = (
+        source.pattern if everything else source.pattern.replace("*.ndjson", f"{glob.escape(own_writer)}-*.ndjson")
+    )
     found = []
-    for path in sorted(source.root.glob(source.pattern)):
+    for path in sorted(source.root.glob(pattern)):
         parts = split_file_name(path.name)
-        if parts is None or (only_writer is not None and parts[0] != only_writer):
+        if parts is None or (not everything and parts[0] != own_writer):
             continue
         try:
-            found.append((path.relative_to(source.root).as_posix(), path.stat().st_size))
+            stat = path.stat()
         except FileNotFoundError:
             continue  # removed since the listing (compacted, rotated)
+        if parts[0] != own_writer and quiet_since is not None and stat.st_mtime > quiet_since:
+            continue
+        found.append((path.relative_to(source.root).as_posix(), stat.st_size))
     return found
 
 

@@ -163,3 +163,17 @@ def test_compaction_uploads_the_archive_then_forgets_the_chunks(store: ObjectSto
     assert pulled.archives == ["dt=2026-11-01.parquet"] and pulled.chunks == 0
     history = b"".join(c.data for c in raw_archive.iter_history(fresh))
     assert history == segment.read_bytes()
+
+
+def test_a_live_neighbours_file_is_left_to_its_own_shipper(store: ObjectStore, tmp_path: Path) -> None:
+    """Past its first pass, a shipper ships another writer's file only once it has been quiet (its writer is
+    dead); a live neighbour on the same disk (another worker process) ships its own."""
+    data_dir = tmp_path / "host"
+    shipper = _shipper(store, data_dir, "h-1-w")
+    shipper.ship_once()
+    mine, neighbours = (segment_path(data_dir / "landing", DAY, w, 1) for w in ("h-1-w", "h-2-w"))
+    _append(mine, _lines("mine", 2))
+    _append(neighbours, _lines("theirs", 2))
+    shipper.ship_once(everything=True)
+    assert shipper.status.chunks == 1
+    assert [parse_chunk_key(i.key) for i in store.list("raw/landing/h-2-w")] == []
