@@ -9,13 +9,18 @@ p50/p99 from wrk. Afterwards it counts the lines in the raw store to check every
 
 Configurations (same run, one after the other, never concurrently):
   landing  — the real app: group commit, fsync on the store's thread;
-  baseline — the same app, same verification and record, but one write+fsync inline per request.
+  baseline — the same app, same verification and record, but one write+fsync inline per request;
+  stored   — the real app with MEMBERPULSE_STORAGE_URL set (``--kinds landing,stored``): its shipper uploads
+             what the segments gained every second to moto's S3 server (the named S3 stand-in, a process of its
+             own on the same 2 cores); after the run the script waits until everything is shipped and checks
+             the chunks hold every stored line.
 each with 1 and 2 worker processes. The load generator shares the 2 cores with the server.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -120,7 +125,7 @@ def serve_child(kind: str, port: int) -> None:
     from memberpulse.settings import Settings
 
     settings = Settings()
-    factory = baseline_factory if kind == "baseline" else _app_factory
+    factory = baseline_factory if kind == "baseline" else _app_factory  # "stored": the real app, storage set
     run_server(factory, settings, host="127.0.0.1", port=port)
 
 
@@ -197,6 +202,28 @@ def mean_fsync_batch(port: int) -> float:
     return values.get("landing_fsync_batch_records_sum", 0.0) / count if count else 0.0
 
 
+def shipped_lines(args: argparse.Namespace, data: Path, port: int) -> int:
+    """Wait until the shipper caught up (its lag under 2 s after the run), then count the lines a worker with an
+    empty cache pulls from the store; they must be every line on the landing's disk."""
+    from memberpulse.flows.raw.remote import pull_raw
+    from memberpulse.storage import ObjectStore, StorageUrl
+
+    deadline = time.monotonic() + 120
+    stored = count_lines(data / "landing")
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"http://127.0.0.1:{port}{PATH}", timeout=5).json()
+        if answer.get("shipping", {}).get("lag_seconds", 99) < 2:
+            break
+        time.sleep(0.5)
+    store = ObjectStore.open(StorageUrl.parse(args.storage_env["MEMBERPULSE_STORAGE_URL"]))
+    cache = data.parent / f"cache-{data.name}"
+    pull_raw(store, cache / "landing")
+    pulled = count_lines(cache / "landing")
+    if pulled != stored:
+        raise SystemExit(f"the store holds {pulled} lines, the landing's disk {stored}")
+    return pulled
+
+
 def count_lines(root: Path) -> int:
     return sum(p.read_bytes().count(b"\n") for p in root.rglob("*.ndjson"))
 
@@ -210,6 +237,8 @@ def run_one(kind: str, workers: int, args: argparse.Namespace, work: Path, port:
         "MEMBERPULSE_LANDING_WORKERS": str(workers),
         "MEMBERPULSE_LOG_LEVEL": args.log_level,
     }
+    if kind == "stored":
+        env.update(args.storage_env)
     log = open(work / f"server-{kind}-{workers}.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.landing_throughput", "--serve", kind, "--port", str(port)],
@@ -240,7 +269,8 @@ def run_one(kind: str, workers: int, args: argparse.Namespace, work: Path, port:
         cpu_before = tree_cpu_seconds(server.pid)
         out = subprocess.run(wrk, capture_output=True, text=True, check=True).stdout
         server_cpu = tree_cpu_seconds(server.pid) - cpu_before
-        batch_mean = mean_fsync_batch(port) if kind == "landing" else 1.0
+        batch_mean = mean_fsync_batch(port) if kind != "baseline" else 1.0
+        shipped = shipped_lines(args, data, port) if kind == "stored" else None
     finally:
         server.send_signal(signal.SIGINT)
         try:
@@ -268,13 +298,14 @@ def run_one(kind: str, workers: int, args: argparse.Namespace, work: Path, port:
         "wrapped": result["wrapped"],
         "server_cpu_us_per_req": server_cpu / max(1, result["requests"]) * 1e6,
         "records_per_fsync": batch_mean,
+        "shipped_lines": shipped,
         "load_avg": os.getloadavg()[0],  # 1-minute load right after the run: how busy the 2 cores were
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--serve", choices=["landing", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["landing", "baseline", "stored"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=38711)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
@@ -293,6 +324,18 @@ def main() -> int:
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="landing-bench-"))
+    with contextlib.ExitStack() as stack:
+        args.storage_env = {}
+        if "stored" in args.kinds.split(","):
+            from tests.support.object_store import s3_server
+
+            s3 = stack.enter_context(s3_server())
+            args.storage_env = {**s3.environment(), "MEMBERPULSE_STORAGE_URL": f"s3://{s3.new_bucket()}/bench"}
+            os.environ.update(s3.environment())  # this process pulls from it afterwards
+        return measure_all(args, work)
+
+
+def measure_all(args: argparse.Namespace, work: Path) -> int:
     try:
         (work / "bench.lua").write_text(LUA)
         size = make_requests(work / "run", args.requests, args.threads, args.port, "run")
@@ -325,6 +368,9 @@ def main() -> int:
             if {"landing", "baseline"} <= pair.keys():
                 ratio = float(pair["landing"]["durable_per_s"]) / float(pair["baseline"]["durable_per_s"])  # type: ignore[arg-type]
                 print(f"{workers} worker(s): landing / baseline = {ratio:.2f}x")
+            if {"landing", "stored"} <= pair.keys():
+                ratio = float(pair["stored"]["durable_per_s"]) / float(pair["landing"]["durable_per_s"])  # type: ignore[arg-type]
+                print(f"{workers} worker(s): storage set / unset = {ratio:.2f}x")
         print(f"load avg after: {os.getloadavg()[0]:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -194,9 +194,13 @@ class ObjectStore:
             pages = obstore.list(
                 self.backend, prefix.rstrip("/") + "/" if prefix else None, offset=after, chunk_size=1000
             )
+            answered = False
             for page in pages:
                 self.requests["list"] += 1
+                answered = True
                 yield from (_info(meta) for meta in page)
+            if not answered:  # an empty listing yields no page but is a request all the same
+                self.requests["list"] += 1
 
     # --- writes ------------------------------------------------------------------------------------------
 
