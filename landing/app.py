@@ -108,6 +108,7 @@ def _shipper(settings: Settings, writer: str) -> Shipper | None:
         sources_for(settings.landing_dir, settings.quarantine_dir),
         writer=writer,
         interval_seconds=settings.ship_interval_seconds,
+        retention_days=settings.raw_retention_days,
     )
 
 

@@ -21,18 +21,20 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
 from memberpulse.contracts.raw_chunks import (
     ChunkKind,
+    archived_key,
     chunk_key,
     parse_chunk_key,
     split_file_name,
     writer_marker,
     writer_prefix,
 )
-from memberpulse.contracts.raw_record import SEGMENT_GLOB
+from memberpulse.contracts.raw_record import SEGMENT_GLOB, segment_day
 from memberpulse.errors import MemberpulseError
 from memberpulse.storage import ObjectStore
 
@@ -40,6 +42,8 @@ log = logging.getLogger("memberpulse.landing.shipper")
 
 #: Largest chunk object: a shipper that fell behind (a store outage) catches up in pieces of this size.
 MAX_CHUNK_BYTES: Final = 8 * 1024 * 1024
+#: How often a replica looks for its segments a worker has archived (a HEAD per segment past the retention).
+TIDY_EVERY_SECONDS: Final = 3600.0
 #: How long another writer's file must be unchanged before this process ships it (after its first pass).
 FOREIGN_QUIET_SECONDS: Final = 10.0
 #: What a compacted file counts as shipped up to: all of it, whatever is still on this disk.
@@ -94,6 +98,7 @@ class Shipper:
         writer: str,
         interval_seconds: float,
         foreign_every: int = 30,
+        retention_days: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -101,6 +106,7 @@ class Shipper:
         self.writer = writer
         self.interval = interval_seconds
         self._foreign_every = max(1, foreign_every)
+        self._retention_days = retention_days
         self._clock = clock
         self._shipped = _Shipped()
         self._passes = 0
@@ -123,20 +129,45 @@ class Shipper:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        tidy_every = max(1, round(TIDY_EVERY_SECONDS / self.interval))
         while not self._stop.is_set():
+            if self._retention_days is not None and self._passes % tidy_every == 0:
+                self._quietly(lambda: self.drop_archived(datetime.now(UTC)))
             self._pass_quietly(everything=self._passes % self._foreign_every == 0)
             self._stop.wait(self.interval)
         self._pass_quietly(everything=False)
 
     def _pass_quietly(self, *, everything: bool) -> None:
+        self._quietly(lambda: self.ship_once(everything=everything))
+
+    def _quietly(self, work: Callable[[], object]) -> None:
         try:
-            self.ship_once(everything=everything)
+            work()
         except MemberpulseError as exc:  # the store is down or refusing: try again next pass
             self.status.last_error = exc.message
             log.warning("shipping raw files to the object store failed (will retry): %s", exc.message)
         except OSError as exc:
             self.status.last_error = exc.strerror or type(exc).__name__
             log.warning("shipping raw files failed reading the local disk (will retry): %s", exc)
+
+    def drop_archived(self, now: datetime) -> list[str]:
+        """Remove this disk's segments that a worker compacted elsewhere: past the retention window (by their
+        day) and with their tombstone in the store. Without this a replica's disk would keep every segment,
+        since compaction runs on a worker's cache. Returns the removed paths (relative)."""
+        assert self._retention_days is not None
+        cutoff = (now - timedelta(days=self._retention_days + 1)).date()
+        removed = []
+        for source in (s for s in self.sources if s.kind == "landing"):
+            for relpath, _ in _local_files(source, self.writer, everything=True, quiet_since=None):
+                day = segment_day(relpath)
+                if day is None or day >= cutoff or self.store.head(archived_key("landing", relpath)) is None:
+                    continue
+                (source.root / relpath).unlink(missing_ok=True)
+                self._shipped.ends.pop(("landing", relpath), None)
+                removed.append(relpath)
+        if removed:
+            log.info("removed %d local segment(s) a worker archived in the object store", len(removed))
+        return removed
 
     # --- one pass -----------------------------------------------------------------------------------------
 

@@ -158,11 +158,19 @@ def test_compaction_uploads_the_archive_then_forgets_the_chunks(store: ObjectSto
     restarted = _shipper(store, data_dir, "h-2-w")
     restarted.ship_once(everything=True)
     assert restarted.status.chunks == 0
+    retained = Shipper(store, restarted.sources, writer="h-2-w", interval_seconds=1, retention_days=7)
+    assert retained.drop_archived(old_day + timedelta(days=7)) == []  # not yet past the window on its disk
+    kept = segment_path(data_dir / "landing", old_day.date(), "h-1-w", 2)  # never archived: no tombstone
+    _append(kept, _lines("kept", 1))
+    assert retained.drop_archived(old_day + timedelta(days=30)) == [
+        segment.relative_to(data_dir / "landing").as_posix()
+    ]
+    assert kept.exists() and not segment.exists()
     fresh = tmp_path / "fresh" / "landing"
     pulled = pull_raw(store, fresh)
     assert pulled.archives == ["dt=2026-11-01.parquet"] and pulled.chunks == 0
     history = b"".join(c.data for c in raw_archive.iter_history(fresh))
-    assert history == segment.read_bytes()
+    assert history == _lines("old", 4)
 
 
 def test_a_live_neighbours_file_is_left_to_its_own_shipper(store: ObjectStore, tmp_path: Path) -> None:
