@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -61,9 +61,10 @@ def s3_thread() -> Iterator[S3Server]:
 
 
 @contextmanager
-def s3_server(host: str = "127.0.0.1") -> Iterator[S3Server]:
+def s3_server(host: str = "127.0.0.1", launcher: Sequence[str] = ()) -> Iterator[S3Server]:
+    """``launcher``: what to run it under, e.g. ``["ip", "netns", "exec", name]`` for a network namespace's host."""
     process = subprocess.Popen(
-        [sys.executable, "-c", _SERVER, host],
+        [*launcher, sys.executable, "-c", _SERVER, host],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
