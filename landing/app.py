@@ -51,6 +51,18 @@ class Landing:
     #: Uploads what the raw files gained to the object store; None without ``MEMBERPULSE_STORAGE_URL``.
     shipper: Shipper | None = None
 
+    def start_shipping(self) -> None:
+        """Start the shipper (on the event loop: the run signal it raises after each upload is the loop's)."""
+        if self.shipper is not None:
+            loop, notify = asyncio.get_running_loop(), self.run_signal.notify
+            self.shipper.on_shipped = lambda chunks: loop.call_soon_threadsafe(notify, chunks)
+            self.shipper.start()
+
+    async def stop_shipping(self) -> None:
+        """A last ship of what is left; the next start on this disk ships what this one could not."""
+        if self.shipper is not None:
+            await asyncio.to_thread(self.shipper.stop, SHIP_ON_SHUTDOWN_SECONDS)
+
     def shipping(self) -> ShippingFigures | None:
         if self.shipper is None:
             return None
@@ -72,10 +84,13 @@ def build_landing(settings: Settings) -> Landing:
     health = StorageHealth(settings.data_dir, min_free_bytes=settings.min_free_bytes)
     run_signal = RunSignal(writer=writer, enabled=settings.run_signal, api_url=api_url_from_environment())
 
+    shipper = _shipper(settings, writer)
+
     def flushed(records: int, seconds: float) -> None:
         metrics.observe_flush(records, seconds)
         health.write_succeeded()
-        run_signal.notify(records)  # after the batch's 200s are released; the event goes from a background task
+        if shipper is None:  # with a store, workers read what is shipped: the shipper signals after each upload
+            run_signal.notify(records)  # after the batch's 200s are released; the event goes from a background task
 
     store = RawStore(
         settings.landing_dir,
@@ -94,7 +109,7 @@ def build_landing(settings: Settings) -> Landing:
         max_body_bytes=settings.max_body_bytes,
         tolerance_seconds=settings.webhook_tolerance_seconds,
     )
-    return Landing(settings, store, quarantine, metrics, endpoint, health, run_signal, _shipper(settings, writer))
+    return Landing(settings, store, quarantine, metrics, endpoint, health, run_signal, shipper)
 
 
 def _shipper(settings: Settings, writer: str) -> Shipper | None:
@@ -150,15 +165,13 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         landing.run_signal.start()
-        if landing.shipper is not None:
-            landing.shipper.start()
+        landing.start_shipping()
         yield
         await landing.run_signal.aclose()
         # Shutdown: acknowledge nothing more, finish the batches in flight, close the segment.
         await landing.store.aclose()
         landing.quarantine.close()
-        if landing.shipper is not None:  # a last ship of what is left; the next start ships what this could not
-            await asyncio.to_thread(landing.shipper.stop, SHIP_ON_SHUTDOWN_SECONDS)
+        await landing.stop_shipping()
 
     app = LandingApp(
         title="memberpulse landing",

@@ -114,6 +114,9 @@ class Shipper:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one pass at a time (the thread's, or the final one at shutdown)
         self.status = ShipStatus(caught_up_at=clock())
+        #: Called (on the shipper's thread) with the chunks a pass uploaded, when it uploaded any: the run signal,
+        #: since a worker on another host reads only what is shipped.
+        self.on_shipped: Callable[[int], object] | None = None
 
     # --- the thread ---------------------------------------------------------------------------------------
 
@@ -174,7 +177,7 @@ class Shipper:
     def ship_once(self, *, everything: bool = True) -> ShipStatus:
         """Ship what the local files gained: this writer's always, every writer's with ``everything``."""
         with self._lock:
-            started = self._clock()
+            started, chunks_before = self._clock(), self.status.chunks
             self._passes += 1
             # After the first pass, another writer's file is shipped only once it has been quiet for a while: a
             # live process on this disk (another worker of this landing) ships its own.
@@ -185,6 +188,8 @@ class Shipper:
             self._forget_gone()
             self.status.last_error = None
             self.status.caught_up_at = started
+            if self.on_shipped is not None and self.status.chunks > chunks_before:
+                self.on_shipped(self.status.chunks - chunks_before)
             return self.status
 
     def ship_file(self, source: ShipSource, relpath: str, size: int) -> None:

@@ -185,3 +185,16 @@ def test_a_live_neighbours_file_is_left_to_its_own_shipper(store: ObjectStore, t
     shipper.ship_once(everything=True)
     assert shipper.status.chunks == 1
     assert [parse_chunk_key(i.key) for i in store.list("raw/landing/h-2-w")] == []
+
+
+def test_the_run_signal_follows_the_upload_not_the_fsync(store: ObjectStore, tmp_path: Path) -> None:
+    """With a store, a worker reads only what is shipped: the landing signals a run after each upload."""
+    data_dir = tmp_path / "host"
+    shipper = _shipper(store, data_dir, "h-1-w")
+    signalled: list[int] = []
+    shipper.on_shipped = signalled.append
+    shipper.ship_once()
+    _append(segment_path(data_dir / "landing", DAY, "h-1-w", 1), _lines("x", 3))
+    shipper.ship_once()
+    shipper.ship_once()
+    assert signalled == [1]
