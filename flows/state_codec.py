@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Final, Generic, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -245,6 +245,33 @@ class RemoteCopies:
     versions: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CompanyFailureRecord:
+    """Why one company's last backfill failed (``BackfillState.failed``)."""
+
+    __pydantic_config__ = _CLOSED
+
+    reason: str  # one line, never a secret
+    kind: Literal["configuration", "transient", "failed"]  # a setting or the company to fix; try later; else
+    failed_at: IsoTime
+
+
+@dataclass(frozen=True)
+class BackfillState:
+    """``warehouse/backfill/state.json``: the current backfill round (``backfill/_companies.py``). A round starts
+    with a backfill of every company; while companies of it failed, the next backfills (within
+    MEMBERPULSE_BACKFILL_RETRY_HOURS of its start) fetch only those."""
+
+    __pydantic_config__ = _CLOSED
+
+    round_started_at: IsoTime | None = None
+    failed: dict[str, CompanyFailureRecord] = field(default_factory=dict)  # company -> its last failure
+
+    @property
+    def round_started(self) -> datetime | None:
+        return datetime.fromisoformat(self.round_started_at) if self.round_started_at else None
+
+
 # --- the kinds: what each file is called in messages, its remedy, and how older formats are read ----------------
 
 D = TypeVar("D")
@@ -324,6 +351,12 @@ SNAPSHOT_BUILD = DocumentKind(
     "delete it: the next run builds the snapshot in full and records it again",
 )
 BACKFILL_MANIFEST = DocumentKind("backfill-manifest", BackfillManifest, "the backfill manifest", BACKFILL_HINT)
+BACKFILL_STATE = DocumentKind(
+    "backfill-state",
+    BackfillState,
+    "the backfill round's state",
+    "delete it: the next `memberpulse backfill` starts a new round and fetches every company",
+)
 
 RECONCILE_STATE = TableKind("reconcile-state", "the reconcile state", REBUILD_HINT)
 EVENT_LOG = TableKind("event-log", "the event log file", REBUILD_HINT)
@@ -376,7 +409,7 @@ REMOTE_COPIES = DocumentKind("remote-copies", RemoteCopies, "the analytics cache
 
 DOCUMENT_KINDS: tuple[DocumentKind[Any], ...] = (
     RECONCILE_MANIFEST, PUBLISH_TARGET, RECOVERY_STATE, SNAPSHOT_BUILD, BACKFILL_MANIFEST, STATE_TREE, STATE_LEASE,
-    STATE_CACHE, REMOTE_COPIES,
+    STATE_CACHE, REMOTE_COPIES, BACKFILL_STATE,
 )  # fmt: skip
 TABLE_KINDS: tuple[TableKind, ...] = (
     RECONCILE_STATE, EVENT_LOG, HISTORY, PUBLISHED_ROWS, RUN_LOG, RUN_COMPANY_LOG, FAILURE_LOG, RECOVERY_INDEX,
@@ -520,11 +553,18 @@ def read_table_if_present(path: Path, kind: TableKind) -> pl.DataFrame | None:
     return read_table(path, kind) if path.exists() else None
 
 
-def query_tables(paths: Sequence[Path], kind: TableKind, query: Callable[[pl.LazyFrame], pl.LazyFrame]) -> pl.DataFrame:
-    """``query`` over the files as one lazy frame: only the columns and row groups it needs are read. A damaged
-    file is CorruptState naming it (each file is then read on its own to find it)."""
+def query_tables(
+    paths: Sequence[Path],
+    kind: TableKind,
+    query: Callable[[pl.LazyFrame], pl.LazyFrame],
+    *,
+    file_column: str | None = None,
+) -> pl.DataFrame:
+    """``query`` over the files as one lazy frame: only the columns and row groups it needs are read
+    (``file_column``: a column holding each row's file path, as ``str(path)``). A damaged file is CorruptState
+    naming it (each file is then read on its own to find it)."""
     try:
-        return query(pl.scan_parquet(list(paths), glob=False)).collect()
+        return query(pl.scan_parquet(list(paths), glob=False, include_file_paths=file_column)).collect()
     except (pl.exceptions.PolarsError, OSError, ValueError):
         _name_the_damaged(paths, kind)
         raise  # every file reads: the query itself is wrong

@@ -5,8 +5,9 @@ memberships: membership_id, company_id, user_id?, member_id?, product_id?, statu
 canceled_at?, username?, name?, email?, fetched_at. members: member_id, user_id?, username?, name?, email?,
 status?, joined_at?, last_accessed_at?, most_recent_action_at?, fetched_at.
 
-Members are matched to memberships by user id (the members list carries no membership id). Should a snapshot list a
-user twice, the member row
+Members are matched to memberships by user id (the members list carries no membership id), within their snapshot
+when both frames have a ``snapshot`` column (several companies' snapshots read together: one user can be a
+member of each company, with a last access in each). Should a snapshot list a user twice, the member row
 with the latest ``fetched_at``, then the latest ``last_accessed_at``, then the greatest ``member_id`` is used;
 should it list a membership twice, the row with the latest ``fetched_at`` then the greatest other values.
 Name and email prefer the membership's own fields, then the member's.
@@ -53,25 +54,27 @@ def _nonempty(expr: pl.Expr) -> pl.Expr:
 
 def api_facts(memberships: pl.DataFrame, members: pl.DataFrame | None) -> pl.DataFrame:
     """API facts from one snapshot (``FACT_SCHEMA``); ``members`` may be ``None`` (no activity data)."""
-    ms = conform(memberships, _MEMBERSHIP_COLS).filter(
+    by_snapshot = members is not None and "snapshot" in members.columns and "snapshot" in memberships.columns
+    keys = ["snapshot", "user_id"] if by_snapshot else ["user_id"]
+    ms = conform(memberships, {**_MEMBERSHIP_COLS, "snapshot": pl.String()}).filter(
         pl.col("membership_id").is_not_null() & pl.col("fetched_at").is_not_null()
     )
     first = ("membership_id", "fetched_at")
     order = [*first, *(c for c in _MEMBERSHIP_COLS if c not in first)]
     ms = ms.sort(order, nulls_last=False).unique("membership_id", keep="last", maintain_order=True)
-    mem = conform(members, _MEMBER_COLS).filter(pl.col("user_id").is_not_null())
-    mem = mem.sort(["user_id", "fetched_at", "last_accessed_at", "member_id"], nulls_last=False).unique(
-        "user_id", keep="last", maintain_order=True
+    mem = conform(members, {**_MEMBER_COLS, "snapshot": pl.String()}).filter(pl.col("user_id").is_not_null())
+    mem = mem.sort([*keys, "fetched_at", "last_accessed_at", "member_id"], nulls_last=False).unique(
+        keys, keep="last", maintain_order=True
     )
     joined = ms.join(
         mem.select(
-            "user_id",
+            *keys,
             pl.col("username").alias("m_username"),
             pl.col("name").alias("m_name"),
             pl.col("email").alias("m_email"),
             "last_accessed_at",
         ),
-        on="user_id",
+        on=keys,
         how="left",
     )
     username = pl.coalesce(_nonempty(pl.col("username")), _nonempty(pl.col("m_username")))

@@ -9,7 +9,7 @@ parameters (Prefect records those), so the caller routes progress to them for th
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,15 +23,20 @@ class ResourceResult:
     pages: int
     records: int
     seconds: float
+    company_id: str = ""
 
 
 class BackfillProgress(Protocol):
-    """Receives progress from the fetch tasks (they run in Prefect's worker threads: implementations must be
-    thread-safe)."""
+    """Receives progress from the fetches (they run on worker threads, several companies at once:
+    implementations must be thread-safe). ``started`` names the companies the run fetches; each company's
+    fetch then reports its pages, retries (``event.company_id``) and each resource's end, and ``company_done``
+    its outcome: None when its snapshot was written, else why it failed."""
 
-    def page(self, resource: Resource, pages: int, records: int, elapsed: float) -> None: ...
+    def started(self, companies: Sequence[str]) -> None: ...
+    def page(self, company_id: str, resource: Resource, pages: int, records: int, elapsed: float) -> None: ...
     def retry(self, event: RetryEvent) -> None: ...
     def finished(self, result: ResourceResult) -> None: ...
+    def company_done(self, company_id: str, failure: str | None) -> None: ...
 
 
 _progress_lock = threading.Lock()

@@ -30,6 +30,7 @@ from memberpulse.flows.reconcile._lock import run_lock
 from memberpulse.flows.reconcile._one_off import one_off_run
 from memberpulse.flows.reconcile._report import AT_RISK_LISTED, RunReport
 from memberpulse.flows.reconcile._step_list import STEPS, RunMode, Step, steps_for
+from memberpulse.flows.reconcile._store import companies_seen
 
 if TYPE_CHECKING:
     from memberpulse.flows.reconcile._prefect_flow import reconcile_flow
@@ -55,6 +56,7 @@ __all__ = [
     "RunReport",
     "Step",
     "check_data_dir",
+    "companies_seen",
     "ingest",
     "one_off_run",
     "reconcile",

@@ -48,7 +48,7 @@ from memberpulse.flows.reconcile._steps import (
 )
 from memberpulse.flows.reconcile._store import ReconcileStore
 from memberpulse.flows.report import write_run_report
-from memberpulse.flows.whop import list_snapshots
+from memberpulse.flows.whop import snapshot_dirs
 from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.reconcile")
@@ -221,7 +221,7 @@ def data_dir_unused(settings: Settings) -> str | None:
         settings.landing_dir.is_dir()
         or settings.quarantine_dir.is_dir()
         or (settings.warehouse_dir / "recovery").is_dir()
-        or bool(list_snapshots(settings.warehouse_dir))
+        or bool(snapshot_dirs(settings.warehouse_dir))
     )
     if in_use:
         return None

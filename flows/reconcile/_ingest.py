@@ -149,7 +149,7 @@ def ingest(
     new = _read_new(settings, base, full_refresh=full_refresh)
     refused = raw_reader.read_new(settings.quarantine_dir, base.quarantine_offsets, raw_reader.QUARANTINE_FILES)
     events, test_webhooks = _without_test_webhooks(settings, store.drop_known_events(base, new.events))
-    pending = [s for s in list_snapshots(settings.warehouse_dir) if s.path.name not in base.backfills_folded]
+    pending = list_snapshots(settings.warehouse_dir, leaving_out=set(base.backfills_folded))
     previous = store.load_state(base)
     changed = events.height > 0 or bool(pending) or previous is None
     state = previous if not changed and previous is not None else transforms.fold(previous, events, api_facts(pending))
@@ -161,7 +161,7 @@ def ingest(
         rejects=new.rejects,
         landing_rejections=landing_rejections(refused),
         unknown_events=int((events["kind"] == "other").sum()),
-        backfills_folded=[s.path.name for s in pending],
+        backfills_folded=[s.key for s in pending],
         uncommitted_events=events,
         test_webhooks=test_webhooks,
         changed=changed,
@@ -178,7 +178,7 @@ def ingest(
         **_read_up_to(settings, base, new),
         quarantine_offsets=_live_quarantine_offsets(settings, base, refused),
         **_staged(store, run_id, base, state=state if changed else None, events=events, rejects=new.rejects),
-        backfills_folded=[*base.backfills_folded, *(s.path.name for s in pending)],
+        backfills_folded=[*base.backfills_folded, *(s.key for s in pending)],
         change_seq=base.change_seq + 1 if changed else base.change_seq,
         lineage=base.lineage or uuid.uuid4().hex,
         fold_settings=base.fold_settings or fold_settings(settings),

@@ -9,7 +9,7 @@ import polars as pl
 from memberpulse import transforms
 from memberpulse.flows.publish import ChangeHints
 from memberpulse.flows.reconcile._ingest import Ingested
-from memberpulse.flows.whop import latest_snapshot
+from memberpulse.flows.whop import latest_snapshots, read_together
 from memberpulse.settings import Settings
 
 
@@ -34,8 +34,8 @@ def change_hints(settings: Settings, state: pl.DataFrame, ingested: Ingested, as
 
 
 def drift(settings: Settings, state: pl.DataFrame) -> pl.DataFrame:
-    """Members whose webhook-derived state disagrees with the latest backfill snapshot (none without one)."""
-    snap = latest_snapshot(settings.warehouse_dir)
-    if snap is None:
-        return transforms.drift(state, None, None)
-    return transforms.drift(state, snap.read_memberships(), snap.read_members())
+    """Members whose webhook-derived state disagrees with their company's latest backfill snapshot (none without
+    one): each company is judged against its own latest complete fetch, so a company whose last fetch failed is
+    judged against the one before, and one never fetched not at all."""
+    memberships, members = read_together(latest_snapshots(settings.warehouse_dir))
+    return transforms.drift(state, memberships, members)

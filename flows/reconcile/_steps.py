@@ -35,7 +35,7 @@ from memberpulse.flows.reconcile._step_list import INGEST, PUBLISH, SNAPSHOT, Ru
 from memberpulse.flows.reconcile._store import ReconcileStore
 from memberpulse.flows.recover import RecoveryState, RecoveryStore
 from memberpulse.flows.snapshot import SnapshotLineage, read_build_record, thin_history, whop_access, write_snapshot
-from memberpulse.flows.whop import latest_snapshot, list_snapshots
+from memberpulse.flows.whop import latest_snapshots, list_snapshots, snapshots_token
 from memberpulse.settings import Settings
 from memberpulse.storage import open_store
 
@@ -228,7 +228,7 @@ def snapshot_step(
 
 def _lineage(settings: Settings, start: RunStart, ingested: Ingested, outcome: PublishOutcome) -> SnapshotLineage:
     """What changed since the run before: lets the snapshot writer update a copy of the previous file."""
-    backfill = latest_snapshot(settings.warehouse_dir)
+    backfills = snapshots_token(latest_snapshots(settings.warehouse_dir))
     return SnapshotLineage(
         events_token_before=ingested.token_before,
         events_token=ingested.manifest.change_token,
@@ -236,7 +236,7 @@ def _lineage(settings: Settings, start: RunStart, ingested: Ingested, outcome: P
         members_version_before=outcome.version_before,
         members_version=outcome.version_after,
         changed_members=outcome.result.changed_keys,
-        whop_access_source=str(backfill.path) if backfill is not None else None,
+        whop_access_source=backfills,
         full=start.full_refresh,
     )
 
@@ -292,4 +292,7 @@ def check_state_readable(settings: Settings, store: ReconcileStore, *, full_refr
         read_build_record(settings.snapshots_dir)
     publish_state(settings).load_meta()
     RecoveryStore(settings.warehouse_dir, settings.landing_dir, settings.quarantine_dir).load_state()
-    list_snapshots(settings.warehouse_dir)  # every backfill's _SUCCESS
+    # The backfill manifests a run reads: each company's latest, and those not folded yet.
+    latest_snapshots(settings.warehouse_dir)
+    folded = set() if full_refresh else set(store.load_manifest().backfills_folded)
+    list_snapshots(settings.warehouse_dir, leaving_out=folded)

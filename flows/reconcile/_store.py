@@ -85,6 +85,19 @@ class ReconcileStore:
             return None
         return read_table(self.root / manifest.state_file, RECONCILE_STATE)
 
+    def companies(self) -> list[str]:
+        """The companies of the committed member state, sorted: every company a landed (signature-verified or
+        recovered) webhook or a backfill named, as of the last commit. Reads one column."""
+        manifest = self.load_manifest()
+        if not manifest.state_file:
+            return []
+        found = query_tables(
+            [self.root / manifest.state_file],
+            RECONCILE_STATE,
+            lambda rows: rows.select(pl.col("company_id").drop_nulls().unique()),
+        )
+        return sorted(found["company_id"].to_list())
+
     def event_paths(self, manifest: Manifest) -> list[Path]:
         return [self.root / f for f in manifest.event_files]
 
@@ -185,3 +198,13 @@ class ReconcileStore:
             for path in folder.iterdir():
                 if f"{kind}/{path.name}" not in keep:
                     path.unlink(missing_ok=True)
+
+
+def companies_seen(warehouse_dir: Path) -> list[str]:
+    """The companies of the committed member state (:meth:`ReconcileStore.companies`). A run committing meanwhile
+    may remove the state file this read was about to open: then it reads the new commit's."""
+    store = ReconcileStore(warehouse_dir)
+    try:
+        return store.companies()
+    except CorruptState:
+        return store.companies()

@@ -3,12 +3,22 @@ immutable backfill snapshots that the reconcile flow folds in.
 
 Reader: :class:`WhopBackfillClient` (``pages("memberships" | "members")``), configured by a
 :class:`WhopClientConfig` (with its :class:`RetryPolicy`) built from Settings.
-Store: :func:`latest_snapshot`, :func:`list_snapshots` → :class:`BackfillSnapshot`; :class:`SnapshotWriter`.
+Store: :func:`latest_snapshots` (each company's newest), :func:`list_snapshots` → :class:`BackfillSnapshot`;
+:class:`SnapshotWriter`. Budget: one :class:`RequestLimiter` per API key (:class:`LocalRateLimit`,
+:class:`PrefectRateLimit`), sized by :class:`RateBudget`.
 Rows: :data:`MEMBERSHIPS_SCHEMA`, :data:`MEMBERS_SCHEMA`, :func:`memberships_batch`, :func:`members_batch`.
 """
 
 from typing import TYPE_CHECKING, Any
 
+from memberpulse.flows.whop._rate_limit import (
+    LocalRateLimit,
+    PrefectRateLimit,
+    RateBudget,
+    RequestLimiter,
+    credential_name,
+    local_limiter,
+)
 from memberpulse.flows.whop._records import (
     MEMBERS_SCHEMA,
     MEMBERSHIPS_SCHEMA,
@@ -24,9 +34,14 @@ from memberpulse.flows.whop._snapshot import (
     SnapshotWriter,
     backfill_dir,
     clean_stale_tmp,
+    company_dir,
     latest_snapshot,
+    latest_snapshots,
     list_snapshots,
+    read_together,
+    snapshot_dirs,
     snapshot_name,
+    snapshots_token,
 )
 
 if TYPE_CHECKING:
@@ -65,8 +80,12 @@ __all__ = [
     "MEMBERSHIPS_SCHEMA",
     "MEMBERS_SCHEMA",
     "BackfillSnapshot",
+    "LocalRateLimit",
     "Page",
     "ParquetSink",
+    "PrefectRateLimit",
+    "RateBudget",
+    "RequestLimiter",
     "Resource",
     "RetryEvent",
     "RetryPolicy",
@@ -76,11 +95,18 @@ __all__ = [
     "backfill_dir",
     "backfill_skip_reason",
     "clean_stale_tmp",
+    "company_dir",
+    "credential_name",
     "latest_snapshot",
+    "latest_snapshots",
     "list_snapshots",
+    "local_limiter",
     "members_batch",
     "memberships_batch",
     "parse_time",
+    "read_together",
     "retry_after_seconds",
+    "snapshot_dirs",
     "snapshot_name",
+    "snapshots_token",
 ]

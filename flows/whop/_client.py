@@ -25,6 +25,7 @@ from whop_sdk.core.parse_error import ParsingError
 from whop_sdk.environment import WhopEnvironment
 
 from memberpulse.errors import ConfigError, WhopAuthError, WhopGaveUp
+from memberpulse.flows.whop._rate_limit import RequestLimiter
 from memberpulse.flows.whop._records import Resource
 from memberpulse.flows.whop._retry import RetryPolicy, retry_after_seconds
 from memberpulse.settings import Settings, default_settings
@@ -88,6 +89,7 @@ class RetryEvent:
     status: int | None  # HTTP status, None for a timeout or a connection error
     reason: str
     wait: float
+    company_id: str = ""
 
 
 def backfill_skip_reason(settings: Settings) -> str | None:
@@ -127,8 +129,10 @@ class WhopBackfillClient:
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
         job: str = "backfill",
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.company_id = company_id
+        self._limiter = limiter  # takes a turn of the key's request budget before every HTTP attempt
         self.base_url = base_url.rstrip("/")
         self.config = config
         self.page_size = config.page_size
@@ -158,6 +162,7 @@ class WhopBackfillClient:
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
         job: str = "backfill",
+        limiter: RequestLimiter | None = None,
     ) -> WhopBackfillClient:
         """A client for ``company_id`` (default: the first company the settings list), with its key."""
         reason = backfill_skip_reason(settings)
@@ -186,6 +191,7 @@ class WhopBackfillClient:
             sleep=sleep,
             transport=transport,
             job=job,
+            limiter=limiter,
         )
 
     def __enter__(self) -> WhopBackfillClient:
@@ -276,6 +282,8 @@ class WhopBackfillClient:
         tries = _Tries()
         while True:
             tries.attempts += 1
+            if self._limiter is not None:
+                self._limiter.acquire()
             try:
                 return request(), tries.attempts + tries.rate_limited
             except ApiError as exc:
@@ -309,9 +317,11 @@ class WhopBackfillClient:
             return
         if status == 404:
             raise ConfigError(
-                f"Whop answered 404 for {self.base_url}/{resource}: the base URL looks wrong",
+                f"Whop answered 404 for {self.base_url}/{resource} of company {self.company_id}: the base URL "
+                "looks wrong, or the company is not reachable",
                 variable="WHOP_API_BASE_URL",
-                hint="set WHOP_API_BASE_URL to the API root, e.g. https://api.whop.com/api/v1",
+                hint="set WHOP_API_BASE_URL to the API root, e.g. https://api.whop.com/api/v1 (when only this "
+                f"company answers 404, it is gone: leave it out with -{self.company_id} in WHOP_COMPANY_IDS)",
             ) from None
         if not (status >= 500 or status in (408, 409) or 200 <= status < 300):
             raise self._gave_up(resource, number, status, f"Whop answered {status}, not retryable") from None
@@ -348,7 +358,7 @@ class WhopBackfillClient:
         self._retry(resource, number, attempts, status, reason, self.policy.backoff(attempts))
 
     def _retry(self, resource: str, number: int, attempt: int, status: int | None, reason: str, wait: float) -> None:
-        event = RetryEvent(resource, number, attempt, status, reason, wait)
+        event = RetryEvent(resource, number, attempt, status, reason, wait, self.company_id)
         log.warning("whop %s page %d: %s; retrying in %.2f s (attempt %d)", resource, number, reason, wait, attempt)
         if self._on_retry is not None:
             self._on_retry(event)
@@ -373,7 +383,8 @@ class WhopBackfillClient:
                 hint="set WHOP_API_KEY to a valid company API key (Whop dashboard → Developer → API keys)",
             )
         return WhopAuthError(
-            f"Whop refused access to company {self.company_id} (403) reading {resource}",
-            hint=f"check {_COMPANY_VARS} is the company WHOP_API_KEY belongs to, and that the key may read "
-            "memberships and members",
+            f"Whop refused access to company {self.company_id} (403) reading {resource}: not reachable with its key",
+            hint=f"check {_COMPANY_VARS} or WHOP_COMPANY_IDS names a company its key (WHOP_API_KEY, or its own in "
+            "WHOP_COMPANY_API_KEYS) may read memberships and members of; a company that uninstalled your app "
+            f"answers so: leave it out with -{self.company_id} in WHOP_COMPANY_IDS",
         )

@@ -1,28 +1,34 @@
-"""Backfill snapshots: one immutable directory per backfill under ``<warehouse>/backfill/``.
+"""Backfill snapshots: one immutable directory per company and fetch under ``<warehouse>/backfill/``.
 
 Layout (brief, "Cross-part contracts")::
 
-    warehouse/backfill/20261127T120000123456Z/memberships.parquet
-                                              members.parquet
-                                              _SUCCESS          (JSON manifest, written last:
-                                                                 state_codec.BackfillManifest)
+    warehouse/backfill/biz_XXXX/20261127T120000123456Z/memberships.parquet
+                                                       members.parquet
+                                                       _SUCCESS          (JSON manifest, written last:
+                                                                          state_codec.BackfillManifest)
+    warehouse/backfill/20261126T030000000000Z/...       (memberpulse 0.2.0 and earlier: one company, no
+                                                         company folder; still read, never written)
 
 A run writes into ``backfill/.tmp-<uuid>/``, fsyncs every file, writes ``_SUCCESS``, fsyncs the directory
-and renames it to its final name (then fsyncs ``backfill/``). A reader only ever sees complete snapshots; a
-run that fails removes its tmp dir, and one that was killed leaves a tmp dir the next run deletes.
-Latest = the greatest name holding ``_SUCCESS``. A damaged ``_SUCCESS`` or Parquet file is CorruptState naming
-it (remedy: delete that folder and back fill again); a folder without ``_SUCCESS`` is simply not complete.
+and renames it to its final name (then fsyncs the company folder). A reader only ever sees complete snapshots;
+a run that fails removes its tmp dir, and one that was killed leaves a tmp dir the next run deletes.
+A company's latest = its newest snapshot holding ``_SUCCESS`` (an older-layout folder's company is the one its
+``_SUCCESS`` names). A snapshot's key, the name the reconcile remembers it by, is its path under ``backfill/``
+(``biz_XXXX/<fetched_at>``, or ``<fetched_at>`` for an older-layout one). A damaged ``_SUCCESS`` or Parquet file
+is CorruptState naming it (remedy: delete that folder and back fill again); a folder without ``_SUCCESS`` is
+simply not complete.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -61,6 +67,12 @@ def backfill_dir(warehouse_dir: Path) -> Path:
     return Path(warehouse_dir) / "backfill"
 
 
+def company_dir(warehouse_dir: Path, company_id: str) -> Path:
+    """Where one company's snapshots live (company ids are checked when settings load, and when taken from
+    webhooks, so one is always a plain folder name)."""
+    return backfill_dir(warehouse_dir) / company_id
+
+
 def snapshot_name(fetched_at: datetime) -> str:
     return file_time(fetched_at)
 
@@ -73,6 +85,12 @@ class BackfillSnapshot:
     fetched_at: datetime
     company_id: str
     counts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Its path under ``backfill/``: ``biz_…/<fetched_at>`` (``<fetched_at>`` for an older-layout one)."""
+        legacy = self.path.parent.name == "backfill"  # company folders are biz_…
+        return self.path.name if legacy else f"{self.path.parent.name}/{self.path.name}"
 
     @property
     def memberships_path(self) -> Path:
@@ -103,27 +121,119 @@ class BackfillSnapshot:
         return cls(path=path, fetched_at=fetched_at, company_id=manifest.company_id, counts=manifest.counts)
 
 
-def list_snapshots(warehouse_dir: Path) -> list[BackfillSnapshot]:
-    """Every complete backfill snapshot, oldest first (tmp dirs and dirs without ``_SUCCESS`` are skipped);
-    CorruptState when a ``_SUCCESS`` is damaged."""
+def _is_fetch_name(name: str) -> bool:
+    """A fetch folder's name is its fetched_at, ``YYYYMMDDTHHMMSSffffffZ``; a company folder's is ``biz_…``."""
+    return len(name) == 22 and name[8] == "T" and name.endswith("Z") and name[:8].isdigit()
+
+
+def snapshot_dirs(warehouse_dir: Path) -> list[Path]:
+    """Every fetch folder, complete or not, of both layouts (nothing opened)."""
     root = backfill_dir(warehouse_dir)
     if not root.is_dir():
         return []
-    snapshots = []
-    for entry in sorted(root.iterdir(), key=lambda p: p.name):
+    found: list[Path] = []
+    for entry in root.iterdir():
         if entry.name.startswith(".") or not entry.is_dir():
             continue
+        if _is_fetch_name(entry.name):
+            found.append(entry)
+        else:
+            found.extend(p for p in entry.iterdir() if _is_fetch_name(p.name) and p.is_dir())
+    return found
+
+
+def _open_complete(paths: Iterable[Path]) -> list[BackfillSnapshot]:
+    snapshots = []
+    for path in paths:
         try:
-            snapshots.append(BackfillSnapshot.open(entry))
+            snapshots.append(BackfillSnapshot.open(path))
         except FileNotFoundError:
             continue  # not complete: a backfill that never finished (a damaged manifest stops the caller)
     return snapshots
 
 
-def latest_snapshot(warehouse_dir: Path) -> BackfillSnapshot | None:
-    """The newest complete snapshot, or None before the first successful backfill."""
-    snapshots = list_snapshots(warehouse_dir)
-    return snapshots[-1] if snapshots else None
+def _first_complete(paths: Iterable[Path]) -> BackfillSnapshot | None:
+    """The first complete snapshot of ``paths``, opening no more manifests than it takes."""
+    for path in paths:
+        try:
+            return BackfillSnapshot.open(path)
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _in_time_order(snapshots: list[BackfillSnapshot]) -> list[BackfillSnapshot]:
+    return sorted(snapshots, key=lambda s: (s.path.name, s.company_id, s.key))
+
+
+def list_snapshots(warehouse_dir: Path, *, leaving_out: Container[str] = ()) -> list[BackfillSnapshot]:
+    """Every complete backfill snapshot but those whose key is in ``leaving_out`` (already folded: their manifests
+    are not even opened), oldest first; CorruptState when a ``_SUCCESS`` read is damaged."""
+    dirs = snapshot_dirs(warehouse_dir)
+    if leaving_out:
+        root = backfill_dir(warehouse_dir)
+        dirs = [d for d in dirs if str(d.relative_to(root)) not in leaving_out]
+    return _in_time_order(_open_complete(dirs))
+
+
+def latest_snapshots(warehouse_dir: Path) -> list[BackfillSnapshot]:
+    """Each company's newest complete snapshot (one company with an older-layout folder too: the newer of the
+    two), in company order. Opens one ``_SUCCESS`` per company, newest first, past any unfinished ones."""
+    root = backfill_dir(warehouse_dir)
+    if not root.is_dir():
+        return []
+    newest: dict[str, BackfillSnapshot] = {}
+    for snap in _open_complete(p for p in root.iterdir() if _is_fetch_name(p.name) and p.is_dir()):
+        if snap.company_id not in newest or snap.path.name > newest[snap.company_id].path.name:
+            newest[snap.company_id] = snap
+    for folder in root.iterdir():
+        if folder.name.startswith(".") or _is_fetch_name(folder.name) or not folder.is_dir():
+            continue
+        names = sorted((p.name for p in folder.iterdir() if _is_fetch_name(p.name)), reverse=True)
+        found = _first_complete(folder / n for n in names if _newer(newest, folder.name, n))
+        if found is not None:
+            newest[found.company_id] = found
+    return [newest[c] for c in sorted(newest)]
+
+
+def _newer(newest: Mapping[str, BackfillSnapshot], company_id: str, name: str) -> bool:
+    known = newest.get(company_id)
+    return known is None or name > known.path.name
+
+
+def read_together(snapshots: Sequence[BackfillSnapshot]) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+    """The memberships and the members of several companies' snapshots, one scan each (reading a thousand
+    companies' files costs about what one company's of as many rows does); each row carries its ``snapshot``
+    (the key), so members are matched within their snapshot and a person in two companies is two members.
+    (None, None) for no snapshots."""
+    if not snapshots:
+        return None, None
+    return _read_keyed(snapshots, "memberships"), _read_keyed(snapshots, "members")
+
+
+def _read_keyed(snapshots: Sequence[BackfillSnapshot], table: str) -> pl.DataFrame:
+    """One table of every snapshot, each row with its snapshot's key."""
+    paths = [s.path / f"{table}.parquet" for s in snapshots]
+    key_of = pl.LazyFrame({"_file": [str(p) for p in paths], "snapshot": [s.key for s in snapshots]})
+
+    def keyed(rows: pl.LazyFrame) -> pl.LazyFrame:
+        return rows.join(key_of, on="_file", how="left").drop("_file")
+
+    return query_tables(paths, BACKFILL_TABLE, keyed, file_column="_file")
+
+
+def snapshots_token(snapshots: Sequence[BackfillSnapshot]) -> str | None:
+    """Names a set of snapshots in a few bytes (the snapshot build record compares it run to run)."""
+    if not snapshots:
+        return None
+    keys = "\n".join(sorted(s.key for s in snapshots))
+    return f"{len(snapshots)}:{hashlib.sha256(keys.encode()).hexdigest()[:32]}"
+
+
+def latest_snapshot(warehouse_dir: Path, company_id: str | None = None) -> BackfillSnapshot | None:
+    """The newest complete snapshot (of ``company_id``, or of any company), or None before the first one."""
+    snapshots = [s for s in latest_snapshots(warehouse_dir) if company_id in (None, s.company_id)]
+    return max(snapshots, key=lambda s: (s.path.name, s.key)) if snapshots else None
 
 
 def clean_stale_tmp(warehouse_dir: Path, *, older_than_seconds: float = 3600.0) -> list[Path]:
@@ -219,7 +329,7 @@ class SnapshotWriter:
         self.root = backfill_dir(warehouse_dir)
         self.fetched_at = fetched_at.astimezone(UTC)
         self.company_id = company_id
-        self.final_dir = self.root / snapshot_name(self.fetched_at)
+        self.final_dir = company_dir(warehouse_dir, company_id) / snapshot_name(self.fetched_at)
         self.tmp_dir = self.root / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         self.committed: BackfillSnapshot | None = None
         try:
@@ -266,8 +376,11 @@ class SnapshotWriter:
             )
             write_document(self.tmp_dir / MANIFEST_NAME, BACKFILL_MANIFEST, manifest)
             fsync_path(self.tmp_dir)
+            if not self.final_dir.parent.is_dir():
+                self.final_dir.parent.mkdir(exist_ok=True)
+                fsync_path(self.root)
             os.rename(self.tmp_dir, self.final_dir)
-            fsync_path(self.root)
+            fsync_path(self.final_dir.parent)
         except OSError as exc:
             raise _storage_error("publish the snapshot", self.final_dir, exc) from exc
         self.committed = BackfillSnapshot(

@@ -170,7 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_run_command(command)
 
-    command("backfill", "one backfill flow run from Whop's REST API")
+    backfill = command("backfill", "one backfill from Whop's REST API, every company side by side")
+    backfill.add_argument(
+        "--all", dest="all_companies", action="store_true", help="fetch every company, even when the last "
+        "backfill's failures would make this one fetch only those",
+    )  # fmt: skip
     _add_analyst_commands(command)
 
     recover = command("recover", "bring back webhooks the landing missed, from Whop's delivery log")

@@ -39,6 +39,7 @@ class FaultRule:
     count: int | None  # requests still to hit; None = a fault that never ends
     endpoint: Endpoint | None  # None = every endpoint
     after: int = 0  # matching requests to let through before the first hit
+    company: str | None = None  # None = every company's requests
     status: int = 500
     retry_after: float | None = None  # seconds, for rate_limit
     retry_after_header: bool = True
@@ -65,12 +66,12 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
-        self._rewrites: list[tuple[Endpoint, PageRewrite]] = []
+        self._rewrites: list[tuple[Endpoint, str | None, PageRewrite]] = []
         self._serial = itertools.count(1)
 
-    async def __call__(self, endpoint: Endpoint) -> SimulatedAnswer | None:
+    async def __call__(self, endpoint: Endpoint, company_id: str | None = None) -> SimulatedAnswer | None:
         """The simulator's hook: wait out any delay rules, then answer for the first error rule (or serve)."""
-        action = self.next_action(endpoint)
+        action = self.next_action(endpoint, company_id)
         if action.delay > 0:
             await asyncio.sleep(action.delay)
         if action.status == 429:
@@ -92,41 +93,62 @@ class Faults:
         header: bool = True,
         endpoint: Endpoint | None = None,
         after: int = 0,
+        company: str | None = None,
     ) -> FaultRule:
         """Answer 429 with Whop's body ``{"error": {"type": "rate_limit_exceeded", "message": "Try again in N
         seconds."}}`` (N = ``retry_after``) and, when ``header``, a ``Retry-After: N`` header."""
         return self._add(
-            FaultRule("rate_limit", count, endpoint, after, 429, retry_after=retry_after, retry_after_header=header)
+            FaultRule(
+                "rate_limit", count, endpoint, after, company, 429, retry_after=retry_after, retry_after_header=header
+            )
         )
 
     def server_error(
-        self, count: int | None = 1, *, status: int = 500, endpoint: Endpoint | None = None, after: int = 0
+        self,
+        count: int | None = 1,
+        *,
+        status: int = 500,
+        endpoint: Endpoint | None = None,
+        after: int = 0,
+        company: str | None = None,
     ) -> FaultRule:
-        return self._add(FaultRule("server_error", count, endpoint, after, status))
+        """Answer ``status`` (a 5xx storm when ``count`` is None), to ``company``'s requests only when given."""
+        return self._add(FaultRule("server_error", count, endpoint, after, company, status))
 
     def slow(
-        self, seconds: float, count: int | None = 1, *, endpoint: Endpoint | None = None, after: int = 0
+        self,
+        seconds: float,
+        count: int | None = 1,
+        *,
+        endpoint: Endpoint | None = None,
+        after: int = 0,
+        company: str | None = None,
     ) -> FaultRule:
         """Wait ``seconds`` before answering (long enough, a client timeout)."""
-        return self._add(FaultRule("delay", count, endpoint, after, delay=seconds))
+        return self._add(FaultRule("delay", count, endpoint, after, company, delay=seconds))
 
     # --- an API that misbehaves in what it answers -----------------------------------------------------------
-    def rewrite(self, endpoint: Endpoint, after: str | None, body: dict[str, Any]) -> dict[str, Any]:
-        """The simulator's ``rewrite`` hook: each rule set for ``endpoint`` alters the answer in turn."""
+    def rewrite(
+        self, endpoint: Endpoint, after: str | None, body: dict[str, Any], company_id: str | None = None
+    ) -> dict[str, Any]:
+        """The simulator's ``rewrite`` hook: each rule set for ``endpoint`` (and this company, or every company)
+        alters the answer in turn."""
         with self._lock:
-            rules = [rule for target, rule in self._rewrites if target == endpoint]
+            rules = [
+                rule for target, company, rule in self._rewrites if target == endpoint and company in (None, company_id)
+            ]
         for rule in rules:
             body = rule(after, copy.deepcopy(body))
         return body
 
-    def endless_cursor(self, endpoint: Endpoint = "memberships") -> None:
+    def endless_cursor(self, endpoint: Endpoint = "memberships", *, company: str | None = None) -> None:
         """Every page says there is a next one, under a cursor never handed out before (the first page's
-        records again): a listing that never ends."""
+        records again): a listing that never ends (``company``'s only, when given)."""
 
         def rule(after: str | None, body: dict[str, Any]) -> dict[str, Any]:
             return _with_next(body, _cursor(endpoint, f"endless-{next(self._serial)}"))
 
-        self._add_rewrite(endpoint, rule)
+        self._add_rewrite(endpoint, rule, company)
 
     def cycling_cursor(self, endpoint: Endpoint = "memberships") -> None:
         """Cursors that cycle A→B→A: the page after B points back at A."""
@@ -183,9 +205,9 @@ class Faults:
 
         self._add_rewrite("deliveries", rule)
 
-    def _add_rewrite(self, endpoint: Endpoint, rule: PageRewrite) -> None:
+    def _add_rewrite(self, endpoint: Endpoint, rule: PageRewrite, company: str | None = None) -> None:
         with self._lock:
-            self._rewrites.append((endpoint, rule))
+            self._rewrites.append((endpoint, company, rule))
 
     def clear(self) -> None:
         with self._lock:
@@ -202,12 +224,12 @@ class Faults:
             self._rules.append(rule)
         return rule
 
-    def next_action(self, endpoint: Endpoint) -> FaultAction:
+    def next_action(self, endpoint: Endpoint, company_id: str | None = None) -> FaultAction:
         """Consume the rules that hit this request; delays add up, the first error rule decides the answer."""
         delay = 0.0
         with self._lock:
             for rule in self._rules:
-                if rule.endpoint not in (None, endpoint) or rule.used_up:
+                if rule.endpoint not in (None, endpoint) or rule.company not in (None, company_id) or rule.used_up:
                     continue
                 if rule.after > 0:
                     rule.after -= 1

@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -38,13 +40,13 @@ class SimulatedAnswer:
     headers: dict[str, str] | None = None
 
 
-#: Called first for every request, before auth, as a load balancer in front of Whop would be: may wait, and
-#: may answer instead of the endpoint (None: serve normally).
-Intercept = Callable[[Endpoint], Awaitable[SimulatedAnswer | None]]
+#: Called first for every request (its endpoint and company), before auth, as a load balancer in front of Whop
+#: would be: may wait, and may answer instead of the endpoint (None: serve normally).
+Intercept = Callable[[Endpoint, "str | None"], Awaitable[SimulatedAnswer | None]]
 
-#: Called with every successful list answer (endpoint, the request's ``after``, the JSON body) and returns the
-#: body to send: a misbehaving API (cursors that never end, odd records) built on the simulator's real pages.
-Rewrite = Callable[[Endpoint, "str | None", dict[str, Any]], dict[str, Any]]
+#: Called with every successful list answer (endpoint, the request's ``after``, the JSON body, the company) and
+#: returns the body to send: a misbehaving API (cursors that never end, odd records) built on real pages.
+Rewrite = Callable[[Endpoint, "str | None", dict[str, Any], "str | None"], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -54,28 +56,77 @@ class LoggedRequest:
     after: str | None
     company_id: str | None
     status: int
-    at: float
+    at: float  # time.monotonic() when the request arrived
+    credential: str = ""  # which key asked (a label: ``app``, or the company whose own key it is)
 
 
 @dataclass
 class SimulatorState:
-    """Everything a running app reads per request; reachable as ``app.state.whop_simulator``."""
+    """Everything a running app reads per request; reachable as ``app.state.whop_simulator``.
 
-    population: Population
+    Several companies (``populations``): ``api_key`` is an app's key, reading every company that installed the
+    app (not in ``uninstalled``); ``company_keys`` are companies' own keys, each reading its company only. A
+    company that uninstalled the app answers 403 to the app's key. With ``rate_limit`` = (N, seconds) each key
+    may make N requests in any ``seconds``; past that Whop's 429 (``rate_limit_exceeded``, "Try again in S
+    seconds.", no ``Retry-After``: Whop's is unconfirmed), which does not count."""
+
+    population: Population  # the first company's
     api_key: str
     intercept: Intercept | None = None
     max_page_size: int | None = None  # Whop caps ``first``; None: no cap
     webhooks: WebhookHub | None = None  # the sending side and its delivery log (``/webhooks`` endpoints)
     rewrite: Rewrite | None = None  # alters list answers (``memberpulse.testing.whop_faults``)
+    populations: dict[str, Population] = field(default_factory=dict)
+    company_keys: dict[str, str] = field(default_factory=dict)  # company -> its own key
+    uninstalled: set[str] = field(default_factory=set)
+    rate_limit: tuple[int, float] | None = None
     requests: list[LoggedRequest] = field(default_factory=list)
+    _recent: dict[str, deque[float]] = field(default_factory=dict, repr=False)  # key label -> request times
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.populations = self.populations or {self.population.company_id: self.population}
 
     def log(self, entry: LoggedRequest) -> None:
         with self._lock:
             self.requests.append(entry)
 
-    def rewritten(self, endpoint: Endpoint, after: str | None, body: dict[str, Any]) -> dict[str, Any]:
-        return body if self.rewrite is None else self.rewrite(endpoint, after, body)
+    def rewritten(
+        self, endpoint: Endpoint, after: str | None, body: dict[str, Any], company_id: str | None = None
+    ) -> dict[str, Any]:
+        return body if self.rewrite is None else self.rewrite(endpoint, after, body, company_id)
+
+    def uninstall(self, company_id: str) -> None:
+        """The company removes the app: the app's key gets 403 for it from now on."""
+        with self._lock:
+            self.uninstalled.add(company_id)
+
+    def credential(self, token: str) -> str | None:
+        """Which key ``token`` is (``app``, or the company it belongs to), None for no key of this Whop."""
+        if hmac.compare_digest(token.encode(), self.api_key.encode()):
+            return "app"
+        return next((c for c, k in self.company_keys.items() if hmac.compare_digest(token.encode(), k.encode())), None)
+
+    def may_read(self, credential: str, company_id: str) -> bool:
+        if company_id not in self.populations:
+            return False
+        if credential == "app":
+            return company_id not in self.uninstalled
+        return credential == company_id
+
+    def throttle(self, credential: str, now: float) -> float | None:
+        """Count one request of ``credential``; past its limit, the seconds until one more would fit instead."""
+        if self.rate_limit is None:
+            return None
+        most, seconds = self.rate_limit
+        with self._lock:
+            recent = self._recent.setdefault(credential, deque())
+            while recent and recent[0] <= now - seconds:
+                recent.popleft()
+            if len(recent) >= most:
+                return recent[0] + seconds - now
+            recent.append(now)
+        return None
 
     def served(self, endpoint: Endpoint | None = None, status: int | None = None) -> list[LoggedRequest]:
         with self._lock:
@@ -87,7 +138,7 @@ class SimulatorState:
 
 
 def create_app(
-    population: Population,
+    population: Population | Sequence[Population],
     *,
     api_key: str,
     intercept: Intercept | None = None,
@@ -95,12 +146,20 @@ def create_app(
     base_path: str = "/api/v1",
     webhooks: WebhookHub | None = None,
     rewrite: Rewrite | None = None,
+    company_keys: Mapping[str, str] | None = None,
+    rate_limit: tuple[int, float] | None = None,
 ) -> FastAPI:
-    """A simulator for one company (``population.company_id``) that accepts one bearer ``api_key``; with
-    ``webhooks``, it also serves that hub's ``/webhooks`` endpoints (list, retrieve, deliveries, replay, test);
-    ``rewrite`` alters its list answers."""
-    hub = webhooks or WebhookHub(population.company_id)
-    state = SimulatorState(population, api_key, intercept, max_page_size, hub, rewrite)
+    """A simulator of one company (a :class:`Population`) or several, reading ``api_key`` (for several, an
+    app's key) and each company's own key in ``company_keys``; with ``webhooks``, it also serves that hub's
+    ``/webhooks`` endpoints (list, retrieve, deliveries, replay, test); ``rewrite`` alters its list answers;
+    ``rate_limit`` = (requests, seconds) per key, enforced with Whop's 429."""
+    populations = [population] if isinstance(population, Population) else list(population)
+    hub = webhooks or WebhookHub(populations[0].company_id)
+    state = SimulatorState(
+        populations[0], api_key, intercept, max_page_size, hub, rewrite,
+        populations={p.company_id: p for p in populations}, company_keys=dict(company_keys or {}),
+        rate_limit=rate_limit,
+    )  # fmt: skip
     app = FastAPI(title="Whop API simulator (memberpulse tests and demo)", docs_url=None, redoc_url=None)
     app.state.whop_simulator = state
     base = base_path.rstrip("/")
@@ -131,15 +190,18 @@ async def _list(state: SimulatorState, request: Request, endpoint: Endpoint) -> 
     after = params.get("after")
     first_raw = params.get("first")
 
+    arrived = time.monotonic()
+    credential = state.credential(bearer_token(request)) or ""
+
     def answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
         first_logged = int(first_raw) if first_raw and first_raw.isdigit() else None
-        state.log(LoggedRequest(endpoint, first_logged, after, company_id, status, time.monotonic()))
+        state.log(LoggedRequest(endpoint, first_logged, after, company_id, status, arrived, credential))
         return Response(json_bytes(body), status_code=status, media_type="application/json", headers=headers)
 
     refused = await guard(state, request, endpoint, company_id)
     if refused is not None:
         return answer(*refused)
-    population = state.population
+    population = state.populations.get(company_id or "", state.population)
 
     try:
         first = int(first_raw) if first_raw is not None else DEFAULT_PAGE_SIZE
@@ -165,25 +227,34 @@ async def _list(state: SimulatorState, request: Request, endpoint: Endpoint) -> 
         "has_next_page": has_next,
         "has_previous_page": offset > 0,
     }
-    return answer(200, state.rewritten(endpoint, after, {"data": data, "page_info": page_info}))
+    return answer(200, state.rewritten(endpoint, after, {"data": data, "page_info": page_info}, company_id))
 
 
 async def guard(
     state: SimulatorState, request: Request, endpoint: Endpoint, company_id: str | None
 ) -> tuple[int, Any, dict[str, str] | None] | None:
-    """What every endpoint checks first: the fault hook, the bearer key, the account. None: go on."""
+    """What every endpoint checks first: the fault hook, the bearer key, the key's rate limit, the account. None:
+    go on."""
     if state.intercept is not None:
-        intercepted = await state.intercept(endpoint)
+        intercepted = await state.intercept(endpoint, company_id)
         if intercepted is not None:
             return intercepted.status, intercepted.body, intercepted.headers
-    authorization = request.headers.get("authorization", "")
-    token = authorization[7:] if authorization.lower().startswith("bearer ") else ""
-    if not hmac.compare_digest(token.encode(), state.api_key.encode()):
+    credential = state.credential(bearer_token(request))
+    if credential is None:
         return 401, {"error": {"type": "unauthorized", "message": "Invalid or missing API key."}}, None
-    if company_id is not None and company_id != state.population.company_id:
+    wait = state.throttle(credential, time.monotonic())
+    if wait is not None:
+        message = f"Try again in {max(0.1, math.ceil(wait * 10) / 10):g} seconds."
+        return 429, {"error": {"type": "rate_limit_exceeded", "message": message}}, None
+    if company_id is not None and not state.may_read(credential, company_id):
         message = f"This API key has no access to account {company_id}."
         return 403, {"error": {"type": "forbidden", "message": message}}, None
     return None
+
+
+def bearer_token(request: Request) -> str:
+    authorization = request.headers.get("authorization", "")
+    return authorization[7:] if authorization.lower().startswith("bearer ") else ""
 
 
 def json_bytes(body: Any) -> bytes:

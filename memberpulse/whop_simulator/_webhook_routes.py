@@ -25,6 +25,7 @@ from memberpulse.whop_simulator._app import (
     Endpoint,
     LoggedRequest,
     SimulatorState,
+    bearer_token,
     decode_cursor,
     encode_cursor,
     guard,
@@ -70,6 +71,8 @@ Answer = tuple[int, Any]
 async def _serve(state: SimulatorState, request: Request, endpoint: Endpoint, handler: Any) -> Response:
     params = request.query_params
     company_id = params.get("account_id")
+    arrived = time.monotonic()
+    credential = state.credential(bearer_token(request)) or ""
     refused = await guard(state, request, endpoint, company_id)
     if refused is not None:
         status, body, headers = refused
@@ -83,7 +86,7 @@ async def _serve(state: SimulatorState, request: Request, endpoint: Endpoint, ha
     first = params.get("first")
     state.log(
         LoggedRequest(endpoint, int(first) if first and first.isdigit() else None, params.get("after"),
-                      company_id, status, time.monotonic())
+                      company_id, status, arrived, credential)
     )  # fmt: skip
     return Response(json_bytes(body), status_code=status, media_type="application/json", headers=headers)
 

@@ -29,7 +29,9 @@ from memberpulse.flows.state_codec import (
     SNAPSHOT_BUILD,
     STATE_FORMAT,
     BackfillManifest,
+    BackfillState,
     CachedFile,
+    CompanyFailureRecord,
     RecoveryState,
     RemoteCopies,
     SnapshotBuild,
@@ -64,6 +66,8 @@ SAMPLES: dict[str, Any] = {
     "state-lease": StateLease(holder="h", command="run", acquired_at=AS_OF.isoformat(), expires_at=AS_OF.isoformat()),
     "state-cache": StateCache(tree_version="v1", files={"warehouse/a": CachedFile(sha256="ab", size=2, mtime_ns=5)}),
     "remote-copies": RemoteCopies(versions={"analytics/latest.duckdb": "e1"}),
+    "backfill-state": BackfillState(round_started_at=AS_OF.isoformat(), failed={"biz_b": CompanyFailureRecord(
+        reason="Whop refused access to company biz_b (403)", kind="configuration", failed_at=AS_OF.isoformat())}),
 }  # fmt: skip
 
 

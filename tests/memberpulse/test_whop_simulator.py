@@ -197,3 +197,34 @@ def test_serve_in_thread_stops_when_the_block_ends(population: Population) -> No
         assert httpx.get(f"{url}/members", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{url}/members", timeout=1)
+
+
+@pytest.mark.slow
+def test_several_companies_an_app_key_own_keys_an_uninstall_and_whops_rate_limit() -> None:
+    """An app's key reads every company that installed the app; a company's own key reads that company only;
+    after an uninstall the app's key gets 403 for it; past N requests in any window a key gets Whop's 429
+    (its body, no Retry-After), which does not count, and the other key is not held back."""
+    a, b = (Population.generate(seed=s, n=12, company_id=c, now=NOW) for s, c in ((1, "biz_a"), (2, "biz_b")))
+    app = create_app([a, b], api_key=KEY, company_keys={"biz_b": "own_b"}, rate_limit=(4, 30.0))
+    state = simulator_state(app)
+    with serve_in_thread(app) as url:
+        app_key, own = sdk(url), sdk(url, "own_b")
+        assert [m.id for m in app_key.memberships.list(account_id="biz_b", first=50).items] == [
+            m.id for m in b.memberships
+        ]
+        assert len(own.members.list(account_id="biz_b", first=50).items) == 12
+        with pytest.raises(Exception, match="403"):
+            own.members.list(account_id="biz_a", first=50)
+        state.uninstall("biz_a")
+        with pytest.raises(Exception, match="403"):
+            app_key.memberships.list(account_id="biz_a", first=50)
+        app_key.members.list(account_id="biz_b", first=50)
+        app_key.members.list(account_id="biz_b", first=50)  # the app key's 4th in the window (the 403 counted)
+        throttled = httpx.get(
+            f"{url}/members", params={"account_id": "biz_b"}, headers={"Authorization": f"Bearer {KEY}"}
+        )
+        assert own.members.list(account_id="biz_b", first=50).items  # its own key's budget is its own
+    assert throttled.status_code == 429 and "retry-after" not in throttled.headers
+    assert throttled.json()["error"]["type"] == "rate_limit_exceeded"
+    assert throttled.json()["error"]["message"].startswith("Try again in ")
+    assert [r.credential for r in state.served(status=429)] == ["app"]

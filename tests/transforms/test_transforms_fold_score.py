@@ -34,7 +34,7 @@ def ev(i: int, kind: str, at: datetime, mid: str = "mem_1", **kw: Any) -> Webhoo
         shape=kw.pop("shape", "seed"),
         t_us=us_of(at),
         user_id="user_1",
-        company_id="biz_1",
+        company_id=kw.pop("company_id", "biz_1"),
         **kw,
     )
 
@@ -251,6 +251,35 @@ def test_drift_reasons() -> None:
     merged = state.filter(pl.col("membership_id") == "mem_missed_join").row(0, named=True)
     assert (merged["valid"], merged["webhook_valid"]) == (True, False)
     assert transforms.drift(state, None, None).height == 0
+
+
+def test_each_company_is_judged_by_its_own_snapshot_and_a_company_without_one_not_at_all() -> None:
+    """Company 1 was fetched on day 10, company 2 on day 3 (its later fetches failed), company 3 never. A
+    membership of 2 that joined on day 5 is newer than 2's snapshot (no drift), however much later 1's is."""
+    evs = events(
+        ev(1, "joined", T0 + 5 * DAY, mid="mem_2_joined_since", company_id="biz_2"),
+        ev(2, "joined", T0, mid="mem_2_missed", company_id="biz_2"),
+        ev(3, "joined", T0, mid="mem_3_never_fetched", company_id="biz_3"),
+        ev(4, "joined", T0, mid="mem_1_missed"),
+    )
+    one, two = (
+        Snapshot(us_of(T0 + days * DAY), (ApiMembership(f"mem_{n}_listed", "user_1", f"biz_{n}", "active", us_of(T0)),),
+                 (ApiMember("user_1", us_of(T0 + n * DAY)),))
+        for n, days in ((1, 10), (2, 3))
+    )  # fmt: skip
+    frames = [snapshot_frames(one), snapshot_frames(two)]
+    memberships = pl.concat([ms.with_columns(snapshot=pl.lit(f"s{n}")) for n, (ms, _) in enumerate(frames, 1)])
+    members = pl.concat([m.with_columns(snapshot=pl.lit(f"s{n}")) for n, (_, m) in enumerate(frames, 1)])
+    state = transforms.fold(None, evs, transforms.api_facts(memberships, members))
+    out = transforms.drift(state, memberships, members)
+
+    assert dict(zip(out["membership_id"], out["reason"], strict=True)) == {
+        "mem_1_listed": "api_only", "mem_2_listed": "api_only", "mem_1_missed": "webhook_only",
+        "mem_2_missed": "webhook_only",
+    }  # fmt: skip
+    # One user in two companies is two members: each membership takes its own company's last access.
+    access = dict(zip(state["membership_id"], state["last_active"], strict=True))
+    assert (access["mem_1_listed"], access["mem_2_listed"]) == (T0 + DAY, T0 + 2 * DAY)
 
 
 def test_a_hash_collision_between_membership_ids_falls_back_to_grouping_on_the_ids(

@@ -15,7 +15,7 @@ from prefect.states import Failed
 
 from memberpulse.cli.backfill import LineProgress, run_once
 from memberpulse.errors import StorageUnavailable, WhopAuthError, WhopGaveUp, WhopUnavailable
-from memberpulse.flows.backfill import backfill_flow, fetch_members, fetch_memberships, reporting
+from memberpulse.flows.backfill import CompaniesFailed, backfill_company, backfill_flow, reporting
 from memberpulse.flows.whop import backfill_dir, latest_snapshot, list_snapshots
 from memberpulse.settings import Settings
 from tests.support.whop_testkit import COMPANY_ID, PAGE_SIZE, POPULATION_SIZE, Simulator, make_settings
@@ -57,16 +57,17 @@ def test_flow_that_gives_up_midway_keeps_the_previous_snapshot(simulator: Simula
     assert previous is not None
     simulator.faults.server_error(None, status=502, endpoint="memberships", after=3)
 
-    with pytest.raises(WhopGaveUp) as caught:
+    with pytest.raises(CompaniesFailed) as caught:
         backfill_flow(settings)
 
-    assert (caught.value.page, caught.value.last_status, caught.value.company_id) == (4, 502, COMPANY_ID)
+    assert f"{COMPANY_ID}: gave up fetching Whop memberships for company {COMPANY_ID} at page 4" in str(caught.value)
+    assert "last status 502" in str(caught.value)
     assert latest_snapshot(settings.warehouse_dir) == previous
-    assert [p.name for p in backfill_dir(settings.warehouse_dir).iterdir()] == [previous.path.name]
+    assert [p.name for p in (backfill_dir(settings.warehouse_dir) / COMPANY_ID).iterdir()] == [previous.path.name]
 
 
 def test_tasks_retry_only_transient_errors() -> None:
-    for fetch in (fetch_memberships, fetch_members):
+    for fetch in (backfill_company,):
         assert fetch.retries >= 1 and fetch.retry_condition_fn is not None
         assert fetch.retry_jitter_factor
         condition = fetch.retry_condition_fn

@@ -20,6 +20,7 @@ from memberpulse.flows.whop import (
     backfill_dir,
     clean_stale_tmp,
     latest_snapshot,
+    latest_snapshots,
     list_snapshots,
     members_batch,
     memberships_batch,
@@ -76,7 +77,7 @@ def test_snapshot_has_the_contract_schemas_and_whops_values(simulator: Simulator
     fetched_at = datetime(2026, 11, 27, 12, 30, 1, 123456, tzinfo=UTC)
     path = backfill_into_snapshot(settings, fetched_at)
 
-    assert path == backfill_dir(settings.warehouse_dir) / "20261127T123001123456Z"
+    assert path == backfill_dir(settings.warehouse_dir) / COMPANY_ID / "20261127T123001123456Z"
     assert sorted(p.name for p in path.iterdir()) == ["_SUCCESS", "members.parquet", "memberships.parquet"]
     manifest = json.loads((path / "_SUCCESS").read_text())
     assert manifest["fetched_at"] == "2026-11-27T12:30:01.123456Z"
@@ -131,7 +132,8 @@ def test_a_failed_backfill_leaves_no_partial_snapshot(simulator: Simulator, sett
         backfill_into_snapshot(settings, datetime(2026, 11, 27, 2, tzinfo=UTC))
 
     root = backfill_dir(settings.warehouse_dir)
-    assert [p.name for p in root.iterdir()] == [first.name]  # no tmp dir, no second snapshot
+    assert [p.name for p in root.iterdir()] == [COMPANY_ID]  # no tmp dir
+    assert [p.name for p in (root / COMPANY_ID).iterdir()] == [first.name]  # no second snapshot
     latest = latest_snapshot(settings.warehouse_dir)
     assert latest is not None and latest.path == first
 
@@ -146,7 +148,8 @@ def test_list_snapshots_sees_only_complete_ones_oldest_first(tmp_path: Path) -> 
             _sink(writer, "members").close()
             writer.commit()
     root = backfill_dir(warehouse)
-    (root / "20261130T000000000000Z").mkdir()  # a dir without _SUCCESS is not a snapshot
+    (root / COMPANY_ID / "20261130T000000000000Z").mkdir()  # a dir without _SUCCESS is not a snapshot
+    (root / "20261130T000000000000Z").mkdir()  # nor in the older layout
     (root / ".tmp-abandoned").mkdir()
 
     snapshots = list_snapshots(warehouse)
@@ -178,7 +181,7 @@ def test_writer_aborts_on_error(tmp_path: Path) -> None:
     ):
         _sink(writer, "memberships").close()
         raise RuntimeError("boom")
-    assert not writer.tmp_dir.exists() and list(backfill_dir(tmp_path).iterdir()) == []
+    assert not writer.tmp_dir.exists() and list(backfill_dir(tmp_path).iterdir()) == []  # not even a company folder
 
 
 @pytest.mark.slow
@@ -222,4 +225,36 @@ def test_a_snapshot_is_never_overwritten(tmp_path: Path) -> None:
                 with pytest.raises(InvalidInput, match="already exists"):
                     writer.commit()
     assert [s.path for s in list_snapshots(tmp_path)] == [first.path]
-    assert [p.name for p in backfill_dir(tmp_path).iterdir()] == [first.path.name]
+    assert [p.name for p in (backfill_dir(tmp_path) / COMPANY_ID).iterdir()] == [first.path.name]
+
+
+def _empty_snapshot(warehouse: Path, company_id: str, fetched_at: datetime) -> Path:
+    with SnapshotWriter(warehouse, fetched_at=fetched_at, company_id=company_id) as writer:
+        _sink(writer, "memberships").close()
+        _sink(writer, "members").close()
+        return writer.commit().path
+
+
+def test_a_0_2_0_snapshot_folder_is_read_beside_the_per_company_ones(tmp_path: Path) -> None:
+    """memberpulse 0.2.0 wrote ``backfill/<fetched_at>/`` for its one company: it is still that company's latest
+    until a newer fetch of it, and keeps the key the reconcile manifest remembers it by."""
+    warehouse, day = tmp_path / "warehouse", datetime(2026, 11, 27, tzinfo=UTC)
+    legacy = _empty_snapshot(warehouse, COMPANY_ID, day)
+    legacy = legacy.rename(backfill_dir(warehouse) / legacy.name)  # where 0.2.0 kept it
+    (backfill_dir(warehouse) / COMPANY_ID).rmdir()
+    other = _empty_snapshot(warehouse, "biz_other", day + timedelta(hours=1))
+
+    assert [(s.company_id, s.path) for s in latest_snapshots(warehouse)] == [(COMPANY_ID, legacy), ("biz_other", other)]
+    assert [s.key for s in list_snapshots(warehouse)] == [legacy.name, f"biz_other/{other.name}"]
+    assert [s.key for s in list_snapshots(warehouse, leaving_out={legacy.name})] == [f"biz_other/{other.name}"]
+
+    newer = _empty_snapshot(warehouse, COMPANY_ID, day + timedelta(hours=2))
+    assert {s.company_id: s.path for s in latest_snapshots(warehouse)} == {COMPANY_ID: newer, "biz_other": other}
+    assert latest_snapshot(warehouse) is not None and latest_snapshot(warehouse).path == newer  # type: ignore[union-attr]
+
+
+def test_a_company_whose_newest_fetch_never_finished_keeps_its_previous_one(tmp_path: Path) -> None:
+    warehouse, day = tmp_path / "warehouse", datetime(2026, 11, 27, tzinfo=UTC)
+    done = _empty_snapshot(warehouse, COMPANY_ID, day)
+    (backfill_dir(warehouse) / COMPANY_ID / "20261128T000000000000Z").mkdir()  # killed before its _SUCCESS
+    assert [s.path for s in latest_snapshots(warehouse)] == [done]

@@ -1,0 +1,138 @@
+"""Which companies a backfill fetches, and the round that remembers which of them failed.
+
+The companies: those the settings list (``Settings.listed_companies``), then every company of the committed
+member state (webhooks that landed, signature-verified or recovered, and earlier backfills), less the ones left
+out (``-biz_…``). A company no key reads fails before any request (a setting to fix).
+
+A *round* starts with a backfill of every company. While companies of the round failed, a backfill started
+within MEMBERPULSE_BACKFILL_RETRY_HOURS of its start is a retry: it fetches only the companies that failed and
+those never fetched at all, and the others keep the snapshot the round gave them. Past that window, once nothing
+failed, or with ``all_companies``, the next backfill starts a new round. The round lives in
+``warehouse/backfill/state.json`` (state codec ``backfill-state``), written after the fetches: a backfill killed
+before it repeats its plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from memberpulse.errors import FatalError, TransientError
+from memberpulse.flows.reconcile import companies_seen
+from memberpulse.flows.state_codec import (
+    BACKFILL_STATE,
+    BackfillState,
+    CompanyFailureRecord,
+    read_document,
+    write_document,
+)
+from memberpulse.flows.whop import backfill_dir, latest_snapshots
+from memberpulse.settings import COMPANY_ID, Settings
+
+log = logging.getLogger("memberpulse.backfill")
+
+
+#: What a company's failure asks of a person: fix a setting or the company (``configuration``: a FatalError,
+#: such as 401/403/404), nothing but a later try (``transient``), or a look at something unexpected (``failed``).
+FailureKind = Literal["configuration", "transient", "failed"]
+#: Several failures, one kind: the first of these that occurs.
+PRESSING: tuple[FailureKind, ...] = ("configuration", "failed", "transient")
+
+
+@dataclass(frozen=True)
+class CompanyFailure:
+    """One company the fan-out could not finish, and why (one line, no secret), and of what kind."""
+
+    company_id: str
+    reason: str
+    kind: FailureKind
+
+    @classmethod
+    def of(cls, company_id: str, error: BaseException) -> CompanyFailure:
+        if isinstance(error, FatalError):
+            return cls(company_id, str(error), "configuration")
+        if isinstance(error, TransientError):
+            return cls(company_id, str(error), "transient")
+        return cls(company_id, f"{type(error).__name__}: {error}", "failed")
+
+
+def most_pressing(kinds: Iterable[FailureKind]) -> FailureKind | None:
+    """The kind of several failures: a setting to fix first, then a failure, then try later (None: none)."""
+    found = set(kinds)
+    return next((kind for kind in PRESSING if kind in found), None)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one backfill does: ``due`` companies fetched, ``keyless`` ones failed at once, ``fetched_this_round``
+    ones left alone (a retry), in the round that started at ``round_started``."""
+
+    due: tuple[str, ...]
+    keyless: tuple[CompanyFailure, ...]
+    fetched_this_round: tuple[str, ...]
+    round_started: datetime
+    new_round: bool
+    previous: BackfillState = field(default_factory=BackfillState)
+
+
+def companies(settings: Settings) -> list[str]:
+    """Listed first, then seen in the member state; each once, none left out, only well-formed ids (a company
+    id names a folder)."""
+    left_out = settings.excluded_companies
+    seen = []
+    for company in companies_seen(settings.warehouse_dir):
+        if COMPANY_ID.fullmatch(company) is None:
+            log.warning("company id %r from a landed webhook is not a Whop company id: not fetched", company[:80])
+        elif company not in left_out:
+            seen.append(company)
+    return list(dict.fromkeys([*settings.listed_companies, *seen]))
+
+
+def plan(settings: Settings, now: datetime, *, all_companies: bool = False) -> Plan:
+    """This backfill's companies (see the module docstring)."""
+    previous = load_round(settings.warehouse_dir)
+    every = companies(settings)
+    keyless = tuple(
+        CompanyFailure(
+            c,
+            f"no API key reads company {c}: WHOP_API_KEY is not set and WHOP_COMPANY_API_KEYS has none for it "
+            f"(add {c}=<its API key> to WHOP_COMPANY_API_KEYS, or leave it out with -{c} in WHOP_COMPANY_IDS)",
+            "configuration",
+        )
+        for c in every
+        if settings.whop_key_for(c) is None
+    )
+    readable = [c for c in every if settings.whop_key_for(c) is not None]
+    started = previous.round_started
+    retry_until = started + timedelta(hours=settings.backfill_retry_hours) if started else None
+    if all_companies or not previous.failed or retry_until is None or now >= retry_until:
+        return Plan(tuple(readable), keyless, (), now, True, previous)
+    assert started is not None
+    ever_fetched = {s.company_id for s in latest_snapshots(settings.warehouse_dir)}
+    due = tuple(c for c in readable if c in previous.failed or c not in ever_fetched)
+    done = tuple(c for c in readable if c not in due)
+    return Plan(due, keyless, done, started, False, previous)
+
+
+def state_path(warehouse_dir: Path) -> Path:
+    return backfill_dir(warehouse_dir) / "state.json"
+
+
+def load_round(warehouse_dir: Path) -> BackfillState:
+    """The current round (a fresh one before the first backfill); CorruptState when its file is damaged."""
+    return read_document(state_path(warehouse_dir), BACKFILL_STATE) or BackfillState()
+
+
+def record_round(warehouse_dir: Path, plan: Plan, failures: Mapping[str, CompanyFailure], now: datetime) -> None:
+    """The round after this backfill: its start, and every company of it that failed (this backfill's failures;
+    a retry fetched every company still failed, so none is carried over)."""
+    failed = {
+        company: CompanyFailureRecord(failure.reason, failure.kind, now.isoformat())
+        for company, failure in failures.items()
+    }
+    state_path(warehouse_dir).parent.mkdir(parents=True, exist_ok=True)
+    write_document(state_path(warehouse_dir), BACKFILL_STATE, BackfillState(plan.round_started.isoformat(), failed))
