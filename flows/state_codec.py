@@ -42,7 +42,8 @@ from memberpulse.flows.fsio import atomic_target, atomic_write_bytes, atomic_wri
 #: The storage format this memberpulse writes; it reads every format from FIRST_FORMAT up to this one.
 #: 3: the publish target's state keeps what the check before each publish compares (TargetMeta).
 #: 4: the reconcile manifest keeps a checksum of the bytes read from each segment (ReconcileManifest.checksums).
-STATE_FORMAT: Final = 4
+#: 5: the recovery state keeps where each webhook's delivery log was read up to (RecoveryState.hooks).
+STATE_FORMAT: Final = 5
 #: memberpulse 0.2.0 and earlier: documents without "kind" and "format" (some kept a version key of their own).
 FIRST_FORMAT: Final = 1
 
@@ -135,7 +136,10 @@ class RecoveryState:
 
     __pydantic_config__ = _CLOSED
 
-    stopped_at: IsoTime | None = None  # the newest delivery the last recovery read
+    stopped_at: IsoTime | None = None  # the newest delivery any recovery read (format 4 and earlier: of its one hook)
+    # Each webhook's newest delivery read (format 5): a webhook whose read failed keeps its earlier one, so the
+    # next recovery reads its log again from there.
+    hooks: dict[str, IsoTime] = field(default_factory=dict)
     index_offsets: dict[str, Count] = field(default_factory=dict)  # landing segment -> bytes indexed
     recovered_at: IsoTime | None = None  # when the last recovery committed
     recovered: Count = 0  # events the last recovery brought in
@@ -145,6 +149,13 @@ class RecoveryState:
 
     def stopped_at_time(self) -> datetime | None:
         return datetime.fromisoformat(self.stopped_at) if self.stopped_at else None
+
+    def hook_stopped_at(self, hook_id: str) -> datetime | None:
+        """Where ``hook_id``'s log was read up to. A state of format 4 or earlier (no ``hooks``) was written by a
+        recovery of one webhook: its ``stopped_at`` holds for the webhook of the first recovery after the upgrade."""
+        if hook_id in self.hooks:
+            return datetime.fromisoformat(self.hooks[hook_id])
+        return None if self.hooks else self.stopped_at_time()
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,15 @@ class ExitCode(IntEnum):
     OUTPUT_CLOSED = 141  # 128 + SIGPIPE: the reader of standard output stopped early (`... | head`)
 
 
+#: The code a fan-out exits with for its failures of each kind (``memberpulse.flows.companies.FailureKind``, in
+#: the order the most pressing is chosen): a setting or a company to fix, something unexpected, try again later.
+FAILURE_KIND_CODES: dict[str, ExitCode] = {
+    "configuration": ExitCode.CONFIG,
+    "failed": ExitCode.FAILED,
+    "transient": ExitCode.TRANSIENT,
+}
+
+
 class MemberpulseError(Exception):
     """Base of every memberpulse error."""
 
@@ -148,6 +157,7 @@ class InvalidInput(FatalError):
 
 
 __all__ = [
+    "FAILURE_KIND_CODES",
     "ConfigError",
     "CorruptState",
     "ExitCode",

@@ -248,7 +248,8 @@ class Settings(BaseSettings):
     whop_webhook_id: str | None = Field(
         default=None,
         validation_alias="WHOP_WEBHOOK_ID",
-        description="The company's webhook (hook_...) whose delivery log recovery reads; unset: found by "
+        description="The webhook (hook_...) whose delivery log recovery reads, or several, comma-separated; a "
+        "Whop app's webhook is named here (no company lists it). Unset: each company's webhooks posting to "
         "MEMBERPULSE_PUBLIC_WEBHOOK_URL.",
     )
     recover_max_deliveries: int = Field(

@@ -15,7 +15,7 @@ writing Parquet), restarting that company from page 1 into a fresh folder.
 
 from __future__ import annotations
 
-from memberpulse.flows.backfill._companies import CompanyFailure, FailureKind, companies, load_round, most_pressing
+from memberpulse.flows.backfill._companies import load_round
 from memberpulse.flows.backfill._fetch import CompanyBackfill, backfill_company, fetch_company, fetch_resource
 from memberpulse.flows.backfill._flow import BackfillResult, CompaniesFailed, backfill, backfill_flow
 from memberpulse.flows.backfill._progress import BackfillProgress, ResourceResult, rate, reporting
@@ -25,17 +25,13 @@ __all__ = [
     "BackfillResult",
     "CompaniesFailed",
     "CompanyBackfill",
-    "CompanyFailure",
-    "FailureKind",
     "ResourceResult",
     "backfill",
     "backfill_company",
     "backfill_flow",
-    "companies",
     "fetch_company",
     "fetch_resource",
     "load_round",
-    "most_pressing",
     "rate",
     "reporting",
 ]

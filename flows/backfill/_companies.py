@@ -1,8 +1,7 @@
 """Which companies a backfill fetches, and the round that remembers which of them failed.
 
-The companies: those the settings list (``Settings.listed_companies``), then every company of the committed
-member state (webhooks that landed, signature-verified or recovered, and earlier backfills), less the ones left
-out (``-biz_…``). A company no key reads fails before any request (a setting to fix).
+The companies: ``memberpulse.flows.companies.serving_companies``. A company no key reads fails before any
+request (a setting to fix).
 
 A *round* starts with a backfill of every company. While companies of the round failed, a backfill started
 within MEMBERPULSE_BACKFILL_RETRY_HOURS of its start is a retry: it fetches only the companies that failed and
@@ -15,14 +14,12 @@ before it repeats its plan.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
 
-from memberpulse.errors import FatalError, TransientError
-from memberpulse.flows.reconcile import companies_seen
+from memberpulse.flows.companies import CompanyFailure, serving_companies
 from memberpulse.flows.state_codec import (
     BACKFILL_STATE,
     BackfillState,
@@ -31,39 +28,9 @@ from memberpulse.flows.state_codec import (
     write_document,
 )
 from memberpulse.flows.whop import backfill_dir, latest_snapshots
-from memberpulse.settings import COMPANY_ID, Settings
+from memberpulse.settings import Settings
 
 log = logging.getLogger("memberpulse.backfill")
-
-
-#: What a company's failure asks of a person: fix a setting or the company (``configuration``: a FatalError,
-#: such as 401/403/404), nothing but a later try (``transient``), or a look at something unexpected (``failed``).
-FailureKind = Literal["configuration", "transient", "failed"]
-#: Several failures, one kind: the first of these that occurs.
-PRESSING: tuple[FailureKind, ...] = ("configuration", "failed", "transient")
-
-
-@dataclass(frozen=True)
-class CompanyFailure:
-    """One company the fan-out could not finish, and why (one line, no secret), and of what kind."""
-
-    company_id: str
-    reason: str
-    kind: FailureKind
-
-    @classmethod
-    def of(cls, company_id: str, error: BaseException) -> CompanyFailure:
-        if isinstance(error, FatalError):
-            return cls(company_id, str(error), "configuration")
-        if isinstance(error, TransientError):
-            return cls(company_id, str(error), "transient")
-        return cls(company_id, f"{type(error).__name__}: {error}", "failed")
-
-
-def most_pressing(kinds: Iterable[FailureKind]) -> FailureKind | None:
-    """The kind of several failures: a setting to fix first, then a failure, then try later (None: none)."""
-    found = set(kinds)
-    return next((kind for kind in PRESSING if kind in found), None)
 
 
 @dataclass(frozen=True)
@@ -79,23 +46,10 @@ class Plan:
     previous: BackfillState = field(default_factory=BackfillState)
 
 
-def companies(settings: Settings) -> list[str]:
-    """Listed first, then seen in the member state; each once, none left out, only well-formed ids (a company
-    id names a folder)."""
-    left_out = settings.excluded_companies
-    seen = []
-    for company in companies_seen(settings.warehouse_dir):
-        if COMPANY_ID.fullmatch(company) is None:
-            log.warning("company id %r from a landed webhook is not a Whop company id: not fetched", company[:80])
-        elif company not in left_out:
-            seen.append(company)
-    return list(dict.fromkeys([*settings.listed_companies, *seen]))
-
-
 def plan(settings: Settings, now: datetime, *, all_companies: bool = False) -> Plan:
     """This backfill's companies (see the module docstring)."""
     previous = load_round(settings.warehouse_dir)
-    every = companies(settings)
+    every = serving_companies(settings)
     keyless = tuple(
         CompanyFailure(
             c,

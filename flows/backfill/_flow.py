@@ -33,16 +33,10 @@ from prefect.futures import PrefectFuture
 from prefect.futures import as_completed as prefect_as_completed
 
 from memberpulse.errors import MemberpulseError
-from memberpulse.flows.backfill._companies import (
-    CompanyFailure,
-    FailureKind,
-    Plan,
-    most_pressing,
-    plan,
-    record_round,
-)
+from memberpulse.flows.backfill._companies import Plan, plan, record_round
 from memberpulse.flows.backfill._fetch import CompanyBackfill, backfill_company, fetch_company
 from memberpulse.flows.backfill._progress import ResourceResult, current, rate
+from memberpulse.flows.companies import CompanyFailure, FailureKind, most_pressing
 from memberpulse.flows.deployment_runs import in_deployment, require_absolute_data_dir
 from memberpulse.flows.recover import RecoveryResult, recover, recovery_skip_reason
 from memberpulse.flows.statestore import shared_state
@@ -248,7 +242,9 @@ def _fan_out_as_tasks(settings: Settings, companies: Sequence[str]) -> Iterator[
 
 @task(name="recover", cache_policy=NO_CACHE)
 def recover_task(settings: Settings) -> RecoveryResult:
-    return recover(settings)
+    """The deployed backfill's recovery: its requests take turns of each key's Prefect global concurrency limit,
+    as the fetches' do."""
+    return recover(settings, limiter="prefect")
 
 
 def _recover_step(

@@ -97,9 +97,10 @@ class RecoveryStore:
         return read.with_columns(missing).select(WEBHOOK_DELIVERIES.names)
 
     # --- writing -------------------------------------------------------------------------------------------
-    def record_sink(self, now: datetime) -> RecordSink:
-        """Where recovered records are streamed while the delivery log is read (named only at the end)."""
-        path = segment_path(self.landing_dir, now.date(), f"{DELIVERY_LOG_WRITER}-{file_time(now)}", 1)
+    def record_sink(self, now: datetime, *, seq: int = 1) -> RecordSink:
+        """Where recovered records are streamed while a delivery log is read (named only at the end); each
+        webhook read by one recovery has its own ``seq``."""
+        path = segment_path(self.landing_dir, now.date(), f"{DELIVERY_LOG_WRITER}-{file_time(now)}", seq)
         return RecordSink(path)
 
     def write_failures(self, lines: list[bytes], now: datetime) -> Path | None:

@@ -1,4 +1,6 @@
-"""Which Whop webhook is the company's: ``WHOP_WEBHOOK_ID``, or the one whose URL is the landing's public URL."""
+"""The recovery settings checked before any request, and the one webhook ``send-test --via-whop`` asks Whop to
+test: ``WHOP_WEBHOOK_ID`` (the first, when several), or the one whose URL is the landing's public URL. Which
+webhooks a recovery reads: ``_hooks``."""
 
 from __future__ import annotations
 
@@ -27,14 +29,15 @@ def require_recovery_settings(settings: Settings) -> None:
     reason = backfill_skip_reason(settings)
     if reason is not None:
         raise ConfigError(reason.replace("backfill skipped", "cannot recover"), variable="WHOP_API_KEY")
-    hook_id = (settings.whop_webhook_id or "").strip()
-    if hook_id and not hook_id.startswith("hook_"):
-        raise ConfigError(
-            f"WHOP_WEBHOOK_ID {hook_id!r} is not a webhook id (they start with hook_)",
-            variable="WHOP_WEBHOOK_ID",
-            hint=f"copy the id from {_WHERE}",
-        )
-    if not hook_id and not (settings.public_webhook_url or "").strip():
+    hook_ids = [h.strip() for h in (settings.whop_webhook_id or "").split(",") if h.strip()]
+    for hook_id in hook_ids:
+        if not hook_id.startswith("hook_"):
+            raise ConfigError(
+                f"WHOP_WEBHOOK_ID {hook_id!r} is not a webhook id (they start with hook_)",
+                variable="WHOP_WEBHOOK_ID",
+                hint=f"copy the id from {_WHERE}",
+            )
+    if not hook_ids and not (settings.public_webhook_url or "").strip():
         raise ConfigError(
             "WHOP_WEBHOOK_ID is not set (nor MEMBERPULSE_PUBLIC_WEBHOOK_URL to find it by)",
             variable="WHOP_WEBHOOK_ID",
@@ -44,7 +47,7 @@ def require_recovery_settings(settings: Settings) -> None:
 
 def find_webhook(client: WhopBackfillClient, settings: Settings) -> str:
     """The webhook id, checked against Whop: a wrong one is a ConfigError naming the variable."""
-    hook_id = (settings.whop_webhook_id or "").strip()
+    hook_id = next((h.strip() for h in (settings.whop_webhook_id or "").split(",") if h.strip()), "")
     if hook_id:
         missing = ConfigError(
             f"WHOP_WEBHOOK_ID {hook_id!r}: Whop has no such webhook for this API key",

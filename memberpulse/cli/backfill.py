@@ -15,9 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from memberpulse.errors import ExitCode, MemberpulseError
+from memberpulse.cli._failures import print_failures
+from memberpulse.errors import FAILURE_KIND_CODES, ExitCode, MemberpulseError
 from memberpulse.flows.backfill import BackfillResult, ResourceResult, backfill, rate, reporting
 from memberpulse.flows.whop import Resource, RetryEvent, backfill_dir, backfill_skip_reason, latest_snapshot
 from memberpulse.settings import Settings
@@ -60,16 +60,12 @@ def run_once(settings: Settings, *, all_companies: bool = False) -> int:
     return exit_code(result)
 
 
-#: The code each kind of company failure exits with.
-CODES = {"configuration": ExitCode.CONFIG, "failed": ExitCode.FAILED, "transient": ExitCode.TRANSIENT}
-
-
 def exit_code(result: BackfillResult) -> ExitCode:
     """0 when every company was written and the recovery did not fail; else the code of the most pressing
     failure (2, a setting or a company to fix, before 1 before 3, try later), the companies' before the
     recovery's."""
     if result.failure_kind is not None:
-        return CODES[result.failure_kind]
+        return FAILURE_KIND_CODES[result.failure_kind]
     return result.recovery_error.exit_code if result.recovery_error else ExitCode.OK
 
 
@@ -105,19 +101,11 @@ def _print_written(settings: Settings, result: BackfillResult) -> None:
 
 
 def _print_failures(result: BackfillResult) -> None:
-    """The failed companies as a table on standard error, with the code each alone would exit with."""
-    table = Table(title=f"{len(result.failures)} company(ies) not backfilled", title_justify="left")
-    table.add_column("company", no_wrap=True)
-    table.add_column("exit", justify="right")
-    table.add_column("why")
-    for company, failure in sorted(result.failures.items()):
-        table.add_row(company, str(int(CODES[failure.kind])), failure.reason)
-    Console(stderr=True).print(table)
-    print(
-        "memberpulse backfill: the others are written; their earlier snapshots stay the latest for those above, "
-        "and the next backfill fetches only them",
-        file=sys.stderr,
-    )
+    print_failures(
+        "backfill", f"{len(result.failures)} company(ies) not backfilled", "company", result.failures,
+        "the others are written; their earlier snapshots stay the latest for those above, and the next backfill "
+        "fetches only them",
+    )  # fmt: skip
 
 
 def _safe_url(settings: Settings) -> str:

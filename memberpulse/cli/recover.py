@@ -12,7 +12,8 @@ from typing import TextIO
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from memberpulse.errors import ExitCode, MemberpulseError
+from memberpulse.cli._failures import print_failures
+from memberpulse.errors import FAILURE_KIND_CODES, ExitCode, MemberpulseError
 from memberpulse.flows.recover import recover
 from memberpulse.flows.statestore import shared_state
 from memberpulse.flows.whop import RetryEvent
@@ -29,10 +30,11 @@ class LineProgress:
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
 
-    def page(self, pages: int, deliveries: int, oldest: datetime | None) -> None:
+    def page(self, hook_id: str, pages: int, deliveries: int, oldest: datetime | None) -> None:
         back_to = f", back to {oldest.isoformat()}" if oldest else ""
         print(
-            f"memberpulse recover: page {pages}, {deliveries} delivery attempt(s) in the window{back_to}", file=self.out
+            f"memberpulse recover: {hook_id} page {pages}, {deliveries} delivery attempt(s) in the window{back_to}",
+            file=self.out,
         )
 
     def retry(self, event: RetryEvent) -> None:
@@ -48,9 +50,10 @@ class RichProgress(LineProgress):
         self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=Console())
         self.task = self.bar.add_task("reading Whop's delivery log", total=None)
 
-    def page(self, pages: int, deliveries: int, oldest: datetime | None) -> None:
+    def page(self, hook_id: str, pages: int, deliveries: int, oldest: datetime | None) -> None:
         back_to = f", back to {oldest:%Y-%m-%d %H:%M}" if oldest else ""
-        self.bar.update(self.task, description=f"delivery log: {pages} page(s), {deliveries} attempt(s){back_to}")
+        line = f"{hook_id}'s delivery log: {pages} page(s), {deliveries} attempt(s){back_to}"
+        self.bar.update(self.task, description=line)
 
     def retry(self, event: RetryEvent) -> None:
         self.bar.console.print(
@@ -74,4 +77,11 @@ def run_once(settings: Settings, *, since: datetime | None, replay: bool) -> int
     print(f"memberpulse recover: {result.summary()}")
     if result.recovered:
         print("memberpulse recover: the next `memberpulse run` folds them in")
-    return ExitCode.OK
+    if result.failure_kind is None:
+        return ExitCode.OK
+    print_failures(
+        "recover", f"{len(result.failures)} company(ies) or webhook(s) not read", "company or webhook",
+        result.failures, "the others' events are stored; a webhook not read is read again by the next recovery "
+        "from where it was last read",
+    )  # fmt: skip
+    return FAILURE_KIND_CODES[result.failure_kind]

@@ -123,7 +123,10 @@ def _page(items: list[Any], request: Request, kind: str) -> tuple[list[Any], dic
 
 
 def _list_webhooks(hub: WebhookHub, request: Request) -> Answer:
-    hooks = sorted(hub.hooks.values(), key=lambda h: h.created_at, reverse=True)
+    """The account's own webhooks (every webhook when no account is named), newest first."""
+    account = request.query_params.get("account_id")
+    hooks = [h for h in hub.hooks.values() if account in (None, h.company_id)]
+    hooks = sorted(hooks, key=lambda h: h.created_at, reverse=True)
     chunk, page_info = _page(hooks, request, "webhooks")
     return 200, {"data": [_hook_json(h) for h in chunk], "page_info": page_info}
 

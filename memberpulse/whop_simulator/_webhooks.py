@@ -73,12 +73,16 @@ class WebhookHub:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     # --- set-up --------------------------------------------------------------------------------------------
-    def register(self, url: str, *, secret: str | None = None, hook_id: str | None = None) -> SimWebhook:
+    def register(
+        self, url: str, *, secret: str | None = None, hook_id: str | None = None, owner: str | None = None
+    ) -> SimWebhook:
+        """A webhook of the hub's company, or of ``owner`` (another company's ``biz_…``, or an app's ``app_…``,
+        whose webhook carries every company that installed it)."""
         hook = SimWebhook(
             id=hook_id or f"hook_{secrets.token_hex(8)}",
             url=url,
             secret=secret or "ws_" + secrets.token_hex(24),
-            company_id=self.company_id,
+            company_id=owner or self.company_id,
             created_at=self.clock(),
         )
         with self._lock:

@@ -173,6 +173,22 @@ def test_a_0_2_0_recovery_state_is_read(tmp_path: Path) -> None:
     assert store.load_state() == legacy
 
 
+def test_a_format_4_recovery_state_holds_for_the_one_webhook_it_read_until_webhooks_are_kept_apart(
+    tmp_path: Path,
+) -> None:
+    """Format 4 kept one ``stopped_at``, of the one webhook a recovery read: the first recovery after the upgrade
+    reads its webhook from there; from format 5 on each webhook stands where its own log was read up to."""
+    store = RecoveryStore(tmp_path / "warehouse", tmp_path / "landing", tmp_path / "quarantine")
+    format_4 = {"kind": "recovery-state", "format": 4, "stopped_at": AS_OF.isoformat(), "index_offsets": {"a": 1}}
+    store.state_path.parent.mkdir(parents=True)
+    store.state_path.write_text(json.dumps(format_4))
+
+    upgraded = store.load_state()
+    assert upgraded.hooks == {} and upgraded.hook_stopped_at("hook_any") == AS_OF
+    later = RecoveryState(stopped_at=AS_OF.isoformat(), hooks={"hook_a": (AS_OF + timedelta(hours=1)).isoformat()})
+    assert later.hook_stopped_at("hook_a") == AS_OF + timedelta(hours=1) and later.hook_stopped_at("hook_new") is None
+
+
 def test_a_delivery_log_kept_before_company_id_reads_with_it_null_and_takes_new_attempts(tmp_path: Path) -> None:
     """0.3's ``deliveries.parquet`` had no ``company_id``: its attempts read with none, and the next recovery's
     attempts (with their company) are merged into it."""
