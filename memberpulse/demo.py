@@ -1,5 +1,6 @@
-"""The world ``memberpulse demo`` plays in, with no credentials: a simulated company's webhooks, the landing
-endpoint (a real ``memberpulse serve`` process) on a free local port, an outage, and what the snapshot shows
+"""The world ``memberpulse demo`` plays in, with no credentials: three simulated companies that installed one
+Whop app, the app's webhooks, the landing endpoint (a real ``memberpulse serve`` process) on a free local port,
+an outage, one company uninstalling the app in the middle of the backfill, and what the snapshot shows
 afterwards. Nothing here writes to the terminal: the command (``memberpulse.cli.demo``) runs the story and
 tells it.
 
@@ -18,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 
 DEMO_COMPANY = "biz_memberpulse_demo"
 DEMO_MEMBERS = 300
+#: The companies that installed the demo's Whop app, with their members; the last uninstalls it mid-backfill.
+DEMO_COMPANIES = {DEMO_COMPANY: DEMO_MEMBERS, "biz_demo_north": 150, "biz_demo_south": 80}
+UNINSTALLING = "biz_demo_south"
+DEMO_APP = "app_memberpulse_demo"  # the app whose webhook carries every installed company's events
 WEBHOOK_PATH = "/api/webhooks/whop"
 MISSED_SHARE = 0.04  # deliveries Whop "never made": reconciliation must notice them as drift
 DUPLICATE_SHARE = 0.05  # at-least-once delivery: the same webhook twice, counted once
@@ -149,6 +154,13 @@ def plan_deliveries(population: object, secret: str, now: datetime, seed: int = 
     return deliveries
 
 
+def plan_all_deliveries(populations: Iterable[object], secret: str, now: datetime, seed: int = 11) -> list[Delivery]:
+    """Every company's webhooks (``plan_deliveries``), interleaved as an app's webhook delivers them."""
+    deliveries = [d for n, p in enumerate(populations) for d in plan_deliveries(p, secret, now, seed=seed + n)]
+    random.Random(seed).shuffle(deliveries)
+    return deliveries
+
+
 async def _post_all(url: str, deliveries: list[Delivery], stats: SendStats, concurrency: int = 16) -> None:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=10) as client:
@@ -185,12 +197,15 @@ def send_webhooks(url: str, deliveries: list[Delivery], secret: str, seed: int =
 
 
 def demo_settings(settings: Settings, root: Path, secret: str, api_key: str, base_url: str) -> Settings:
+    """The demo's settings: the app's key, its three companies listed (whatever the environment says)."""
     return settings.model_copy(
         update={
             "data_dir": root,
             "whop_webhook_secret": SecretStr(secret),
             "whop_api_key": SecretStr(api_key),
-            "whop_company_id": DEMO_COMPANY,
+            "whop_company_id": None,
+            "whop_company_ids": ",".join(DEMO_COMPANIES),
+            "whop_company_api_keys": None,
             "whop_api_base_url": base_url,
             "whop_max_rate_limit_wait_seconds": 30.0,
             # The demo never publishes to a real Supabase project, whatever the environment says.
@@ -201,6 +216,36 @@ def demo_settings(settings: Settings, root: Path, secret: str, api_key: str, bas
     )
 
 
+class UninstallMidBackfill:
+    """The simulator's ``intercept``: once ``company``'s backfill has read ``pages`` pages, it uninstalls the app
+    (the app's key gets 403 for it from then on), as a creator might in the middle of a nightly run."""
+
+    def __init__(self, company: str, pages: int = 1) -> None:
+        self.company, self.pages, self.served = company, pages, 0
+        self.state: Any = None  # the simulator's state, set once the app is made
+
+    async def __call__(self, endpoint: str, company_id: str | None) -> None:
+        if company_id == self.company and endpoint in ("memberships", "members") and self.state is not None:
+            self.served += 1
+            if self.served > self.pages:
+                self.state.uninstall(self.company)
+
+
+def companies_world(now: datetime, api_key: str) -> tuple[Any, WebhookHub, UninstallMidBackfill]:
+    """The simulated Whop of the demo: the three companies, the app's webhook hub, the uninstall to come."""
+    from memberpulse.whop_simulator import Population, WebhookHub, create_app
+
+    populations = [
+        Population.generate(seed=7 + n, n=members, company_id=company, now=now)
+        for n, (company, members) in enumerate(DEMO_COMPANIES.items())
+    ]
+    hub = WebhookHub(DEMO_APP, timeout=2.0)
+    uninstall = UninstallMidBackfill(UNINSTALLING)
+    app = create_app(populations, api_key=api_key, webhooks=hub, intercept=uninstall)
+    uninstall.state = app.state.whop_simulator
+    return app, hub, uninstall
+
+
 @dataclass(frozen=True)
 class Findings:
     """What the demo's snapshot shows: members by status (status, members, average score), the drift found
@@ -209,6 +254,7 @@ class Findings:
     by_status: list[tuple[Any, ...]]
     drift: list[tuple[Any, ...]]
     latest: list[tuple[Any, ...]]
+    by_company: list[tuple[Any, ...]]  # company, members, active, at risk, whop snapshot rows, drift rows
 
 
 def findings(snapshot: Path) -> Findings:
@@ -226,6 +272,13 @@ def findings(snapshot: Path) -> Findings:
             latest=con.execute(
                 "SELECT member_name, status, activity_score, last_active, updated_at FROM member_activity "
                 "ORDER BY updated_at DESC, engagement_score DESC LIMIT 5"
+            ).fetchall(),
+            by_company=con.execute(
+                "SELECT m.company_id, count(*), count(*) FILTER (WHERE status = 'active'), "
+                "count(*) FILTER (WHERE status = 'at_risk'), "
+                "(SELECT count(*) FROM whop_member_access w WHERE w.company_id = m.company_id), "
+                "(SELECT count(*) FROM reconciliation_drift d WHERE d.company_id = m.company_id) "
+                "FROM member_activity m GROUP BY 1 ORDER BY 2 DESC"
             ).fetchall(),
         )
 

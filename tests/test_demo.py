@@ -1,5 +1,6 @@
 """``memberpulse demo`` end to end: it runs, the simulated Whop's deliveries during the landing outage fail, the
-backfill's recovery step brings every one of them back, and nothing is left running."""
+backfill's recovery step brings every one of them back, one of the three companies uninstalls the app in the
+middle of the backfill and fails alone, and nothing is left running."""
 
 from __future__ import annotations
 
@@ -27,3 +28,9 @@ def test_demo_recovers_every_webhook_lost_in_the_outage(tmp_path: Path) -> None:
     assert "deliveries failed (connection refused)" in out
     assert "all of them are in the events table, recovered from Whop's delivery log" in out
     assert "memberpulse backfill: read" in out and "recovered" in out
+    # Three companies; one uninstalls the app mid-backfill and fails alone (a 403, named), the others are written.
+    assert "backfill: 3 company(ies): biz_memberpulse_demo, biz_demo_north, biz_demo_south" in out
+    assert "biz_demo_south uninstalled the app in the middle of the backfill" in out
+    assert "wrote 2 snapshots" in out and "biz_demo_south (uninstalled mid-run)" in out
+    err = " ".join(done.stderr.split())
+    assert "1 company(ies) not backfilled" in err and "biz_demo_south" in err and "(403)" in err
