@@ -57,13 +57,16 @@ def peak_rss() -> Iterator[list[int]]:
         peak[0] = max(peak[0], _rss_bytes())
 
 
-def write_segments(data_dir: Path, *, members: int, start: int, count: int, name: str, chunk: int = 1_000_000) -> int:
+def write_segments(
+    data_dir: Path, *, members: int, start: int, count: int, name: str, chunk: int = 1_000_000, companies: int = 1
+) -> int:
     path = data_dir / "landing" / "dt=2026-11-27" / f"{name}.ndjson"
     path.parent.mkdir(parents=True, exist_ok=True)
     written = 0
     with open(path, "ab") as fh:
         for offset in range(start, start + count, chunk):
-            raw = generate_raw(members, start + count, start=offset, count=min(chunk, start + count - offset))
+            size = min(chunk, start + count - offset)
+            raw = generate_raw(members, start + count, start=offset, count=size, companies=companies)
             fh.write(to_ndjson(raw))
             written += raw.height
     return written

@@ -68,11 +68,12 @@ def _bodies(df: pl.DataFrame) -> pl.Series:
     status = pl.when(pl.col("kind") == "left").then(pl.lit("canceled")).otherwise(pl.lit("active"))
     valid = pl.when(pl.col("kind") == "left").then(pl.lit("false")).otherwise(pl.lit("true"))
     seed = _fmt(
-        '{"action":"%s","data":{"id":"mem_%s","user_id":"user_%s","company_id":"biz_demo",'
+        '{"action":"%s","data":{"id":"mem_%s","user_id":"user_%s","company_id":"%s",'
         '"email":"u%s@example.com","username":"member%s","%s":"%s"}}',
         seed_type,
         mid,
         mid,
+        pl.col("company"),
         mid,
         mid,
         seed_field,
@@ -97,9 +98,9 @@ def _bodies(df: pl.DataFrame) -> pl.Series:
     v1u = _fmt(
         '{"id":"msg_%s","api_version":"v1","api_version_date":"2025-01-01","type":"%s","timestamp":"%s",'
         '"data":{"id":"mem_%s","status":"%s","created_at":"%s","renewal_period_start":"%s",'
-        '"renewal_period_end":null,"cancel_at_period_end":false,"company":{"id":"biz_demo","title":"Demo"},'
+        '"renewal_period_end":null,"cancel_at_period_end":false,"company":{"id":"%s","title":"Demo"},'
         '"user":{"id":"user_%s","username":"member%s","name":"Member %s","email":"u%s@example.com"},'
-        '"product":{"id":"prod_1"}},"account_id":"biz_demo"}',
+        '"product":{"id":"prod_1"}},"account_id":"%s"}',
         pl.col("wid"),
         v1_type,
         t_iso,
@@ -107,15 +108,17 @@ def _bodies(df: pl.DataFrame) -> pl.Series:
         status,
         _iso("created"),
         _iso("created"),
+        pl.col("company"),
         mid,
         mid,
         mid,
         mid,
+        pl.col("company"),
     )
     v1p = _fmt(
         '{"id":"msg_%s","api_version":"v1","api_version_date":"2025-06-01","type":"%s","timestamp":"%s",'
         '"data":{"id":"mem_%s","user_id":"user_%s","member_id":"mber_%s","product_id":"prod_1",'
-        '"company_id":"biz_demo","status":"%s","created_at":"%s","current_period_start":"%s",'
+        '"company_id":"%s","status":"%s","created_at":"%s","current_period_start":"%s",'
         '"current_period_end":null,"updated_at":"%s"}}',
         pl.col("wid"),
         v1_type,
@@ -123,6 +126,7 @@ def _bodies(df: pl.DataFrame) -> pl.Series:
         mid,
         mid,
         mid,
+        pl.col("company"),
         status,
         _iso("created"),
         _iso("created"),
@@ -140,6 +144,14 @@ def _bodies(df: pl.DataFrame) -> pl.Series:
     return df.select(body.alias("body")).to_series()
 
 
+def company_expr(mid: pl.Expr, n_members: int, companies: int) -> pl.Expr:
+    """The company of membership ``mid``: ``biz_demo`` for one; else ``biz_c0000`` … in equal, consecutive runs."""
+    if companies <= 1:
+        return pl.lit("biz_demo")
+    per = -(-n_members // companies)
+    return pl.concat_str(pl.lit("biz_c"), (mid // per).cast(pl.Utf8).str.pad_start(4, "0"))
+
+
 def _uniform(idx: pl.Expr, seed: int, modulus: int) -> pl.Expr:
     """Deterministic pseudo-random integers in [0, modulus), one per row index (polars' hash; no numpy)."""
     return (idx.cast(pl.UInt64).hash(seed) % modulus).cast(pl.Int64)
@@ -153,12 +165,15 @@ def generate_raw(
     count: int | None = None,
     dup_rate: float = 0.03,
     seed: int = 7,
+    companies: int = 1,
 ) -> pl.DataFrame:
     """Raw records (landing's schema) for webhooks ``start … start+count`` of ``n_events``, plus re-deliveries.
 
     Webhook ``i < n_members`` is membership ``i`` joining; every other one is an access (90%), a leave (4%) or
     another Whop event (6%) of a random membership. Chunks with different ``start`` are independent, so a big
     set can be generated (and cached) piece by piece; ``start`` beyond ``n_events`` gives fresh later events.
+    With ``companies`` > 1, membership ``m`` belongs to ``company_of(m, n_members, companies)`` (else all to
+    ``biz_demo``); a v5 body names no company, as Whop's does not.
     """
     count = n_events - start if count is None else count
     idx = pl.int_range(start, start + count, dtype=pl.Int64)
@@ -188,6 +203,7 @@ def generate_raw(
         )
     )
     df = df.with_columns(
+        company=company_expr(pl.col("mid"), n_members, companies),
         kind=pl.col("kind_code").replace_strict(list(range(4)), list(KINDS), return_dtype=pl.Utf8),
         shape=shape.cast(pl.Int8),
         created=base + (pl.col("mid") * 7919) % (SPAN_S // 3),

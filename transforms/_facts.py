@@ -6,9 +6,10 @@ canceled_at?, username?, name?, email?, fetched_at. members: member_id, user_id?
 status?, joined_at?, last_accessed_at?, most_recent_action_at?, fetched_at.
 
 Members are matched to memberships by user id (the members list carries no membership id), within their snapshot
-when both frames have a ``snapshot`` column (several companies' snapshots read together: one user can be a
-member of each company, with a last access in each). Should a snapshot list a user twice, the member row
-with the latest ``fetched_at``, then the latest ``last_accessed_at``, then the greatest ``member_id`` is used;
+when both frames have a ``snapshot`` column (several snapshots read together: one user can be a member of each
+company, with a last access in each; and each snapshot gives its own fact, as it would read alone). Should a
+snapshot list a user twice, the member row with the latest ``fetched_at``, then the latest ``last_accessed_at``,
+then the greatest ``member_id`` is used;
 should it list a membership twice, the row with the latest ``fetched_at`` then the greatest other values.
 Name and email prefer the membership's own fields, then the member's.
 """
@@ -61,7 +62,8 @@ def api_facts(memberships: pl.DataFrame, members: pl.DataFrame | None) -> pl.Dat
     )
     first = ("membership_id", "fetched_at")
     order = [*first, *(c for c in _MEMBERSHIP_COLS if c not in first)]
-    ms = ms.sort(order, nulls_last=False).unique("membership_id", keep="last", maintain_order=True)
+    one_per = ["snapshot", "membership_id"] if by_snapshot else ["membership_id"]  # one fact per snapshot listing it
+    ms = ms.sort(order, nulls_last=False).unique(one_per, keep="last", maintain_order=True)
     mem = conform(members, {**_MEMBER_COLS, "snapshot": pl.String()}).filter(pl.col("user_id").is_not_null())
     mem = mem.sort([*keys, "fetched_at", "last_accessed_at", "member_id"], nulls_last=False).unique(
         keys, keep="last", maintain_order=True

@@ -24,7 +24,7 @@ from memberpulse.flows.raw import archive as raw_archive
 from memberpulse.flows.raw import reader as raw_reader
 from memberpulse.flows.raw.remote import pull_raw
 from memberpulse.flows.reconcile._store import Manifest, ReconcileStore
-from memberpulse.flows.whop import BackfillSnapshot, list_snapshots
+from memberpulse.flows.whop import BackfillSnapshot, list_snapshots, read_together
 from memberpulse.settings import Settings
 from memberpulse.storage import open_store
 
@@ -73,9 +73,10 @@ class ParsedNew:
 
 
 def api_facts(snapshots: list[BackfillSnapshot]) -> pl.DataFrame | None:
-    """The facts Whop's API stated in these backfill snapshots, or None when there are none."""
-    frames = [transforms.api_facts(s.read_memberships(), s.read_members()) for s in snapshots]
-    return pl.concat(frames, how="diagonal_relaxed") if frames else None
+    """The facts Whop's API stated in these backfill snapshots (each its own, as read alone), or None when there
+    are none; read in one scan, however many companies' snapshots a backfill left."""
+    memberships, members = read_together(snapshots)
+    return None if memberships is None else transforms.api_facts(memberships, members)
 
 
 def parse_new(chunks: Iterator[raw_reader.RawChunk]) -> ParsedNew:
